@@ -1,0 +1,22 @@
+"""pel_jax: the PointWise Exponential Loss (PEL) and the Dice family in JAX.
+
+Modules with a leading underscore are private; use the names exported here.
+"""
+
+from pel_jax._loss import check_labels
+from pel_jax._loss import dice_loss
+from pel_jax._loss import jaccard_loss
+from pel_jax._loss import pel_loss
+from pel_jax._loss import tversky_loss
+from pel_jax._loss import weight_map
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "check_labels",
+    "dice_loss",
+    "jaccard_loss",
+    "pel_loss",
+    "tversky_loss",
+    "weight_map",
+)

@@ -1,0 +1,154 @@
+"""Static (trace-time) argument checks; none of them reads array values."""
+
+from __future__ import annotations
+
+import numbers
+
+import jax.numpy as jnp
+import numpy as np
+
+REDUCTIONS = ("mean", "sum", "none")
+ACTIVATIONS = ("sigmoid", "softmax")
+
+
+def _describe(x) -> str:
+  return f"shape {tuple(np.shape(x))} and dtype {jnp.result_type(x)}"
+
+
+def check_predictions(predictions) -> None:
+  dtype = jnp.result_type(predictions)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        "`predictions` must be floating point (probabilities or logits), got"
+        f" {_describe(predictions)}."
+    )
+  if np.ndim(predictions) < 3:
+    raise ValueError(
+        "`predictions` must have shape [batch, *spatial, num_classes] with at"
+        f" least one spatial axis, got {_describe(predictions)}."
+    )
+
+
+def check_targets(predictions, targets, ignore_index) -> bool:
+  """Checks `targets` against `predictions`; returns True for integer ids."""
+  p_shape, t_shape = np.shape(predictions), np.shape(targets)
+  dtype = jnp.result_type(targets)
+  integer = jnp.issubdtype(dtype, jnp.integer)
+  if integer:
+    if t_shape != p_shape[:-1]:
+      raise ValueError(
+          "Integer class-id `targets` must have shape [batch, *spatial] ="
+          f" {p_shape[:-1]} (predictions {p_shape} without the class axis),"
+          f" got {t_shape}."
+      )
+  elif jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.bool_:
+    if ignore_index is not None:
+      raise ValueError(
+          "`ignore_index` needs integer class-id targets; got float targets of"
+          f" {_describe(targets)}. Use `where` to mask float targets."
+      )
+    if len(t_shape) == len(p_shape) and t_shape[:-1] == p_shape[:-1]:
+      if t_shape[-1] != p_shape[-1]:
+        raise ValueError(
+            f"Class-count mismatch: `predictions` {p_shape} has {p_shape[-1]}"
+            f" classes but float `targets` {t_shape} has {t_shape[-1]}."
+        )
+    elif t_shape != p_shape:
+      raise ValueError(
+          "Float `targets` must have the shape of `predictions`"
+          f" {p_shape} (one-hot, multi-hot or soft labels), got {t_shape}."
+          " Integer class ids take shape [batch, *spatial]."
+      )
+  else:
+    raise TypeError(
+        f"`targets` must be float, bool or integer, got {_describe(targets)}."
+    )
+  if ignore_index is not None and (
+      not isinstance(ignore_index, numbers.Integral)
+      or isinstance(ignore_index, bool)
+  ):
+    raise TypeError(
+        f"`ignore_index` must be a Python int or None, got {ignore_index!r}."
+    )
+  return integer
+
+
+def check_number(name: str, value, *, positive: bool = False) -> float:
+  """A static hyperparameter: a real Python/NumPy number, >= 0 (or > 0)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(
+        f"`{name}` must be a Python number (it is static: changing it"
+        f" recompiles), got {type(value).__name__} {value!r}."
+    )
+  value = float(value)
+  if not np.isfinite(value) or value < 0 or (positive and value == 0):
+    bound = "> 0" if positive else ">= 0"
+    raise ValueError(f"`{name}` must be finite and {bound}, got {value}.")
+  return value
+
+
+def check_mask(predictions, where) -> None:
+  if where is None:
+    return
+  want = np.shape(predictions)[:-1]
+  if np.shape(where) != want:
+    raise ValueError(
+        f"`where` must have shape [batch, *spatial] = {want} (predictions"
+        f" {np.shape(predictions)} without the class axis), got"
+        f" {np.shape(where)}."
+    )
+  if jnp.result_type(where) != jnp.bool_:
+    raise TypeError(f"`where` must be a bool array, got {_describe(where)}.")
+
+
+def check_class_weights(predictions, class_weights) -> None:
+  if class_weights is None:
+    return
+  num_classes = np.shape(predictions)[-1]
+  if np.shape(class_weights) != (num_classes,):
+    raise ValueError(
+        f"`class_weights` must have shape ({num_classes},), one weight per"
+        " class of `predictions` (background included), got shape"
+        f" {np.shape(class_weights)}."
+    )
+  if not jnp.issubdtype(jnp.result_type(class_weights), jnp.number):
+    raise TypeError(
+        f"`class_weights` must be numeric, got {_describe(class_weights)}."
+    )
+
+
+def resolve_activation(predictions, from_logits: bool, activation):
+  """The activation to apply: None for probabilities, else its name."""
+  num_classes = np.shape(predictions)[-1]
+  if activation is not None and activation not in ACTIVATIONS:
+    raise ValueError(
+        f"`activation` must be one of {ACTIVATIONS} or None, got"
+        f" {activation!r}."
+    )
+  if not from_logits:
+    if activation is not None:
+      raise ValueError(
+          f"`activation={activation!r}` applies to logits: pass"
+          " `from_logits=True` too."
+      )
+    return None
+  if activation is None:
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+  if activation == "softmax" and num_classes == 1:
+    raise ValueError(
+        "`activation='softmax'` over a single class is constant; predictions"
+        f" {np.shape(predictions)} need 'sigmoid' or >= 2 classes."
+    )
+  return activation
+
+
+def check_options(predictions, reduction, include_background) -> None:
+  if reduction not in REDUCTIONS:
+    raise ValueError(
+        f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}."
+    )
+  if not include_background and np.shape(predictions)[-1] < 2:
+    raise ValueError(
+        "`include_background=False` drops class 0, which leaves no class for"
+        f" predictions of shape {np.shape(predictions)}."
+    )

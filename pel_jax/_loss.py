@@ -1,0 +1,302 @@
+"""Public losses of the PEL family: PEL, Dice, Jaccard and Tversky."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Hashable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import checkify
+
+from pel_jax import _checks
+from pel_jax import _core
+
+ArrayLike = jax.typing.ArrayLike
+
+
+def pel_loss(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    exponent: float = 3.0,
+    scale: float = 1.0,
+    fp_weight: float = 1.0,
+    fn_weight: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    from_logits: bool = False,
+    activation: str | None = None,
+    class_weights: ArrayLike | None = None,
+    include_background: bool = True,
+    where: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    batch: bool = False,
+    reduction: str = "mean",
+    axis_name: Hashable | None = None,
+) -> jax.Array:
+  r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
+
+  For each class :math:`c`, with :math:`p` the predicted probability,
+  :math:`g` the target and :math:`w` the pixel mask, summed over the spatial
+  axes (and over the batch too when ``batch=True``):
+
+  .. math::
+    TP = \sum w p g, \quad FP = \sum w p (1 - g), \quad
+    FN = \sum w (1 - p) g, \quad N = \sum w p^n g
+
+    L_c = 1 - s \frac{N + \epsilon_{nr}}
+        {TP + \alpha FP + \beta FN + \epsilon_{dr}}
+
+  with :math:`n` = ``exponent``, :math:`s` = ``scale``, :math:`\alpha` =
+  ``fp_weight`` and :math:`\beta` = ``fn_weight``. With n = 1 and s = 1 this
+  is Dice (weights 0.5), Jaccard (weights 1) or Tversky. Soft (float) targets
+  use :math:`p^n g`, linear in g; for hard labels it equals the authors'
+  :math:`(p g)^n`.
+
+  The gradient is a hand-written, fused `jax.custom_vjp` (with the activation
+  when ``from_logits``); reverse mode and reverse-over-reverse work, but
+  forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) does not: JAX raises
+  its own TypeError for custom_vjp functions.
+
+  Args:
+    predictions: float `[B, *spatial, C]`, channels last; probabilities, or
+      logits with ``from_logits=True``. Any float dtype; bfloat16/float16 are
+      accumulated in float32.
+    targets: float `[B, *spatial, C]` (one-hot, multi-hot or soft labels), or
+      integer class ids `[B, *spatial]` (never one-hot encoded internally).
+      Ids outside `[0, C)` other than ``ignore_index`` belong to no class
+      (as with `jax.nn.one_hot`): they count as background for every class.
+      Use `pel_jax.check_labels` to catch them.
+    exponent: n > 0 in :math:`p^n` (static).
+    scale: s > 0, the numerator's factor (static).
+    fp_weight: :math:`\alpha \ge 0`, the weight of false positives (static).
+    fn_weight: :math:`\beta \ge 0`, the weight of false negatives (static).
+    smooth_nr: :math:`\epsilon_{nr} \ge 0` added to the numerator (static).
+    smooth_dr: :math:`\epsilon_{dr} \ge 0` added to the denominator (static).
+    from_logits: whether ``predictions`` are logits.
+    activation: with logits, "sigmoid" (independent channels) or "softmax"
+      (over the class axis); None picks sigmoid for C = 1, else softmax.
+    class_weights: `[C]` weights (all classes, background included) that
+      multiply the per-class losses.
+    include_background: False drops class 0 (after ``class_weights``).
+    where: bool `[B, *spatial]`; False pixels are left out of every sum (after
+      the activation: masked logits do not become p = 0.5).
+    ignore_index: with integer targets, pixels with this id are left out.
+    batch: sum over the batch too (one loss per class, "batch Dice").
+    reduction: "mean" over classes and samples, "sum", or "none".
+    axis_name: a named axis (`pmap`, `shard_map`, `vmap`) the batch is split
+      over. With ``batch=True`` the sums are summed across it before the
+      ratio; with ``batch=False`` the "mean"/"sum" reductions run over the
+      global batch. Every device returns the global loss and the gradient
+      for its own shard (the slice of the one-device gradient): in a
+      data-parallel step, *sum* the parameter gradients across devices.
+
+  Returns:
+    A scalar for "mean" and "sum". For "none": `[B, C']` per sample and class,
+    or `[C']` with ``batch=True`` (C' = C - 1 without background). The loss is
+    float32 for float32/bfloat16/float16 predictions and float64 for float64;
+    its gradient has the dtype of ``predictions``.
+
+  With the default smoothing (equal in numerator and denominator), an empty
+  prediction of an empty target has ratio 1, so it costs 1 - s (0 at s = 1).
+  If both smoothings are 0 and a class is empty (denominator 0), that class
+  counts as a perfect match with zero gradient rather than 0/0.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import pel_loss
+    >>> logits = jnp.zeros((2, 4, 4, 3))
+    >>> labels = jnp.zeros((2, 4, 4), jnp.int32)
+    >>> loss = pel_loss(logits, labels, from_logits=True)
+    >>> loss.shape, loss.dtype
+    ((), dtype('float32'))
+
+  References:
+    Bhat et al., PointWise Exponential Loss (PEL),
+    https://github.com/bluesky314/PointWise-Exponential-Loss
+  """
+  _checks.check_predictions(predictions)
+  integer_targets = _checks.check_targets(predictions, targets, ignore_index)
+  _checks.check_mask(predictions, where)
+  _checks.check_class_weights(predictions, class_weights)
+  _checks.check_options(predictions, reduction, include_background)
+  cfg = _core.LossConfig(
+      exponent=_checks.check_number("exponent", exponent, positive=True),
+      scale=_checks.check_number("scale", scale, positive=True),
+      fp_weight=_checks.check_number("fp_weight", fp_weight),
+      fn_weight=_checks.check_number("fn_weight", fn_weight),
+      smooth_nr=_checks.check_number("smooth_nr", smooth_nr),
+      smooth_dr=_checks.check_number("smooth_dr", smooth_dr),
+      activation=_checks.resolve_activation(
+          predictions, from_logits, activation
+      ),
+      batch=bool(batch),
+      ignore_index=ignore_index,
+      axis_name=axis_name,
+  )
+
+  predictions = jnp.asarray(predictions)
+  batch_size, num_classes = predictions.shape[0], predictions.shape[-1]
+  flat = (batch_size, -1)
+  predictions = predictions.reshape(*flat, num_classes)
+  targets = jnp.asarray(targets)
+  if integer_targets:
+    targets = targets.reshape(flat)
+  else:
+    if targets.dtype == jnp.bool_:
+      targets = targets.astype(predictions.dtype)
+    targets = targets.reshape(*flat, num_classes)
+  mask = None if where is None else jnp.asarray(where).reshape(flat)
+
+  losses = _core.class_losses(cfg, predictions, targets, mask)
+  if class_weights is not None:
+    losses = losses * jnp.asarray(class_weights, losses.dtype)
+  if not include_background:
+    losses = losses[:, 1:]
+  return _reduce(losses, reduction, cfg)
+
+
+def _reduce(losses: jax.Array, reduction: str, cfg: _core.LossConfig):
+  """Reduces `[G, C']` per-class losses; global over `axis_name` if per-sample."""
+  if cfg.batch:
+    losses = losses[0]
+  if reduction == "none":
+    return losses
+  total = jnp.sum(losses)
+  count = losses.size
+  if cfg.axis_name is not None and not cfg.batch:
+    total = _global_sum(total, cfg.axis_name)
+    count = count * lax.axis_size(cfg.axis_name)
+  return total / count if reduction == "mean" else total
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _global_sum(x: jax.Array, axis_name) -> jax.Array:
+  """`psum` whose cotangent is not summed back across devices.
+
+  Every device holds the same global value; the derivative of that value
+  with respect to the local summand is 1, so the cotangent passes through.
+  (Autodiff of `psum` would psum the replicated cotangents: an N-fold factor.)
+  """
+  return lax.psum(x, axis_name)
+
+
+def _global_sum_fwd(x, axis_name):
+  return lax.psum(x, axis_name), None
+
+
+def _global_sum_bwd(axis_name, residuals, cotangent):
+  del axis_name, residuals
+  return (cotangent,)
+
+
+_global_sum.defvjp(_global_sum_fwd, _global_sum_bwd)
+
+
+def weight_map(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    loss_fn: Callable[..., jax.Array] | None = None,
+    **loss_kwargs: Any,
+) -> jax.Array:
+  r"""Per-pixel gradient weight of a PEL-family loss, `[B, *spatial]`.
+
+  The absolute gradient of the (reduced, summed) loss with respect to
+  ``predictions`` (probabilities, or logits with ``from_logits=True``),
+  summed over the class axis: :math:`\sum_c |\partial L / \partial x_c|`.
+  It shows which pixels pull on the model, the diagnostic the PEL authors
+  plot next to the deviation map :math:`|p - g|`.
+
+  Args:
+    predictions: as in `pel_loss`.
+    targets: as in `pel_loss`.
+    loss_fn: the loss to differentiate, `pel_loss` by default (e.g.
+      `pel_jax.dice_loss` for the Dice map to compare with).
+    **loss_kwargs: any keyword of `pel_loss` (``exponent``, ``scale``, ...).
+
+  Returns:
+    Float array of shape `[B, *spatial]` in the dtype of ``predictions``.
+  """
+  loss_fn = pel_loss if loss_fn is None else loss_fn
+  grad = jax.grad(
+      lambda x: jnp.sum(loss_fn(x, targets, **loss_kwargs))
+  )(jnp.asarray(predictions))
+  return jnp.sum(jnp.abs(grad), axis=-1)
+
+
+def check_labels(
+    targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
+) -> None:
+  """Checks that integer class ids lie in `[0, num_classes)` or equal ignore_index.
+
+  Out-of-range ids never corrupt `pel_loss` (they match no class), but they
+  usually mean a data bug. Eagerly this raises `checkify.JaxRuntimeError`;
+  inside `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify`
+  and call `err.throw()` (see the README).
+  """
+  targets = jnp.asarray(targets)
+  if not jnp.issubdtype(targets.dtype, jnp.integer):
+    raise TypeError(f"`targets` must be integer ids, got {targets.dtype}.")
+  valid = (targets >= 0) & (targets < num_classes)
+  if ignore_index is not None:
+    valid = valid | (targets == ignore_index)
+  bad = jnp.argmin(valid.reshape(-1))
+  checkify.check(
+      jnp.all(valid),
+      "targets hold a class id outside [0, {n}): {value} at flat index {i}",
+      n=num_classes,
+      value=targets.reshape(-1)[bad],
+      i=bad,
+  )
+
+
+def _variant(
+    name: str, summary: str, fixed: dict[str, float], **defaults: float
+) -> Callable[..., jax.Array]:
+  """A `pel_loss` with some hyperparameters fixed and others re-defaulted."""
+
+  def loss(predictions, targets, **kwargs):
+    clash = sorted(set(kwargs) & set(fixed))
+    if clash:
+      raise TypeError(f"{name}() does not take {clash}: they are fixed.")
+    return pel_loss(predictions, targets, **fixed, **{**defaults, **kwargs})
+
+  params = [
+      p.replace(default=defaults.get(p.name, p.default))
+      for p in inspect.signature(pel_loss).parameters.values()
+      if p.name not in fixed
+  ]
+  loss.__signature__ = inspect.signature(pel_loss).replace(parameters=params)
+  loss.__name__ = loss.__qualname__ = name
+  loss.__module__ = "pel_jax"
+  settings = ", ".join(f"{k}={v}" for k, v in {**fixed, **defaults}.items())
+  loss.__doc__ = (
+      f"{summary}\n\n  `pel_loss` with {settings}; every other keyword is"
+      " `pel_loss`'s, with the same\n  meaning, shapes, dtypes and"
+      " gradient (a fused custom VJP).\n"
+  )
+  return loss
+
+
+dice_loss = _variant(
+    "dice_loss",
+    "Soft Dice loss: 1 - (2 TP + 2 eps) / (sum p + sum g + 2 eps) per class.",
+    dict(exponent=1.0, scale=1.0, fp_weight=0.5, fn_weight=0.5),
+)
+jaccard_loss = _variant(
+    "jaccard_loss",
+    "Soft Jaccard (IoU) loss: 1 - (TP + eps) / (TP + FP + FN + eps) per class.",
+    dict(exponent=1.0, scale=1.0, fp_weight=1.0, fn_weight=1.0),
+)
+tversky_loss = _variant(
+    "tversky_loss",
+    "Tversky loss: 1 - (TP + eps) / (TP + a FP + b FN + eps) per class.\n\n"
+    "  Defaults a = 0.3, b = 0.7 (Salehi et al. 2017); a = b = 0.5 is Dice.",
+    dict(exponent=1.0, scale=1.0),
+    fp_weight=0.3,
+    fn_weight=0.7,
+)
