@@ -1,9 +1,11 @@
 """Private fused core of the PEL family: per-class losses with a custom VJP.
 
 Everything here is positional and already validated by `pel_jax._loss`.
-Shapes: predictions `[B, P, C]`, targets `[B, P, C]` (float) or `[B, P]`
-(integer ids), mask `[B, P]` bool or None. The core returns per-class losses
-`[B, C]`, or `[1, C]` when the sums also run over the batch.
+Shapes: predictions `[B, *S, C]`, targets `[B, *S, C]` (float) or `[B, *S]`
+(integer ids), mask `[B, *S]` bool or None. The core returns per-class losses
+`[B, C]`, or `[1, C]` when the sums also run over the batch. It works on the
+arrays' own shapes: reshaping them first costs a layout copy of the gradient
+on CPU.
 """
 
 from __future__ import annotations
@@ -74,14 +76,17 @@ def _activate(cfg: LossConfig, x: jax.Array):
 
 
 def _target_and_weight(cfg: LossConfig, targets, mask, shape, dtype):
-  """Per-pixel target `g` `[B, P, C]` and pixel weight `w` `[B, P, 1]` or None.
+  """Per-pixel target `g` `[B, *S, C]` and pixel weight `w` `[B, *S, 1]` or None.
 
   Integer ids are compared against the class index instead of one-hot
   encoded; XLA fuses the comparison into the consumers, so no `[B, P, C]`
   array is materialised. Ids outside `[0, C)` match no class.
   """
   if jnp.issubdtype(targets.dtype, jnp.integer):
-    classes = lax.broadcasted_iota(targets.dtype, (1, 1, shape[-1]), 2)
+    ndim = len(shape)
+    classes = lax.broadcasted_iota(
+        targets.dtype, (1,) * (ndim - 1) + (shape[-1],), ndim - 1
+    )
     g = (targets[..., None] == classes).astype(dtype)
     if cfg.ignore_index is not None:
       keep = targets != cfg.ignore_index
@@ -92,8 +97,8 @@ def _target_and_weight(cfg: LossConfig, targets, mask, shape, dtype):
   return g, w
 
 
-def _sum_axes(cfg: LossConfig) -> tuple[int, ...]:
-  return (0, 1) if cfg.batch else (1,)
+def _sum_axes(cfg: LossConfig, ndim: int) -> tuple[int, ...]:
+  return tuple(range(0 if cfg.batch else 1, ndim - 1))
 
 
 def _class_sums(cfg: LossConfig, predictions, targets, mask):
@@ -107,7 +112,7 @@ def _class_sums(cfg: LossConfig, predictions, targets, mask):
       (p * g, p, g, p_n * g),
       (zero,) * 4,
       lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
-      _sum_axes(cfg),
+      _sum_axes(cfg, p.ndim),
   )
   if cfg.batch:
     sums = tuple(s[None] for s in sums)
@@ -154,10 +159,10 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
   a_ratio = a * ratio
   k = 1.0 - cfg.fp_weight - cfg.fn_weight
   n = cfg.exponent
-  # [G, C] -> [G, 1, C] to broadcast over pixels.
-  a, a_ratio = a[:, None, :], a_ratio[:, None, :]
-
   p, p_n = _activate(cfg, predictions)
+  # [G, C] -> [G, 1, ..., 1, C] to broadcast over pixels.
+  pixels = (a.shape[0],) + (1,) * (p.ndim - 2) + (a.shape[1],)
+  a, a_ratio = a.reshape(pixels), a_ratio.reshape(pixels)
   g, w = _target_and_weight(cfg, targets, mask, p.shape, p.dtype)
   linear = -a_ratio * (k * g + cfg.fp_weight)  # d/dp of the -R*D part.
   if cfg.activation is None:

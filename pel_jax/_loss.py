@@ -119,7 +119,7 @@ def pel_loss(
     https://github.com/bluesky314/PointWise-Exponential-Loss
   """
   _checks.check_predictions(predictions)
-  integer_targets = _checks.check_targets(predictions, targets, ignore_index)
+  _checks.check_targets(predictions, targets, ignore_index)
   _checks.check_mask(predictions, where)
   _checks.check_class_weights(predictions, class_weights)
   _checks.check_options(predictions, reduction, include_background)
@@ -139,17 +139,10 @@ def pel_loss(
   )
 
   predictions = jnp.asarray(predictions)
-  batch_size, num_classes = predictions.shape[0], predictions.shape[-1]
-  flat = (batch_size, -1)
-  predictions = predictions.reshape(*flat, num_classes)
   targets = jnp.asarray(targets)
-  if integer_targets:
-    targets = targets.reshape(flat)
-  else:
-    if targets.dtype == jnp.bool_:
-      targets = targets.astype(predictions.dtype)
-    targets = targets.reshape(*flat, num_classes)
-  mask = None if where is None else jnp.asarray(where).reshape(flat)
+  if targets.dtype == jnp.bool_:
+    targets = targets.astype(predictions.dtype)
+  mask = None if where is None else jnp.asarray(where)
 
   losses = _core.class_losses(cfg, predictions, targets, mask)
   if class_weights is not None:
