@@ -217,3 +217,41 @@ def seed_authors(p, g):
     pc, gc = p[..., c].ravel(), g[..., c].ravel()
     out.append(1.0 - 20.0 * np.sum((pc * gc) ** 3) / (np.sum(pc) + np.sum(gc)))
   return np.array(out)
+
+
+# ----------------------------------------------------------------------------
+# Random test inputs (NumPy, seeded).
+# ----------------------------------------------------------------------------
+
+
+def make_predictions(rng, shape, kind="probs", dtype=np.float32):
+  """`kind`: "probs" (in [0.05, 0.95]), or logits ("sigmoid"/"softmax")."""
+  if kind == "probs":
+    x = rng.uniform(0.05, 0.95, shape)
+  else:
+    x = 2.0 * rng.standard_normal(shape)
+  return np.asarray(x, dtype)
+
+
+def make_targets(rng, shape, kind="int", dtype=np.float32):
+  """Targets for predictions of `shape` [B, *S, C].
+
+  kind: "int" (ids [B, *S]), "onehot", "multihot", "soft" or "bool".
+  """
+  num_classes = shape[-1]
+  ids = rng.integers(0, num_classes, shape[:-1])
+  if kind == "int":
+    return ids.astype(np.int32)
+  if kind == "onehot":
+    return np.eye(num_classes, dtype=dtype)[ids]
+  if kind == "multihot":
+    return (rng.uniform(size=shape) < 0.4).astype(dtype)
+  if kind == "bool":
+    return rng.uniform(size=shape) < 0.4
+  assert kind == "soft"
+  return rng.uniform(0.0, 1.0, shape).astype(dtype)
+
+
+def make_mask(rng, shape, fraction=0.7):
+  """A bool `where` of shape [B, *S] (shape without the class axis)."""
+  return rng.uniform(size=shape[:-1]) < fraction
