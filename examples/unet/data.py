@@ -1,0 +1,236 @@
+"""Data: a seeded synthetic segmentation set, a folder loader, and batches.
+
+A dataset is a `Dataset` of float32 images `[H, W, C_in]` in [0, 1] and
+int32 class-id masks `[H, W]` (sizes may differ between examples). Training
+batches are a pure function of `(seed, step)`, which makes `--resume`
+bit-exact and lets every host draw the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+  """Bad input data; the message names the offending file."""
+
+
+@dataclasses.dataclass
+class Dataset:
+  images: list[np.ndarray]
+  masks: list[np.ndarray]
+  names: list[str]
+  num_classes: int
+
+  @property
+  def in_channels(self) -> int:
+    return self.images[0].shape[-1]
+
+  def subset(self, idx) -> Dataset:
+    return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
+                   [self.names[i] for i in idx], self.num_classes)
+
+
+# ----------------------------------------------------------------- synthetic
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+  """Separable Gaussian blur of a 2D array (reflect padding)."""
+  r = max(1, int(3 * sigma))
+  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+  k /= k.sum()
+  for axis in (0, 1):
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (r, r)
+    xp = np.pad(x, pad, mode="reflect")
+    x = sum(w * np.take(xp, np.arange(i, i + x.shape[axis]), axis=axis)
+            for i, w in enumerate(k))
+  return x
+
+
+def synthetic_example(seed: int, index: int, size: int, num_classes: int):
+  """One image/mask pair: blobs of many sizes and thin curves on texture.
+
+  Class 1 = blobs, class 2 = curvilinear structures (num_classes=3); with
+  num_classes=2 both are foreground. Deterministic in (seed, index).
+  """
+  rng = np.random.default_rng([seed, index])
+  yy, xx = np.mgrid[:size, :size].astype(np.float32)
+  blobs = np.zeros((size, size), bool)
+  for _ in range(rng.integers(3, 9)):
+    # log-uniform radii: from a few pixels to a fifth of the image
+    r = np.exp(rng.uniform(np.log(1.5), np.log(size / 5)))
+    a, b = r * rng.uniform(0.6, 1.4, 2)
+    t = rng.uniform(0, np.pi)
+    cy, cx = rng.uniform(0, size, 2)
+    u = (yy - cy) * np.cos(t) + (xx - cx) * np.sin(t)
+    v = -(yy - cy) * np.sin(t) + (xx - cx) * np.cos(t)
+    blobs |= (u / a) ** 2 + (v / b) ** 2 <= 1
+  curves = np.zeros((size, size), bool)
+  for _ in range(rng.integers(1, 4)):
+    # a random walk in heading: a smooth curvilinear path
+    n = 3 * size
+    heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.08, n))
+    py = rng.uniform(0, size) + np.cumsum(0.5 * np.sin(heading))
+    px = rng.uniform(0, size) + np.cumsum(0.5 * np.cos(heading))
+    half_width = rng.uniform(0.7, 1.3)
+    d2 = (yy[..., None] - py) ** 2 + (xx[..., None] - px) ** 2
+    curves |= d2.min(-1) <= half_width**2
+  curves &= ~blobs
+  mask = np.where(blobs, 1, np.where(curves, num_classes - 1, 0))
+
+  texture = _blur(rng.normal(0, 1, (size, size)), rng.uniform(2, 5))
+  texture = 0.1 * texture / (texture.std() + 1e-6)
+  ramp = rng.uniform(-0.1, 0.1) * (xx / size) + rng.uniform(-0.1, 0.1) * (
+      yy / size)
+  contrast = rng.uniform(0.25, 0.45)
+  image = 0.3 + texture + ramp + contrast * (mask > 0)
+  image = _blur(image, rng.uniform(0.5, 0.9)) + rng.normal(0, 0.05, image.shape)
+  return np.clip(image, 0, 1).astype(np.float32)[..., None], mask.astype(np.int32)
+
+
+def synthetic(seed: int, count: int, size: int, num_classes: int,
+              start: int = 0) -> Dataset:
+  pairs = [synthetic_example(seed, i, size, num_classes)
+           for i in range(start, start + count)]
+  return Dataset([p[0] for p in pairs], [p[1] for p in pairs],
+                 [f"synthetic_{i:05d}" for i in range(start, start + count)],
+                 num_classes)
+
+
+# -------------------------------------------------------------------- folder
+def read_image(path: pathlib.Path) -> np.ndarray:
+  """PNG or TIFF as a raw numpy array; DataError naming the file if unreadable."""
+  try:
+    if path.suffix.lower() in (".tif", ".tiff"):
+      import tifffile  # pylint: disable=import-outside-toplevel
+      return np.asarray(tifffile.imread(path))
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    with Image.open(path) as im:
+      return np.asarray(im)
+  except Exception as e:  # any decoder error means the same to the user
+    raise DataError(f"{path}: unreadable image file ({e})") from e
+
+
+def to_float(image: np.ndarray, path: pathlib.Path) -> np.ndarray:
+  """`[H, W, C]` float32 in [0, 1]; 8/16-bit by dtype range, floats as is."""
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise DataError(f"{path}: expected a grayscale or RGB image, got shape"
+                    f" {image.shape}")
+  image = image[..., :3]  # drop alpha
+  if np.issubdtype(image.dtype, np.integer):
+    return (image / np.iinfo(image.dtype).max).astype(np.float32)
+  return image.astype(np.float32)
+
+
+def _files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+  if not folder.is_dir():
+    raise DataError(f"{folder}: folder not found")
+  return {p.stem: p for p in sorted(folder.iterdir())
+          if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def load_images(folder: str | pathlib.Path) -> tuple[list[np.ndarray], list[str]]:
+  """Every PNG/TIFF in `folder` (for predict mode), as float images."""
+  files = _files(pathlib.Path(folder))
+  if not files:
+    raise DataError(f"{folder}: no PNG or TIFF images found")
+  images = [to_float(read_image(p), p) for p in files.values()]
+  return _same_channels(images), list(files)
+
+
+def _same_channels(images: list[np.ndarray]) -> list[np.ndarray]:
+  # Mixed grayscale/RGB folders become RGB throughout.
+  channels = max(im.shape[-1] for im in images)
+  return [np.repeat(im, channels // im.shape[-1], -1) for im in images]
+
+
+def load_folder(root: str | pathlib.Path, num_classes: int,
+                binary: bool = False) -> Dataset:
+  """`root/images/*` and `root/masks/*` matched by file stem.
+
+  Masks hold class ids in [0, num_classes); with `binary`, any non-zero
+  value (e.g. an instance label) becomes foreground 1. Everything is read
+  and checked before training starts, so bad data never leaves half-written
+  output behind.
+  """
+  root = pathlib.Path(root)
+  image_files, mask_files = _files(root / "images"), _files(root / "masks")
+  if not image_files:
+    raise DataError(f"{root / 'images'}: no PNG or TIFF images found")
+  for stem, path in image_files.items():
+    if stem not in mask_files:
+      raise DataError(f"{path}: no mask with the same name in {root / 'masks'}")
+  images, masks = [], []
+  for stem, path in image_files.items():
+    image, mpath = to_float(read_image(path), path), mask_files[stem]
+    mask = read_image(mpath)
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4) and (
+        mask[..., :3] == mask[..., :1]).all():
+      mask = mask[..., 0]  # gray saved as RGB
+    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer) and not (
+        np.issubdtype(mask.dtype, np.bool_)):
+      raise DataError(f"{mpath}: mask must be a single-channel integer image,"
+                      f" got shape {mask.shape} dtype {mask.dtype}")
+    if mask.shape != image.shape[:2]:
+      raise DataError(f"{mpath}: mask size {mask.shape} does not match image"
+                      f" {path.name} size {image.shape[:2]}")
+    mask = (mask > 0) if binary else mask
+    if mask.max() >= num_classes:
+      raise DataError(f"{mpath}: mask value {int(mask.max())} >= num_classes"
+                      f" = {num_classes} (use --classes, or --binary for"
+                      " instance labels)")
+    images.append(image)
+    masks.append(mask.astype(np.int32))
+  return Dataset(_same_channels(images), masks, list(image_files), num_classes)
+
+
+def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+  """Deterministic train/validation split (at least one of each)."""
+  n = len(ds.images)
+  if n < 2:
+    raise DataError(f"{ds.names[0]}: need at least 2 images to split off a"
+                    " validation set (or pass --val-data)")
+  order = np.random.default_rng([seed, 7]).permutation(n)
+  n_val = min(n - 1, max(1, round(val_fraction * n)))
+  return ds.subset(sorted(order[n_val:])), ds.subset(sorted(order[:n_val]))
+
+
+# ------------------------------------------------------------------- batches
+def train_batch(ds: Dataset, seed: int, step: int, batch_size: int,
+                patch: int, part: slice = slice(None)) -> dict[str, np.ndarray]:
+  """Random crops with flips/transposes: a pure function of (seed, step).
+
+  All random numbers of the global batch are drawn first; `part` then picks
+  this host's rows, so hosts agree on the global batch without talking.
+  """
+  rng = np.random.default_rng([seed, 1, step])
+  idx = rng.integers(0, len(ds.images), batch_size)
+  corner = rng.random((batch_size, 2))
+  flips = rng.random((batch_size, 3)) < 0.5
+  images, masks = [], []
+  for i in range(batch_size)[part]:
+    im, m = ds.images[idx[i]], ds.masks[idx[i]]
+    y, x = (corner[i] * (np.array(m.shape) - patch + 1)).astype(int)
+    im, m = im[y:y + patch, x:x + patch], m[y:y + patch, x:x + patch]
+    if flips[i, 0]:
+      im, m = im[::-1], m[::-1]
+    if flips[i, 1]:
+      im, m = im[:, ::-1], m[:, ::-1]
+    if flips[i, 2]:
+      im, m = im.transpose(1, 0, 2), m.T
+    images.append(im)
+    masks.append(m)
+  return {"image": np.stack(images), "mask": np.stack(masks)}
+
+
+def check_patch(ds: Dataset, patch: int) -> None:
+  for im, name in zip(ds.images, ds.names):
+    if min(im.shape[:2]) < patch:
+      raise DataError(f"{name}: image size {im.shape[:2]} is smaller than the"
+                      f" training patch {patch} (lower --patch-size)")

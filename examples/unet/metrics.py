@@ -1,0 +1,85 @@
+"""Segmentation metrics in numpy: IoU and Dice from a confusion matrix, boundary F1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(pred: np.ndarray, target: np.ndarray,
+                     num_classes: int) -> np.ndarray:
+  """`cm[t, p]` = number of pixels with target t predicted as p."""
+  flat = target.astype(np.int64).ravel() * num_classes + pred.ravel()
+  return np.bincount(flat, minlength=num_classes**2).reshape(
+      num_classes, num_classes)
+
+
+def _shift_max(x: np.ndarray, r: int) -> np.ndarray:
+  """Max over a (2r+1)^2 square window (binary dilation), per image."""
+  for axis in (-2, -1):
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r, r)
+    xp = np.pad(x, pad)
+    x = np.max([np.take(xp, np.arange(i, i + x.shape[axis]), axis=axis)
+                for i in range(2 * r + 1)], axis=0)
+  return x
+
+
+def _boundary(m: np.ndarray) -> np.ndarray:
+  """Pixels of `m` with a 4-neighbour outside `m` (image borders don't count)."""
+  p = np.pad(m, [(0, 0), (1, 1), (1, 1)], mode="edge")
+  inner = (p[:, :-2, 1:-1] & p[:, 2:, 1:-1] & p[:, 1:-1, :-2] & p[:, 1:-1, 2:])
+  return m & ~inner
+
+
+def boundary_counts(pred: np.ndarray, target: np.ndarray, num_classes: int,
+                    tolerance: int = 2) -> np.ndarray:
+  """Per class `[matched_pred, pred, matched_true, true]` boundary pixels.
+
+  A predicted boundary pixel is matched if a true boundary pixel lies within
+  `tolerance` pixels (Chebyshev), and vice versa. `pred`, `target`: `[B, H, W]`.
+  """
+  counts = np.zeros((num_classes, 4), np.int64)
+  for c in range(num_classes):
+    bp, bt = _boundary(pred == c), _boundary(target == c)
+    counts[c] = [(bp & _shift_max(bt, tolerance)).sum(), bp.sum(),
+                 (bt & _shift_max(bp, tolerance)).sum(), bt.sum()]
+  return counts
+
+
+def summarize(cm: np.ndarray, bcounts: np.ndarray) -> dict:
+  """Per-class IoU, Dice and boundary F1, and the headline numbers.
+
+  `val_iou`, `val_dice` and `val_bf1` average the foreground classes
+  1..C-1 (for binary data: the foreground class); `*_all` include class 0.
+  A class absent from both prediction and target scores 1.
+  """
+  tp = np.diag(cm).astype(np.float64)
+  fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+  with np.errstate(invalid="ignore", divide="ignore"):
+    iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), 1.0)
+    dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0)
+    prec = np.where(bcounts[:, 1] > 0, bcounts[:, 0] / bcounts[:, 1], 1.0)
+    rec = np.where(bcounts[:, 3] > 0, bcounts[:, 2] / bcounts[:, 3], 1.0)
+    bf1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
+  fg = slice(1, None)
+  return {
+      "val_iou": float(iou[fg].mean()),
+      "val_dice": float(dice[fg].mean()),
+      "val_bf1": float(bf1[fg].mean()),
+      "val_iou_all": float(iou.mean()),
+      "pixel_accuracy": float(tp.sum() / cm.sum()),
+      "per_class": {
+          str(c): {"iou": float(iou[c]), "dice": float(dice[c]),
+                   "bf1": float(bf1[c]), "pixels": int(cm[c].sum())}
+          for c in range(len(tp))},
+  }
+
+
+def table(summary: dict) -> str:
+  rows = [f"{'class':>6} {'IoU':>7} {'Dice':>7} {'BF1':>7} {'pixels':>10}"]
+  for c, m in summary["per_class"].items():
+    rows.append(f"{c:>6} {m['iou']:7.4f} {m['dice']:7.4f} {m['bf1']:7.4f}"
+                f" {m['pixels']:>10d}")
+  rows.append(f"{'fg':>6} {summary['val_iou']:7.4f} {summary['val_dice']:7.4f}"
+              f" {summary['val_bf1']:7.4f}")
+  return "\n".join(rows)

@@ -1,0 +1,79 @@
+"""A 2D UNet in Flax NNX, channels last: `[B, H, W, C_in] -> [B, H, W, classes]`."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NORMS = ("group", "layer", "batch", "none")
+
+
+def _norm(kind: str, features: int, dtype, axis_name, rngs: nnx.Rngs):
+  # Group/layer norm are per-example, so a sharded step equals the
+  # one-device step exactly; BatchNorm statistics are global under jit
+  # (GSPMD) and need `axis_name` to be synchronised under pmap.
+  if kind == "group":
+    return nnx.GroupNorm(features, num_groups=min(8, features), dtype=dtype,
+                         rngs=rngs)
+  if kind == "layer":
+    return nnx.GroupNorm(features, num_groups=1, dtype=dtype, rngs=rngs)
+  if kind == "batch":
+    return nnx.BatchNorm(features, momentum=0.9, dtype=dtype,
+                         axis_name=axis_name, rngs=rngs)
+  if kind == "none":
+    return lambda x: x
+  raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+class ConvBlock(nnx.Module):
+  """(3x3 conv -> norm -> ReLU) x 2."""
+
+  def __init__(self, cin: int, cout: int, norm: str, dtype, axis_name,
+               rngs: nnx.Rngs):
+    kw = dict(kernel_size=(3, 3), use_bias=norm == "none", dtype=dtype,
+              rngs=rngs)
+    self.conv1 = nnx.Conv(cin, cout, **kw)
+    self.norm1 = _norm(norm, cout, dtype, axis_name, rngs)
+    self.conv2 = nnx.Conv(cout, cout, **kw)
+    self.norm2 = _norm(norm, cout, dtype, axis_name, rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nnx.relu(self.norm1(self.conv1(x)))
+    return nnx.relu(self.norm2(self.conv2(x)))
+
+
+class UNet(nnx.Module):
+  """UNet with `depth` poolings; level i has `width * 2**i` channels.
+
+  Inputs need H and W divisible by `2**depth`. Parameters are float32;
+  `dtype=jnp.bfloat16` runs the convolutions in bf16 (mixed precision) and
+  the logits are returned in float32 so the loss accumulates in f32.
+  """
+
+  def __init__(self, in_channels: int, num_classes: int, *, width: int = 16,
+               depth: int = 3, norm: str = "group", dtype=jnp.float32,
+               axis_name: str | None = None, rngs: nnx.Rngs):
+    chans = [width * 2**i for i in range(depth + 1)]
+    args = (norm, dtype, axis_name, rngs)
+    self.down = nnx.List([ConvBlock(cin, cout, *args) for cin, cout in
+                          zip([in_channels] + chans[:-2], chans[:-1])])
+    self.bottom = ConvBlock(chans[-2], chans[-1], *args)
+    self.up = nnx.List([
+        nnx.ConvTranspose(c * 2, c, (2, 2), strides=(2, 2), dtype=dtype,
+                          rngs=rngs) for c in reversed(chans[:-1])])
+    self.up_blocks = nnx.List([ConvBlock(c * 2, c, *args)
+                               for c in reversed(chans[:-1])])
+    self.head = nnx.Conv(width, num_classes, (1, 1), dtype=dtype, rngs=rngs)
+    self.depth = depth
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    skips = []
+    for block in self.down:
+      x = block(x)
+      skips.append(x)
+      x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    x = self.bottom(x)
+    for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
+      x = block(jnp.concatenate([up(x), skip.astype(x.dtype)], axis=-1))
+    return self.head(x).astype(jnp.float32)
