@@ -1,0 +1,205 @@
+"""Shared pieces of the PEL study: data, model, losses, a training loop, eval.
+
+Reuses the example's UNet (`examples.unet.models`), data
+(`examples.unet.data`) and metrics (`examples.unet.metrics`); the loop is a
+compact optax/NNX one so every arm is a pure function of (checkpoint, loss,
+seed): no dropout, no BatchNorm, batches from `train_batch(ds, seed, step)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import pel_jax
+from examples.unet import data as data_lib
+from examples.unet import metrics as metrics_lib
+from examples.unet import models
+
+# The authors' setting: 1 - 20 * sum((p g)^3) / (sum p + sum g), batch sums.
+AUTHORS = dict(scale=10.0, fp_weight=0.5, fn_weight=0.5, batch=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """A training loss: `kind` in dice|pel|ce, plus optional CE."""
+  kind: str
+  exponent: float = 1.0
+  ce: bool = False
+
+  def name(self) -> str:
+    base = "dice" if self.kind == "dice" else f"pel_n{self.exponent:g}"
+    return base + ("+ce" if self.ce else "")
+
+
+def region_loss(logits, labels, spec: LossSpec):
+  """The Dice or PEL term on logits `[B,H,W,C]`, int labels `[B,H,W]`."""
+  if spec.kind == "dice":
+    return pel_jax.dice_loss(logits, labels, from_logits=True, batch=True)
+  if spec.kind == "pel":
+    return pel_jax.pel_loss(logits, labels, from_logits=True,
+                            exponent=spec.exponent, **AUTHORS)
+  raise ValueError(spec.kind)
+
+
+def total_loss(logits, labels, spec: LossSpec):
+  loss = region_loss(logits, labels, spec)
+  if spec.ce:
+    loss = loss + optax.softmax_cross_entropy_with_integer_labels(
+        logits, labels).mean()
+  return loss
+
+
+# ---------------------------------------------------------------- data/model
+def make_data(data_dir: str | None, image_size: int, n_train: int, n_val: int,
+              data_seed: int = 0):
+  """(train, val) datasets: the example's synthetic set or a folder (binary)."""
+  if data_dir:
+    ds = data_lib.load_folder(data_dir, 2, binary=True)
+    return data_lib.split(ds, 0.25, data_seed)
+  train = data_lib.synthetic(data_seed, n_train, image_size, 2)
+  val = data_lib.synthetic(data_seed, n_val, image_size, 2, start=n_train)
+  return train, val
+
+
+def make_model(in_channels: int, width: int, depth: int, seed: int = 0):
+  model = models.UNet(in_channels, 2, width=width, depth=depth, norm="group",
+                      rngs=nnx.Rngs(seed))
+  return nnx.split(model)  # (graphdef, state): state is all parameters
+
+
+# ------------------------------------------------------------------ training
+@functools.lru_cache(maxsize=None)
+def _train_step(graphdef, spec: LossSpec, lr: float):
+  tx = optax.adam(lr)
+
+  @jax.jit
+  def step(params, opt_state, x, y):
+    def f(p):
+      return total_loss(nnx.merge(graphdef, p)(x), y, spec)
+    loss, grads = jax.value_and_grad(f)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  return tx, step
+
+
+def train(graphdef, params, ds, spec: LossSpec, *, steps: int, lr: float,
+          seed: int, batch_size: int, patch: int, start_step: int = 0,
+          opt_state=None, eval_fn=None, eval_every: int = 0):
+  """`steps` Adam steps on batches `train_batch(ds, seed, k)`.
+
+  Returns (params, opt_state, history); `eval_fn(params) -> dict` is called
+  every `eval_every` steps when given.
+  """
+  tx, step = _train_step(graphdef, spec, lr)
+  if opt_state is None:
+    opt_state = tx.init(params)
+  history = []
+  for k in range(start_step, start_step + steps):
+    b = data_lib.train_batch(ds, seed, k, batch_size, patch)
+    params, opt_state, loss = step(params, opt_state, b["image"], b["mask"])
+    if eval_fn and eval_every and (k + 1) % eval_every == 0:
+      history.append({"step": k + 1, "loss": float(loss), **eval_fn(params)})
+  return params, opt_state, history
+
+
+# ---------------------------------------------------------------- evaluation
+@functools.lru_cache(maxsize=None)
+def _forward(graphdef):
+  return jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
+
+
+def predict_logits(graphdef, params, images, depth: int, chunk: int = 16):
+  """Logits for a list of `[H, W, C]` images (padded to a multiple of 2^depth)."""
+  fwd, m = _forward(graphdef), 2**depth
+  out = []
+  same = len({im.shape for im in images}) == 1 and all(
+      s % m == 0 for s in images[0].shape[:2])
+  if same:
+    x = np.stack(images)
+    for i in range(0, len(x), chunk):
+      out.extend(np.asarray(fwd(params, x[i:i + chunk])))
+    return out
+  for im in images:
+    h, w = im.shape[:2]
+    pad = [(0, -h % m), (0, -w % m), (0, 0)]
+    y = np.asarray(fwd(params, np.pad(im, pad, mode="reflect")[None]))[0]
+    out.append(y[:h, :w])
+  return out
+
+
+def evaluate(graphdef, params, ds, depth: int) -> dict:
+  """Foreground IoU, Dice and boundary F1 (tolerance 2 px) over `ds`."""
+  logits = predict_logits(graphdef, params, ds.images, depth)
+  cm = np.zeros((2, 2), np.int64)
+  bc = np.zeros((2, 4), np.int64)
+  for lg, m in zip(logits, ds.masks):
+    pred = lg.argmax(-1)
+    cm += metrics_lib.confusion_matrix(pred, m, 2)
+    bc += metrics_lib.boundary_counts(pred[None], m[None], 2)
+  s = metrics_lib.summarize(cm, bc)
+  return {"iou": s["val_iou"], "dice": s["val_dice"], "bf1": s["val_bf1"]}
+
+
+class Timer:
+  def __init__(self):
+    self.t0 = time.perf_counter()
+
+  def __call__(self) -> float:
+    return time.perf_counter() - self.t0
+
+
+# --------------------------------------------------------------- base model
+def save_params(path, params) -> None:
+  import pickle  # pylint: disable=import-outside-toplevel
+  pure = jax.tree.map(np.asarray, nnx.to_pure_dict(params))
+  with open(path, "wb") as f:
+    pickle.dump(pure, f)
+
+
+def load_params(path, like):
+  import pickle  # pylint: disable=import-outside-toplevel
+  with open(path, "rb") as f:
+    pure = pickle.load(f)
+  params = jax.tree.map(lambda x: x, like)
+  nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, pure))
+  return params
+
+
+def train_until_plateau(graphdef, params, ds, val, spec: LossSpec, *,
+                        max_steps: int, lr: float, seed: int, batch_size: int,
+                        patch: int, depth: int, eval_every: int,
+                        patience: int = 3, min_delta: float = 0.003,
+                        log=print):
+  """Trains until validation IoU has not improved by `min_delta` for
+  `patience` evaluations (or `max_steps`); returns the last parameters.
+
+  Deterministic: the stopping rule only reads deterministic metrics.
+  """
+  tx, _ = _train_step(graphdef, spec, lr)
+  opt_state, history, best, since = tx.init(params), [], -1.0, 0
+  step = 0
+  while step < max_steps:
+    n = min(eval_every, max_steps - step)
+    params, opt_state, _ = train(graphdef, params, ds, spec, steps=n, lr=lr,
+                                 seed=seed, batch_size=batch_size, patch=patch,
+                                 start_step=step, opt_state=opt_state)
+    step += n
+    m = evaluate(graphdef, params, val, depth)
+    history.append({"step": step, **m})
+    log(f"  base step {step}: IoU {m['iou']:.4f} Dice {m['dice']:.4f}"
+        f" BF1 {m['bf1']:.4f}")
+    if m["iou"] > best + min_delta:
+      best, since = m["iou"], 0
+    else:
+      since += 1
+      if since >= patience:
+        break
+  return params, history
