@@ -178,12 +178,15 @@ def _global_sum(x: jax.Array, axis_name) -> jax.Array:
 
 
 def _global_sum_fwd(x, axis_name):
-  return lax.psum(x, axis_name), None
+  return lax.psum(x, axis_name), x
 
 
-def _global_sum_bwd(axis_name, residuals, cotangent):
-  del axis_name, residuals
-  return (cotangent,)
+def _global_sum_bwd(axis_name, x, cotangent):
+  del axis_name
+  # Under shard_map the summand `x` varies over the axis but the psum-ed value,
+  # and so its cotangent, does not; the cotangent must have the type of `x`.
+  # Adding zeros shaped like `x` makes it vary like `x` (any JAX version).
+  return (cotangent + jnp.zeros_like(x),)
 
 
 _global_sum.defvjp(_global_sum_fwd, _global_sum_bwd)
