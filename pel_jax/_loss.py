@@ -241,10 +241,11 @@ def check_labels(
   if ignore_index is not None:
     valid = valid | (targets == ignore_index)
   bad = jnp.argmin(valid.reshape(-1))
+  # Format arguments must be arrays: the static class count goes in the text.
   checkify.check(
       jnp.all(valid),
-      "targets hold a class id outside [0, {n}): {value} at flat index {i}",
-      n=num_classes,
+      f"targets hold a class id outside [0, {int(num_classes)}): {{value}}"
+      " at flat index {i}",
       value=targets.reshape(-1)[bad],
       i=bad,
   )
