@@ -237,6 +237,8 @@ def check_labels(
   targets = jnp.asarray(targets)
   if not jnp.issubdtype(targets.dtype, jnp.integer):
     raise TypeError(f"`targets` must be integer ids, got {targets.dtype}.")
+  if targets.size == 0:
+    return  # Nothing to check (and argmin of an empty array raises).
   valid = (targets >= 0) & (targets < num_classes)
   if ignore_index is not None:
     valid = valid | (targets == ignore_index)
