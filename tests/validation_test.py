@@ -1,0 +1,191 @@
+"""Bad input raises a clear error, eagerly and under jax.jit; check_labels."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+from jax.experimental import checkify
+import jax.numpy as jnp
+import numpy as np
+
+import pel_jax
+
+_P = np.full((2, 5, 4, 3), 0.5, np.float32)
+_IDS = np.zeros((2, 5, 4), np.int32)
+_SOFT = np.full((2, 5, 4, 3), 0.5, np.float32)
+
+# name, predictions, targets, kwargs, error, regex (the argument and shapes).
+_BAD = (
+    ("shape_mismatch", _P, np.zeros((2, 5, 3, 3), np.float32), {}, ValueError,
+     r"`targets`.*\(2, 5, 4, 3\).*\(2, 5, 3, 3\)"),
+    ("shape_mismatch_rank", _P, np.zeros((2, 5, 4, 3, 1), np.float32), {},
+     ValueError, r"`targets`.*\(2, 5, 4, 3\).*\(2, 5, 4, 3, 1\)"),
+    ("class_count_mismatch", _P, np.zeros((2, 5, 4, 2), np.float32), {},
+     ValueError, r"[Cc]lass.*`predictions` \(2, 5, 4, 3\).*\(2, 5, 4, 2\)"),
+    ("int_targets_wrong_rank", _P, np.zeros((2, 5, 4, 1), np.int32), {},
+     ValueError, r"`targets`.*\(2, 5, 4\).*\(2, 5, 4, 1\)"),
+    ("int_targets_wrong_spatial", _P, np.zeros((2, 4, 5), np.int32), {},
+     ValueError, r"`targets`.*\(2, 5, 4\).*\(2, 4, 5\)"),
+    ("float_targets_ignore_index", _P, _SOFT, dict(ignore_index=0),
+     ValueError, r"`ignore_index`.*\(2, 5, 4, 3\)"),
+    ("ignore_index_not_int", _P, _IDS, dict(ignore_index=1.5), TypeError,
+     r"`ignore_index`"),
+    ("exponent_zero", _P, _IDS, dict(exponent=0.0), ValueError,
+     r"`exponent`.*> 0"),
+    ("exponent_negative", _P, _IDS, dict(exponent=-1.0), ValueError,
+     r"`exponent`"),
+    ("exponent_nan", _P, _IDS, dict(exponent=float("nan")), ValueError,
+     r"`exponent`"),
+    ("scale_zero", _P, _IDS, dict(scale=0.0), ValueError, r"`scale`"),
+    ("fp_weight_negative", _P, _IDS, dict(fp_weight=-0.1), ValueError,
+     r"`fp_weight`"),
+    ("fn_weight_negative", _P, _IDS, dict(fn_weight=-0.1), ValueError,
+     r"`fn_weight`"),
+    ("smooth_nr_negative", _P, _IDS, dict(smooth_nr=-1e-5), ValueError,
+     r"`smooth_nr`"),
+    ("smooth_dr_negative", _P, _IDS, dict(smooth_dr=-1e-5), ValueError,
+     r"`smooth_dr`"),
+    ("smooth_inf", _P, _IDS, dict(smooth_dr=float("inf")), ValueError,
+     r"`smooth_dr`"),
+    ("unknown_reduction", _P, _IDS, dict(reduction="max"), ValueError,
+     r"`reduction`.*'max'"),
+    ("unknown_activation", _P, _IDS, dict(from_logits=True, activation="relu"),
+     ValueError, r"`activation`.*'relu'"),
+    ("activation_without_logits", _P, _IDS, dict(activation="softmax"),
+     ValueError, r"activation.*from_logits"),
+    ("softmax_single_class", _P[..., :1], _IDS,
+     dict(from_logits=True, activation="softmax"), ValueError,
+     r"softmax.*\(2, 5, 4, 1\)"),
+    ("class_weights_length", _P, _IDS,
+     dict(class_weights=np.ones(2, np.float32)), ValueError,
+     r"`class_weights`.*\(3,\).*\(2,\)"),
+    ("class_weights_rank", _P, _IDS,
+     dict(class_weights=np.ones((1, 3), np.float32)), ValueError,
+     r"`class_weights`.*\(1, 3\)"),
+    ("where_wrong_shape", _P, _IDS, dict(where=np.ones((2, 5), bool)),
+     ValueError, r"`where`.*\(2, 5, 4\).*\(2, 5\)"),
+    ("where_with_class_axis", _P, _IDS,
+     dict(where=np.ones((2, 5, 4, 3), bool)), ValueError,
+     r"`where`.*\(2, 5, 4, 3\)"),
+    ("where_not_bool", _P, _IDS, dict(where=np.ones((2, 5, 4), np.float32)),
+     TypeError, r"`where`.*float32"),
+    ("predictions_int", _P.astype(np.int32), _IDS, {}, TypeError,
+     r"`predictions`.*int32"),
+    ("predictions_bool", _P > 0, _IDS, {}, TypeError, r"`predictions`.*bool"),
+    ("predictions_no_spatial", _P[:, 0, 0], _IDS[:, 0, 0], {}, ValueError,
+     r"`predictions`.*\(2, 3\)"),
+    ("targets_complex", _P, _SOFT.astype(np.complex64), {}, TypeError,
+     r"`targets`"),
+    ("no_background_single_class", _P[..., :1], _IDS,
+     dict(include_background=False), ValueError,
+     r"include_background.*\(2, 5, 4, 1\)"),
+    ("exponent_string", _P, _IDS, dict(exponent="3"), TypeError,
+     r"`exponent`"),
+    ("scale_none", _P, _IDS, dict(scale=None), TypeError, r"`scale`"),
+    ("fp_weight_bool", _P, _IDS, dict(fp_weight=True), TypeError,
+     r"`fp_weight`"),
+    ("smooth_array", _P, _IDS, dict(smooth_nr=np.array([1e-5])), TypeError,
+     r"`smooth_nr`"),
+    ("fn_weight_complex", _P, _IDS, dict(fn_weight=1j), TypeError,
+     r"`fn_weight`"),
+)
+
+
+class BadInputTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_BAD)
+  def test_eager(self, predictions, targets, kwargs, error, regex):
+    with self.assertRaisesRegex(error, regex):
+      pel_jax.pel_loss(predictions, targets, **kwargs)
+
+  @parameterized.named_parameters(*_BAD)
+  def test_jit(self, predictions, targets, kwargs, error, regex):
+    f = jax.jit(lambda p, t: pel_jax.pel_loss(p, t, **kwargs))
+    with self.assertRaisesRegex(error, regex):
+      f(predictions, targets)
+
+  @parameterized.parameters("exponent", "scale", "fp_weight", "fn_weight",
+                            "smooth_nr", "smooth_dr")
+  def test_traced_hyperparameter(self, name):
+    f = jax.jit(lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}))
+    with self.assertRaisesRegex(TypeError, f"`{name}`.*static"):
+      f(_P, _IDS, 2.0)
+
+  @parameterized.named_parameters(
+      ("dice", pel_jax.dice_loss),
+      ("jaccard", pel_jax.jaccard_loss),
+      ("tversky", pel_jax.tversky_loss),
+  )
+  def test_variants_validate(self, loss_fn):
+    with self.assertRaisesRegex(ValueError, r"`where`"):
+      jax.jit(lambda p, t: loss_fn(p, t, where=np.ones((2, 5), bool)))(
+          _P, _IDS)
+    with self.assertRaisesRegex(ValueError, r"`smooth_dr`"):
+      loss_fn(_P, _IDS, smooth_dr=-1.0)
+
+  def test_accepts_numpy_scalars_and_ints(self):
+    # numpy scalars and Python ints are numbers too (no error, same value).
+    a = pel_jax.pel_loss(_P, _IDS, exponent=np.float32(2.0), scale=1,
+                         fp_weight=np.int64(1))
+    b = pel_jax.pel_loss(_P, _IDS, exponent=2.0, scale=1.0, fp_weight=1.0)
+    np.testing.assert_allclose(a, b, rtol=1e-7)
+
+
+class CheckLabelsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("too_big", 3, None),
+      ("negative", -1, None),
+      ("way_off", 255, 254),
+  )
+  def test_raises_eagerly(self, bad, ignore_index):
+    ids = np.zeros((2, 3, 3), np.int32)
+    ids[1, 2, 0] = bad
+    with self.assertRaisesRegex(checkify.JaxRuntimeError, str(bad)):
+      pel_jax.check_labels(ids, 3, ignore_index=ignore_index)
+
+  def test_passes_on_valid_labels(self):
+    ids = np.array([[[0, 1], [2, 1]]], np.int32)
+    self.assertIsNone(pel_jax.check_labels(ids, 3))
+    with_ignored = np.array([[[0, 255], [2, 1]]], np.int32)
+    self.assertIsNone(pel_jax.check_labels(with_ignored, 3, ignore_index=255))
+    with_negative = np.array([[[0, -1], [2, 1]]], np.int32)
+    self.assertIsNone(pel_jax.check_labels(with_negative, 3, ignore_index=-1))
+
+  def test_under_jit_with_checkify(self):
+    checked = jax.jit(checkify.checkify(
+        lambda t: pel_jax.check_labels(t, 3, ignore_index=255)))
+    good = np.array([[[0, 255], [2, 1]]], np.int32)
+    err, _ = checked(good)
+    self.assertIsNone(err.get())
+    err.throw()  # No error: does not raise.
+    bad = np.array([[[0, 255], [7, 1]]], np.int32)
+    err, _ = checked(bad)
+    self.assertIsNotNone(err.get())
+    self.assertIn("7", err.get())
+    with self.assertRaises(checkify.JaxRuntimeError):
+      err.throw()
+
+  def test_inside_a_jitted_loss(self):
+    def loss(p, t):
+      pel_jax.check_labels(t, 3)
+      return pel_jax.pel_loss(p, t)
+
+    checked = jax.jit(checkify.checkify(loss))
+    ids = np.zeros((2, 5, 4), np.int32)
+    err, value = checked(_P, ids)
+    err.throw()
+    np.testing.assert_allclose(value, pel_jax.pel_loss(_P, ids), rtol=1e-6)
+    err, _ = checked(_P, np.where(np.arange(40).reshape(2, 5, 4) == 7, 3, ids))
+    with self.assertRaises(checkify.JaxRuntimeError):
+      err.throw()
+
+  def test_empty_targets_pass(self):
+    self.assertIsNone(pel_jax.check_labels(np.zeros((0, 3), np.int32), 3))
+
+  def test_float_targets_type_error(self):
+    with self.assertRaisesRegex(TypeError, r"`targets`.*integer"):
+      pel_jax.check_labels(np.zeros((2, 3), np.float32), 3)
+
+
+if __name__ == "__main__":
+  absltest.main()
