@@ -41,7 +41,7 @@ def np_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def np_probabilities(predictions, from_logits=False, activation=None):
-  x = np.asarray(np.asarray(predictions, np.float32), np.float64)
+  x = np.asarray(predictions).astype(np.float64)  # Exact for any float dtype.
   if not from_logits:
     return x
   if activation is None:
@@ -60,7 +60,7 @@ def np_targets(targets, num_classes, ignore_index=None):
     if ignore_index is not None:
       keep = t != ignore_index
     return g, keep
-  g = np.asarray(np.asarray(t, np.float32), np.float64)
+  g = t.astype(np.float64)
   return g, np.ones(g.shape[:-1], bool)
 
 
