@@ -1,0 +1,159 @@
+"""Numerics at the edges: p in {0, 1}, n < 1, huge logits, empty sets."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pel_jax
+from tests import reference
+
+_SHAPE = (2, 4, 3, 3)
+
+
+def _value_and_grad(x, t, **kw):
+  return jax.jit(jax.value_and_grad(
+      lambda p: pel_jax.pel_loss(p, t, **kw)))(x)
+
+
+class SaturationTest(parameterized.TestCase):
+
+  @parameterized.parameters(0.1, 0.5, 1.0, 2.0, 3.0)
+  def test_probabilities_exactly_zero_and_one(self, n):
+    rng = np.random.default_rng(0)
+    ids = reference.make_targets(rng, _SHAPE, "int")
+    # Hard 0/1 predictions: half exactly right, the rest exactly wrong.
+    onehot = np.eye(3, dtype=np.float32)[ids]
+    wrong = np.eye(3, dtype=np.float32)[(ids + 1) % 3]
+    right = rng.uniform(size=ids.shape)[..., None] < 0.5
+    p = np.where(right, onehot, wrong)
+    for targets in (ids, onehot):
+      for batch in (False, True):
+        loss, grad = _value_and_grad(p, targets, exponent=n, batch=batch)
+        np.testing.assert_allclose(
+            loss, reference.pel_numpy(p, targets, exponent=n, batch=batch),
+            atol=2e-5)
+        chex.assert_tree_all_finite(grad)
+    # Soft targets (gradient w.r.t. both) at p in {0, 1}.
+    soft = reference.make_targets(rng, _SHAPE, "soft")
+    grads = jax.grad(lambda a, b: pel_jax.pel_loss(a, b, exponent=n),
+                     (0, 1))(p, soft)
+    chex.assert_tree_all_finite(grads)
+
+  @parameterized.parameters(0.1, 0.5, 3.0)
+  def test_all_zero_predictions_grad_finite(self, n):
+    p = np.zeros(_SHAPE, np.float32)
+    ids = reference.make_targets(np.random.default_rng(1), _SHAPE, "int")
+    loss, grad = _value_and_grad(p, ids, exponent=n)
+    np.testing.assert_allclose(loss, reference.pel_numpy(p, ids, exponent=n),
+                               atol=2e-5)
+    chex.assert_tree_all_finite(grad)
+
+  @parameterized.product(
+      activation=("sigmoid", "softmax"), n=(0.1, 0.5, 1.0, 3.0))
+  def test_huge_logits(self, activation, n):
+    rng = np.random.default_rng(2)
+    ids = reference.make_targets(rng, _SHAPE, "int")
+    x = np.where(rng.uniform(size=_SHAPE) < 0.5, 1e4, -1e4).astype(np.float32)
+    kw = dict(from_logits=True, activation=activation, exponent=n)
+    for targets in (ids, reference.make_targets(rng, _SHAPE, "soft")):
+      loss, grad = _value_and_grad(x, targets, **kw)
+      np.testing.assert_allclose(
+          loss, reference.pel_numpy(x, targets, **kw), atol=2e-5)
+      chex.assert_tree_all_finite(grad)
+      with jax.enable_x64(True):
+        x64 = jnp.asarray(x, jnp.float64)
+        loss64, grad64 = jax.value_and_grad(
+            lambda p: pel_jax.pel_loss(p, targets, **kw))(x64)
+        np.testing.assert_allclose(
+            loss64, reference.pel_numpy(x, targets, **kw), atol=1e-12)
+        chex.assert_tree_all_finite(grad64)
+
+  def test_saturated_softmax_gradient_is_zero_when_right(self):
+    # Perfect, saturated predictions: p = one-hot exactly; the loss is
+    # (smoothing aside) 1 - 1 = 0 and flat in the logits.
+    ids = np.array([[[0, 1], [2, 1]]], np.int32)
+    x = np.where(np.eye(3, dtype=bool)[ids], 1e4, -1e4).astype(np.float32)
+    loss, grad = _value_and_grad(x, ids, from_logits=True)
+    np.testing.assert_allclose(loss, 0.0, atol=1e-6)
+    np.testing.assert_array_equal(grad, np.zeros_like(grad))
+
+
+class EmptyTest(parameterized.TestCase):
+
+  @parameterized.parameters(1.0, 0.5, 3.0)
+  def test_empty_prediction_of_empty_target(self, scale):
+    # Default smoothing: ratio (0 + eps)/(0 + eps) = 1, loss 1 - s.
+    p = np.zeros(_SHAPE, np.float32)
+    g = np.zeros(_SHAPE, np.float32)
+    for batch in (False, True):
+      for targets in (g, np.full(_SHAPE[:-1], 7, np.int32)):  # Out-of-range.
+        got = pel_jax.pel_loss(p, targets, scale=scale, batch=batch,
+                               reduction="none")
+        np.testing.assert_allclose(got, np.full(got.shape, 1.0 - scale),
+                                   atol=1e-6)
+
+  @parameterized.parameters(0.5, 3.0)
+  def test_all_masked(self, n):
+    rng = np.random.default_rng(3)
+    p = reference.make_predictions(rng, _SHAPE)
+    ids = reference.make_targets(rng, _SHAPE, "int")
+    where = np.zeros(_SHAPE[:-1], bool)
+    for smooth in (1e-5, 0.0):
+      kw = dict(exponent=n, where=where, smooth_nr=smooth, smooth_dr=smooth)
+      loss, grad = _value_and_grad(p, ids, **kw)
+      # Nothing counted: ratio 1 (eps/eps, or the empty-class rule) -> 0.
+      np.testing.assert_allclose(loss, 0.0, atol=1e-6)
+      np.testing.assert_allclose(loss, reference.pel_numpy(p, ids, **kw),
+                                 atol=1e-6)
+      np.testing.assert_array_equal(grad, np.zeros_like(grad))
+    # All pixels ignored through ignore_index.
+    loss, grad = _value_and_grad(p, np.full(_SHAPE[:-1], 9, np.int32),
+                                 ignore_index=9, exponent=n)
+    np.testing.assert_allclose(loss, 0.0, atol=1e-6)
+    np.testing.assert_array_equal(grad, np.zeros_like(grad))
+
+  @parameterized.parameters(0.5, 1.0, 3.0)
+  def test_no_smoothing_empty_class(self, n):
+    # Class 2 neither predicted nor present: D = 0 -> ratio 1, zero gradient.
+    rng = np.random.default_rng(4)
+    p = reference.make_predictions(rng, _SHAPE)
+    p[..., 2] = 0.0
+    ids = rng.integers(0, 2, _SHAPE[:-1]).astype(np.int32)
+    kw = dict(exponent=n, smooth_nr=0.0, smooth_dr=0.0, reduction="none")
+    got = pel_jax.pel_loss(p, ids, **kw)
+    want = reference.pel_numpy(p, ids, **kw)
+    chex.assert_trees_all_close(got, want, atol=2e-5)
+    np.testing.assert_array_equal(np.asarray(got)[:, 2], 0.0)
+    grad = jax.grad(lambda x: jnp.sum(pel_jax.pel_loss(x, ids, **kw)))(p)
+    chex.assert_tree_all_finite(grad)
+    np.testing.assert_array_equal(np.asarray(grad)[..., 2], 0.0)
+    # Soft-target gradient for the empty class is also 0 (no 0/0).
+    soft = np.eye(3, dtype=np.float32)[ids]
+    gt = jax.grad(lambda y: jnp.sum(pel_jax.pel_loss(p, y, **kw)))(soft)
+    chex.assert_tree_all_finite(gt)
+    np.testing.assert_array_equal(np.asarray(gt)[..., 2], 0.0)
+
+  def test_no_smoothing_empty_everything_with_logits(self):
+    # Sigmoid never gives p = 0 exactly, so D > 0 with an empty target:
+    # finite, equal to the oracle.
+    x = np.full((1, 3, 3, 1), -30.0, np.float32)
+    g = np.zeros((1, 3, 3, 1), np.float32)
+    kw = dict(from_logits=True, smooth_nr=0.0, smooth_dr=0.0)
+    loss, grad = _value_and_grad(x, g, **kw)
+    np.testing.assert_allclose(loss, reference.pel_numpy(x, g, **kw),
+                               atol=1e-6)
+    chex.assert_tree_all_finite(grad)
+
+  def test_empty_target_full_prediction(self):
+    # No positives, everything predicted: TP = N = 0, FP = P, loss 1 - eps/D.
+    p = np.ones((1, 2, 2, 1), np.float32)
+    g = np.zeros((1, 2, 2, 1), np.float32)
+    np.testing.assert_allclose(
+        pel_jax.pel_loss(p, g), 1.0 - 1e-5 / (4.0 + 1e-5), rtol=1e-6)
+
+
+if __name__ == "__main__":
+  absltest.main()
