@@ -1,0 +1,326 @@
+"""Benchmark suite of pel_jax: value+grad time and gradient memory vs baselines.
+
+Run from the repository root:
+
+    python benchmarks/bench_loss.py            # full sizes (issue 4 cases)
+    python benchmarks/bench_loss.py --quick    # small sizes, < 2 min on 2 cores
+
+Prints a markdown table and writes JSON (``--json``). Every variant of a case
+is timed round-robin in the same rounds (medians), so ratios stay meaningful
+on a noisy, shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import pel_jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  name: str
+  shape: tuple[int, ...]  # predictions [B, *S, C]
+  dtype: str = "float32"
+  logits: bool = True
+  int_labels: bool = False
+
+
+def full_cases() -> list[Case]:
+  b = (16, 512, 512, 1)
+  return [
+      Case("binary probs f32", b, logits=False),
+      Case("binary logits f32", b),
+      Case("binary probs bf16", b, "bfloat16", logits=False),
+      Case("binary logits bf16", b, "bfloat16"),
+      Case("8-class logits, int labels", (8, 256, 256, 8), int_labels=True),
+      Case("21-class logits, int labels", (8, 256, 256, 21), int_labels=True),
+      Case("3D 2-class logits, int labels", (2, 128, 128, 128, 2),
+           int_labels=True),
+  ]
+
+
+def quick_cases() -> list[Case]:
+  return [
+      dataclasses.replace(c, shape=s)
+      for c, s in zip(full_cases(), [
+          (4, 256, 256, 1), (4, 256, 256, 1), (4, 256, 256, 1),
+          (4, 256, 256, 1), (2, 128, 128, 8), (2, 128, 128, 21),
+          (1, 64, 64, 64, 2)])
+  ]
+
+
+def tiny_cases() -> list[Case]:
+  return [dataclasses.replace(c, shape=(2,) + (8,) * (len(c.shape) - 2)
+                              + c.shape[-1:]) for c in full_cases()]
+
+
+# ----------------------------------------------------------------- variants
+
+
+def plain_pel(x, g, *, logits, exponent=3.0, batch=False, smooth=1e-5):
+  """A straightforward jnp PEL (one-hot targets), differentiated by autodiff."""
+  x = x.astype(jnp.float32)
+  g = g.astype(jnp.float32)
+  if logits:
+    p = jax.nn.sigmoid(x) if x.shape[-1] == 1 else jax.nn.softmax(x, -1)
+  else:
+    p = x
+  axes = tuple(range(0 if batch else 1, x.ndim - 1))
+  tp = jnp.sum(p * g, axes)
+  fp = jnp.sum(p * (1 - g), axes)
+  fn = jnp.sum((1 - p) * g, axes)
+  num = jnp.sum(p**exponent * g, axes)
+  return jnp.mean(1 - (num + smooth) / (tp + fp + fn + smooth))
+
+
+def make_inputs(case: Case, seed: int = 0):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  dtype = jnp.dtype(case.dtype)
+  c = case.shape[-1]
+  x = jax.random.normal(k1, case.shape, jnp.float32) * 2
+  if not case.logits:
+    x = jax.nn.sigmoid(x)
+  x = x.astype(dtype)
+  if case.int_labels:
+    labels = jax.random.randint(k2, case.shape[:-1], 0, c)
+    onehot = jax.nn.one_hot(labels, c, dtype=dtype)
+    targets = labels
+  else:
+    onehot = (jax.random.uniform(k2, case.shape) > 0.5).astype(dtype)
+    targets = onehot
+  other = jax.random.uniform(k2, case.shape).astype(dtype)  # for a * b
+  return x, targets, onehot, other
+
+
+def variants(case: Case) -> dict[str, tuple[Callable, str]]:
+  """name -> (loss(x, targets, onehot), kind); kind picks what a*b means."""
+  lg = case.logits
+  out = {
+      "pel_jax": (lambda x, t, oh: pel_jax.pel_loss(x, t, from_logits=lg),
+                  "loss"),
+      "pel_jax batch=True": (lambda x, t, oh: pel_jax.pel_loss(
+          x, t, from_logits=lg, batch=True), "loss"),
+      "plain jnp autodiff": (lambda x, t, oh: plain_pel(x, oh, logits=lg),
+                             "loss"),
+      "pel_jax dice (n=1)": (lambda x, t, oh: pel_jax.dice_loss(
+          x, t, from_logits=lg, smooth_nr=1.0, smooth_dr=1.0), "loss"),
+  }
+  if lg:  # optax's apply_softmax=False checks values: it cannot be jitted.
+    out["optax dice (one-hot)"] = (lambda x, t, oh: jnp.mean(
+        optax.losses.dice_loss(x, oh, apply_softmax=True)), "loss")
+  return out
+
+
+# ------------------------------------------------------------------ timing
+
+
+def _time_round_robin(fns: dict[str, Callable], args: dict[str, tuple],
+                      rounds: int, min_sample_s: float):
+  inner = {}
+  for k, f in fns.items():
+    jax.block_until_ready(f(*args[k]))  # compile + warm up
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(*args[k]))
+    dt = time.perf_counter() - t0
+    inner[k] = max(1, min(20, int(min_sample_s / max(dt, 1e-6))))
+  samples = {k: [] for k in fns}
+  for _ in range(rounds):
+    for k, f in fns.items():
+      t0 = time.perf_counter()
+      for _ in range(inner[k]):
+        out = f(*args[k])
+      jax.block_until_ready(out)
+      samples[k].append((time.perf_counter() - t0) / inner[k])
+  return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+
+
+def _temp_bytes(fn, *args) -> int | None:
+  try:
+    mem = jax.jit(fn).lower(*args).compile().memory_analysis()
+    return int(mem.temp_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def run_case(case: Case, rounds: int, min_sample_s: float) -> list[dict]:
+  x, targets, onehot, other = make_inputs(case)
+  fns = {"a * b (roofline)": jax.jit(lambda a, b: a * b)}
+  args = {"a * b (roofline)": (x, other)}
+  temps = {}
+  for name, (loss, _) in variants(case).items():
+    vg = jax.value_and_grad(lambda x, t, oh, loss=loss: loss(x, t, oh))
+    fns[name] = jax.jit(vg)
+    args[name] = (x, targets, onehot)
+    temps[name] = _temp_bytes(jax.grad(lambda x, t, oh, loss=loss: loss(
+        x, t, oh)), x, targets, onehot)
+  temps["a * b (roofline)"] = _temp_bytes(lambda a, b: a * b, x, other)
+  ms = _time_round_robin(fns, args, rounds, min_sample_s)
+  grad_bytes = x.size * x.dtype.itemsize
+  rows = []
+  for name in fns:
+    rows.append(dict(
+        case=case.name, shape=list(case.shape), dtype=case.dtype,
+        variant=name, ms=ms[name],
+        vs_roofline=ms[name] / ms["a * b (roofline)"],
+        plain_over_this=ms["plain jnp autodiff"] / ms[name],
+        optax_over_this=(ms["optax dice (one-hot)"] / ms[name]
+                         if "optax dice (one-hot)" in ms else None),
+        temp_bytes=temps[name], grad_bytes=grad_bytes,
+        temp_over_grad=(None if temps[name] is None
+                        else temps[name] / grad_bytes)))
+  return rows
+
+
+# ------------------------------------------------------------- UNet share
+
+
+def unet_share(quick: bool, rounds: int) -> dict:
+  """Train-step time of the example UNet with CE only and with CE + PEL."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))))
+  try:
+    from examples.unet.models import UNet  # pylint: disable=import-outside-toplevel
+    source = "examples.unet.models.UNet"
+  except Exception as e:  # pylint: disable=broad-except
+    return {"error": f"examples.unet not importable: {e!r}"}
+  if quick:
+    b, hw, width, depth, classes = 2, 64, 8, 2, 8
+  else:
+    b, hw, width, depth, classes = 8, 256, 32, 4, 8
+  model = UNet(3, classes, width=width, depth=depth,
+               rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
+  x = jax.random.normal(jax.random.PRNGKey(1), (b, hw, hw, 3))
+  y = jax.random.randint(jax.random.PRNGKey(2), (b, hw, hw), 0, classes)
+
+  def make_step(with_pel):
+    @nnx.jit
+    def step(model, opt, x, y):
+      def loss_fn(model):
+        logits = model(x)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        if with_pel:
+          ce = ce + pel_jax.pel_loss(logits, y, from_logits=True)
+        return ce
+      loss, grads = nnx.value_and_grad(loss_fn)(model)
+      opt.update(model, grads)
+      return loss
+    return step
+
+  steps = {"CE": make_step(False), "CE + PEL": make_step(True)}
+  for s in steps.values():
+    jax.block_until_ready(s(model, opt, x, y))
+  samples = {k: [] for k in steps}
+  for _ in range(rounds):
+    for k, s in steps.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(s(model, opt, x, y))
+      samples[k].append(time.perf_counter() - t0)
+  ms = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
+  logits_shape = (b, hw, hw, classes)
+  lx = jax.random.normal(jax.random.PRNGKey(3), logits_shape)
+  vg = jax.jit(jax.value_and_grad(
+      lambda l: pel_jax.pel_loss(l, y, from_logits=True)))
+  pel_ms = _time_round_robin({"pel": vg}, {"pel": (lx,)}, rounds * 3,
+                             0.05)["pel"]
+  return dict(model=source, input=[b, hw, hw, 3], width=width, depth=depth,
+              classes=classes, step_ce_ms=ms["CE"],
+              step_ce_pel_ms=ms["CE + PEL"],
+              share_from_difference=(ms["CE + PEL"] - ms["CE"])
+              / ms["CE + PEL"],
+              pel_value_grad_ms=pel_ms,
+              share_isolated=pel_ms / ms["CE + PEL"])
+
+
+# ------------------------------------------------------------------ output
+
+
+def machine() -> dict:
+  cpu = platform.processor() or "unknown"
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  dev = jax.devices()[0]
+  return dict(cpu=cpu, cores=os.cpu_count(), jax=jax.__version__,
+              backend=jax.default_backend(), device=str(dev.device_kind),
+              date=datetime.date.today().isoformat())
+
+
+def _fmt_bytes(n):
+  if n is None:
+    return "n/a"
+  return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _opt(v):
+  return "–" if v is None else f"{v:.2f}"
+
+
+def table(rows: list[dict]) -> str:
+  head = ("| case | variant | ms | × a*b | plain autodiff ÷ this |"
+          " optax dice ÷ this | grad temp | temp ÷ grad |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|")
+  lines = [head]
+  for r in rows:
+    shape = "×".join(map(str, r["shape"]))
+    ratio = r["temp_over_grad"]
+    ratio = "n/a" if ratio is None else f"{ratio:.2f}"
+    lines.append(
+        f"| {r['case']} [{shape}] | {r['variant']} | {r['ms']:.2f} |"
+        f" {r['vs_roofline']:.2f} | {r['plain_over_this']:.2f} |"
+        f" {_opt(r['optax_over_this'])} | {_fmt_bytes(r['temp_bytes'])} |"
+        f" {ratio} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--quick", action="store_true")
+  ap.add_argument("--json", default=os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "results_cpu.json"))
+  ap.add_argument("--rounds", type=int, default=None)
+  ap.add_argument("--no-unet", action="store_true")
+  args = ap.parse_args(argv)
+  rounds = args.rounds or (7 if args.quick else 25)
+  cases = quick_cases() if args.quick else full_cases()
+  info = machine()
+  print(f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']},"
+        f" backend {info['backend']} ({info['device']}), {info['date']}",
+        flush=True)
+  rows = []
+  for case in cases:
+    rows += run_case(case, rounds, 0.02 if args.quick else 0.05)
+    print(f"  done: {case.name}", file=sys.stderr, flush=True)
+  print(table(rows))
+  unet = None if args.no_unet else unet_share(args.quick,
+                                               3 if args.quick else 5)
+  if unet is not None:
+    print("\nUNet train step:", json.dumps(unet, indent=1))
+  with open(args.json, "w") as f:
+    json.dump(dict(machine=info, quick=args.quick, rounds=rounds, rows=rows,
+                   unet=unet), f, indent=1)
+  return rows, unet
+
+
+if __name__ == "__main__":
+  main()
