@@ -1,0 +1,258 @@
+"""Does PEL help? The fine-tuning study, one command.
+
+  python -m experiments.finetune_study --out runs/study          # ~20-30 min
+  python -m experiments.finetune_study --out runs/quick --quick  # ~1-2 min
+
+Protocol: train the example UNet (binary: foreground vs background) with
+Dice + CE until validation IoU plateaus; from that one checkpoint fine-tune
+every arm for the same number of steps with a fresh Adam: Dice (the
+control), PEL n in {0.5, 2, 3} at the authors' scale (s = 10, weights 0.5,
+batch sums), PEL(n=3) + CE on patches (the authors' recipe) and Dice + CE on
+the same patches (the recipe's own control). Seed k of every arm draws the
+same batches (`train_batch(train, 100 + k, step)`), so differences against
+the control are paired; the 95% CI is a t interval over the paired seeds.
+
+Writes results.json, results.csv, results.md, bars.png, gradient_curves.png,
+weight_maps.png, gradient_shares.json, config.json and base.pkl (the base
+checkpoint, reused by a later run with the same base configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import pathlib
+import platform
+import sys
+
+import numpy as np
+
+from experiments import common
+from experiments import gradient_analysis
+from experiments import stats
+from experiments.common import LossSpec
+
+METRICS = ("iou", "dice", "bf1")
+CONTROL = "dice"
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  name: str
+  loss: LossSpec
+  patches: bool = False  # fine-tune on `--patch-size` crops instead of full
+
+
+ARMS = (
+    Arm("dice", LossSpec("dice")),
+    Arm("pel_n0.5", LossSpec("pel", 0.5)),
+    Arm("pel_n2", LossSpec("pel", 2.0)),
+    Arm("pel_n3", LossSpec("pel", 3.0)),
+    Arm("pel_n3+ce_patch", LossSpec("pel", 3.0, ce=True), patches=True),
+    Arm("dice+ce_patch", LossSpec("dice", ce=True), patches=True),
+)
+
+
+def parse_args(argv=None):
+  ap = argparse.ArgumentParser(description="Does PEL help? Fine-tuning study.")
+  ap.add_argument("--out", default="runs/study")
+  ap.add_argument("--seeds", type=int, default=5)
+  ap.add_argument("--base-steps", type=int, default=3000,
+                  help="most base steps (stops earlier at the IoU plateau)")
+  ap.add_argument("--finetune-steps", type=int, default=400)
+  ap.add_argument("--image-size", type=int, default=64,
+                  help="synthetic image size; the full-crop size for --data")
+  ap.add_argument("--patch-size", type=int, default=32,
+                  help="crop size of the *_patch arms")
+  ap.add_argument("--width", type=int, default=16)
+  ap.add_argument("--depth", type=int, default=3)
+  ap.add_argument("--batch-size", type=int, default=8)
+  ap.add_argument("--n-train", type=int, default=128)
+  ap.add_argument("--n-val", type=int, default=48)
+  ap.add_argument("--base-lr", type=float, default=1e-3)
+  ap.add_argument("--finetune-lr", type=float, default=1e-4)
+  ap.add_argument("--eval-every", type=int, default=200)
+  ap.add_argument("--patience", type=int, default=3)
+  ap.add_argument("--arms", default=",".join(a.name for a in ARMS),
+                  help="comma-separated subset of: "
+                  + ", ".join(a.name for a in ARMS))
+  ap.add_argument("--data", default=None,
+                  help="folder with images/ and masks/ (binary: mask > 0)")
+  ap.add_argument("--quick", action="store_true",
+                  help="tiny settings for a smoke test (~1 min)")
+  args = ap.parse_args(argv)
+  if args.quick:
+    args.seeds = min(args.seeds, 2)
+    args.base_steps, args.eval_every, args.patience = 30, 10, 2
+    args.finetune_steps, args.image_size, args.patch_size = 5, 32, 16
+    args.width, args.depth, args.n_train, args.n_val = 4, 2, 8, 4
+    args.batch_size = 4
+  return args
+
+
+def summarize(per_seed: dict[str, list[dict]], arms: list[str]) -> dict:
+  """Mean/sd per arm and metric, and paired Δ vs the control with 95% CI."""
+  out = {}
+  for arm in arms:
+    rows = per_seed[arm]
+    out[arm] = {}
+    for m in METRICS:
+      v = np.array([r[m] for r in rows])
+      entry = {"mean": float(v.mean()),
+               "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan")}
+      if CONTROL in per_seed:
+        entry["delta"] = stats.paired_ci(v, [r[m] for r in per_seed[CONTROL]])
+      out[arm][m] = entry
+  return out
+
+
+def markdown(summary: dict, base: dict, n_seeds: int) -> str:
+  pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731
+  head = ("| arm | IoU | Dice | BF1 | ΔIoU vs dice [95% CI] |"
+          " ΔDice [95% CI] | ΔBF1 [95% CI] |")
+  rows = [head, "|---|---|---|---|---|---|---|",
+          f"| base (start) | {100 * base['iou']:.2f} | {100 * base['dice']:.2f}"
+          f" | {100 * base['bf1']:.2f} | | | |"]
+  for arm, s in summary.items():
+    cells = [f"{100 * s[m]['mean']:.2f} ± {100 * s[m]['sd']:.2f}"
+             for m in METRICS]
+    deltas = []
+    for m in METRICS:
+      d = s[m].get("delta")
+      deltas.append("—" if d is None or arm == CONTROL else
+                    f"{pts(d['mean'])} [{pts(d['lo'])}, {pts(d['hi'])}]")
+    rows.append(f"| {arm} | " + " | ".join(cells + deltas) + " |")
+  return ("Validation metrics in points (foreground class; mean ± sd over"
+          f" {n_seeds} seeds); Δ = paired difference to the `dice` control,"
+          " t interval over seeds.\n\n" + "\n".join(rows) + "\n")
+
+
+def plot_bars(summary: dict, path) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  arms = [a for a in summary if a != CONTROL]
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=False)
+  for ax, m in zip(axes, METRICS):
+    d = [summary[a][m]["delta"] for a in arms]
+    mean = np.array([x["mean"] for x in d]) * 100
+    err = np.nan_to_num(np.array([x["half_width"] for x in d]) * 100)
+    ax.bar(range(len(arms)), mean, yerr=err, capsize=4,
+           color=["tab:green" if "dice" in a else "tab:red" for a in arms])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(arms)))
+    ax.set_xticklabels(arms, rotation=30, ha="right", fontsize=8)
+    ax.set_title(f"Δ{m.upper()} vs dice control (points, 95% CI)", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  timer = common.Timer()
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  log_lines = []
+
+  def log(msg):
+    line = f"[{timer():7.1f}s] {msg}"
+    print(line, flush=True)
+    log_lines.append(line)
+
+  arms = [a for a in ARMS if a.name in args.arms.split(",")]
+  if not arms:
+    sys.exit(f"no known arm in --arms {args.arms!r}")
+  cfg = {k: v for k, v in vars(args).items() if k not in ("out",)}
+  (out / "config.json").write_text(json.dumps(cfg, indent=1))
+
+  train, val = common.make_data(args.data, args.image_size, args.n_train,
+                                args.n_val)
+  crop = args.image_size
+  if args.data:
+    crop = min(crop, min(min(im.shape[:2]) for im in train.images))
+    crop -= crop % 2**args.depth
+  log(f"data: {len(train.images)} train / {len(val.images)} val images,"
+      f" crop {crop}, patch {args.patch_size}")
+  graphdef, params = common.make_model(train.in_channels, args.width,
+                                       args.depth, seed=0)
+
+  # ---- base model: Dice + CE until the validation IoU plateaus (cached)
+  base_keys = ("data", "image_size", "width", "depth", "batch_size",
+               "n_train", "n_val", "base_lr", "base_steps", "eval_every",
+               "patience")
+  base_cfg = {k: cfg[k] for k in base_keys}
+  cache = out / "base.json"
+  if (out / "base.pkl").exists() and cache.exists() and json.loads(
+      cache.read_text())["config"] == base_cfg:
+    params = common.load_params(out / "base.pkl", params)
+    base_hist = json.loads(cache.read_text())["history"]
+    log("base: reused base.pkl")
+  else:
+    log("base: training Dice + CE until validation IoU plateaus")
+    params, base_hist = common.train_until_plateau(
+        graphdef, params, train, val, LossSpec("dice", ce=True),
+        max_steps=args.base_steps, lr=args.base_lr, seed=0,
+        batch_size=args.batch_size, patch=crop, depth=args.depth,
+        eval_every=args.eval_every, patience=args.patience, log=log)
+    common.save_params(out / "base.pkl", params)
+    cache.write_text(json.dumps({"config": base_cfg, "history": base_hist}))
+  base = common.evaluate(graphdef, params, val, args.depth)
+  base_time = timer()
+  log(f"base: IoU {base['iou']:.4f} Dice {base['dice']:.4f}"
+      f" BF1 {base['bf1']:.4f} after {base_hist[-1]['step']} steps")
+
+  # ---- gradient analysis of the base model's predictions
+  shares = gradient_analysis.analyse(graphdef, params, val, args.depth, out)
+  log("gradient shares:\n" + gradient_analysis.shares_table(shares))
+
+  # ---- fine-tuning arms, paired seeds
+  per_seed = {}
+  for arm in arms:
+    per_seed[arm.name] = []
+    for k in range(args.seeds):
+      p, _, _ = common.train(
+          graphdef, params, train, arm.loss, steps=args.finetune_steps,
+          lr=args.finetune_lr, seed=100 + k, batch_size=args.batch_size,
+          patch=args.patch_size if arm.patches else crop)
+      m = common.evaluate(graphdef, p, val, args.depth)
+      per_seed[arm.name].append({"seed": k, **m})
+      log(f"{arm.name} seed {k}: IoU {m['iou']:.4f} Dice {m['dice']:.4f}"
+          f" BF1 {m['bf1']:.4f}")
+
+  names = [a.name for a in arms]
+  summary = summarize(per_seed, names)
+  table = markdown(summary, base, args.seeds)
+  total = timer()
+  result = {
+      "config": cfg, "arms": {a.name: {"loss": a.loss.name(),
+                                       "patches": a.patches} for a in arms},
+      "base": {**base, "steps": base_hist[-1]["step"], "history": base_hist},
+      "per_seed": per_seed, "summary": summary, "gradient_shares": shares,
+      "seconds": {"base": base_time, "total": total},
+      "platform": {"python": platform.python_version(),
+                   "machine": platform.machine()},
+  }
+  (out / "results.json").write_text(json.dumps(result, indent=1))
+  with open(out / "results.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["arm", "seed", *METRICS])
+    for arm in names:
+      for r in per_seed[arm]:
+        w.writerow([arm, r["seed"], *(f"{r[m]:.6f}" for m in METRICS)])
+  (out / "results.md").write_text(
+      "# Fine-tuning study\n\n" + table + "\n## Gradient mass shares (base"
+      " model, validation set)\n\n" + gradient_analysis.shares_table(shares)
+      + f"\n\nBase: {base_hist[-1]['step']} steps; wall time"
+      f" {total / 60:.1f} min.\n")
+  if CONTROL in per_seed and len(names) > 1:
+    plot_bars(summary, out / "bars.png")
+  (out / "log.txt").write_text("\n".join(log_lines) + "\n")
+  log(f"done in {total / 60:.1f} min\n{table}")
+  return result
+
+
+if __name__ == "__main__":
+  main()
