@@ -14,12 +14,17 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import pel_jax  # noqa: E402
 
 
-def weight_maps(probs: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
-  """Per-pixel |dL/dp| of PEL (with the run's n, s, weights) and of Dice."""
+def weight_maps(logits: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+  """Per-pixel |dL/dlogits| of PEL (with the run's n, s, weights) and of Dice.
+
+  Taken w.r.t. the logits, so the softmax Jacobian is included: the maps
+  show where each loss actually pushes the network for this prediction.
+  """
   from .train import region_loss_fn  # pylint: disable=import-outside-toplevel
-  p, g = probs[None], mask[None]
-  pel = pel_jax.weight_map(p, g, loss_fn=region_loss_fn("pel", cfg))
-  dice = pel_jax.weight_map(p, g, loss_fn=pel_jax.dice_loss)
+  z, g = logits[None], mask[None]
+  pel = pel_jax.weight_map(z, g, loss_fn=region_loss_fn("pel", cfg),
+                           from_logits=True)
+  dice = pel_jax.weight_map(z, g, loss_fn=pel_jax.dice_loss, from_logits=True)
   return np.asarray(pel[0]), np.asarray(dice[0])
 
 
@@ -31,7 +36,7 @@ def samples(folder: pathlib.Path, ds, logits: list[np.ndarray], cfg) -> None:
     image, mask = ds.images[i], ds.masks[i]
     probs = np.asarray(jax.nn.softmax(logits[i], -1))
     deviation = 0.5 * np.abs(probs - np.eye(c)[mask]).sum(-1)
-    pel, dice = weight_maps(probs, mask, cfg)
+    pel, dice = weight_maps(logits[i], mask, cfg)
     panels = [
         ("image", image if image.shape[-1] == 3 else image[..., 0], "gray"),
         ("ground truth", mask, "viridis"), ("prediction", probs.argmax(-1), "viridis"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -14,7 +16,7 @@ def _norm(kind: str, features: int, dtype, axis_name, rngs: nnx.Rngs):
   # one-device step exactly; BatchNorm statistics are global under jit
   # (GSPMD) and need `axis_name` to be synchronised under pmap.
   if kind == "group":
-    return nnx.GroupNorm(features, num_groups=min(8, features), dtype=dtype,
+    return nnx.GroupNorm(features, num_groups=math.gcd(8, features), dtype=dtype,
                          rngs=rngs)
   if kind == "layer":
     return nnx.GroupNorm(features, num_groups=1, dtype=dtype, rngs=rngs)

@@ -51,13 +51,13 @@ class Config:
   val_fraction: float = _opt(0.1, "validation fraction of --data without --val-data")
   patch_size: int | None = _opt(None, "training crop size (default: synthetic image size, or 128 capped by the smallest image)")
   # model
-  width: int = _opt(16, "channels of the first UNet level (doubles per level)")
+  width: int = _opt(8, "channels of the first UNet level (doubles per level)")
   depth: int = _opt(3, "number of poolings")
   norm: str = _opt("group", "group | layer | batch | none")
   bf16: bool = _opt(False, "mixed precision: bf16 compute, f32 params and loss")
   # optimisation
-  steps: int = _opt(500, "training steps")
-  batch_size: int = _opt(16, "global batch size (divisible by the device count)")
+  steps: int = _opt(300, "training steps")
+  batch_size: int = _opt(8, "global batch size (divisible by the device count)")
   lr: float = _opt(3e-3, "peak learning rate (AdamW, linear warmup + cosine decay)")
   warmup: int = _opt(50, "warmup steps")
   weight_decay: float = _opt(1e-4, "AdamW weight decay")
@@ -70,7 +70,7 @@ class Config:
   batch_dice: bool = _opt(True, "region losses sum over the whole (global) batch, as the PEL authors")
   # run
   seed: int = _opt(0, "seed of data, initialisation and augmentation")
-  ckpt_every: int = _opt(250, "checkpoint every N steps (and at the end)")
+  ckpt_every: int = _opt(100, "checkpoint every N steps (and at the end)")
   eval_every: int = _opt(0, "validate every N steps (0: only at the end)")
   log_every: int = _opt(10, "progress and CSV row every N steps")
   resume: bool = _opt(False, "continue from the latest checkpoint in --out")
@@ -114,7 +114,8 @@ def make_loss(cfg: Config) -> Callable[..., jax.Array]:
   """`loss(logits, labels, axis_name=None)` for the weighted sum in --loss.
 
   Under pmap (`axis_name`), every term is the global-batch value: pel_jax
-  sums its per-class counts across devices, and CE is psum(sum) / count.
+  sums its per-class counts across devices, and CE is the global mean whose
+  gradient is this shard's part, so summed gradients equal one device's.
   """
   terms = [(w, name, None if name == "ce" else region_loss_fn(name, cfg))
            for w, name in parse_loss(cfg.loss)]
@@ -128,8 +129,10 @@ def make_loss(cfg: Config) -> Callable[..., jax.Array]:
         if axis_name is None:
           value = ce.mean()
         else:
-          value = lax.psum(ce.sum(), axis_name) / (
-              ce.size * lax.axis_size(axis_name))
+          # Global mean as value; as gradient, only this shard's part (the
+          # autodiff transpose of psum would psum the cotangent: N-fold).
+          local = ce.sum() / (ce.size * lax.axis_size(axis_name))
+          value = local + lax.stop_gradient(lax.psum(local, axis_name) - local)
       else:
         value = fn(logits, labels, from_logits=True, batch=cfg.batch_dice,
                    axis_name=axis_name)
