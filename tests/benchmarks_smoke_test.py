@@ -1,0 +1,31 @@
+"""Smoke test of benchmarks/bench_loss.py on tiny shapes (not a timing test)."""
+
+import importlib.util
+import pathlib
+import sys
+
+_PATH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_loss.py"
+
+
+def _bench():
+  spec = importlib.util.spec_from_file_location("bench_loss", _PATH)
+  mod = importlib.util.module_from_spec(spec)
+  sys.modules["bench_loss"] = mod  # dataclasses need the module registered
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_suite_has_every_row():
+  bench = _bench()
+  rows = []
+  for case in bench.tiny_cases()[1:2] + bench.tiny_cases()[4:5]:
+    rows += bench.run_case(case, rounds=1, min_sample_s=0.0)
+  names = {(r["case"], r["variant"]) for r in rows}
+  for case in bench.tiny_cases()[1:2] + bench.tiny_cases()[4:5]:
+    expected = {"a * b (roofline)", "pel_jax", "pel_jax batch=True",
+                "plain jnp autodiff", "pel_jax dice (n=1)"}
+    if case.logits:
+      expected.add("optax dice (one-hot)")
+    assert {v for c, v in names if c == case.name} == expected
+  assert all(r["ms"] > 0 for r in rows)
+  assert "| case |" in bench.table(rows)
