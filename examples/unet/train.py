@@ -41,15 +41,15 @@ def _opt(default, help_):  # a config field with its --help text
 class Config:
   """Every command-line flag of `main.py train` (`--image-size` etc.)."""
   # data
-  data: str | None = _opt(None, "folder with images/ and masks/ (default: built-in synthetic set)")
-  val_data: str | None = _opt(None, "separate validation folder (default: deterministic split of --data)")
+  data: str | None = _opt(None, "folder with images/ and masks/; unset: the built-in synthetic set")
+  val_data: str | None = _opt(None, "separate validation folder; unset: a deterministic split of --data")
   classes: int = _opt(2, "number of classes incl. background (synthetic: 2 = binary, 3 = blobs + curves)")
   binary: bool = _opt(False, "collapse mask values > 0 (e.g. instance labels) to foreground 1")
   image_size: int = _opt(64, "synthetic image size")
   num_train: int = _opt(256, "synthetic training images")
   num_val: int = _opt(32, "synthetic validation images")
   val_fraction: float = _opt(0.1, "validation fraction of --data without --val-data")
-  patch_size: int | None = _opt(None, "training crop size (default: synthetic image size, or 128 capped by the smallest image)")
+  patch_size: int | None = _opt(None, "training crop size; unset: the synthetic image size, or 128 capped by the smallest image")
   # model
   width: int = _opt(8, "channels of the first UNet level (doubles per level)")
   depth: int = _opt(3, "number of poolings")
@@ -65,8 +65,8 @@ class Config:
   loss: str = _opt("pel+ce", "sum of weighted terms among dice, jaccard, tversky, pel, ce, e.g. 'pel+ce', '0.5*dice+ce'")
   exponent: float = _opt(3.0, "PEL exponent n")
   scale: float = _opt(10.0, "PEL scale")
-  fp_weight: float | None = _opt(None, "FP weight of pel/tversky (default 0.5 for pel, 0.3 for tversky)")
-  fn_weight: float | None = _opt(None, "FN weight of pel/tversky (default 0.5 for pel, 0.7 for tversky)")
+  fp_weight: float | None = _opt(None, "FP weight of pel/tversky; unset: 0.5 for pel, 0.3 for tversky")
+  fn_weight: float | None = _opt(None, "FN weight of pel/tversky; unset: 0.5 for pel, 0.7 for tversky")
   batch_dice: bool = _opt(True, "region losses sum over the whole (global) batch, as the PEL authors")
   # run
   seed: int = _opt(0, "seed of data, initialisation and augmentation")
