@@ -78,6 +78,25 @@ class DtypeTest(parameterized.TestCase):
       np.testing.assert_allclose(
           loss, reference.pel_numpy(np.asarray(x), np.asarray(t)), atol=2e-5)
 
+  @parameterized.named_parameters(*_DTYPES)
+  def test_weight_map_dtype(self, dtype, loss_dtype, tol):
+    del tol
+    with jax.enable_x64(dtype == jnp.float64):
+      rng = np.random.default_rng(6)
+      x = jnp.asarray(reference.make_predictions(rng, _SHAPE, "softmax"),
+                      dtype)
+      ids = reference.make_targets(rng, _SHAPE, "int")
+      got = pel_jax.weight_map(x, ids, from_logits=True)
+      self.assertEqual(got.dtype, dtype)
+      chex.assert_shape(got, _SHAPE[:-1])
+      grad = jax.grad(lambda p: reference.pel_jnp(p, ids, from_logits=True))(
+          x.astype(loss_dtype))
+      want = jnp.sum(jnp.abs(grad), -1)
+      rtol = 1e-10 if dtype == jnp.float64 else (
+          2e-4 if dtype == jnp.float32 else 2e-2)
+      chex.assert_trees_all_close(got.astype(loss_dtype), want, rtol=rtol,
+                                  atol=rtol * 1e-2)
+
   def test_bool_targets(self):
     rng = np.random.default_rng(3)
     x = reference.make_predictions(rng, _SHAPE, "sigmoid")
