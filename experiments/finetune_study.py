@@ -1,6 +1,6 @@
 """Does PEL help? The fine-tuning study, one command.
 
-  python -m experiments.finetune_study --out runs/study          # ~20-30 min
+  python -m experiments.finetune_study --out runs/study          # ~25 min (2 shared cores)
   python -m experiments.finetune_study --out runs/quick --quick  # ~1-2 min
 
 Protocol: train the example UNet (binary: foreground vs background) with
@@ -36,6 +36,8 @@ from experiments.common import LossSpec
 
 METRICS = ("iou", "dice", "bf1")
 CONTROL = "dice"
+# Further paired comparisons (treatment, control) reported when both ran.
+PAIRS = (("pel_n3+ce_patch", "dice+ce_patch"), ("pel_n0.5", "pel_n3"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,27 +61,29 @@ def parse_args(argv=None):
   ap = argparse.ArgumentParser(description="Does PEL help? Fine-tuning study.")
   ap.add_argument("--out", default="runs/study")
   ap.add_argument("--seeds", type=int, default=5)
-  ap.add_argument("--base-steps", type=int, default=3000,
+  ap.add_argument("--base-steps", type=int, default=1500,
                   help="most base steps (stops earlier at the IoU plateau)")
-  ap.add_argument("--finetune-steps", type=int, default=400)
+  ap.add_argument("--finetune-steps", type=int, default=200)
   ap.add_argument("--image-size", type=int, default=64,
                   help="synthetic image size; the full-crop size for --data")
   ap.add_argument("--patch-size", type=int, default=32,
                   help="crop size of the *_patch arms")
-  ap.add_argument("--width", type=int, default=16)
+  ap.add_argument("--width", type=int, default=8)
   ap.add_argument("--depth", type=int, default=3)
   ap.add_argument("--batch-size", type=int, default=8)
   ap.add_argument("--n-train", type=int, default=128)
   ap.add_argument("--n-val", type=int, default=48)
   ap.add_argument("--base-lr", type=float, default=1e-3)
   ap.add_argument("--finetune-lr", type=float, default=1e-4)
-  ap.add_argument("--eval-every", type=int, default=200)
+  ap.add_argument("--eval-every", type=int, default=150)
   ap.add_argument("--patience", type=int, default=3)
   ap.add_argument("--arms", default=",".join(a.name for a in ARMS),
                   help="comma-separated subset of: "
                   + ", ".join(a.name for a in ARMS))
   ap.add_argument("--data", default=None,
                   help="folder with images/ and masks/ (binary: mask > 0)")
+  ap.add_argument("--report-only", action="store_true",
+                  help="rebuild the tables and bar chart from results.json")
   ap.add_argument("--quick", action="store_true",
                   help="tiny settings for a smoke test (~1 min)")
   args = ap.parse_args(argv)
@@ -106,6 +110,25 @@ def summarize(per_seed: dict[str, list[dict]], arms: list[str]) -> dict:
         entry["delta"] = stats.paired_ci(v, [r[m] for r in per_seed[CONTROL]])
       out[arm][m] = entry
   return out
+
+
+def pair_deltas(per_seed: dict[str, list[dict]]) -> dict:
+  """Paired Δ with 95% CI for each of `PAIRS` whose two arms both ran."""
+  return {f"{a} - {b}": {m: stats.paired_ci([r[m] for r in per_seed[a]],
+                                            [r[m] for r in per_seed[b]])
+                         for m in METRICS}
+          for a, b in PAIRS if a in per_seed and b in per_seed}
+
+
+def pairs_markdown(pairs: dict) -> str:
+  pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731
+  rows = ["| comparison | ΔIoU [95% CI] | ΔDice [95% CI] | ΔBF1 [95% CI] |",
+          "|---|---|---|---|"]
+  for name, d in pairs.items():
+    rows.append(f"| {name} | " + " | ".join(
+        f"{pts(d[m]['mean'])} [{pts(d[m]['lo'])}, {pts(d[m]['hi'])}]"
+        for m in METRICS) + " |")
+  return "\n".join(rows) + "\n"
 
 
 def markdown(summary: dict, base: dict, n_seeds: int) -> str:
@@ -150,8 +173,41 @@ def plot_bars(summary: dict, path) -> None:
   plt.close(fig)
 
 
+def write_report(out: pathlib.Path, result: dict) -> str:
+  """results.json/csv/md and bars.png from the per-seed metrics; the table."""
+  per_seed, names = result["per_seed"], list(result["per_seed"])
+  n_seeds = len(per_seed[names[0]])
+  result["summary"] = summarize(per_seed, names)
+  result["pairs"] = pair_deltas(per_seed)
+  table = markdown(result["summary"], result["base"], n_seeds)
+  (out / "results.json").write_text(json.dumps(result, indent=1))
+  with open(out / "results.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["arm", "seed", *METRICS])
+    for arm in names:
+      for r in per_seed[arm]:
+        w.writerow([arm, r["seed"], *(f"{r[m]:.6f}" for m in METRICS)])
+  base_steps = result["base"]["steps"]
+  (out / "results.md").write_text(
+      "# Fine-tuning study\n\n" + table
+      + ("\nOther paired comparisons (points):\n\n"
+         + pairs_markdown(result["pairs"]) if result["pairs"] else "")
+      + "\n## Gradient mass shares (base model, validation set)\n\n"
+      + gradient_analysis.shares_table(result["gradient_shares"])
+      + f"\n\nBase: {base_steps} steps; wall time"
+      f" {result['seconds']['total'] / 60:.1f} min.\n")
+  if CONTROL in per_seed and len(names) > 1:
+    plot_bars(result["summary"], out / "bars.png")
+  return table
+
+
 def main(argv=None):
   args = parse_args(argv)
+  if args.report_only:
+    out = pathlib.Path(args.out)
+    result = json.loads((out / "results.json").read_text())
+    print(write_report(out, result))
+    return result
   timer = common.Timer()
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +221,8 @@ def main(argv=None):
   arms = [a for a in ARMS if a.name in args.arms.split(",")]
   if not arms:
     sys.exit(f"no known arm in --arms {args.arms!r}")
-  cfg = {k: v for k, v in vars(args).items() if k not in ("out",)}
+  cfg = {k: v for k, v in vars(args).items()
+         if k not in ("out", "report_only")}
   (out / "config.json").write_text(json.dumps(cfg, indent=1))
 
   train, val = common.make_data(args.data, args.image_size, args.n_train,
@@ -222,33 +279,17 @@ def main(argv=None):
       log(f"{arm.name} seed {k}: IoU {m['iou']:.4f} Dice {m['dice']:.4f}"
           f" BF1 {m['bf1']:.4f}")
 
-  names = [a.name for a in arms]
-  summary = summarize(per_seed, names)
-  table = markdown(summary, base, args.seeds)
   total = timer()
   result = {
       "config": cfg, "arms": {a.name: {"loss": a.loss.name(),
                                        "patches": a.patches} for a in arms},
       "base": {**base, "steps": base_hist[-1]["step"], "history": base_hist},
-      "per_seed": per_seed, "summary": summary, "gradient_shares": shares,
+      "per_seed": per_seed, "gradient_shares": shares,
       "seconds": {"base": base_time, "total": total},
       "platform": {"python": platform.python_version(),
                    "machine": platform.machine()},
   }
-  (out / "results.json").write_text(json.dumps(result, indent=1))
-  with open(out / "results.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["arm", "seed", *METRICS])
-    for arm in names:
-      for r in per_seed[arm]:
-        w.writerow([arm, r["seed"], *(f"{r[m]:.6f}" for m in METRICS)])
-  (out / "results.md").write_text(
-      "# Fine-tuning study\n\n" + table + "\n## Gradient mass shares (base"
-      " model, validation set)\n\n" + gradient_analysis.shares_table(shares)
-      + f"\n\nBase: {base_hist[-1]['step']} steps; wall time"
-      f" {total / 60:.1f} min.\n")
-  if CONTROL in per_seed and len(names) > 1:
-    plot_bars(summary, out / "bars.png")
+  table = write_report(out, result)
   (out / "log.txt").write_text("\n".join(log_lines) + "\n")
   log(f"done in {total / 60:.1f} min\n{table}")
   return result

@@ -145,7 +145,7 @@ def shares(logits: np.ndarray, labels: np.ndarray,
 def plot_curves(logits, labels, path, names=("dice", "pel_n0.5", "pel_n2",
                                               "pel_n3")):
   """Per-pixel gradient weight vs foreground probability, normalised to
-  the mean pixel weight of that loss, for g = 1 and g = 0 pixels, w.r.t.
+  the median pixel weight of that loss, for g = 1 and g = 0 pixels, w.r.t.
   probabilities and logits; lines: closed form at the model's sums; dots:
   jax.grad on a sample of the model's own pixels."""
   import matplotlib  # pylint: disable=import-outside-toplevel
@@ -167,7 +167,7 @@ def plot_curves(logits, labels, path, names=("dice", "pel_n0.5", "pel_n2",
     f1, f0, dz = binary_softmax_grads(p1, g1, sums=sums, **kw)
     w_p, w_z = np.abs(f1) + np.abs(f0), 2 * np.abs(dz)
     for row, (w, lab) in enumerate(((w_p, "∂/∂p"), (w_z, "∂/∂logits"))):
-      mean = w.mean()
+      mean = np.median(w)
       for col, g in enumerate((1.0, 0.0)):
         gg = np.full_like(grid, g)
         a1, a0, az = binary_softmax_grads(grid, gg, sums=sums, **kw)
@@ -184,10 +184,11 @@ def plot_curves(logits, labels, path, names=("dice", "pel_n0.5", "pel_n2",
   for ax in axes[1]:
     ax.set_xlabel("predicted foreground probability p")
   for ax in axes[:, 0]:
-    ax.set_ylabel("|gradient| / mean pixel |gradient|")
+    ax.set_ylabel("|gradient| / median pixel |gradient|")
   axes[0, 0].legend(fontsize=8)
   fig.suptitle("Gradient weight vs p (lines: closed form at the base model's "
-               "sums; dots: jax.grad on its validation pixels)", fontsize=10)
+               "sums; dots: jax.grad on its validation pixels; a dip to 0 is "
+               "a sign change)", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)
