@@ -155,5 +155,30 @@ class EmptyTest(parameterized.TestCase):
         pel_jax.pel_loss(p, g), 1.0 - 1e-5 / (4.0 + 1e-5), rtol=1e-6)
 
 
+class NonFiniteInputTest(parameterized.TestCase):
+  """A NaN prediction must show up as NaN, never as a perfect score.
+
+  The empty-class rule (ratio 1 when the denominator is 0) is for D == 0
+  only; a NaN denominator is not 0, so the oracle's loss is NaN.
+  """
+
+  @parameterized.named_parameters(
+      ("probs", "probs", {}),
+      ("sigmoid", "sigmoid", dict(from_logits=True, activation="sigmoid")),
+      ("softmax", "softmax", dict(from_logits=True)),
+  )
+  def test_nan_prediction_propagates(self, kind, kw):
+    rng = np.random.default_rng(5)
+    p = reference.make_predictions(rng, _SHAPE, kind)
+    ids = reference.make_targets(rng, _SHAPE, "int")
+    p[0, 1, 1, 0] = np.nan
+    got = pel_jax.pel_loss(p, ids, reduction="none", **kw)
+    want = reference.pel_numpy(p, ids, reduction="none", **kw)
+    self.assertTrue(np.isnan(want[0, 0]))
+    # assert_allclose treats NaN == NaN: NaN exactly where the oracle has it.
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    self.assertTrue(np.isnan(pel_jax.pel_loss(p, ids, **kw)))
+
+
 if __name__ == "__main__":
   absltest.main()
