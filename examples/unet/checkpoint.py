@@ -42,6 +42,8 @@ class Checkpoints:
     return self.manager.latest_step()
 
   def save(self, step: int, model_state, opt_state, meta: dict) -> None:
+    if step in self.manager.all_steps():  # e.g. Ctrl-C right after a save
+      return
     self.manager.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave(model_state),
         optimizer=ocp.args.StandardSave(opt_state),

@@ -13,8 +13,11 @@ import dataclasses
 import functools
 import json
 import pathlib
+import contextlib
 import re
+import signal
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -311,6 +314,32 @@ def _progress(step, total, loss, iou, rate):
   sys.stdout.flush()
 
 
+@contextlib.contextmanager
+def _deferred_sigint():
+  """Turns Ctrl-C into a flag checked between steps.
+
+  A KeyboardInterrupt raised inside JAX dispatch or compilation can leave the
+  runtime unable to shut down cleanly; stopping at a step boundary makes the
+  checkpoint and exit clean. A second Ctrl-C interrupts at once.
+  """
+  flag: list[bool] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+  previous = signal.getsignal(signal.SIGINT)
+
+  def handler(signum, frame):
+    del signum, frame
+    flag.append(True)
+    signal.signal(signal.SIGINT, previous)
+
+  signal.signal(signal.SIGINT, handler)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
 def _fg_iou(cm: np.ndarray) -> float:
   tp = np.diag(cm)[1:]
   denom = cm.sum(0)[1:] + cm.sum(1)[1:] - tp
@@ -363,33 +392,37 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
       f" {cfg.loss}")
   step, window_cm, tick, ticks = start, 0, time.time(), 0
   try:
-    for step in range(start, cfg.steps):
-      batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
-                               part)
-      loss, cm = stepper(batch)
-      window_cm = window_cm + cm
-      ticks += 1
-      done = step + 1
-      if done % cfg.log_every == 0 or done == cfg.steps:
-        loss, window_cm = float(to_host(loss)), to_host(window_cm)
-        rate = ticks / (time.time() - tick)
-        rows.append({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
-                     "steps_per_s": rate, "time_s": time.time() - t0})
-        if not quiet and main_host:
-          _progress(done, cfg.steps, loss, rows[-1]["train_iou"], rate)
-        window_cm, tick, ticks = 0, time.time(), 0
-      if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-        stepper.sync()
-        summary, _ = evaluate(model, val_ds, cfg.depth, put)
-        say(f"\n  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
-      if done % cfg.ckpt_every == 0 and done < cfg.steps:
-        save(done)
-      step = done
+    with _deferred_sigint() as stop:
+      for step in range(start, cfg.steps):
+        batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
+                                 part)
+        loss, cm = stepper(batch)
+        window_cm = window_cm + cm
+        ticks += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+          loss, window_cm = float(to_host(loss)), to_host(window_cm)
+          rate = ticks / (time.time() - tick)
+          rows.append({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
+                       "steps_per_s": rate, "time_s": time.time() - t0})
+          if not quiet and main_host:
+            _progress(done, cfg.steps, loss, rows[-1]["train_iou"], rate)
+          window_cm, tick, ticks = 0, time.time(), 0
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+          stepper.sync()
+          summary, _ = evaluate(model, val_ds, cfg.depth, put)
+          say(f"\n  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
+        if done % cfg.ckpt_every == 0 and done < cfg.steps:
+          save(done)
+        step = done
+        if stop:  # Ctrl-C: stop at this step boundary
+          raise KeyboardInterrupt
   except KeyboardInterrupt:
     say(f"\ninterrupted: saving step {step} to {ckpts.directory}")
     save(step)
     ckpts.close()
-    _write_curve(curve_path, rows) if main_host else None
+    if main_host:
+      _write_curve(curve_path, rows)
     raise
   say("")
   save(cfg.steps)
