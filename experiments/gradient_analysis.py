@@ -229,8 +229,15 @@ def analyse(graphdef, params, val, depth: int, out_dir, max_images: int = 32):
   """
   out_dir = pathlib.Path(out_dir)
   images = val.images[:max_images]
-  logits = np.stack(common.predict_logits(graphdef, params, images, depth))
-  labels = np.stack(val.masks[:max_images]).astype(np.int32)
+  logits = common.predict_logits(graphdef, params, images, depth)
+  # Folder data may mix sizes: analyse the common top-left crop (the sums
+  # then run over these crops, as one batch).
+  h = min(im.shape[0] for im in images)
+  w = min(im.shape[1] for im in images)
+  images = [im[:h, :w] for im in images]
+  logits = np.stack([lg[:h, :w] for lg in logits])
+  labels = np.stack([m[:h, :w] for m in val.masks[:max_images]]).astype(
+      np.int32)
   result = shares(logits, labels)
   (out_dir / "gradient_shares.json").write_text(json.dumps(result, indent=1))
   plot_curves(logits, labels, out_dir / "gradient_curves.png")

@@ -113,3 +113,21 @@ def test_quick_study_end_to_end(tmp_path):
     rows = list(csv.DictReader(f))
   assert len(rows) == 4 and rows[0]["arm"] == "dice"
   assert "| pel_n3+ce_patch |" in (out / "results.md").read_text()
+
+
+def test_quick_study_on_a_folder_of_mixed_sizes(tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from examples.unet import data  # pylint: disable=import-outside-toplevel
+  from experiments import finetune_study  # pylint: disable=import-outside-toplevel
+  root = tmp_path / "data"
+  (root / "images").mkdir(parents=True)
+  (root / "masks").mkdir()
+  for i in range(8):
+    im, m = data.synthetic_example(5, i, 48 if i % 2 else 40, 3)
+    Image.fromarray((im[..., 0] * 255).astype(np.uint8)).save(
+        root / "images" / f"x{i}.png")
+    Image.fromarray((m * 7).astype(np.uint8)).save(root / "masks" / f"x{i}.png")
+  res = finetune_study.main(["--out", str(tmp_path / "out"), "--quick",
+                             "--data", str(root), "--arms", "dice"])
+  assert len(res["per_seed"]["dice"]) == 2
+  assert (tmp_path / "out" / "weight_maps.png").stat().st_size > 0
