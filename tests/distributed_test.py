@@ -150,7 +150,8 @@ class DataParallelTest(parameterized.TestCase):
     p, t, m = _data(2)
     kw = _common(dict(batch=False, reduction="mean"))
     offset = jnp.zeros((3,), jnp.float32)
-    one = jax.grad(lambda o: pel_jax.pel_loss(p + o, t, where=m, **kw))(offset)
+    one = jax.jit(jax.grad(
+        lambda o: pel_jax.pel_loss(p + o, t, where=m, **kw)))(offset)
     split = lambda a: a.reshape((4, 2) + a.shape[1:])
     per_device = jax.pmap(
         jax.grad(lambda o, x, y, w: pel_jax.pel_loss(

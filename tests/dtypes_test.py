@@ -43,8 +43,8 @@ class DtypeTest(parameterized.TestCase):
         np.testing.assert_allclose(loss, want, atol=tol, rtol=tol)
         # Gradient: reference autodiff in float32/64 on the same values.
         wide = x.astype(loss_dtype)
-        want_grad = jax.grad(lambda p: reference.pel_jnp(p, ids, **options))(
-            wide)
+        want_grad = jax.jit(jax.grad(
+            lambda p: reference.pel_jnp(p, ids, **options)))(wide)
         gtol = 1e-10 if dtype == jnp.float64 else (
             2e-4 if dtype == jnp.float32 else 1e-2)
         chex.assert_trees_all_close(grad.astype(loss_dtype), want_grad,
@@ -57,8 +57,8 @@ class DtypeTest(parameterized.TestCase):
       rng = np.random.default_rng(1)
       x = jnp.asarray(reference.make_predictions(rng, _SHAPE), dtype)
       t = jnp.asarray(reference.make_targets(rng, _SHAPE, "soft"), dtype)
-      loss, (gx, gt) = jax.value_and_grad(
-          lambda p, y: pel_jax.pel_loss(p, y, exponent=2.0), (0, 1))(x, t)
+      loss, (gx, gt) = jax.jit(jax.value_and_grad(
+          lambda p, y: pel_jax.pel_loss(p, y, exponent=2.0), (0, 1)))(x, t)
       self.assertEqual(loss.dtype, loss_dtype)
       self.assertEqual(gx.dtype, dtype)
       self.assertEqual(gt.dtype, dtype)
@@ -71,8 +71,8 @@ class DtypeTest(parameterized.TestCase):
       x = jnp.asarray(reference.make_predictions(rng, _SHAPE), jnp.float32)
       t = jnp.asarray(reference.make_targets(rng, _SHAPE, "soft"),
                       jnp.float64)
-      loss, (gx, gt) = jax.value_and_grad(
-          lambda p, y: pel_jax.pel_loss(p, y), (0, 1))(x, t)
+      loss, (gx, gt) = jax.jit(jax.value_and_grad(
+          lambda p, y: pel_jax.pel_loss(p, y), (0, 1)))(x, t)
       self.assertEqual(gx.dtype, jnp.float32)
       self.assertEqual(gt.dtype, jnp.float64)
       np.testing.assert_allclose(
@@ -86,11 +86,12 @@ class DtypeTest(parameterized.TestCase):
       x = jnp.asarray(reference.make_predictions(rng, _SHAPE, "softmax"),
                       dtype)
       ids = reference.make_targets(rng, _SHAPE, "int")
-      got = pel_jax.weight_map(x, ids, from_logits=True)
+      got = jax.jit(lambda p: pel_jax.weight_map(p, ids, from_logits=True))(x)
       self.assertEqual(got.dtype, dtype)
       chex.assert_shape(got, _SHAPE[:-1])
-      grad = jax.grad(lambda p: reference.pel_jnp(p, ids, from_logits=True))(
-          x.astype(loss_dtype))
+      grad = jax.jit(jax.grad(
+          lambda p: reference.pel_jnp(p, ids, from_logits=True)))(
+              x.astype(loss_dtype))
       want = jnp.sum(jnp.abs(grad), -1)
       rtol = 1e-10 if dtype == jnp.float64 else (
           2e-4 if dtype == jnp.float32 else 2e-2)
@@ -106,8 +107,8 @@ class DtypeTest(parameterized.TestCase):
     want = reference.pel_numpy(x, t.astype(np.float32), from_logits=True,
                                activation="sigmoid", reduction="none")
     chex.assert_trees_all_close(got, want, atol=2e-5)
-    grad = jax.grad(lambda p: pel_jax.pel_loss(
-        p, t, from_logits=True, activation="sigmoid"))(x)
+    grad = jax.jit(jax.grad(lambda p: pel_jax.pel_loss(
+        p, t, from_logits=True, activation="sigmoid")))(x)
     chex.assert_tree_all_finite(grad)
 
   @parameterized.parameters(jnp.uint8, jnp.int8, jnp.int64)

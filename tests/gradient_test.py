@@ -198,7 +198,8 @@ class WeightMapTest(parameterized.TestCase):
     kw = dict(options)
     if loss_fn is not None:
       kw.update(exponent=1.0, fp_weight=0.5, fn_weight=0.5)
-    got = pel_jax.weight_map(p, ids, loss_fn=loss_fn, **options)
+    got = jax.jit(lambda x: pel_jax.weight_map(x, ids, loss_fn=loss_fn,
+                                               **options))(p)
     grad = jax.jit(jax.grad(
         lambda x: jnp.sum(reference.pel_jnp(x, ids, **kw))))(p)
     want = jnp.sum(jnp.abs(grad), axis=-1)

@@ -65,8 +65,8 @@ class SaturationTest(parameterized.TestCase):
       chex.assert_tree_all_finite(grad)
       with jax.enable_x64(True):
         x64 = jnp.asarray(x, jnp.float64)
-        loss64, grad64 = jax.value_and_grad(
-            lambda p: pel_jax.pel_loss(p, targets, **kw))(x64)
+        loss64, grad64 = jax.jit(jax.value_and_grad(
+            lambda p: pel_jax.pel_loss(p, targets, **kw)))(x64)
         np.testing.assert_allclose(
             loss64, reference.pel_numpy(x, targets, **kw), atol=1e-12)
         chex.assert_tree_all_finite(grad64)

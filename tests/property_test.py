@@ -12,7 +12,7 @@ import pel_jax
 from tests import reference
 
 _SETTINGS = hypothesis.settings(
-    max_examples=30, deadline=None, derandomize=True, database=None,
+    max_examples=25, deadline=None, derandomize=True, database=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 
