@@ -59,6 +59,29 @@ def _power(p: jax.Array, exponent: float) -> jax.Array:
   return jnp.where(positive, jnp.where(positive, p, 1) ** exponent, 0)
 
 
+# Up to this many classes, reductions over the class axis are unrolled into
+# elementwise ops on slices: they then fuse with their neighbours into one
+# vectorised loop, where XLA CPU makes a minor-axis reduce a separate fusion
+# that needs its inputs materialised (8 classes: value+grad 69 -> 42 ms,
+# gradient temporaries 4.0x -> 2.1x the gradient's size).
+_UNROLL_CLASSES = 64
+
+
+def _reduce_classes(op, x: jax.Array) -> jax.Array:
+  """`op`-reduction of `x` over the class axis, keeping it (size 1)."""
+  if x.shape[-1] > _UNROLL_CLASSES:
+    reducer = jnp.max if op is jnp.maximum else jnp.sum
+    return reducer(x, axis=-1, keepdims=True)
+  return functools.reduce(op, [x[..., c : c + 1] for c in range(x.shape[-1])])
+
+
+def _log_softmax(x: jax.Array) -> jax.Array:
+  # The max is only a shift for stability: no gradient needs to flow into it.
+  peak = lax.stop_gradient(_reduce_classes(jnp.maximum, x))
+  shifted = x - peak
+  return shifted - jnp.log(_reduce_classes(jnp.add, jnp.exp(shifted)))
+
+
 def _activate(cfg: LossConfig, x: jax.Array):
   """Returns `(p, p ** n)` in the compute dtype, `p ** n` in log space for logits."""
   x = x.astype(compute_dtype(x.dtype))
@@ -69,7 +92,7 @@ def _activate(cfg: LossConfig, x: jax.Array):
     log_p = jax.nn.log_sigmoid(x)
     p = jax.nn.sigmoid(x)
   else:
-    log_p = jax.nn.log_softmax(x, axis=-1)
+    log_p = _log_softmax(x)
     p = jnp.exp(log_p)
   p_n = lax.integer_pow(p, int(n)) if _is_integer(n) else jnp.exp(n * log_p)
   return p, p_n
@@ -101,19 +124,39 @@ def _sum_axes(cfg: LossConfig, ndim: int) -> tuple[int, ...]:
   return tuple(range(0 if cfg.batch else 1, ndim - 1))
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
+  """Sums of several same-shape arrays over `axes` in ONE variadic reduce.
+
+  On XLA CPU one pass over all operands is several times faster than a
+  `jnp.sum` each. The custom JVP exists because JAX's JVP of a variadic
+  reduce fails on symbolic-zero tangents (e.g. integer targets under
+  grad-of-grad); sums are linear, so tangents are summed plainly.
+  """
+  zero = jnp.zeros((), operands[0].dtype)
+  return lax.reduce(
+      operands,
+      (zero,) * len(operands),
+      lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
+      axes,
+  )
+
+
+@_sum_together.defjvp
+def _sum_together_jvp(axes, primals, tangents):
+  return (
+      _sum_together(axes, *primals),
+      tuple(jnp.sum(t, axis=axes) for t in tangents),
+  )
+
+
 def _class_sums(cfg: LossConfig, predictions, targets, mask):
   """The four per-class sums `(TP, sum p, sum g, sum p^n g)`, each `[G, C]`."""
   p, p_n = _activate(cfg, predictions)
   g, w = _target_and_weight(cfg, targets, mask, p.shape, p.dtype)
   if w is not None:
     p, p_n, g = p * w, p_n * w, g * w
-  zero = jnp.zeros((), p.dtype)
-  sums = lax.reduce(
-      (p * g, p, g, p_n * g),
-      (zero,) * 4,
-      lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
-      _sum_axes(cfg, p.ndim),
-  )
+  sums = _sum_together(_sum_axes(cfg, p.ndim), p * g, p, g, p_n * g)
   if cfg.batch:
     sums = tuple(s[None] for s in sums)
   if cfg.batch and cfg.axis_name is not None:
@@ -128,8 +171,8 @@ def _ratio_terms(cfg: LossConfig, sums):
   k = 1.0 - cfg.fp_weight - cfg.fn_weight
   denom = k * tp + cfg.fp_weight * sum_p + cfg.fn_weight * sum_g + cfg.smooth_dr
   # D is 0 only for an empty class with smooth_dr = 0: count it as a perfect
-  # match (R = 1) with no gradient instead of 0/0.
-  valid = denom > 0
+  # match (R = 1) with no gradient instead of 0/0. (A NaN D stays NaN.)
+  valid = denom != 0
   safe_denom = jnp.where(valid, denom, 1)
   ratio = jnp.where(valid, (numer + cfg.smooth_nr) / safe_denom, 1)
   return safe_denom, valid, ratio
@@ -174,7 +217,7 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
     if cfg.activation == "sigmoid":
       grad = u * (1 - p)
     else:
-      grad = u - p * jnp.sum(u, axis=-1, keepdims=True)
+      grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
   d_predictions = grad.astype(predictions.dtype)
