@@ -70,6 +70,13 @@ def check_targets(predictions, targets, ignore_index) -> bool:
     raise TypeError(
         f"`ignore_index` must be a Python int or None, got {ignore_index!r}."
     )
+  if integer and ignore_index is not None:
+    info = np.iinfo(dtype)
+    if not info.min <= ignore_index <= info.max:
+      raise ValueError(
+          f"`ignore_index={ignore_index}` cannot occur in `targets` of dtype"
+          f" {dtype} (range [{info.min}, {info.max}]): it would ignore nothing."
+      )
   return integer
 
 

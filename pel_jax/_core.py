@@ -98,26 +98,36 @@ def _activate(cfg: LossConfig, x: jax.Array):
   return p, p_n
 
 
-def _target_and_weight(cfg: LossConfig, targets, mask, shape, dtype):
-  """Per-pixel target `g` `[B, *S, C]` and pixel weight `w` `[B, *S, 1]` or None.
+def _pixel_terms(cfg: LossConfig, predictions, targets, mask):
+  """`(p, p^n, g, w)`, all `[B, *S, C]` but the pixel weight `w` `[B, *S, 1]`.
 
   Integer ids are compared against the class index instead of one-hot
-  encoded; XLA fuses the comparison into the consumers, so no `[B, P, C]`
-  array is materialised. Ids outside `[0, C)` match no class.
+  encoded; XLA fuses the comparison into the consumers, so no `[B, *S, C]`
+  array is materialised. Ids outside `[0, C)` match no class. Excluded pixels
+  (`where`, `ignore_index`) have their inputs replaced by 0 before any
+  arithmetic (the double-`where` rule), so a NaN or inf there reaches neither
+  a sum nor a gradient. `w` is None when no pixel is excluded.
   """
-  if jnp.issubdtype(targets.dtype, jnp.integer):
-    ndim = len(shape)
+  integer = jnp.issubdtype(targets.dtype, jnp.integer)
+  if integer and cfg.ignore_index is not None:
+    keep = targets != cfg.ignore_index
+    mask = keep if mask is None else mask & keep
+  keep = None if mask is None else mask[..., None]
+  if keep is not None:
+    predictions = jnp.where(keep, predictions, 0)
+  p, p_n = _activate(cfg, predictions)
+  if integer:
+    ndim = p.ndim
     classes = lax.broadcasted_iota(
-        targets.dtype, (1,) * (ndim - 1) + (shape[-1],), ndim - 1
+        targets.dtype, (1,) * (ndim - 1) + (p.shape[-1],), ndim - 1
     )
-    g = (targets[..., None] == classes).astype(dtype)
-    if cfg.ignore_index is not None:
-      keep = targets != cfg.ignore_index
-      mask = keep if mask is None else mask & keep
+    g = (targets[..., None] == classes).astype(p.dtype)
   else:
-    g = targets.astype(dtype)
-  w = None if mask is None else mask[..., None].astype(dtype)
-  return g, w
+    g = targets.astype(p.dtype)
+    if keep is not None:
+      g = jnp.where(keep, g, 0)
+  w = None if keep is None else keep.astype(p.dtype)
+  return p, p_n, g, w
 
 
 def _sum_axes(cfg: LossConfig, ndim: int) -> tuple[int, ...]:
@@ -152,8 +162,7 @@ def _sum_together_jvp(axes, primals, tangents):
 
 def _class_sums(cfg: LossConfig, predictions, targets, mask):
   """The four per-class sums `(TP, sum p, sum g, sum p^n g)`, each `[G, C]`."""
-  p, p_n = _activate(cfg, predictions)
-  g, w = _target_and_weight(cfg, targets, mask, p.shape, p.dtype)
+  p, p_n, g, w = _pixel_terms(cfg, predictions, targets, mask)
   if w is not None:
     p, p_n, g = p * w, p_n * w, g * w
   sums = _sum_together(_sum_axes(cfg, p.ndim), p * g, p, g, p_n * g)
@@ -202,11 +211,10 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
   a_ratio = a * ratio
   k = 1.0 - cfg.fp_weight - cfg.fn_weight
   n = cfg.exponent
-  p, p_n = _activate(cfg, predictions)
+  p, p_n, g, w = _pixel_terms(cfg, predictions, targets, mask)
   # [G, C] -> [G, 1, ..., 1, C] to broadcast over pixels.
   pixels = (a.shape[0],) + (1,) * (p.ndim - 2) + (a.shape[1],)
   a, a_ratio = a.reshape(pixels), a_ratio.reshape(pixels)
-  g, w = _target_and_weight(cfg, targets, mask, p.shape, p.dtype)
   linear = -a_ratio * (k * g + cfg.fp_weight)  # d/dp of the -R*D part.
   if cfg.activation is None:
     grad = n * a * g * _power(p, n - 1) + linear

@@ -8,6 +8,7 @@ from typing import Any, Callable, Hashable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import checkify
 
@@ -57,9 +58,10 @@ def pel_loss(
   :math:`(p g)^n`.
 
   The gradient is a hand-written, fused `jax.custom_vjp` (with the activation
-  when ``from_logits``); reverse mode and reverse-over-reverse work, but
-  forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) does not: JAX raises
-  its own TypeError for custom_vjp functions.
+  when ``from_logits``). Reverse mode, reverse-over-reverse and
+  forward-over-reverse (`jax.hessian`) work; forward mode on the loss itself
+  (`jax.jvp`, `jax.jacfwd`) does not: JAX raises its own TypeError for
+  custom_vjp functions.
 
   Args:
     predictions: float `[B, *spatial, C]`, channels last; probabilities, or
@@ -83,7 +85,8 @@ def pel_loss(
       multiply the per-class losses.
     include_background: False drops class 0 (after ``class_weights``).
     where: bool `[B, *spatial]`; False pixels are left out of every sum (after
-      the activation: masked logits do not become p = 0.5).
+      the activation: masked logits do not become p = 0.5; NaN or inf there
+      reaches neither the loss nor the gradient).
     ignore_index: with integer targets, pixels with this id are left out.
     batch: sum over the batch too (one loss per class, "batch Dice").
     reduction: "mean" over classes and samples, "sum", or "none".
@@ -118,6 +121,11 @@ def pel_loss(
     Bhat et al., PointWise Exponential Loss (PEL),
     https://github.com/bluesky314/PointWise-Exponential-Loss
   """
+  # Python sequences are array-likes too (and have no dtype to check).
+  predictions, targets, where, class_weights = (
+      np.asarray(x) if isinstance(x, (list, tuple)) else x
+      for x in (predictions, targets, where, class_weights)
+  )
   _checks.check_predictions(predictions)
   _checks.check_targets(predictions, targets, ignore_index)
   _checks.check_mask(predictions, where)

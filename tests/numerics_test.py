@@ -180,5 +180,39 @@ class NonFiniteInputTest(parameterized.TestCase):
     self.assertTrue(np.isnan(pel_jax.pel_loss(p, ids, **kw)))
 
 
+  @parameterized.named_parameters(
+      ("probs_where", "probs", {}, "where"),
+      ("sigmoid_where", "sigmoid", dict(from_logits=True, activation="sigmoid"),
+       "where"),
+      ("softmax_ignore", "softmax", dict(from_logits=True), "ignore"),
+      ("soft_targets_where", "softmax", dict(from_logits=True), "soft"),
+  )
+  def test_nan_at_excluded_pixel_is_left_out(self, kind, kw, how):
+    rng = np.random.default_rng(6)
+    p = reference.make_predictions(rng, _SHAPE, kind)
+    mask = np.ones(_SHAPE[:-1], bool)
+    mask[0, 1, 1] = False
+    if how == "soft":
+      t = reference.make_targets(rng, _SHAPE, "soft")
+      t[0, 1, 1] = np.nan
+      kw = dict(kw, where=mask)
+    else:
+      t = reference.make_targets(rng, _SHAPE, "int")
+      if how == "ignore":
+        t[0, 1, 1] = -1
+        kw = dict(kw, ignore_index=-1)
+      else:
+        kw = dict(kw, where=mask)
+    clean = p.copy()
+    clean[0, 1, 1] = 0.0
+    p[0, 1, 1] = np.nan
+    clean_t = np.where(np.isnan(t), 0.0, t) if how == "soft" else t
+    want = reference.pel_numpy(clean, clean_t, reduction="none", **kw)
+    got = pel_jax.pel_loss(p, t, reduction="none", **kw)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+    grad = jax.grad(lambda x: pel_jax.pel_loss(x, t, **kw))(jnp.asarray(p))
+    chex.assert_tree_all_finite(grad)
+    np.testing.assert_array_equal(grad[0, 1, 1], 0.0)
+
 if __name__ == "__main__":
   absltest.main()

@@ -122,6 +122,23 @@ class BadInputTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"`smooth_dr`"):
       loss_fn(_P, _IDS, smooth_dr=-1.0)
 
+  def test_ignore_index_outside_target_dtype(self):
+    ids = _IDS.astype(np.uint8)
+    with self.assertRaisesRegex(ValueError, r"`ignore_index=-1`.*uint8"):
+      pel_jax.pel_loss(_P, ids, ignore_index=-1)
+    with self.assertRaisesRegex(ValueError, r"`ignore_index=300`.*uint8"):
+      jax.jit(lambda p, t: pel_jax.pel_loss(p, t, ignore_index=300))(_P, ids)
+
+  def test_accepts_python_sequences(self):
+    # Lists and tuples are array-likes: same value as the arrays they hold.
+    weights = tuple(float(w) for w in range(1, _P.shape[-1] + 1))
+    mask = np.ones(_IDS.shape, bool)
+    mask[0, 0] = False
+    a = pel_jax.pel_loss(_P.tolist(), _IDS.tolist(), class_weights=weights,
+                         where=mask.tolist())
+    b = pel_jax.pel_loss(_P, _IDS, class_weights=np.array(weights), where=mask)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
   def test_accepts_numpy_scalars_and_ints(self):
     # numpy scalars and Python ints are numbers too (no error, same value).
     a = pel_jax.pel_loss(_P, _IDS, exponent=np.float32(2.0), scale=1,
