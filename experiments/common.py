@@ -1,9 +1,10 @@
 """Shared pieces of the PEL study: data, model, losses, a training loop, eval.
 
 Reuses the example's UNet (`examples.unet.models`), data
-(`examples.unet.data`) and metrics (`examples.unet.metrics`); the loop is a
-compact optax/NNX one so every arm is a pure function of (checkpoint, loss,
-seed): no dropout, no BatchNorm, batches from `train_batch(ds, seed, step)`.
+(`examples.unet.data`) and evaluation (`examples.unet.train.evaluate`); the
+loop is a compact optax/NNX one so every arm is a pure function of
+(checkpoint, loss, seed): no dropout, no BatchNorm, batches from
+`train_batch(ds, seed, step)`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from flax import nnx
 
 import pel_jax
 from examples.unet import data as data_lib
-from examples.unet import metrics as metrics_lib
 from examples.unet import models
+from examples.unet import train as train_lib
 
 # The authors' setting: 1 - 20 * sum((p g)^3) / (sum p + sum g), batch sums.
 AUTHORS = dict(scale=10.0, fp_weight=0.5, fn_weight=0.5, batch=True)
@@ -111,41 +112,16 @@ def train(graphdef, params, ds, spec: LossSpec, *, steps: int, lr: float,
 
 
 # ---------------------------------------------------------------- evaluation
-@functools.lru_cache(maxsize=None)
-def _forward(graphdef):
-  return jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))
-
-
-def predict_logits(graphdef, params, images, depth: int, chunk: int = 16):
-  """Logits for a list of `[H, W, C]` images (padded to a multiple of 2^depth)."""
-  fwd, m = _forward(graphdef), 2**depth
-  out = []
-  same = len({im.shape for im in images}) == 1 and all(
-      s % m == 0 for s in images[0].shape[:2])
-  if same:
-    x = np.stack(images)
-    for i in range(0, len(x), chunk):
-      out.extend(np.asarray(fwd(params, x[i:i + chunk])))
-    return out
-  for im in images:
-    h, w = im.shape[:2]
-    pad = [(0, -h % m), (0, -w % m), (0, 0)]
-    y = np.asarray(fwd(params, np.pad(im, pad, mode="reflect")[None]))[0]
-    out.append(y[:h, :w])
-  return out
+# The example's own evaluation (padding, batching, metrics), on merged params.
+def predict_logits(graphdef, params, images, depth: int):
+  """Logits for a list of `[H, W, C]` images of any size."""
+  return train_lib.predict_logits(nnx.merge(graphdef, params), images, depth)
 
 
 def evaluate(graphdef, params, ds, depth: int) -> dict:
   """Foreground IoU, Dice and boundary F1 (tolerance 2 px) over `ds`."""
-  logits = predict_logits(graphdef, params, ds.images, depth)
-  cm = np.zeros((2, 2), np.int64)
-  bc = np.zeros((2, 4), np.int64)
-  for lg, m in zip(logits, ds.masks):
-    pred = lg.argmax(-1)
-    cm += metrics_lib.confusion_matrix(pred, m, 2)
-    bc += metrics_lib.boundary_counts(pred[None], m[None], 2)
-  s = metrics_lib.summarize(cm, bc)
-  return {"iou": s["val_iou"], "dice": s["val_dice"], "bf1": s["val_bf1"]}
+  summary, _ = train_lib.evaluate(nnx.merge(graphdef, params), ds, depth)
+  return {k: summary[f"val_{k}"] for k in ("iou", "dice", "bf1")}
 
 
 class Timer:
