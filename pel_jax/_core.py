@@ -221,10 +221,18 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
   else:
     # u = p * dL/dp, written with p^n (log space) so that n < 1 and p = 0 are
     # safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for softmax.
-    u = n * a * g * p_n + linear * p
     if cfg.activation == "sigmoid":
-      grad = u * (1 - p)
+      if _is_integer(n):
+        # (.. * p) * p^(n-1) rather than the forward's p^n: with no p^n
+        # subexpression to share, XLA stops writing p^n out between forward
+        # and backward (binary [16,512,512,1] value+grad 7.4 -> 5.4 ms,
+        # 16 MiB -> 0 temporaries). Softmax is faster with the shared form.
+        pull = n * a * g * p * _power(p, n - 1)
+      else:
+        pull = n * a * g * p_n
+      grad = (pull + linear * p) * (1 - p)
     else:
+      u = n * a * g * p_n + linear * p
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
