@@ -29,8 +29,8 @@ def check_predictions(predictions) -> None:
     )
 
 
-def check_targets(predictions, targets, ignore_index) -> bool:
-  """Checks `targets` against `predictions`; returns True for integer ids."""
+def check_targets(predictions, targets, ignore_index) -> None:
+  """Checks `targets` (integer ids or float labels) against `predictions`."""
   p_shape, t_shape = np.shape(predictions), np.shape(targets)
   dtype = jnp.result_type(targets)
   integer = jnp.issubdtype(dtype, jnp.integer)
@@ -77,7 +77,6 @@ def check_targets(predictions, targets, ignore_index) -> bool:
           f"`ignore_index={ignore_index}` cannot occur in `targets` of dtype"
           f" {dtype} (range [{info.min}, {info.max}]): it would ignore nothing."
       )
-  return integer
 
 
 def check_number(name: str, value, *, positive: bool = False) -> float:
