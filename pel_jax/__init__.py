@@ -5,6 +5,7 @@ Modules with a leading underscore are private; use the names exported here.
 
 from pel_jax._loss import check_labels
 from pel_jax._loss import dice_loss
+from pel_jax._loss import global_sum
 from pel_jax._loss import jaccard_loss
 from pel_jax._loss import pel_loss
 from pel_jax._loss import tversky_loss
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = (
     "check_labels",
     "dice_loss",
+    "global_sum",
     "jaccard_loss",
     "pel_loss",
     "tversky_loss",

@@ -174,6 +174,27 @@ def _reduce(losses: jax.Array, reduction: str, cfg: _core.LossConfig):
   return total / count if reduction == "mean" else total
 
 
+def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
+  """Sum of `x` across a named axis, with `pel_loss`'s gradient convention.
+
+  The value is `lax.psum(x, axis_name)`, the same on every device, but the
+  gradient each device gets for its `x` is that of the global value alone
+  (1 per summand), not the N-fold `psum` of replicated cotangents that
+  autodiff of `lax.psum` gives. Use it for losses added beside a global
+  `pel_loss` in a data-parallel step whose parameter gradients are summed,
+  e.g. a global cross-entropy mean:
+  `global_sum(ce.sum(), "d") / (ce.size * lax.axis_size("d"))`.
+
+  Args:
+    x: the local summand, any shape.
+    axis_name: a named axis of `pmap`, `shard_map` or `vmap`.
+
+  Returns:
+    The global sum, with the shape and dtype of `x`.
+  """
+  return _global_sum(jnp.asarray(x), axis_name)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _global_sum(x: jax.Array, axis_name) -> jax.Array:
   """`psum` whose cotangent is not summed back across devices.

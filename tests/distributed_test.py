@@ -162,5 +162,26 @@ class DataParallelTest(parameterized.TestCase):
                                 atol=2e-7)
 
 
+
+class GlobalSumTest(absltest.TestCase):
+  """`global_sum`: psum value, but the one-device gradient slice (1/N here)."""
+
+  def test_global_mean_pmap(self):
+    x = jnp.arange(1.0, _N + 1.0)
+    mean = lambda v: pel_jax.global_sum(v, "d") / _N
+    value, grad = jax.pmap(jax.value_and_grad(mean), axis_name="d")(x)
+    # d mean(x) / d x_i = 1/N on one device; plain psum would give 1 (N-fold).
+    np.testing.assert_allclose(value, np.full(_N, np.mean(np.arange(1, _N + 1))))
+    np.testing.assert_allclose(grad, np.full(_N, 1.0 / _N))
+
+  def test_global_mean_shard_map(self):
+    mesh = _mesh(False)
+    x = jax.device_put(jnp.arange(1.0, _N + 1.0), NamedSharding(mesh, P("d")))
+    mean = jax.shard_map(lambda v: pel_jax.global_sum(v.sum(), "d") / _N,
+                         mesh=mesh, in_specs=P("d"), out_specs=P())
+    value, grad = jax.jit(jax.value_and_grad(mean))(x)
+    np.testing.assert_allclose(value, np.mean(np.arange(1, _N + 1)))
+    np.testing.assert_allclose(grad, np.full(_N, 1.0 / _N))
+
 if __name__ == "__main__":
   absltest.main()

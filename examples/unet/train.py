@@ -134,8 +134,8 @@ def make_loss(cfg: Config) -> Callable[..., jax.Array]:
         else:
           # Global mean as value; as gradient, only this shard's part (the
           # autodiff transpose of psum would psum the cotangent: N-fold).
-          local = ce.sum() / (ce.size * lax.axis_size(axis_name))
-          value = local + lax.stop_gradient(lax.psum(local, axis_name) - local)
+          value = pel_jax.global_sum(ce.sum(), axis_name) / (
+              ce.size * lax.axis_size(axis_name))
       else:
         value = fn(logits, labels, from_logits=True, batch=cfg.batch_dice,
                    axis_name=axis_name)
