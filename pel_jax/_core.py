@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,31 +83,65 @@ def _log_softmax(x: jax.Array) -> jax.Array:
   return shifted - jnp.log(_reduce_classes(jnp.add, jnp.exp(shifted)))
 
 
-def _activate(cfg: LossConfig, x: jax.Array):
-  """Returns `(p, p ** n)` in the compute dtype, `p ** n` in log space for logits."""
+def _activate(cfg: LossConfig, x: jax.Array, select):
+  """`(p, p_sel, p_sel ** n)` in the compute dtype; `p_sel = select(p)`.
+
+  `select` picks, per pixel, the entries the `p^n g` term can see: all of
+  them for float targets, only the labelled class for integer ids (one-hot g
+  zeroes the rest), so the power is taken once per pixel, not once per class.
+  For logits the power is taken in log space when n is not an integer.
+  """
   x = x.astype(compute_dtype(x.dtype))
   n = cfg.exponent
   if cfg.activation is None:
-    return x, _power(x, n)
+    p_sel = select(x)
+    return x, p_sel, _power(p_sel, n)
   if cfg.activation == "sigmoid":
     log_p = jax.nn.log_sigmoid(x)
     p = jax.nn.sigmoid(x)
+    p_sel = select(p)
   else:
     log_p = _log_softmax(x)
     p = jnp.exp(log_p)
-  p_n = lax.integer_pow(p, int(n)) if _is_integer(n) else jnp.exp(n * log_p)
-  return p, p_n
+    # Equal to select(p), but computed from the logits: read from p, the
+    # power would make XLA write out p and p^n (8 classes: 2x the time).
+    p_sel = jnp.exp(select(log_p))
+  if _is_integer(n):
+    return p, p_sel, lax.integer_pow(p_sel, int(n))
+  return p, p_sel, jnp.exp(n * select(log_p))
 
 
-def _pixel_terms(cfg: LossConfig, predictions, targets, mask):
-  """`(p, p^n, g, w)`, all `[B, *S, C]` but the pixel weight `w` `[B, *S, 1]`.
+class _Pixels(NamedTuple):
+  """Per-pixel terms: `[B, *S, C]`, or `[B, *S, 1]` (`w`; `p_sel`, `p_n` for ids)."""
+
+  p: jax.Array
+  p_sel: jax.Array  # p, or the labelled class's p for integer ids.
+  p_n: jax.Array  # p_sel ** n.
+  g: jax.Array
+  w: jax.Array | None  # 0/1 pixel weight; None when no pixel is excluded.
+  hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
+
+  def times_g(self, v: jax.Array, coef: jax.Array | None = None) -> jax.Array:
+    """`coef * g * v`: a selection for per-pixel `v`, so a NaN stays in its class.
+
+    (The association of the float form matters: a `g * p` shared by forward
+    and backward would make XLA write it out.)
+    """
+    if self.hit is not None:
+      return jnp.where(self.hit, v if coef is None else coef * v, 0)
+    return v * self.g if coef is None else coef * self.g * v
+
+
+def _pixel_terms(cfg: LossConfig, predictions, targets, mask) -> _Pixels:
+  """The `_Pixels` of one call.
 
   Integer ids are compared against the class index instead of one-hot
   encoded; XLA fuses the comparison into the consumers, so no `[B, *S, C]`
-  array is materialised. Ids outside `[0, C)` match no class. Excluded pixels
-  (`where`, `ignore_index`) have their inputs replaced by 0 before any
-  arithmetic (the double-`where` rule), so a NaN or inf there reaches neither
-  a sum nor a gradient. `w` is None when no pixel is excluded.
+  array is materialised. Ids outside `[0, C)` match no class. `p_sel` is `p`
+  for float targets and the labelled class's `p`, `[B, *S, 1]`, for integer
+  ids (see `_activate`). Excluded pixels (`where`, `ignore_index`) have their
+  inputs replaced by 0 before any arithmetic (the double-`where` rule), so a
+  NaN or inf there reaches neither a sum nor a gradient.
   """
   integer = jnp.issubdtype(targets.dtype, jnp.integer)
   if integer and cfg.ignore_index is not None:
@@ -115,19 +150,27 @@ def _pixel_terms(cfg: LossConfig, predictions, targets, mask):
   keep = None if mask is None else mask[..., None]
   if keep is not None:
     predictions = jnp.where(keep, predictions, 0)
-  p, p_n = _activate(cfg, predictions)
   if integer:
-    ndim = p.ndim
+    ndim = predictions.ndim
     classes = lax.broadcasted_iota(
-        targets.dtype, (1,) * (ndim - 1) + (p.shape[-1],), ndim - 1
+        targets.dtype, (1,) * (ndim - 1) + (predictions.shape[-1],), ndim - 1
     )
-    g = (targets[..., None] == classes).astype(p.dtype)
+    is_label = targets[..., None] == classes
+  hit = is_label if integer and cfg.exponent != 1 else None  # n = 1: p^n is p.
+  if hit is not None:
+    # One hit per pixel at most, so the sum of zeros and one entry is exact.
+    select = lambda x: _reduce_classes(jnp.add, jnp.where(hit, x, 0))
+  else:
+    select = lambda x: x
+  p, p_sel, p_n = _activate(cfg, predictions, select)
+  if integer:
+    g = is_label.astype(p.dtype)
   else:
     g = targets.astype(p.dtype)
     if keep is not None:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
-  return p, p_n, g, w
+  return _Pixels(p, p_sel, p_n, g, w, hit)
 
 
 def _sum_axes(cfg: LossConfig, ndim: int) -> tuple[int, ...]:
@@ -162,10 +205,11 @@ def _sum_together_jvp(axes, primals, tangents):
 
 def _class_sums(cfg: LossConfig, predictions, targets, mask):
   """The four per-class sums `(TP, sum p, sum g, sum p^n g)`, each `[G, C]`."""
-  p, p_n, g, w = _pixel_terms(cfg, predictions, targets, mask)
-  if w is not None:
-    p, p_n, g = p * w, p_n * w, g * w
-  sums = _sum_together(_sum_axes(cfg, p.ndim), p * g, p, g, p_n * g)
+  px = _pixel_terms(cfg, predictions, targets, mask)
+  p, g, p_n_g = px.p, px.g, px.times_g(px.p_n)
+  if px.w is not None:
+    p, g, p_n_g = p * px.w, g * px.w, p_n_g * px.w
+  sums = _sum_together(_sum_axes(cfg, p.ndim), p * g, p, g, p_n_g)
   if cfg.batch:
     sums = tuple(s[None] for s in sums)
   if cfg.batch and cfg.axis_name is not None:
@@ -211,13 +255,14 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
   a_ratio = a * ratio
   k = 1.0 - cfg.fp_weight - cfg.fn_weight
   n = cfg.exponent
-  p, p_n, g, w = _pixel_terms(cfg, predictions, targets, mask)
+  px = _pixel_terms(cfg, predictions, targets, mask)
+  p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w
   # [G, C] -> [G, 1, ..., 1, C] to broadcast over pixels.
   pixels = (a.shape[0],) + (1,) * (p.ndim - 2) + (a.shape[1],)
   a, a_ratio = a.reshape(pixels), a_ratio.reshape(pixels)
   linear = -a_ratio * (k * g + cfg.fp_weight)  # d/dp of the -R*D part.
   if cfg.activation is None:
-    grad = n * a * g * _power(p, n - 1) + linear
+    grad = px.times_g(_power(p_sel, n - 1), n * a) + linear
   else:
     # u = p * dL/dp, written with p^n (log space) so that n < 1 and p = 0 are
     # safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for softmax.
@@ -226,13 +271,13 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
         # (.. * p) * p^(n-1) rather than the forward's p^n: with no p^n
         # subexpression to share, XLA stops writing p^n out between forward
         # and backward (binary [16,512,512,1] value+grad 7.4 -> 5.4 ms,
-        # 16 MiB -> 0 temporaries). Softmax is faster with the shared form.
-        pull = n * a * g * p * _power(p, n - 1)
+        # 16 MiB -> 0 temporaries).
+        pull = px.times_g(p_sel * _power(p_sel, n - 1), n * a)
       else:
-        pull = n * a * g * p_n
+        pull = px.times_g(p_n, n * a)
       grad = (pull + linear * p) * (1 - p)
     else:
-      u = n * a * g * p_n + linear * p
+      u = px.times_g(p_n, n * a) + linear * p
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w

@@ -5,6 +5,7 @@ import functools
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -391,6 +392,22 @@ class OutOfRangeIdsTest(parameterized.TestCase):
       chex.assert_trees_all_close(
           got, pel_jax.pel_loss(p, onehot, reduction="none", **kwargs),
           atol=1e-6)
+
+  @parameterized.product(kind=("probs", "softmax"), exponent=(3.0, 0.5))
+  def test_gradient_equals_one_hot_targets(self, kind, exponent):
+    # Ids take the per-pixel power path; float one-hot targets the per-class
+    # one. Ids outside [0, C) must get the gradient of an all-zero row.
+    rng = np.random.default_rng(10)
+    shape = (2, 5, 4, 3)
+    p = reference.make_predictions(rng, shape, kind)
+    ids = reference.make_targets(rng, shape, "int")
+    ids = np.where(rng.uniform(size=ids.shape) < 0.3, 7, ids).astype(np.int32)
+    onehot = np.stack([(ids == c) for c in range(3)], -1).astype(np.float32)
+    kwargs = dict(exponent=exponent, from_logits=kind == "softmax")
+    grad = jax.grad(lambda x, t: pel_jax.pel_loss(x, t, **kwargs))
+    got = grad(p, ids)
+    chex.assert_tree_all_finite(got)
+    chex.assert_trees_all_close(got, grad(p, onehot), atol=1e-6, rtol=1e-5)
 
 
 if __name__ == "__main__":
