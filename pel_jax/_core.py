@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from typing import NamedTuple
 
 import jax
@@ -121,15 +122,17 @@ class _Pixels(NamedTuple):
   w: jax.Array | None  # 0/1 pixel weight; None when no pixel is excluded.
   hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
 
-  def times_g(self, v: jax.Array, coef: jax.Array | None = None) -> jax.Array:
-    """`coef * g * v`: a selection for per-pixel `v`, so a NaN stays in its class.
+  def times_g(self, *factors: jax.Array) -> jax.Array:
+    """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
 
-    (The association of the float form matters: a `g * p` shared by forward
-    and backward would make XLA write it out.)
+    The selection keeps a NaN at a pixel in its own class. The float form
+    multiplies left to right on purpose: grouping the factors differently can
+    recreate a subexpression of the forward (`p * p^2` is `p^3`), which XLA
+    then writes out between forward and backward.
     """
     if self.hit is not None:
-      return jnp.where(self.hit, v if coef is None else coef * v, 0)
-    return v * self.g if coef is None else coef * self.g * v
+      return jnp.where(self.hit, functools.reduce(operator.mul, factors), 0)
+    return functools.reduce(operator.mul, factors, self.g)
 
 
 def _pixel_terms(cfg: LossConfig, predictions, targets, mask) -> _Pixels:
@@ -262,7 +265,7 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
   a, a_ratio = a.reshape(pixels), a_ratio.reshape(pixels)
   linear = -a_ratio * (k * g + cfg.fp_weight)  # d/dp of the -R*D part.
   if cfg.activation is None:
-    grad = px.times_g(_power(p_sel, n - 1), n * a) + linear
+    grad = px.times_g(n * a, _power(p_sel, n - 1)) + linear
   else:
     # u = p * dL/dp, written with p^n (log space) so that n < 1 and p = 0 are
     # safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for softmax.
@@ -272,12 +275,12 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
         # subexpression to share, XLA stops writing p^n out between forward
         # and backward (binary [16,512,512,1] value+grad 7.4 -> 5.4 ms,
         # 16 MiB -> 0 temporaries).
-        pull = px.times_g(p_sel * _power(p_sel, n - 1), n * a)
+        pull = px.times_g(n * a, p_sel, _power(p_sel, n - 1))
       else:
-        pull = px.times_g(p_n, n * a)
+        pull = px.times_g(n * a, p_n)
       grad = (pull + linear * p) * (1 - p)
     else:
-      u = px.times_g(p_n, n * a) + linear * p
+      u = px.times_g(n * a, p_n) + linear * p
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
