@@ -185,6 +185,22 @@ def run_case(case: Case, rounds: int, min_sample_s: float) -> list[dict]:
   return rows
 
 
+def median_rows(runs: list[list[dict]]) -> list[dict]:
+  """Per (case, variant), the median over repeated runs of every number.
+
+  Each run's ratios come from its own interleaved rounds; the median of
+  those is steadier than one run on a machine whose speed drifts by 2x.
+  """
+  merged = []
+  for same in zip(*runs):
+    row = dict(same[0], repeats=len(same))
+    for key, value in same[0].items():
+      if isinstance(value, float):
+        row[key] = float(np.median([r[key] for r in same]))
+    merged.append(row)
+  return merged
+
+
 # ------------------------------------------------------------- UNet share
 
 
@@ -300,25 +316,35 @@ def main(argv=None):
       os.path.dirname(os.path.abspath(__file__)), "results_cpu.json"))
   ap.add_argument("--rounds", type=int, default=None)
   ap.add_argument("--no-unet", action="store_true")
+  ap.add_argument("--repeat", type=int, default=None,
+                  help="whole-suite runs; medians reported (default 3, quick 1)")
   args = ap.parse_args(argv)
   rounds = args.rounds or (7 if args.quick else 25)
+  repeat = args.repeat or (1 if args.quick else 3)
   cases = quick_cases() if args.quick else full_cases()
   info = machine()
   print(f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']},"
         f" backend {info['backend']} ({info['device']}), {info['date']}",
         flush=True)
-  rows = []
-  for case in cases:
-    rows += run_case(case, rounds, 0.02 if args.quick else 0.05)
-    print(f"  done: {case.name}", file=sys.stderr, flush=True)
+  runs = []
+  for i in range(repeat):
+    rows = []
+    for case in cases:
+      rows += run_case(case, rounds, 0.02 if args.quick else 0.05)
+      print(f"  run {i + 1}/{repeat} done: {case.name}", file=sys.stderr,
+            flush=True)
+    runs.append(rows)
+  rows = median_rows(runs)
+  print(f"Medians of {repeat} whole-suite run(s), {rounds} rounds each.")
   print(table(rows))
   unet = None if args.no_unet else unet_share(args.quick,
                                                3 if args.quick else 5)
   if unet is not None:
     print("\nUNet train step:", json.dumps(unet, indent=1))
   with open(args.json, "w") as f:
-    json.dump(dict(machine=info, quick=args.quick, rounds=rounds, rows=rows,
-                   unet=unet), f, indent=1)
+    json.dump(dict(machine=info, quick=args.quick, rounds=rounds,
+                   repeat=repeat, rows=rows, runs=runs, unet=unet), f,
+              indent=1)
   return rows, unet
 
 

@@ -29,3 +29,13 @@ def test_suite_has_every_row():
     assert {v for c, v in names if c == case.name} == expected
   assert all(r["ms"] > 0 for r in rows)
   assert "| case |" in bench.table(rows)
+
+
+def test_median_rows_takes_per_field_medians():
+  bench = _bench()
+  runs = [[dict(case="c", variant="v", ms=float(ms), vs_roofline=float(r),
+                temp_bytes=7)] for ms, r in ((3, 1.5), (1, 4.0), (2, 2.0))]
+  (row,) = bench.median_rows(runs)
+  assert (row["ms"], row["vs_roofline"]) == (2.0, 2.0)
+  assert (row["case"], row["variant"], row["temp_bytes"]) == ("c", "v", 7)
+  assert row["repeats"] == 3
