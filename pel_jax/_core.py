@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import operator
 from typing import NamedTuple
 
@@ -180,22 +181,53 @@ def _sum_axes(cfg: LossConfig, ndim: int) -> tuple[int, ...]:
   return tuple(range(0 if cfg.batch else 1, ndim - 1))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
-  """Sums of several same-shape arrays over `axes` in ONE variadic reduce.
-
-  On XLA CPU one pass over all operands is several times faster than a
-  `jnp.sum` each. The custom JVP exists because JAX's JVP of a variadic
-  reduce fails on symbolic-zero tangents (e.g. integer targets under
-  grad-of-grad); sums are linear, so tangents are summed plainly.
-  """
+def _variadic_sum(operands, axes: tuple[int, ...]):
   zero = jnp.zeros((), operands[0].dtype)
   return lax.reduce(
-      operands,
+      tuple(operands),
       (zero,) * len(operands),
       lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
       axes,
   )
+
+
+# XLA CPU emits a reduction over a short axis (up to 16) as vectorised adds
+# but a long one as a scalar loop, so the summed axes are reduced 16 rows at a
+# time: [16, rest] -> [rest], fused with the producers in the first stage,
+# then again on the partial sums (each stage 1/16 the size of the last).
+# Binary [16,512,512,1] probabilities: value+grad 3.8 -> 1.9 ms. The first
+# stage writes 4/16 of the input as partial sums, so only single-channel
+# inputs take this path: with classes (8: 1.13x -> 1.33x gradient
+# temporaries) the gain is smaller than the memory it costs.
+_ROWS = 16
+
+
+def _sum_rows(operands, first: int, size: int):
+  """Sums over the flattened axis `first` (of `size`), 16 rows per stage."""
+  while size % _ROWS == 0 and size > _ROWS:
+    shape = operands[0].shape
+    split = shape[:first] + (_ROWS, size // _ROWS) + shape[first + 1 :]
+    operands = _variadic_sum([x.reshape(split) for x in operands], (first,))
+    size //= _ROWS
+  return _variadic_sum(operands, (first,))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
+  """Sums of several same-shape arrays over contiguous `axes`, fused.
+
+  One variadic reduce over all operands is several times faster on XLA CPU
+  than a `jnp.sum` each. The custom JVP exists because JAX's JVP of a
+  variadic reduce fails on symbolic-zero tangents (e.g. integer targets under
+  grad-of-grad); sums are linear, so tangents are summed plainly.
+  """
+  shape = operands[0].shape
+  if shape[-1] != 1 or not axes:
+    return _variadic_sum(operands, axes)
+  first, last = axes[0], axes[-1] + 1
+  size = math.prod(shape[first:last])
+  flat = shape[:first] + (size,) + shape[last:]
+  return _sum_rows([x.reshape(flat) for x in operands], first, size)
 
 
 @_sum_together.defjvp

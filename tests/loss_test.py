@@ -410,5 +410,28 @@ class OutOfRangeIdsTest(parameterized.TestCase):
     chex.assert_trees_all_close(got, grad(p, onehot), atol=1e-6, rtol=1e-5)
 
 
+class SingleChannelSumsTest(parameterized.TestCase):
+  """One channel sums in stages of 16 rows; every remainder must add up."""
+
+  @parameterized.product(
+      shape=((1, 16, 1), (2, 32, 1), (3, 48, 1), (2, 17, 1), (2, 16, 16, 1),
+             (1, 8, 8, 8, 1), (2, 4096, 1)),
+      batch=(False, True),
+      kind=("probs", "sigmoid"),
+  )
+  def test_matches_float64_oracle(self, shape, batch, kind):
+    rng = np.random.default_rng(11)
+    p = reference.make_predictions(rng, shape, kind)
+    t = reference.make_targets(rng, shape, "soft")
+    kwargs = dict(batch=batch, reduction="none", from_logits=kind != "probs")
+    got = pel_jax.pel_loss(p, t, **kwargs)
+    want = reference.pel_numpy(p, t, **kwargs)
+    chex.assert_trees_all_close(got, want, atol=ATOL, rtol=RTOL)
+    grad = jax.grad(lambda x, kw=kwargs: jnp.sum(pel_jax.pel_loss(x, t, **kw)))
+    want_grad = jax.grad(
+        lambda x, kw=kwargs: jnp.sum(reference.pel_jnp(x, t, **kw)))
+    chex.assert_trees_all_close(grad(p), want_grad(p), atol=1e-6, rtol=2e-4)
+
+
 if __name__ == "__main__":
   absltest.main()
