@@ -2,12 +2,15 @@
 
 Run from the repository root:
 
-    python benchmarks/bench_loss.py            # full sizes (issue 4 cases)
     python benchmarks/bench_loss.py --quick    # small sizes, < 2 min on 2 cores
+    python benchmarks/bench_loss.py            # full sizes (issue 4 cases)
+    python benchmarks/bench_loss.py --classes all --quick   # class-count sweep
 
-Prints a markdown table and writes JSON (``--json``). Every variant of a case
-is timed round-robin in the same rounds (medians), so ratios stay meaningful
-on a noisy, shared machine.
+Prints markdown tables. It writes nothing unless asked: ``--json PATH`` saves
+the numbers to a new file (``--overwrite`` to replace one), and
+``--write-results`` replaces the committed ``results_cpu.json`` and
+``results_cpu.md``. Every variant of a case is timed round-robin in the same
+rounds (medians), so ratios stay meaningful on a noisy, shared machine.
 """
 
 from __future__ import annotations
@@ -68,6 +71,23 @@ def tiny_cases() -> list[Case]:
                               + c.shape[-1:]) for c in full_cases()]
 
 
+# Class counts of the sweep (`--classes all`). At one size, the 2D and 3D
+# cases have the same number of pixels, so rows differ only in C or layout.
+SWEEP_CLASSES = (1, 2, 4, 8, 16, 21, 32, 64, 128)
+_SWEEP_PIXELS = {
+    "full": {2: (4, 128, 128), 3: (2, 32, 32, 32)},
+    "quick": {2: (2, 64, 64), 3: (1, 16, 16, 32)},
+    "tiny": {2: (2, 8, 8), 3: (2, 4, 4, 4)},
+}
+
+
+def sweep_cases(classes, size: str = "full", dims=(2, 3)) -> list[Case]:
+  """Logits with integer labels, one case per class count and dimensionality."""
+  return [Case(f"{c}-class {d}D logits, int labels",
+               _SWEEP_PIXELS[size][d] + (c,), int_labels=True)
+          for d in dims for c in classes]
+
+
 # ----------------------------------------------------------------- variants
 
 
@@ -125,6 +145,61 @@ def variants(case: Case) -> dict[str, tuple[Callable, str]]:
   return out
 
 
+def sweep_variants(case: Case) -> dict[str, tuple[Callable, str]]:
+  """The class-count sweep compares pel_jax with optax and plain autodiff."""
+  every = variants(case)
+  return {k: every[k] for k in ("pel_jax", "plain jnp autodiff",
+                                "optax dice (one-hot)")}
+
+
+MONAI = "MONAI DiceLoss (torch CPU, 2 threads)"
+
+
+def monai_missing() -> str | None:
+  """Why the MONAI row cannot run here, or None when it can."""
+  try:
+    import monai.losses  # pylint: disable=import-outside-toplevel,unused-import
+    import torch  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError as e:
+    return f"torch and monai are not both importable ({e})"
+  return None
+
+
+def monai_step(case: Case, x, targets) -> Callable[[], object]:
+  """One value+grad step of MONAI's DiceLoss on the case's inputs (-> loss).
+
+  Channels-first copies of the inputs are made once, outside the timing;
+  the activation follows the case (sigmoid for one channel, else softmax),
+  integer labels go through MONAI's own `to_onehot_y`.
+  """
+  # pylint: disable=import-outside-toplevel
+  import torch
+  from monai.losses import DiceLoss
+  torch.set_num_threads(2)
+  dtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
+  first = (0, x.ndim - 1) + tuple(range(1, x.ndim - 1))
+  xt = torch.from_numpy(np.asarray(x, np.float32).transpose(first).copy())
+  xt = xt.to(dtype).requires_grad_(True)
+  options = {}
+  if case.logits:
+    options = dict(sigmoid=True) if x.shape[-1] == 1 else dict(softmax=True)
+  if case.int_labels:
+    yt = torch.from_numpy(np.asarray(targets, np.int64)[:, None].copy())
+    options["to_onehot_y"] = True
+  else:
+    yt = torch.from_numpy(np.asarray(targets, np.float32).transpose(first)
+                          .copy()).to(dtype)
+  loss_fn = DiceLoss(**options)
+
+  def step():
+    xt.grad = None
+    loss = loss_fn(xt, yt)
+    loss.backward()
+    return loss.detach()
+
+  return step
+
+
 # ------------------------------------------------------------------ timing
 
 
@@ -156,18 +231,25 @@ def _temp_bytes(fn, *args) -> int | None:
     return None
 
 
-def run_case(case: Case, rounds: int, min_sample_s: float) -> list[dict]:
+def run_case(case: Case, rounds: int, min_sample_s: float,
+             variant_set=variants, monai: bool = False) -> list[dict]:
+  """Rows of one case: every variant timed in the same interleaved rounds.
+
+  `monai` adds MONAI's DiceLoss (see `monai_missing`) to the rounds.
+  """
   x, targets, onehot, other = make_inputs(case)
   fns = {"a * b (roofline)": jax.jit(lambda a, b: a * b)}
   args = {"a * b (roofline)": (x, other)}
   temps = {}
-  for name, (loss, _) in variants(case).items():
+  for name, (loss, _) in variant_set(case).items():
     vg = jax.value_and_grad(lambda x, t, oh, loss=loss: loss(x, t, oh))
     fns[name] = jax.jit(vg)
     args[name] = (x, targets, onehot)
     temps[name] = _temp_bytes(jax.grad(lambda x, t, oh, loss=loss: loss(
         x, t, oh)), x, targets, onehot)
   temps["a * b (roofline)"] = _temp_bytes(lambda a, b: a * b, x, other)
+  if monai:
+    fns[MONAI], args[MONAI], temps[MONAI] = monai_step(case, x, targets), (), None
   ms = _time_round_robin(fns, args, rounds, min_sample_s)
   grad_bytes = x.size * x.dtype.itemsize
   rows = []
@@ -176,6 +258,7 @@ def run_case(case: Case, rounds: int, min_sample_s: float) -> list[dict]:
         case=case.name, shape=list(case.shape), dtype=case.dtype,
         variant=name, ms=ms[name],
         vs_roofline=ms[name] / ms["a * b (roofline)"],
+        over_pel=ms[name] / ms["pel_jax"],
         plain_over_this=ms["plain jnp autodiff"] / ms[name],
         optax_over_this=(ms["optax dice (one-hot)"] / ms[name]
                          if "optax dice (one-hot)" in ms else None),
@@ -277,9 +360,15 @@ def machine() -> dict:
   except OSError:
     pass
   dev = jax.devices()[0]
-  return dict(cpu=cpu, cores=os.cpu_count(), jax=jax.__version__,
+  info = dict(cpu=cpu, cores=os.cpu_count(), jax=jax.__version__,
               backend=jax.default_backend(), device=str(dev.device_kind),
-              date=datetime.date.today().isoformat())
+              date=datetime.date.today().isoformat(),
+              load=" ".join(f"{v:.2f}" for v in os.getloadavg()))
+  if monai_missing() is None:
+    import monai  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+    info.update(monai=monai.__version__, torch=torch.__version__)
+  return info
 
 
 def _fmt_bytes(n):
@@ -293,58 +382,150 @@ def _opt(v):
 
 
 def table(rows: list[dict]) -> str:
-  head = ("| case | variant | ms | × a*b | plain autodiff ÷ this |"
+  head = ("| case | variant | ms | × a*b | ÷ pel_jax | plain autodiff ÷ this |"
           " optax dice ÷ this | grad temp | temp ÷ grad |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|")
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|")
   lines = [head]
   for r in rows:
     shape = "×".join(map(str, r["shape"]))
-    ratio = r["temp_over_grad"]
-    ratio = "n/a" if ratio is None else f"{ratio:.2f}"
     lines.append(
         f"| {r['case']} [{shape}] | {r['variant']} | {r['ms']:.2f} |"
-        f" {r['vs_roofline']:.2f} | {r['plain_over_this']:.2f} |"
-        f" {_opt(r['optax_over_this'])} | {_fmt_bytes(r['temp_bytes'])} |"
-        f" {ratio} |")
+        f" {r['vs_roofline']:.2f} | {r['over_pel']:.2f} |"
+        f" {r['plain_over_this']:.2f} | {_opt(r['optax_over_this'])} |"
+        f" {_fmt_bytes(r['temp_bytes'])} | {_opt(r['temp_over_grad'])} |")
   return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict]) -> str:
+  """One line per case: pel_jax against optax's Dice and plain autodiff."""
+  by_case = {}
+  for r in rows:
+    by_case.setdefault(r["case"], {})[r["variant"]] = r
+  head = ("| case | pel_jax ms | optax dice ms | plain autodiff ms |"
+          " optax ÷ pel_jax | plain ÷ pel_jax | pel_jax temp ÷ grad |"
+          " optax temp ÷ grad |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+  lines = [head]
+  for case, v in by_case.items():
+    pel, opt, plain = (v["pel_jax"], v["optax dice (one-hot)"],
+                       v["plain jnp autodiff"])
+    shape = "×".join(map(str, pel["shape"]))
+    lines.append(
+        f"| {case} [{shape}] | {pel['ms']:.2f} | {opt['ms']:.2f} |"
+        f" {plain['ms']:.2f} | {pel['optax_over_this']:.2f} |"
+        f" {pel['plain_over_this']:.2f} | {_opt(pel['temp_over_grad'])} |"
+        f" {_opt(opt['temp_over_grad'])} |")
+  return "\n".join(lines)
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def save(path: str, text: str, overwrite: bool) -> None:
+  """Writes `text` to `path`, refusing to replace a file unless `overwrite`."""
+  mode = "w" if overwrite else "x"
+  try:
+    with open(path, mode) as f:
+      f.write(text)
+  except FileExistsError:
+    raise SystemExit(f"{path} exists: pass --overwrite to replace it, or"
+                     " choose another --json path") from None
+
+
+def parse_classes(text: str) -> tuple[int, ...]:
+  if text == "all":
+    return SWEEP_CLASSES
+  try:
+    classes = tuple(int(c) for c in text.split(","))
+  except ValueError:
+    classes = ()
+  if not classes or min(classes) < 1:
+    raise argparse.ArgumentTypeError(
+        f"--classes takes 'all' or positive integers like 2,8,21; got {text!r}")
+  return classes
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--quick", action="store_true")
-  ap.add_argument("--json", default=os.path.join(
-      os.path.dirname(os.path.abspath(__file__)), "results_cpu.json"))
+  size = ap.add_mutually_exclusive_group()
+  size.add_argument("--quick", action="store_true", help="small shapes")
+  size.add_argument("--tiny", action="store_true",
+                    help="toy shapes: checks the harness, times nothing useful")
+  ap.add_argument("--classes", type=parse_classes, default=None,
+                  help="class-count sweep instead of the suite: 'all' ("
+                  + ",".join(map(str, SWEEP_CLASSES)) + ") or a list")
+  ap.add_argument("--dims", default="2,3",
+                  help="sweep dimensionalities (default 2,3)")
+  ap.add_argument("--only", default=None,
+                  help="run only the suite cases whose name contains this")
+  ap.add_argument("--json", default=None, help="save the numbers to this file")
+  ap.add_argument("--overwrite", action="store_true",
+                  help="let --json replace an existing file")
+  ap.add_argument("--write-results", action="store_true",
+                  help="replace the committed results_cpu[_classes].{json,md}"
+                  " (full sizes, whole suite only)")
   ap.add_argument("--rounds", type=int, default=None)
   ap.add_argument("--no-unet", action="store_true")
+  ap.add_argument("--no-monai", action="store_true",
+                  help="leave out MONAI's DiceLoss even when importable")
   ap.add_argument("--repeat", type=int, default=None,
                   help="whole-suite runs; medians reported (default 3, quick 1)")
   args = ap.parse_args(argv)
-  rounds = args.rounds or (7 if args.quick else 25)
-  repeat = args.repeat or (1 if args.quick else 3)
-  cases = quick_cases() if args.quick else full_cases()
+  small = args.quick or args.tiny
+  if args.write_results and (small or args.only):
+    ap.error("--write-results replaces the committed full-size results: it"
+             " cannot be combined with --quick, --tiny or --only")
+  if args.json and os.path.exists(args.json) and not args.overwrite:
+    ap.error(f"--json {args.json} exists: pass --overwrite to replace it")
+  rounds = args.rounds or (1 if args.tiny else 7 if args.quick else 25)
+  repeat = args.repeat or (1 if small else 3)
+  sample_s = 0.0 if args.tiny else 0.02 if args.quick else 0.05
+  sized = "tiny" if args.tiny else "quick" if args.quick else "full"
+  if args.classes:
+    dims = tuple(int(d) for d in args.dims.split(","))
+    cases, variant_set = sweep_cases(args.classes, sized, dims), sweep_variants
+    stem = "results_cpu_classes"
+  else:
+    cases = {"tiny": tiny_cases, "quick": quick_cases,
+             "full": full_cases}[sized]()
+    cases = [c for c in cases if args.only is None or args.only in c.name]
+    variant_set, stem = variants, "results_cpu"
+  if not cases:
+    ap.error(f"no case matches --only {args.only!r}")
+  missing = "left out (--no-monai)" if args.no_monai else monai_missing()
+  monai = not args.classes and missing is None
   info = machine()
-  print(f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']},"
-        f" backend {info['backend']} ({info['device']}), {info['date']}",
-        flush=True)
+  out = [f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']},"
+         f" backend {info['backend']} ({info['device']}), {info['date']},"
+         f" load average {info['load']}"]
+  print(out[0], flush=True)
   runs = []
   for i in range(repeat):
     rows = []
     for case in cases:
-      rows += run_case(case, rounds, 0.02 if args.quick else 0.05)
+      rows += run_case(case, rounds, sample_s, variant_set, monai)
       print(f"  run {i + 1}/{repeat} done: {case.name}", file=sys.stderr,
             flush=True)
     runs.append(rows)
   rows = median_rows(runs)
-  print(f"Medians of {repeat} whole-suite run(s), {rounds} rounds each.")
-  print(table(rows))
-  unet = None if args.no_unet else unet_share(args.quick,
-                                               3 if args.quick else 5)
-  if unet is not None:
-    print("\nUNet train step:", json.dumps(unet, indent=1))
-  with open(args.json, "w") as f:
-    json.dump(dict(machine=info, quick=args.quick, rounds=rounds,
-                   repeat=repeat, rows=rows, runs=runs, unet=unet), f,
-              indent=1)
+  out.append(f"Medians of {repeat} whole-suite run(s), {rounds} rounds each.")
+  out.append(sweep_table(rows) if args.classes else table(rows))
+  if not args.classes:
+    out.append(f"MONAI row: {missing}" if missing else
+               f"MONAI row: monai {info.get('monai')}, torch {info.get('torch')}")
+  unet = None
+  if not (args.no_unet or args.classes or args.only):
+    unet = unet_share(small, 3 if small else 5)
+    out.append("UNet train step: " + json.dumps(unet, indent=1))
+  print("\n".join(out[1:]))
+  payload = json.dumps(dict(machine=info, size=sized, rounds=rounds,
+                            repeat=repeat, rows=rows, runs=runs, unet=unet),
+                       indent=1)
+  if args.json:
+    save(args.json, payload, args.overwrite)
+  if args.write_results:
+    save(os.path.join(_HERE, stem + ".json"), payload, overwrite=True)
+    save(os.path.join(_HERE, stem + ".md"), "\n".join(out) + "\n",
+         overwrite=True)
   return rows, unet
 
 

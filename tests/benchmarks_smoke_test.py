@@ -1,10 +1,21 @@
 """Smoke test of benchmarks/bench_loss.py on tiny shapes (not a timing test)."""
 
+import hashlib
 import importlib.util
+import json
 import pathlib
 import sys
 
-_PATH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_loss.py"
+import numpy as np
+import pytest
+
+from tests import reference
+
+_DIR = pathlib.Path(__file__).parent.parent / "benchmarks"
+_PATH = _DIR / "bench_loss.py"
+_ONE_CASE = ["--tiny", "--only", "binary logits f32", "--no-unet",
+             "--rounds", "1"]
+_SMALLEST = ["--tiny", "--classes", "2", "--dims", "2", "--rounds", "1"]
 
 
 def _bench():
@@ -13,6 +24,11 @@ def _bench():
   sys.modules["bench_loss"] = mod  # dataclasses need the module registered
   spec.loader.exec_module(mod)
   return mod
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+  return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in folder.iterdir() if p.is_file()}
 
 
 def test_suite_has_every_row():
@@ -28,7 +44,99 @@ def test_suite_has_every_row():
       expected.add("optax dice (one-hot)")
     assert {v for c, v in names if c == case.name} == expected
   assert all(r["ms"] > 0 for r in rows)
+  pel = [r for r in rows if r["variant"] == "pel_jax"]
+  assert all(r["over_pel"] == 1.0 for r in pel)
   assert "| case |" in bench.table(rows)
+
+
+def test_class_sweep_rows_and_table():
+  bench = _bench()
+  assert bench.parse_classes("all") == (1, 2, 4, 8, 16, 21, 32, 64, 128)
+  assert bench.parse_classes("3,21") == (3, 21)
+  for bad in ("0,2", "x", ""):
+    with pytest.raises(Exception, match="--classes"):
+      bench.parse_classes(bad)
+  cases = bench.sweep_cases((1, 3), "tiny")
+  assert [c.shape for c in cases] == [(2, 8, 8, 1), (2, 8, 8, 3),
+                                      (2, 4, 4, 4, 1), (2, 4, 4, 4, 3)]
+  assert all(c.int_labels and c.logits for c in cases)
+  rows = []
+  for case in cases[1:3]:
+    rows += bench.run_case(case, rounds=1, min_sample_s=0.0,
+                           variant_set=bench.sweep_variants)
+  assert {r["variant"] for r in rows} == {
+      "a * b (roofline)", "pel_jax", "plain jnp autodiff",
+      "optax dice (one-hot)"}
+  lines = bench.sweep_table(rows).splitlines()
+  assert len(lines) == 2 + 2  # header, rule, one line per case
+  assert lines[2].startswith("| 3-class 2D logits, int labels [2×8×8×3] |")
+  assert lines[3].startswith("| 1-class 3D logits, int labels [2×4×4×4×1] |")
+
+
+def test_default_run_writes_nothing(tmp_path, monkeypatch, capsys):
+  bench = _bench()
+  before = _snapshot(_DIR)
+  monkeypatch.chdir(tmp_path)
+  rows, _ = bench.main(_ONE_CASE + ["--no-monai"])
+  assert {r["case"] for r in rows} == {"binary logits f32"}
+  assert "| binary logits f32 [2×8×8×1] | pel_jax |" in capsys.readouterr().out
+  bench.main(_SMALLEST)
+  assert "| 2-class 2D logits" in capsys.readouterr().out
+  assert _snapshot(_DIR) == before
+  assert not list(tmp_path.iterdir())
+
+
+def test_json_refuses_to_replace_a_file_unless_asked(tmp_path):
+  bench = _bench()
+  out = tmp_path / "mine.json"
+  out.write_text("keep me")
+  with pytest.raises(SystemExit):
+    bench.main(_SMALLEST + ["--json", str(out)])
+  assert out.read_text() == "keep me"
+  with pytest.raises(SystemExit):  # The writer itself refuses too.
+    bench.save(str(out), "new", overwrite=False)
+  assert out.read_text() == "keep me"
+  bench.main(_SMALLEST + ["--json", str(out), "--overwrite"])
+  saved = json.loads(out.read_text())
+  assert saved["size"] == "tiny"
+  assert {r["variant"] for r in saved["rows"]} >= {"pel_jax", "a * b (roofline)"}
+  fresh = tmp_path / "new.json"
+  bench.main(_SMALLEST + ["--json", str(fresh)])
+  assert json.loads(fresh.read_text())["rows"]
+
+
+def test_write_results_refuses_small_or_partial_runs():
+  bench = _bench()
+  before = _snapshot(_DIR)
+  for extra in (["--tiny"], ["--quick"], ["--only", "binary"]):
+    with pytest.raises(SystemExit):
+      bench.main(extra + ["--write-results", "--no-unet"])
+  assert _snapshot(_DIR) == before
+
+
+def test_monai_row_is_skipped_with_a_note_without_torch(monkeypatch, capsys):
+  bench = _bench()
+  monkeypatch.setitem(sys.modules, "monai", None)  # import now fails
+  monkeypatch.setitem(sys.modules, "monai.losses", None)
+  assert "not both importable" in bench.monai_missing()
+  rows, _ = bench.main(_ONE_CASE)
+  assert bench.MONAI not in {r["variant"] for r in rows}
+  assert "MONAI row: torch and monai are not both importable" in (
+      capsys.readouterr().out)
+
+
+def test_monai_row_computes_dice():
+  """MONAI's DiceLoss on the row's inputs equals the float64 Dice oracle."""
+  pytest.importorskip("torch")
+  pytest.importorskip("monai")
+  bench = _bench()
+  for case in (bench.tiny_cases()[1], bench.tiny_cases()[5]):
+    x, targets, _, _ = bench.make_inputs(case)
+    loss = float(bench.monai_step(case, x, targets)())
+    expected = reference.pel_numpy(
+        np.asarray(x), np.asarray(targets), exponent=1.0, fp_weight=0.5,
+        fn_weight=0.5, from_logits=True)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 def test_median_rows_takes_per_field_medians():
