@@ -1,0 +1,246 @@
+"""The Pallas region sums and their pullback (interpret mode on the CPU).
+
+References: the float64 NumPy oracle of tests/reference.py for values, and
+plain-autodiff VJPs of a float64 jnp transcription of the four sums for the
+backward. Shapes are tiny: Pallas's interpreter runs one block at a time.
+"""
+
+import functools
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pel_jax import _core
+from pel_jax import _pallas
+from tests import reference
+
+# name, prediction shape, prediction kind, target kind, options. Block rows
+# of 8 give several blocks and a padded last one; classes are padded to a
+# power of two (3 -> 4, 5 -> 8).
+_CASES = (
+    ("probs_onehot_n3", (2, 5, 4, 3), "probs", "onehot", dict(exponent=3.0)),
+    ("probs_int_n05_mask", (2, 5, 4, 3), "probs", "int",
+     dict(exponent=0.5, mask=True)),
+    ("probs_soft_n1_batch_3d", (2, 3, 2, 3, 2), "probs", "soft",
+     dict(exponent=1.0, batch=True)),
+    ("sigmoid_binary_n3_mask", (2, 6, 5, 1), "sigmoid", "multihot",
+     dict(exponent=3.0, activation="sigmoid", mask=True)),
+    ("sigmoid_multi_soft_n25", (2, 4, 3, 2), "sigmoid", "soft",
+     dict(exponent=2.5, activation="sigmoid")),
+    ("softmax_int_n3_ignore_batch", (2, 5, 4, 5), "softmax", "int",
+     dict(exponent=3.0, activation="softmax", ignore_index=2, batch=True)),
+    ("softmax_int_n1", (2, 5, 4, 3), "softmax", "int",
+     dict(exponent=1.0, activation="softmax")),
+    ("softmax_soft_n05_mask", (2, 4, 3, 3), "softmax", "soft",
+     dict(exponent=0.5, activation="softmax", mask=True)),
+)
+
+
+def _inputs(shape, pred_kind, target_kind, mask, seed=0):
+  rng = np.random.default_rng(seed)
+  x = reference.make_predictions(rng, shape, pred_kind)
+  t = reference.make_targets(rng, shape, target_kind)
+  if target_kind == "int":
+    t[0, 0] = shape[-1] + 1  # An out-of-range id matches no class.
+    t[-1, -1] = -1
+  m = reference.make_mask(rng, shape) if mask else None
+  return x, t, m
+
+
+def _cfg(activation=None, exponent=3.0, batch=False, ignore_index=None):
+  return _core.LossConfig(
+      exponent=exponent, scale=1.0, fp_weight=1.0, fn_weight=1.0,
+      smooth_nr=1e-5, smooth_dr=1e-5, activation=activation, batch=batch,
+      ignore_index=ignore_index)
+
+
+def _oracle_stats(x, t, m, cfg):
+  """float64 `(TP, sum p, sum g, N)` from the oracle's own p and g."""
+  p = reference.np_probabilities(x, cfg.activation is not None,
+                                 cfg.activation)
+  g, keep = reference.np_targets(t, p.shape[-1], cfg.ignore_index)
+  if m is not None:
+    keep = keep & m
+  w = keep[..., None].astype(np.float64)
+  axes = tuple(range(0 if cfg.batch else 1, p.ndim - 1))
+  sums = (w * p * g, w * p, w * g, w * p**cfg.exponent * g)
+  out = tuple(np.sum(s, axis=axes) for s in sums)
+  return tuple(s[None] for s in out) if cfg.batch else out
+
+
+def _jnp_stats(x, t, m, cfg):
+  """The four sums in plain jnp (float64 under x64), for autodiff VJPs."""
+  c = x.shape[-1]
+  if cfg.activation == "sigmoid":
+    p = 1.0 / (1.0 + jnp.exp(-x))
+  elif cfg.activation == "softmax":
+    e = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+    p = e / jnp.sum(e, axis=-1, keepdims=True)
+  else:
+    p = x
+  if jnp.issubdtype(t.dtype, jnp.integer):
+    g = jnp.stack([t == k for k in range(c)], -1).astype(p.dtype)
+    keep = jnp.ones(t.shape, bool)
+    if cfg.ignore_index is not None:
+      keep = t != cfg.ignore_index
+  else:
+    g = t
+    keep = jnp.ones(t.shape[:-1], bool)
+  if m is not None:
+    keep = keep & m
+  w = keep[..., None].astype(p.dtype)
+  axes = tuple(range(0 if cfg.batch else 1, x.ndim - 1))
+  sums = (w * p * g, w * p, w * g, w * p**cfg.exponent * g)
+  out = tuple(jnp.sum(s, axis=axes) for s in sums)
+  return tuple(s[None] for s in out) if cfg.batch else out
+
+
+def _pallas_loss(cfg, x, t, m):
+  """PEL from the Pallas sums, with the Pallas pullback as its VJP."""
+
+  @jax.custom_vjp
+  def stats(x, t):
+    return _pallas.region_stats(cfg, x, t, m, block_rows=8)
+
+  def fwd(x, t):
+    s = stats(x, t)
+    return s, (x, t, s)
+
+  def bwd(res, ct):
+    x, t, s = res
+    d_x, d_t = _pallas.region_stats_bwd(cfg, x, t, m, s, ct, block_rows=8)
+    return d_x, d_t
+
+  stats.defvjp(fwd, bwd)
+  tp, sum_p, sum_g, numer = stats(x, t)
+  # fp = fn = 1: D = TP + FP + FN = sum p + sum g - TP.
+  denom = sum_p + sum_g - tp + cfg.smooth_dr
+  return jnp.mean(1.0 - (numer + cfg.smooth_nr) / denom)
+
+
+class PallasTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_CASES)
+  def test_stats_match_float64_oracle(self, shape, pk, tk, options):
+    options = dict(options)
+    x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
+    cfg = _cfg(**options)
+    got = jax.jit(functools.partial(_pallas.region_stats, cfg,
+                                    block_rows=8))(x, t, m)
+    for g, e in zip(got, _oracle_stats(x, t, m, cfg)):
+      self.assertEqual(g.dtype, jnp.float32)
+      np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=1e-5)
+
+  @parameterized.named_parameters(*_CASES)
+  def test_pullback_matches_float64_autodiff(self, shape, pk, tk, options):
+    options = dict(options)
+    x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
+    cfg = _cfg(**options)
+    stats = _oracle_stats(x, t, m, cfg)
+    rng = np.random.default_rng(1)
+    ct = tuple(rng.standard_normal(s.shape).astype(np.float32) for s in stats)
+    d_x, d_t = jax.jit(functools.partial(
+        _pallas.region_stats_bwd, cfg, block_rows=8))(x, t, m, stats, ct)
+    integer = tk == "int"
+    with jax.enable_x64(True):
+      x64 = jnp.asarray(x, jnp.float64)
+      t64 = jnp.asarray(t) if integer else jnp.asarray(t, jnp.float64)
+      if integer:
+        _, vjp = jax.vjp(lambda x: _jnp_stats(x, t64, m, cfg), x64)
+        (e_x,), e_t = vjp(tuple(jnp.asarray(c, jnp.float64) for c in ct)), None
+      else:
+        _, vjp = jax.vjp(lambda x, t: _jnp_stats(x, t, m, cfg), x64, t64)
+        e_x, e_t = vjp(tuple(jnp.asarray(c, jnp.float64) for c in ct))
+      e_x, e_t = np.asarray(e_x), None if e_t is None else np.asarray(e_t)
+    self.assertEqual(d_x.shape, x.shape)
+    self.assertEqual(d_x.dtype, x.dtype)
+    np.testing.assert_allclose(np.asarray(d_x), e_x, rtol=1e-4, atol=1e-5)
+    if integer:
+      self.assertIsNone(d_t)
+    else:
+      self.assertEqual(d_t.shape, t.shape)
+      np.testing.assert_allclose(np.asarray(d_t), e_t, rtol=1e-4, atol=1e-5)
+
+  @parameterized.named_parameters(
+      ("softmax_int_ignore", (2, 5, 4, 3), "softmax", "int",
+       dict(exponent=3.0, from_logits=True, ignore_index=1)),
+      ("sigmoid_binary_batch", (2, 6, 5, 1), "sigmoid", "multihot",
+       dict(exponent=2.0, from_logits=True, batch=True)),
+      ("probs_soft_mask_n05", (2, 4, 3, 2), "probs", "soft",
+       dict(exponent=0.5, mask=True)),
+  )
+  def test_loss_and_gradient_match_reference(self, shape, pk, tk, options):
+    """PEL built on the Pallas sums: pel_numpy values, pel_jnp gradients."""
+    options = dict(options)
+    x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
+    from_logits = options.pop("from_logits", False)
+    activation = None
+    if from_logits:
+      activation = "sigmoid" if shape[-1] == 1 else "softmax"
+    cfg = _cfg(activation=activation, exponent=options["exponent"],
+               batch=options.get("batch", False),
+               ignore_index=options.get("ignore_index"))
+    loss, grad = jax.jit(jax.value_and_grad(
+        lambda x: _pallas_loss(cfg, x, t, m)))(x)
+    kwargs = dict(options, from_logits=from_logits, where=m)
+    np.testing.assert_allclose(
+        float(loss), reference.pel_numpy(x, t, **kwargs), rtol=2e-5)
+    expected = jax.grad(lambda x: reference.pel_jnp(x, t, **kwargs))(x)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+
+  def test_extreme_logits_and_masked_nan_stay_finite(self):
+    x = np.array([[[-1e4, 0.0, 1e4], [50.0, -50.0, 0.0]],
+                  [[np.nan, 1.0, 2.0], [0.0, 0.0, 0.0]]], np.float32)
+    t = np.array([[0, 2], [1, 1]], np.int32)
+    m = np.array([[True, True], [False, True]])  # The NaN pixel is excluded.
+    cfg = _cfg(activation="softmax", exponent=0.5)
+    stats = _pallas.region_stats(cfg, x, t, m)
+    ct = tuple(np.ones_like(s) for s in stats)
+    d_x, _ = _pallas.region_stats_bwd(cfg, x, t, m, stats, ct)
+    for s, e in zip(stats, _oracle_stats(np.nan_to_num(x), t, m, cfg)):
+      np.testing.assert_allclose(s, e, rtol=1e-5, atol=1e-6)
+    self.assertTrue(np.all(np.isfinite(d_x)))
+    np.testing.assert_array_equal(d_x[1, 0], 0.0)
+
+  def test_block_layout(self):
+    cfg = _cfg()
+    layout = _pallas._Layout(cfg, (2, 10, 10, 21), None)
+    self.assertEqual((layout.groups, layout.pixels), (2, 100))
+    self.assertEqual(layout.padded_classes, 32)
+    self.assertEqual(layout.rows, 128)  # min(4096 / 32, next power of 2)
+    self.assertEqual((layout.blocks, layout.padded_pixels), (1, 128))
+    batch = _pallas._Layout(_cfg(batch=True), (2, 10, 10, 1), 8)
+    self.assertEqual((batch.groups, batch.pixels, batch.padded_classes),
+                     (1, 200, 1))
+    self.assertEqual((batch.rows, batch.blocks), (8, 25))
+
+  @parameterized.parameters("cuda", "tpu")
+  def test_lowers_for_accelerators(self, platform):
+    """Triton (cuda) and Mosaic (tpu) accept the kernels' jaxprs.
+
+    Lowering only: no accelerator here compiles or runs them.
+    """
+    shape = (2, 16, 16, 21)
+    x, t, m = _inputs(shape, "softmax", "int", True)
+    f, _ = _inputs(shape, "probs", "soft", False)[:2]
+    cfg = _cfg(activation="softmax", exponent=2.5, ignore_index=0)
+    stats = _oracle_stats(x, t, m, cfg)
+    ct = tuple(np.ones_like(s, np.float32) for s in stats)
+    calls = (
+        (functools.partial(_pallas.region_stats, cfg), (x, t, m)),
+        (functools.partial(_pallas.region_stats_bwd, cfg), (x, t, m, stats,
+                                                            ct)),
+        (functools.partial(_pallas.region_stats_bwd, _cfg(exponent=3.0)),
+         (f, f, None, stats, ct)),
+    )
+    for fn, args in calls:
+      text = jax.jit(fn).trace(*args).lower(
+          lowering_platforms=(platform,)).as_text()
+      self.assertIn("custom_call", text)
+
+
+if __name__ == "__main__":
+  absltest.main()
