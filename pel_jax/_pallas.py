@@ -119,7 +119,7 @@ class _Block:
     if jnp.issubdtype(t.dtype, jnp.integer):
       if cfg.ignore_index is not None:
         keep = keep & (t != cfg.ignore_index)
-      g = ((t == col) & real & keep).astype(dtype)
+      g = ((t == col) & keep).astype(dtype)  # Padded classes are dropped.
     else:
       g = jnp.where(keep, t.astype(dtype), 0)
     # Excluded pixels read 0 before any arithmetic (double-`where` rule).
