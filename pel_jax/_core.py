@@ -191,25 +191,59 @@ def _variadic_sum(operands, axes: tuple[int, ...]):
   )
 
 
-# XLA CPU emits a reduction over a short axis (up to 16) as vectorised adds
-# but a long one as a scalar loop, so the summed axes are reduced 16 rows at a
-# time: [16, rest] -> [rest], fused with the producers in the first stage,
-# then again on the partial sums (each stage 1/16 the size of the last).
-# Binary [16,512,512,1] probabilities: value+grad 3.8 -> 2.1 ms. The first
-# stage writes 4/16 of the input as partial sums, so only single-channel
-# inputs take this path: with classes (8: 1.13x -> 1.33x gradient
-# temporaries) the gain is smaller than the memory it costs.
+# XLA CPU accumulates a reduction sequentially (a long one as a scalar
+# loop), so one reduce over millions of pixels loses float32 precision: a
+# constant 0.3 summed over 4M pixels comes out ~1% low. The summed axes are
+# therefore flattened and reduced 16 rows at a time, [16, rest] -> [rest],
+# fused with the producers in the first stage and repeated on the partial
+# sums: every value passes through at most ~16 additions per stage and
+# log16(size) stages, the error bound of a pairwise sum. A size not
+# divisible by 16 splits off its remainder rows (< 16) at each stage, summed
+# on their own and added at the end. Short reductions (up to 16) are also
+# what XLA CPU vectorises; 32 rows per stage, or two 16-row axes at once,
+# fall back to slow loops.
 _ROWS = 16
 
 
-def _sum_rows(operands, first: int, size: int):
-  """Sums over the flattened axis `first` (of `size`), 16 rows per stage."""
-  while size % _ROWS == 0 and size > _ROWS:
+def _staged_sum(reduce, operands, first: int, size: int):
+  """`reduce(operands, (first,))` over the axis `first` (of `size`), staged.
+
+  `reduce` maps a list of same-shape arrays and axes to a tuple of sums (the
+  variadic reduce, or one `jnp.sum` each for tangents).
+  """
+  remainders = []
+  while size > _ROWS:
+    rows, rest = divmod(size, _ROWS)
+    if rest:
+      head = size - rest
+      remainders.append(reduce(
+          [lax.slice_in_dim(x, head, size, axis=first) for x in operands],
+          (first,),
+      ))
+      operands = [lax.slice_in_dim(x, 0, head, axis=first) for x in operands]
     shape = operands[0].shape
-    split = shape[:first] + (_ROWS, size // _ROWS) + shape[first + 1 :]
-    operands = _variadic_sum([x.reshape(split) for x in operands], (first,))
-    size //= _ROWS
-  return _variadic_sum(operands, (first,))
+    split = shape[:first] + (_ROWS, rows) + shape[first + 1 :]
+    operands = reduce([x.reshape(split) for x in operands], (first,))
+    size = rows
+  sums = tuple(reduce(list(operands), (first,)))
+  for extra in remainders:
+    sums = tuple(map(operator.add, sums, extra))
+  return sums
+
+
+def _sum_flat(reduce, axes: tuple[int, ...], operands):
+  """Staged sums of same-shape `operands` over the contiguous `axes`."""
+  shape = operands[0].shape
+  if not axes:
+    return tuple(operands)
+  first, last = axes[0], axes[-1] + 1
+  size = math.prod(shape[first:last])
+  flat = shape[:first] + (size,) + shape[last:]
+  return _staged_sum(reduce, [x.reshape(flat) for x in operands], first, size)
+
+
+def _separate_sums(operands, axes: tuple[int, ...]):
+  return tuple(jnp.sum(x, axis=axes) for x in operands)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -217,24 +251,19 @@ def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
   """Sums of several same-shape arrays over contiguous `axes`, fused.
 
   One variadic reduce over all operands is several times faster on XLA CPU
-  than a `jnp.sum` each. The custom JVP exists because JAX's JVP of a
-  variadic reduce fails on symbolic-zero tangents (e.g. integer targets under
-  grad-of-grad); sums are linear, so tangents are summed plainly.
+  than a `jnp.sum` each; the reduction is staged (see `_ROWS`) for float32
+  accuracy. The custom JVP exists because JAX's JVP of a variadic reduce
+  fails on symbolic-zero tangents (e.g. integer targets under grad-of-grad);
+  sums are linear, so tangents are summed plainly, staged the same way.
   """
-  shape = operands[0].shape
-  if shape[-1] != 1 or not axes:
-    return _variadic_sum(operands, axes)
-  first, last = axes[0], axes[-1] + 1
-  size = math.prod(shape[first:last])
-  flat = shape[:first] + (size,) + shape[last:]
-  return _sum_rows([x.reshape(flat) for x in operands], first, size)
+  return _sum_flat(_variadic_sum, axes, operands)
 
 
 @_sum_together.defjvp
 def _sum_together_jvp(axes, primals, tangents):
   return (
       _sum_together(axes, *primals),
-      tuple(jnp.sum(t, axis=axes) for t in tangents),
+      _sum_flat(_separate_sums, axes, tangents),
   )
 
 
