@@ -62,6 +62,22 @@ def _power(p: jax.Array, exponent: float) -> jax.Array:
   return jnp.where(positive, jnp.where(positive, p, 1) ** exponent, 0)
 
 
+# The layouts below that were tuned on XLA CPU (the class-axis unroll, the
+# staged sums) are lowered only for these platforms; any other (GPU, TPU),
+# where they were never measured, gets the plain reduce, whose lowering
+# there is a tree reduction. The choice is made at lowering time
+# (`lax.platform_dependent`): one traced function serves every backend.
+# Tests empty it to run the plain form on the CPU.
+_TUNED_PLATFORMS = ("cpu",)
+
+
+def _per_platform(tuned, plain, *args):
+  """`tuned(*args)` when lowered for `_TUNED_PLATFORMS`, else `plain(*args)`."""
+  return lax.platform_dependent(
+      *args, **{name: tuned for name in _TUNED_PLATFORMS}, default=plain
+  )
+
+
 # Up to this many classes, reductions over the class axis are unrolled into
 # elementwise ops on slices: they then fuse with their neighbours into one
 # vectorised loop, where XLA CPU makes a minor-axis reduce a separate fusion
@@ -72,10 +88,14 @@ _UNROLL_CLASSES = 64
 
 def _reduce_classes(op, x: jax.Array) -> jax.Array:
   """`op`-reduction of `x` over the class axis, keeping it (size 1)."""
+  reducer = jnp.max if op is jnp.maximum else jnp.sum
+  plain = lambda x: reducer(x, axis=-1, keepdims=True)
   if x.shape[-1] > _UNROLL_CLASSES:
-    reducer = jnp.max if op is jnp.maximum else jnp.sum
-    return reducer(x, axis=-1, keepdims=True)
-  return functools.reduce(op, [x[..., c : c + 1] for c in range(x.shape[-1])])
+    return plain(x)
+  unrolled = lambda x: functools.reduce(
+      op, [x[..., c : c + 1] for c in range(x.shape[-1])]
+  )
+  return _per_platform(unrolled, plain, x)
 
 
 def _log_softmax(x: jax.Array) -> jax.Array:
@@ -251,19 +271,28 @@ def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
   """Sums of several same-shape arrays over contiguous `axes`, fused.
 
   One variadic reduce over all operands is several times faster on XLA CPU
-  than a `jnp.sum` each; the reduction is staged (see `_ROWS`) for float32
-  accuracy. The custom JVP exists because JAX's JVP of a variadic reduce
-  fails on symbolic-zero tangents (e.g. integer targets under grad-of-grad);
-  sums are linear, so tangents are summed plainly, staged the same way.
+  than a `jnp.sum` each; on the CPU the reduction is staged (see `_ROWS`)
+  for float32 accuracy, elsewhere it is one reduce (see `_TUNED_PLATFORMS`).
+  The custom JVP exists because JAX's JVP of a variadic reduce fails on
+  symbolic-zero tangents (e.g. integer targets under grad-of-grad); sums are
+  linear, so tangents are summed plainly, laid out the same way.
   """
-  return _sum_flat(_variadic_sum, axes, operands)
+  return _per_platform(
+      lambda *xs: _sum_flat(_variadic_sum, axes, xs),
+      lambda *xs: tuple(_variadic_sum(xs, axes)),
+      *operands,
+  )
 
 
 @_sum_together.defjvp
 def _sum_together_jvp(axes, primals, tangents):
   return (
       _sum_together(axes, *primals),
-      _sum_flat(_separate_sums, axes, tangents),
+      _per_platform(
+          lambda *ts: _sum_flat(_separate_sums, axes, ts),
+          lambda *ts: _separate_sums(ts, axes),
+          *tangents,
+      ),
   )
 
 

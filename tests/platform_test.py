@@ -1,0 +1,113 @@
+"""Per-platform layouts of the core: CPU-tuned on the CPU, plain elsewhere.
+
+Both forms run on the CPU here: the plain one by emptying
+`_core._TUNED_PLATFORMS`, as a GPU or TPU lowering would choose it. Values
+are checked against the float64 oracle and gradients against autodiff of the
+plain-jnp reference (tests/reference.py); lowering for cuda/tpu is checked to
+pick the plain form.
+"""
+
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pel_jax
+from pel_jax import _core
+from tests import reference
+
+# name, prediction shape, prediction kind, target kind, options. Sizes past
+# 16 rows (with remainders) exercise the staged sums of the CPU form.
+_CASES = (
+    ("softmax_int_n3", (2, 5, 4, 8), "softmax", "int",
+     dict(exponent=3.0, from_logits=True)),
+    ("softmax_int_n05_batch_mask_3d", (2, 3, 4, 3, 3), "softmax", "int",
+     dict(exponent=0.5, from_logits=True, batch=True, mask=True,
+          ignore_index=2)),
+    ("sigmoid_binary_n3_batch", (2, 20, 21, 1), "sigmoid", "multihot",
+     dict(exponent=3.0, from_logits=True, batch=True)),
+    ("probs_soft_n1p7_mask", (2, 5, 4, 3), "probs", "soft",
+     dict(exponent=1.7, mask=True, fp_weight=0.3, fn_weight=0.7)),
+)
+_FORMS = (("cpu_tuned", False), ("plain", True))
+
+
+def _inputs(shape, pred_kind, target_kind, mask):
+  rng = np.random.default_rng(0)
+  x = reference.make_predictions(rng, shape, pred_kind)
+  t = reference.make_targets(rng, shape, target_kind)
+  return x, t, reference.make_mask(rng, shape) if mask else None
+
+
+def _plain_form(forced: bool):
+  """Context in which the core lowers its plain form on the CPU too."""
+  return mock.patch.object(
+      _core, "_TUNED_PLATFORMS", () if forced else _core._TUNED_PLATFORMS)
+
+
+class BothFormsTest(parameterized.TestCase):
+
+  @parameterized.product(case=_CASES, form=_FORMS)
+  def test_value_and_gradient_match_references(self, case, form):
+    _, shape, pk, tk, options = case
+    options = dict(options)
+    x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
+    options["where"] = m
+    with _plain_form(form[1]):
+      loss, grad = jax.jit(jax.value_and_grad(
+          lambda x: pel_jax.pel_loss(x, t, **options)))(x)
+    np.testing.assert_allclose(
+        float(loss), reference.pel_numpy(x, t, **options), rtol=1e-5)
+    expected = jax.grad(lambda x: reference.pel_jnp(x, t, **options))(x)
+    np.testing.assert_allclose(grad, expected, rtol=2e-4, atol=1e-6)
+
+  @parameterized.named_parameters(*_FORMS)
+  def test_forward_over_reverse(self, forced):
+    x, t, _ = _inputs((2, 6, 5, 3), "softmax", "soft", False)
+    v = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    opts = dict(exponent=2.0, from_logits=True)
+    hvp = lambda f: jax.jvp(jax.grad(f), (x,), (v,))[1]
+    with _plain_form(forced):
+      got = jax.jit(lambda: hvp(lambda x: pel_jax.pel_loss(x, t, **opts)))()
+    expected = hvp(lambda x: reference.pel_jnp(x, t, **opts))
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)
+
+
+class LoweringTest(parameterized.TestCase):
+
+  def _count(self, fn, args, platform, op):
+    # A fresh function each time: jit's trace cache would ignore the patch.
+    text = jax.jit(lambda *a: fn(*a)).trace(*args).lower(
+        lowering_platforms=(platform,)).as_text()
+    return text.count(op)
+
+  @parameterized.parameters("cuda", "tpu")
+  def test_accelerators_get_plain_sums(self, platform):
+    x = jnp.ones((2, 40, 40, 3))
+    fn = lambda x: _core._sum_together((0, 1, 2), x, 2 * x)
+    self.assertGreater(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
+    self.assertEqual(self._count(fn, (x,), platform, "stablehlo.reduce"), 1)
+    with _plain_form(True):
+      self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
+
+  @parameterized.parameters("cuda", "tpu")
+  def test_accelerators_get_a_class_reduce(self, platform):
+    x = jnp.ones((2, 4, 4, 8))
+    fn = lambda x: _core._reduce_classes(jnp.add, x)
+    self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 0)
+    self.assertEqual(self._count(fn, (x,), platform, "stablehlo.reduce"), 1)
+    with _plain_form(True):
+      self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
+
+  def test_cpu_program_has_no_runtime_branch(self):
+    """Lowered for one platform, the choice leaves no conditional in XLA."""
+    x, t, _ = _inputs((2, 8, 8, 4), "softmax", "int", False)
+    f = jax.jit(jax.grad(lambda x: pel_jax.pel_loss(x, t, from_logits=True)))
+    self.assertNotIn("conditional", f.lower(x).compile().as_text())
+
+
+if __name__ == "__main__":
+  absltest.main()
