@@ -57,23 +57,25 @@ def _cfg(activation=None, exponent=3.0, batch=False, ignore_index=None):
       ignore_index=ignore_index)
 
 
+def _sums(xp, p, g, keep, cfg):
+  """`(TP, sum p, sum g, N)` of p, g and the pixel mask, with NumPy or jnp."""
+  w = keep[..., None].astype(p.dtype)
+  axes = tuple(range(0 if cfg.batch else 1, p.ndim - 1))
+  terms = (w * p * g, w * p, w * g, w * p**cfg.exponent * g)
+  out = tuple(xp.sum(s, axis=axes) for s in terms)
+  return tuple(s[None] for s in out) if cfg.batch else out
+
+
 def _oracle_stats(x, t, m, cfg):
-  """float64 `(TP, sum p, sum g, N)` from the oracle's own p and g."""
+  """float64 sums from the oracle's own p and g."""
   p = reference.np_probabilities(x, cfg.activation is not None,
                                  cfg.activation)
   g, keep = reference.np_targets(t, p.shape[-1], cfg.ignore_index)
-  if m is not None:
-    keep = keep & m
-  w = keep[..., None].astype(np.float64)
-  axes = tuple(range(0 if cfg.batch else 1, p.ndim - 1))
-  sums = (w * p * g, w * p, w * g, w * p**cfg.exponent * g)
-  out = tuple(np.sum(s, axis=axes) for s in sums)
-  return tuple(s[None] for s in out) if cfg.batch else out
+  return _sums(np, p, g, keep if m is None else keep & m, cfg)
 
 
 def _jnp_stats(x, t, m, cfg):
   """The four sums in plain jnp (float64 under x64), for autodiff VJPs."""
-  c = x.shape[-1]
   if cfg.activation == "sigmoid":
     p = 1.0 / (1.0 + jnp.exp(-x))
   elif cfg.activation == "softmax":
@@ -82,20 +84,14 @@ def _jnp_stats(x, t, m, cfg):
   else:
     p = x
   if jnp.issubdtype(t.dtype, jnp.integer):
-    g = jnp.stack([t == k for k in range(c)], -1).astype(p.dtype)
+    g = jnp.stack([t == k for k in range(x.shape[-1])], -1).astype(p.dtype)
     keep = jnp.ones(t.shape, bool)
     if cfg.ignore_index is not None:
       keep = t != cfg.ignore_index
   else:
     g = t
     keep = jnp.ones(t.shape[:-1], bool)
-  if m is not None:
-    keep = keep & m
-  w = keep[..., None].astype(p.dtype)
-  axes = tuple(range(0 if cfg.batch else 1, x.ndim - 1))
-  sums = (w * p * g, w * p, w * g, w * p**cfg.exponent * g)
-  out = tuple(jnp.sum(s, axis=axes) for s in sums)
-  return tuple(s[None] for s in out) if cfg.batch else out
+  return _sums(jnp, p, g, keep if m is None else keep & m, cfg)
 
 
 def _pallas_loss(cfg, x, t, m):
