@@ -10,9 +10,14 @@ with the same interface as the XLA core's region sums:
   sum w p^n g)`, each `[G, C]` (G = B, or 1 with `cfg.batch`), in the
   accumulation dtype;
 * `region_stats_bwd(cfg, predictions, targets, mask, stats, cotangent)`
-  returns `(d_predictions, d_targets)` for a cotangent of those four sums,
+  returns `(d_predictions, d_targets)` for a cotangent of those four sums
+  (a 4-tuple, or any object with fields `tp`, `sum_p`, `sum_g`, `numer`),
   chained through the activation as `pel_jax._core`'s backward is
   (`d_targets` is None for integer ids).
+
+`cfg` needs the fields `exponent`, `activation`, `batch` and `ignore_index`
+(`pel_jax._core`'s configurations have them); the squared and soft-label
+sums are not implemented here and raise NotImplementedError.
 
 Shapes and masks follow `pel_jax._core`: predictions `[B, *S, C]`, targets
 `[B, *S, C]` (float) or `[B, *S]` (integer ids; `cfg.ignore_index` excluded,
@@ -58,7 +63,7 @@ def _next_power_of_2(n: int) -> int:
 class _Layout:
   """Static sizes of one call: groups G, pixels P, classes C and padded."""
 
-  def __init__(self, cfg: _core.LossConfig, shape: tuple[int, ...],
+  def __init__(self, cfg, shape: tuple[int, ...],
                block_rows: int | None):
     self.classes = shape[-1]
     pixels = math.prod(shape[:-1])
@@ -166,12 +171,27 @@ def _platform_call(kernel, out_shape, grid, in_specs, out_specs, *arrays):
   )
 
 
-def region_stats(cfg: _core.LossConfig, predictions, targets, mask,
+def _check_supported(cfg) -> None:
+  for option in ("squared", "soft_labels"):
+    if getattr(cfg, option, False):
+      raise NotImplementedError(
+          f"pel_jax._pallas: {option}=True sums are not implemented")
+
+
+def _four(cotangent):
+  """`(tp, sum_p, sum_g, numer)` from a 4-tuple or a record with those fields."""
+  if hasattr(cotangent, "numer"):
+    return (cotangent.tp, cotangent.sum_p, cotangent.sum_g, cotangent.numer)
+  return tuple(cotangent)
+
+
+def region_stats(cfg, predictions, targets, mask,
                  *, block_rows: int | None = None):
   """The four per-class sums `(TP, sum p, sum g, N)`, each `[G, C]`.
 
   `block_rows` (a power of two, at least 8) overrides the pixels per block.
   """
+  _check_supported(cfg)
   layout = _Layout(cfg, predictions.shape, block_rows)
   dtype = _core.compute_dtype(predictions.dtype)
   arrays, specs = _operands(cfg, layout, predictions, targets, mask)
@@ -195,8 +215,8 @@ def region_stats(cfg: _core.LossConfig, predictions, targets, mask,
   return tuple(s.sum(axis=1)[:, 0, :layout.classes] for s in parts)
 
 
-def region_stats_bwd(cfg: _core.LossConfig, predictions, targets, mask,
-                     stats, cotangent, *, block_rows: int | None = None):
+def region_stats_bwd(cfg, predictions, targets, mask, stats, cotangent,
+                     *, block_rows: int | None = None):
   """`(d_predictions, d_targets)` of `region_stats` for a cotangent of it.
 
   With `(a, b, c, d)` the cotangents of `(TP, sum p, sum g, N)`, per pixel
@@ -211,6 +231,7 @@ def region_stats_bwd(cfg: _core.LossConfig, predictions, targets, mask,
   interface's sake).
   """
   del stats
+  _check_supported(cfg)
   layout = _Layout(cfg, predictions.shape, block_rows)
   dtype = _core.compute_dtype(predictions.dtype)
   arrays, specs = _operands(cfg, layout, predictions, targets, mask)
@@ -221,7 +242,7 @@ def region_stats_bwd(cfg: _core.LossConfig, predictions, targets, mask,
   # [G, C] cotangents -> [G, 1, padded C]; padded classes get 0.
   cts = [jnp.pad(jnp.asarray(c, dtype).reshape(layout.groups, 1, -1),
                  ((0, 0), (0, 0), (0, width - layout.classes)))
-         for c in cotangent]
+         for c in _four(cotangent)]
   ct_spec = pl.BlockSpec((1, 1, width), lambda g, i: (g, 0, 0))
 
   def kernel(*refs):

@@ -6,6 +6,7 @@ backward. Shapes are tiny: Pallas's interpreter runs one block at a time.
 """
 
 import functools
+from typing import NamedTuple
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -200,6 +201,38 @@ class PallasTest(parameterized.TestCase):
       np.testing.assert_allclose(s, e, rtol=1e-5, atol=1e-6)
     self.assertTrue(np.all(np.isfinite(d_x)))
     np.testing.assert_array_equal(d_x[1, 0], 0.0)
+
+  def test_record_cotangent_and_unsupported_options(self):
+    """The core's record of sums works as the cotangent; other sums raise."""
+
+    class Stats(NamedTuple):  # Field names of the core's region statistics.
+      tp: jax.Array
+      sum_p: jax.Array
+      sum_g: jax.Array
+      numer: jax.Array
+      sum_p2: jax.Array | None = None
+
+    x, t, _ = _inputs((2, 4, 3, 3), "softmax", "int", False)
+    cfg = _cfg(activation="softmax")
+    stats = _pallas.region_stats(cfg, x, t, None)
+    ct = tuple(np.random.default_rng(3).standard_normal(s.shape, np.float32)
+               for s in stats)
+    as_tuple, _ = _pallas.region_stats_bwd(cfg, x, t, None, stats, ct)
+    as_record, _ = _pallas.region_stats_bwd(cfg, x, t, None, stats,
+                                            Stats(*ct))
+    np.testing.assert_array_equal(as_record, as_tuple)
+
+    class Squared(NamedTuple):
+      exponent: float = 3.0
+      activation: str | None = None
+      batch: bool = False
+      ignore_index: int | None = None
+      squared: bool = True
+
+    with self.assertRaisesRegex(NotImplementedError, "squared"):
+      _pallas.region_stats(Squared(), x, t, None)
+    with self.assertRaisesRegex(NotImplementedError, "squared"):
+      _pallas.region_stats_bwd(Squared(), x, t, None, stats, ct)
 
   def test_block_layout(self):
     cfg = _cfg()
