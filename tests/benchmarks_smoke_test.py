@@ -77,11 +77,10 @@ def test_default_run_writes_nothing(tmp_path, monkeypatch, capsys):
   bench = _bench()
   before = _snapshot(_DIR)
   monkeypatch.chdir(tmp_path)
-  rows, _ = bench.main(_ONE_CASE + ["--no-monai"])
-  assert {r["case"] for r in rows} == {"binary logits f32"}
-  assert "| binary logits f32 [2×8×8×1] | pel_jax |" in capsys.readouterr().out
-  bench.main(_SMALLEST)
-  assert "| 2-class 2D logits" in capsys.readouterr().out
+  rows, _ = bench.main(_SMALLEST)
+  assert {r["case"] for r in rows} == {"2-class 2D logits, int labels"}
+  assert "| 2-class 2D logits, int labels [2×8×8×2] |" in (
+      capsys.readouterr().out)
   assert _snapshot(_DIR) == before
   assert not list(tmp_path.iterdir())
 
@@ -120,6 +119,7 @@ def test_monai_row_is_skipped_with_a_note_without_torch(monkeypatch, capsys):
   monkeypatch.setitem(sys.modules, "monai.losses", None)
   assert "not both importable" in bench.monai_missing()
   rows, _ = bench.main(_ONE_CASE)
+  assert {r["case"] for r in rows} == {"binary logits f32"}
   assert bench.MONAI not in {r["variant"] for r in rows}
   assert "MONAI row: torch and monai are not both importable" in (
       capsys.readouterr().out)
