@@ -113,6 +113,22 @@ def test_write_results_refuses_small_or_partial_runs():
   assert _snapshot(_DIR) == before
 
 
+def test_write_results_replaces_both_result_files(tmp_path, monkeypatch):
+  bench = _bench()
+  # Full size is the only size it accepts: shrink the full cases instead.
+  tiny = bench.tiny_cases()[1:2]
+  monkeypatch.setattr(bench, "full_cases", lambda: tiny)
+  monkeypatch.setattr(bench, "_HERE", str(tmp_path))
+  (tmp_path / "results_cpu.json").write_text("old")
+  bench.main(["--write-results", "--no-unet", "--no-monai", "--rounds", "1",
+              "--repeat", "1"])
+  saved = json.loads((tmp_path / "results_cpu.json").read_text())
+  assert {r["case"] for r in saved["rows"]} == {"binary logits f32"}
+  table = (tmp_path / "results_cpu.md").read_text()
+  assert table.startswith("Machine: ")
+  assert "| binary logits f32 [2×8×8×1] | pel_jax |" in table
+
+
 def test_monai_row_is_skipped_with_a_note_without_torch(monkeypatch, capsys):
   bench = _bench()
   monkeypatch.setitem(sys.modules, "monai", None)  # import now fails
