@@ -31,6 +31,11 @@ _CASES = (
      dict(exponent=3.0, from_logits=True, batch=True)),
     ("probs_soft_n1p7_mask", (2, 5, 4, 3), "probs", "soft",
      dict(exponent=1.7, mask=True, fp_weight=0.3, fn_weight=0.7)),
+    # Past _UNROLL_CLASSES: folded in halves, with odd widths (37, 9).
+    ("softmax_int_n3_37_classes", (2, 3, 4, 37), "softmax", "int",
+     dict(exponent=3.0, from_logits=True)),
+    ("softmax_soft_n05_37_classes", (2, 3, 2, 37), "softmax", "soft",
+     dict(exponent=0.5, from_logits=True, batch=True)),
 )
 _FORMS = (("cpu_tuned", False), ("plain", True))
 
@@ -76,6 +81,23 @@ class BothFormsTest(parameterized.TestCase):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)
 
 
+class ClassReductionTest(parameterized.TestCase):
+
+  @parameterized.product(width=(1, 2, 3, 8, 24, 25, 37, 64, 100),
+                         forced=(False, True))
+  def test_sum_and_max_over_classes(self, width, forced):
+    x = np.random.default_rng(width).standard_normal((3, 2, width))
+    x = x.astype(np.float32)
+    with _plain_form(forced):
+      total, peak = jax.jit(lambda x: (
+          _core._reduce_classes(jnp.add, x),
+          _core._reduce_classes(jnp.maximum, x)))(x)
+    self.assertEqual(total.shape, (3, 2, 1))
+    np.testing.assert_allclose(total[..., 0], x.astype(np.float64).sum(-1),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(peak[..., 0], x.max(-1))
+
+
 class LoweringTest(parameterized.TestCase):
 
   def _count(self, fn, args, platform, op):
@@ -93,9 +115,9 @@ class LoweringTest(parameterized.TestCase):
     with _plain_form(True):
       self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
 
-  @parameterized.parameters("cuda", "tpu")
-  def test_accelerators_get_a_class_reduce(self, platform):
-    x = jnp.ones((2, 4, 4, 8))
+  @parameterized.product(platform=("cuda", "tpu"), classes=(8, 37))
+  def test_accelerators_get_a_class_reduce(self, platform, classes):
+    x = jnp.ones((2, 4, 4, classes))
     fn = lambda x: _core._reduce_classes(jnp.add, x)
     self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 0)
     self.assertEqual(self._count(fn, (x,), platform, "stablehlo.reduce"), 1)
