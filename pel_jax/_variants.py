@@ -11,7 +11,8 @@ Args section, nothing in the bodies.
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 import jax
 
@@ -35,20 +36,20 @@ def _fixed_loss(arguments: dict[str, Any], **weights: float) -> jax.Array:
 
 
 def dice_loss(
-    predictions: ArrayLike,
-    targets: ArrayLike,
-    *,
-    smooth_nr: float = 1e-5,
-    smooth_dr: float = 1e-5,
-    from_logits: bool = False,
-    activation: str | None = None,
-    class_weights: ArrayLike | None = None,
-    include_background: bool = True,
-    where: ArrayLike | None = None,
-    ignore_index: int | None = None,
-    batch: bool = False,
-    reduction: str = "mean",
-    axis_name: Hashable | None = None,
+  predictions: ArrayLike,
+  targets: ArrayLike,
+  *,
+  smooth_nr: float = 1e-5,
+  smooth_dr: float = 1e-5,
+  from_logits: bool = False,
+  activation: str | None = None,
+  class_weights: ArrayLike | None = None,
+  include_background: bool = True,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
+  batch: bool = False,
+  reduction: str = "mean",
+  axis_name: Hashable | None = None,
 ) -> jax.Array:
   r"""Soft Dice loss (Milletari et al. 2016), one per class and sample.
 
@@ -110,20 +111,20 @@ def dice_loss(
 
 
 def jaccard_loss(
-    predictions: ArrayLike,
-    targets: ArrayLike,
-    *,
-    smooth_nr: float = 1e-5,
-    smooth_dr: float = 1e-5,
-    from_logits: bool = False,
-    activation: str | None = None,
-    class_weights: ArrayLike | None = None,
-    include_background: bool = True,
-    where: ArrayLike | None = None,
-    ignore_index: int | None = None,
-    batch: bool = False,
-    reduction: str = "mean",
-    axis_name: Hashable | None = None,
+  predictions: ArrayLike,
+  targets: ArrayLike,
+  *,
+  smooth_nr: float = 1e-5,
+  smooth_dr: float = 1e-5,
+  from_logits: bool = False,
+  activation: str | None = None,
+  class_weights: ArrayLike | None = None,
+  include_background: bool = True,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
+  batch: bool = False,
+  reduction: str = "mean",
+  axis_name: Hashable | None = None,
 ) -> jax.Array:
   r"""Soft Jaccard (IoU) loss, one per class and sample.
 
@@ -178,22 +179,22 @@ def jaccard_loss(
 
 
 def tversky_loss(
-    predictions: ArrayLike,
-    targets: ArrayLike,
-    *,
-    fp_weight: float = 0.3,
-    fn_weight: float = 0.7,
-    smooth_nr: float = 1e-5,
-    smooth_dr: float = 1e-5,
-    from_logits: bool = False,
-    activation: str | None = None,
-    class_weights: ArrayLike | None = None,
-    include_background: bool = True,
-    where: ArrayLike | None = None,
-    ignore_index: int | None = None,
-    batch: bool = False,
-    reduction: str = "mean",
-    axis_name: Hashable | None = None,
+  predictions: ArrayLike,
+  targets: ArrayLike,
+  *,
+  fp_weight: float = 0.3,
+  fn_weight: float = 0.7,
+  smooth_nr: float = 1e-5,
+  smooth_dr: float = 1e-5,
+  from_logits: bool = False,
+  activation: str | None = None,
+  class_weights: ArrayLike | None = None,
+  include_background: bool = True,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
+  batch: bool = False,
+  reduction: str = "mean",
+  axis_name: Hashable | None = None,
 ) -> jax.Array:
   r"""Tversky loss (Salehi et al. 2017), one per class and sample.
 

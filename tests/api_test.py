@@ -15,17 +15,25 @@ import pel_jax
 
 _PUBLIC = tuple((name, getattr(pel_jax, name)) for name in pel_jax.__all__)
 _MODULES = (("pel_jax", pel_jax),) + tuple(
-    (info.name, importlib.import_module(f"pel_jax.{info.name}"))
-    for info in pkgutil.iter_modules(pel_jax.__path__))
+  (info.name, importlib.import_module(f"pel_jax.{info.name}"))
+  for info in pkgutil.iter_modules(pel_jax.__path__)
+)
 
 
 class ApiTest(parameterized.TestCase):
-
   def test_all_is_complete_and_callable(self):
     self.assertEqual(
-        set(pel_jax.__all__),
-        {"check_labels", "dice_loss", "global_sum", "jaccard_loss", "pel_loss",
-         "tversky_loss", "weight_map"})
+      set(pel_jax.__all__),
+      {
+        "check_labels",
+        "dice_loss",
+        "global_sum",
+        "jaccard_loss",
+        "pel_loss",
+        "tversky_loss",
+        "weight_map",
+      },
+    )
     self.assertLen(set(pel_jax.__all__), len(pel_jax.__all__))
     for name, fn in _PUBLIC:
       self.assertTrue(callable(fn), name)
@@ -36,19 +44,27 @@ class ApiTest(parameterized.TestCase):
     # Prefer `f(x, *, axis=-1)` to `f(x, axis=-1)`.
     for param in inspect.signature(fn).parameters.values():
       if param.default is not inspect.Parameter.empty:
-        self.assertEqual(param.kind, inspect.Parameter.KEYWORD_ONLY,
-                         msg=f"{fn.__name__}({param.name}=...)")
+        self.assertEqual(
+          param.kind,
+          inspect.Parameter.KEYWORD_ONLY,
+          msg=f"{fn.__name__}({param.name}=...)",
+        )
       elif param.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD:
         continue  # Data arguments (predictions, targets, num_classes).
       else:
-        self.assertIn(param.kind, (inspect.Parameter.KEYWORD_ONLY,
-                                   inspect.Parameter.VAR_KEYWORD),
-                      msg=f"{fn.__name__}({param.name})")
+        self.assertIn(
+          param.kind,
+          (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD),
+          msg=f"{fn.__name__}({param.name})",
+        )
 
   @parameterized.named_parameters(*_PUBLIC)
   def test_data_arguments_come_first(self, fn):
-    positional = [p.name for p in inspect.signature(fn).parameters.values()
-                  if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    positional = [
+      p.name
+      for p in inspect.signature(fn).parameters.values()
+      if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]
     first = {pel_jax.check_labels: "targets", pel_jax.global_sum: "x"}
     self.assertEqual(positional[0], first.get(fn, "predictions"))
 
@@ -67,15 +83,21 @@ class ApiTest(parameterized.TestCase):
   @parameterized.named_parameters(*_PUBLIC)
   def test_docstring_is_complete(self, fn):
     doc = inspect.getdoc(fn)
-    sections = [line for line in doc.splitlines()
-                if re.fullmatch(r"[A-Z][a-z]+:", line)]
+    sections = [
+      line for line in doc.splitlines() if re.fullmatch(r"[A-Z][a-z]+:", line)
+    ]
     wanted = ["Args:", "Returns:", "Examples:"]
-    self.assertEqual([s for s in sections if s in wanted], wanted,
-                     msg=f"{fn.__name__}: sections {sections}")
+    self.assertEqual(
+      [s for s in sections if s in wanted],
+      wanted,
+      msg=f"{fn.__name__}: sections {sections}",
+    )
     args = doc.split("\nArgs:\n")[1].split("\nReturns:\n")[0]
     documented = re.findall(r"^  (\**\w+):", args, re.MULTILINE)
-    wanted = [("**" if p.kind == inspect.Parameter.VAR_KEYWORD else "") + name
-              for name, p in inspect.signature(fn).parameters.items()]
+    wanted = [
+      ("**" if p.kind == inspect.Parameter.VAR_KEYWORD else "") + name
+      for name, p in inspect.signature(fn).parameters.items()
+    ]
     self.assertEqual(documented, wanted, msg=f"{fn.__name__}: Args")
     examples = doc.split("\nExamples:\n")[1]
     self.assertIn(">>> ", examples, msg=f"{fn.__name__}: no runnable example")
@@ -86,26 +108,33 @@ class ApiTest(parameterized.TestCase):
     # and type.
     base = inspect.signature(pel_jax.pel_loss).parameters
     fixed = {
-        "dice_loss": {"exponent", "scale", "fp_weight", "fn_weight"},
-        "jaccard_loss": {"exponent", "scale", "fp_weight", "fn_weight"},
-        "tversky_loss": {"exponent", "scale"},
+      "dice_loss": {"exponent", "scale", "fp_weight", "fn_weight"},
+      "jaccard_loss": {"exponent", "scale", "fp_weight", "fn_weight"},
+      "tversky_loss": {"exponent", "scale"},
     }
     redefault = {"fp_weight": 0.3, "fn_weight": 0.7}
     for name, gone in fixed.items():
       params = inspect.signature(getattr(pel_jax, name)).parameters
-      want = [p.replace(default=redefault.get(p.name, p.default))
-              if name == "tversky_loss" else p
-              for p in base.values() if p.name not in gone]
+      want = [
+        p.replace(default=redefault.get(p.name, p.default))
+        if name == "tversky_loss"
+        else p
+        for p in base.values()
+        if p.name not in gone
+      ]
       self.assertEqual(list(params.values()), want, name)
       self.assertEqual(
-          inspect.signature(getattr(pel_jax, name)).return_annotation,
-          inspect.signature(pel_jax.pel_loss).return_annotation, name)
+        inspect.signature(getattr(pel_jax, name)).return_annotation,
+        inspect.signature(pel_jax.pel_loss).return_annotation,
+        name,
+      )
 
   @parameterized.named_parameters(*_MODULES)
   def test_module_doctests(self, module):
     # Every docstring example of the package runs, public or private.
     result = doctest.testmod(
-        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+      module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
     self.assertEqual(result.failed, 0, module.__name__)
 
   def test_every_public_example_ran(self):
@@ -115,8 +144,10 @@ class ApiTest(parameterized.TestCase):
     for name, fn in _PUBLIC:
       self.assertIn(fn.__module__, swept, name)
       tests = doctest.DocTestFinder().find(sys.modules[fn.__module__])
-      self.assertTrue(any(t.name.endswith("." + name) and t.examples
-                          for t in tests), name)
+      self.assertTrue(
+        any(t.name.endswith("." + name) and t.examples for t in tests), name
+      )
+
 
 if __name__ == "__main__":
   absltest.main()
