@@ -3,6 +3,7 @@
 import doctest
 import importlib
 import inspect
+import pathlib
 import pkgutil
 import re
 import sys
@@ -128,6 +129,12 @@ class ApiTest(parameterized.TestCase):
         inspect.signature(pel_jax.pel_loss).return_annotation,
         name,
       )
+
+  def test_reference_lists_every_public_name(self):
+    # docs/api.rst groups the names by hand: a new public name must join it.
+    api = (pathlib.Path(__file__).parents[1] / "docs" / "api.rst").read_text()
+    listed = re.findall(r"^\.\. autofunction:: (\w+)$", api, re.MULTILINE)
+    self.assertCountEqual(listed, pel_jax.__all__)
 
   @parameterized.named_parameters(*_MODULES)
   def test_module_doctests(self, module):
