@@ -83,23 +83,32 @@ class ApiTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*_PUBLIC)
   def test_docstring_is_complete(self, fn):
+    # Functions: Args (every parameter, in order), Returns, Examples. Classes
+    # (e.g. a result NamedTuple): Attributes or Args for the fields, Examples.
     doc = inspect.getdoc(fn)
     sections = [
       line for line in doc.splitlines() if re.fullmatch(r"[A-Z][a-z]+:", line)
     ]
-    wanted = ["Args:", "Returns:", "Examples:"]
+    if inspect.isclass(fn):
+      fields = "Attributes:" if "Attributes:" in sections else "Args:"
+      wanted = [fields, "Examples:"]
+    else:
+      fields, wanted = "Args:", ["Args:", "Returns:", "Examples:"]
     self.assertEqual(
       [s for s in sections if s in wanted],
       wanted,
       msg=f"{fn.__name__}: sections {sections}",
     )
-    args = doc.split("\nArgs:\n")[1].split("\nReturns:\n")[0]
-    documented = re.findall(r"^  (\**\w+):", args, re.MULTILINE)
+    body = doc.split(f"\n{fields}\n")[1]
+    following = sections[sections.index(fields) + 1 :]
+    if following:
+      body = body.split(f"\n{following[0]}\n")[0]
+    documented = re.findall(r"^  (\**\w+):", body, re.MULTILINE)
     wanted = [
       ("**" if p.kind == inspect.Parameter.VAR_KEYWORD else "") + name
       for name, p in inspect.signature(fn).parameters.items()
     ]
-    self.assertEqual(documented, wanted, msg=f"{fn.__name__}: Args")
+    self.assertEqual(documented, wanted, msg=f"{fn.__name__}: {fields}")
     examples = doc.split("\nExamples:\n")[1]
     self.assertIn(">>> ", examples, msg=f"{fn.__name__}: no runnable example")
 
