@@ -203,6 +203,23 @@ def test_interrupt_then_resume_is_bit_exact(tmp_path, monkeypatch):
     assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 7))
 
 
+def test_reused_out_is_refused_or_moved_aside(tmp_path):
+  """A second run in the same --out must not leave the first run's model."""
+  out = tmp_path / "run"
+  train.train_and_evaluate(tiny(steps=2, figures=0), out, quiet=True)
+  first = saved_params(out)
+  with pytest.raises(train.OutputError, match="not empty.*--resume.*--overwrite"):
+    train.train_and_evaluate(tiny(steps=2, figures=0, seed=1), out, quiet=True)
+  assert main.main(["--out", str(out), "--steps", "1"]) == 2
+  train.train_and_evaluate(tiny(steps=2, figures=0, seed=1, overwrite=True),
+                           out, quiet=True)
+  new, moved = saved_params(out), saved_params(tmp_path / "run.previous-1")
+  assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
+  for k in first:
+    np.testing.assert_array_equal(moved[k], first[k], err_msg=k)
+  assert any((new[k] != first[k]).any() for k in first)
+
+
 def test_incompatible_and_corrupt_checkpoints(run_dir, tmp_path):
   model = train.make_model(tiny(width=8), 1)
   ckpts = checkpoint.Checkpoints(run_dir, create=False)

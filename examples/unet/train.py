@@ -77,6 +77,7 @@ class Config:
   eval_every: int = _opt(0, "validate every N steps (0: only at the end)")
   log_every: int = _opt(10, "progress and CSV row every N steps")
   resume: bool = _opt(False, "continue from the latest checkpoint in --out")
+  overwrite: bool = _opt(False, "start afresh in a non-empty --out: its old contents move to <out>.previous-<k>")
   init_from: str | None = _opt(None, "initialise the model from this checkpoint (phase-2 fine-tuning)")
   pmap: bool = _opt(False, "use jax.pmap over local devices instead of a jit-sharded step")
   figures: int = _opt(4, "validation examples to draw in figures/")
@@ -340,6 +341,49 @@ def _deferred_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
+class OutputError(ValueError):
+  """`--out` cannot take this run; the message says why and what to do."""
+
+
+def prepare_workdir(workdir: pathlib.Path, cfg: Config, main_host: bool,
+                    say=print) -> None:
+  """Refuses to mix a new run into an old one; with `overwrite`, moves it aside.
+
+  Checkpoints are saved per step and never replaced, so a new run in an old
+  folder would leave `predict`, `--init-from` and `--resume` loading the old
+  model while metrics.json describes the new one. Nothing is deleted: an
+  overwritten folder is renamed to the first free `<out>.previous-<k>`.
+  """
+  _barrier("pel_jax.unet.check_workdir")  # every host sees the folder unmoved
+  if workdir.exists() and not workdir.is_dir():
+    raise OutputError(f"--out {workdir}: exists and is not a directory")
+  used = workdir.is_dir() and any(workdir.iterdir())
+  if not used or cfg.resume:
+    if cfg.resume and used and not (workdir / "checkpoints").is_dir():
+      raise OutputError(f"--out {workdir}: --resume, but the folder holds no"
+                        " checkpoints/ (use another --out, or --overwrite)")
+    return
+  if not cfg.overwrite:
+    raise OutputError(
+        f"--out {workdir}: not empty (an earlier run?). Continue it with"
+        " --resume, start afresh with --overwrite (the old contents move to"
+        f" {workdir}.previous-<k>), or choose another --out")
+  if main_host:
+    k = 1
+    while workdir.with_name(f"{workdir.name}.previous-{k}").exists():
+      k += 1
+    aside = workdir.with_name(f"{workdir.name}.previous-{k}")
+    workdir.rename(aside)
+    say(f"--overwrite: moved the old contents of {workdir} to {aside}")
+  _barrier("pel_jax.unet.moved_workdir")  # the others wait for the move
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
 def _fg_iou(cm: np.ndarray) -> float:
   tp = np.diag(cm)[1:]
   denom = cm.sum(0)[1:] + cm.sum(1)[1:] - tp
@@ -357,6 +401,7 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
   workdir = pathlib.Path(workdir)
   main_host = jax.process_index() == 0
   say = (lambda *a: None) if quiet or not main_host else print
+  prepare_workdir(workdir, cfg, main_host, say)
 
   model = make_model(cfg, train_ds.in_channels, AXIS if cfg.pmap else None)
   optimizer = make_optimizer(cfg, model)
@@ -367,6 +412,8 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
   if cfg.resume and ckpts.latest_step() is not None:
     start = _load(ckpts, None, model, optimizer, model_meta)
     say(f"resumed from {ckpts.directory / str(start)}")
+  elif cfg.resume:
+    say(f"--resume: no checkpoint in {ckpts.directory} yet, starting at step 0")
   elif cfg.init_from:
     init = checkpoint.Checkpoints(cfg.init_from, create=False)
     _load(init, None, model, None, model_meta)
