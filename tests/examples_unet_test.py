@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import sys
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 import tifffile
 from flax import nnx
@@ -163,7 +165,7 @@ def test_two_processes_match_one_process(tmp_path):
                                          from_logits=True, batch=True)
   model = train.make_model(cfg, 1)
   optimizer = train.make_optimizer(cfg, model)
-  loss, _ = nnx.jit(train._update, static_argnames=("loss_fn", "num_classes"))(
+  loss, _, _ = nnx.jit(train._update, static_argnames=("loss_fn", "num_classes"))(
       model, optimizer, batch, loss_fn=train.make_loss(cfg), num_classes=2)
   want = {"param:" + k: v for k, v in params_of(model).items()}
   for i in range(2):
@@ -239,6 +241,57 @@ def test_incompatible_and_corrupt_checkpoints(run_dir, tmp_path):
       f.write_bytes(b"garbage")
   with pytest.raises(checkpoint.CheckpointError, match=f"{step_dir}: corrupt"):
     predict.load_model(broken)
+
+
+def _flip_a_saved_bit(run_dir) -> None:
+  """Rewrites the latest checkpoint's model arrays with one bit flipped.
+
+  The arrays are stored compressed, so the flip goes through Orbax: the
+  effect is what a flipped bit in the decompressed data would give.
+  """
+  step_dir = run_dir / "checkpoints" / str(
+      checkpoint.Checkpoints(run_dir, create=False).latest_step())
+  ckptr = ocp.StandardCheckpointer()
+  tree = ckptr.restore(step_dir / "model")
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  flat = np.array(leaves[0]).view(np.uint32).ravel()
+  flat[0] ^= 1 << 30  # an exponent bit: 0.05 becomes ~1.7e37
+  leaves[0] = flat.view(np.float32).reshape(np.shape(leaves[0]))
+  shutil.rmtree(step_dir / "model")
+  ckptr.save(step_dir / "model", jax.tree_util.tree_unflatten(treedef, leaves))
+  ckptr.wait_until_finished()
+
+
+def test_bit_flipped_checkpoint_is_refused(tmp_path):
+  out = tmp_path / "run"
+  cfg = tiny(steps=3, figures=0)
+  train.train_and_evaluate(cfg, out, quiet=True)
+  _flip_a_saved_bit(out)
+  with pytest.raises(checkpoint.CheckpointError, match="differ from their checksums"):
+    predict.load_model(out)
+  cfg.resume, cfg.steps = True, 6
+  with pytest.raises(checkpoint.CheckpointError, match="corrupt checkpoint"):
+    train.train_and_evaluate(cfg, out, quiet=True)
+
+
+def test_non_finite_loss_stops_without_saving(tmp_path, monkeypatch):
+  real = data.train_batch
+
+  def nan_from_step_4(ds, seed, step, *args):
+    batch = real(ds, seed, step, *args)
+    if step >= 4:
+      batch["image"] = np.full_like(batch["image"], np.nan)
+    return batch
+
+  monkeypatch.setattr(data, "train_batch", nan_from_step_4)
+  out = tmp_path / "run"
+  with pytest.raises(train.Diverged, match="step 5.*latest: step 3"):
+    train.train_and_evaluate(tiny(steps=9, figures=0, ckpt_every=3,
+                                  log_every=3), out, quiet=True)
+  ckpts = checkpoint.Checkpoints(out, create=False)
+  assert ckpts.manager.all_steps() == [3]
+  assert all(np.isfinite(v).all() for v in saved_params(out).values())
+  assert not (out / "metrics.json").exists()
 
 
 # -------------------------------------------------------------- folder data

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     run = lambda: train.train_and_evaluate(cfg, args.out)
   try:
     run()
-  except (data.DataError, checkpoint.CheckpointError, ValueError) as e:
+  except (data.DataError, checkpoint.CheckpointError, train.Diverged,
+          ValueError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

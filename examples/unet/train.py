@@ -164,7 +164,7 @@ def make_optimizer(cfg: Config, model: nnx.Module) -> nnx.Optimizer:
 
 
 def _update(model, optimizer, batch, loss_fn, num_classes, axis_name=None):
-  """One optimizer step in place; returns (loss, confusion matrix)."""
+  """One optimizer step in place; returns (loss, confusion matrix, grad norm)."""
 
   def objective(model):
     logits = model(batch["image"])
@@ -180,7 +180,7 @@ def _update(model, optimizer, batch, loss_fn, num_classes, axis_name=None):
     grads = lax.psum(grads, axis_name)
     cm = lax.psum(cm, axis_name)
   optimizer.update(model, grads)
-  return loss, cm
+  return loss, cm, optax.tree.norm(grads)
 
 
 class Stepper:
@@ -216,15 +216,15 @@ class Stepper:
     return jax.make_array_from_process_local_data(self.replicated,
                                                   np.asarray(x))
 
-  def __call__(self, local_batch: dict) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, local_batch: dict) -> tuple[jax.Array, ...]:
     if not self.pmap:
       batch = {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
                for k, v in local_batch.items()}
       return self._step(self.model, self.optimizer, batch)
     batch = {k: v.reshape(self.n, -1, *v.shape[1:])
              for k, v in local_batch.items()}
-    self.state, (loss, cm) = self._pstep(self.state, batch)
-    return loss[0], cm[0]
+    self.state, out = self._pstep(self.state, batch)
+    return tuple(x[0] for x in out)
 
   def sync(self) -> None:
     if self.pmap:
@@ -341,6 +341,10 @@ def _deferred_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
+class Diverged(RuntimeError):
+  """The loss or gradient became NaN/inf; nothing after it was saved."""
+
+
 class OutputError(ValueError):
   """`--out` cannot take this run; the message says why and what to do."""
 
@@ -425,7 +429,23 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
   local = cfg.batch_size // nproc
   part = slice(pid * local, (pid + 1) * local)
 
+  pending: list[tuple[int, jax.Array, jax.Array]] = []  # (step, loss, |grad|)
+
+  def check_finite():
+    """Raises Diverged at the first NaN/inf loss or gradient since the last check."""
+    for done, loss, gnorm in pending:
+      if not (np.isfinite(to_host(loss)) and np.isfinite(to_host(gnorm))):
+        latest = ckpts.latest_step()
+        raise Diverged(
+            f"non-finite loss or gradient at step {done}: stopped without"
+            " saving. " + (f"The checkpoints in {ckpts.directory} (latest:"
+                           f" step {latest}) are kept." if latest is not None
+                           else "No checkpoint was written.")
+            + " Lower --lr, or check the data and --init-from.")
+    pending.clear()
+
   def save(step):
+    check_finite()  # a diverged state never replaces or prunes a good one
     stepper.sync()
     ckpts.save(step, nnx.state(model), nnx.state(optimizer),
                {"step": step, "seed": cfg.seed, "model": model_meta,
@@ -443,11 +463,13 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
       for step in range(start, cfg.steps):
         batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
                                  part)
-        loss, cm = stepper(batch)
+        loss, cm, gnorm = stepper(batch)
         window_cm = window_cm + cm
         ticks += 1
         done = step + 1
+        pending.append((done, loss, gnorm))
         if done % cfg.log_every == 0 or done == cfg.steps:
+          check_finite()
           loss, window_cm = float(to_host(loss)), to_host(window_cm)
           rate = ticks / (time.time() - tick)
           rows.append({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
@@ -466,7 +488,14 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
           raise KeyboardInterrupt
   except KeyboardInterrupt:
     say(f"\ninterrupted: saving step {step} to {ckpts.directory}")
-    save(step)
+    try:
+      save(step)
+    finally:
+      ckpts.close()
+      if main_host:
+        _write_curve(curve_path, rows)
+    raise
+  except Diverged:
     ckpts.close()
     if main_host:
       _write_curve(curve_path, rows)
