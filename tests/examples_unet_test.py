@@ -204,6 +204,11 @@ def test_interrupt_then_resume_is_bit_exact(tmp_path, monkeypatch):
   with (tmp_path / "resumed/train_curve.csv").open() as f:
     assert [int(r["step"]) for r in csv.DictReader(f)] == list(range(1, 7))
 
+  cfg.steps = 4  # below the latest checkpoint (6): refused, nothing replaced
+  with pytest.raises(ValueError, match="already at step 6"):
+    train.train_and_evaluate(cfg, tmp_path / "resumed", quiet=True)
+  assert checkpoint.Checkpoints(tmp_path / "resumed").manager.all_steps()[-1] == 6
+
 
 def test_reused_out_is_refused_or_moved_aside(tmp_path):
   """A second run in the same --out must not leave the first run's model."""

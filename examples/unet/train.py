@@ -413,6 +413,13 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
   model_meta = {k: getattr(cfg, k) for k in MODEL_KEYS}
   model_meta["in_channels"] = train_ds.in_channels
   start = 0
+  if cfg.resume and (ckpts.latest_step() or 0) > cfg.steps:
+    # The loop would not run and the later model would be saved as step S.
+    raise ValueError(
+        f"--resume --steps {cfg.steps}: the latest checkpoint in"
+        f" {ckpts.directory} is already at step {ckpts.latest_step()}. Keep"
+        " the run's --steps (it sets the learning-rate schedule), or use"
+        " --init-from with a new --out to train a copy for fewer steps")
   if cfg.resume and ckpts.latest_step() is not None:
     start = _load(ckpts, None, model, optimizer, model_meta)
     say(f"resumed from {ckpts.directory / str(start)}")
