@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -208,6 +209,75 @@ def test_interrupt_then_resume_is_bit_exact(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="already at step 6"):
     train.train_and_evaluate(cfg, tmp_path / "resumed", quiet=True)
   assert checkpoint.Checkpoints(tmp_path / "resumed").manager.all_steps()[-1] == 6
+
+
+def _curve_steps(run_dir) -> list[int]:
+  with (run_dir / "train_curve.csv").open() as f:
+    return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_curve_rows_survive_a_hard_kill(tmp_path, monkeypatch):
+  """kill -9: no handler runs; the CSV must already hold the rows so far."""
+  real = data.train_batch
+
+  def killed_at_5(ds, seed, step, *args):
+    if step == 5:
+      raise SystemExit("killed")  # not KeyboardInterrupt: nothing is saved
+    return real(ds, seed, step, *args)
+
+  monkeypatch.setattr(data, "train_batch", killed_at_5)
+  cfg = tiny(figures=0, ckpt_every=3)
+  with pytest.raises(SystemExit):
+    train.train_and_evaluate(cfg, tmp_path, quiet=True)
+  assert _curve_steps(tmp_path) == [1, 2, 3, 4, 5]
+  monkeypatch.setattr(data, "train_batch", real)
+  cfg.resume = True
+  train.train_and_evaluate(cfg, tmp_path, quiet=True)
+  assert _curve_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.fixture
+def sigterm_not_fatal():
+  """Old behaviour would kill pytest: make an unhandled SIGTERM an error."""
+  def fail(signum, frame):
+    raise RuntimeError("SIGTERM reached the default handler")
+  previous = signal.signal(signal.SIGTERM, fail)
+  yield
+  signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_saves_like_ctrl_c(tmp_path, monkeypatch, sigterm_not_fatal):
+  real = data.train_batch
+
+  def term_at_2(ds, seed, step, *args):
+    if step == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(ds, seed, step, *args)
+
+  monkeypatch.setattr(data, "train_batch", term_at_2)
+  with pytest.raises(train.Interrupted) as got:
+    train.train_and_evaluate(tiny(figures=0, ckpt_every=100), tmp_path,
+                             quiet=True)
+  assert got.value.signum == signal.SIGTERM
+  assert checkpoint.Checkpoints(tmp_path).latest_step() == 3  # step 2 finished
+  assert _curve_steps(tmp_path) == [1, 2, 3]
+
+
+def test_ctrl_c_during_start_up(tmp_path, monkeypatch, capsys):
+  real = data.synthetic
+
+  def interrupted_while_loading(*args, **kw):
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kw)
+
+  monkeypatch.setattr(data, "synthetic", interrupted_while_loading)
+  out = tmp_path / "out"
+  assert main.main(["--out", str(out), "--image-size", "16", "--num-train",
+                    "8", "--depth", "1"]) == 130
+  got = capsys.readouterr()
+  assert "preparing data" in got.out
+  assert "nothing was saved" in got.err and "--resume" not in got.err
+  assert not out.exists()
 
 
 def test_reused_out_is_refused_or_moved_aside(tmp_path):

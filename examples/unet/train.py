@@ -315,30 +315,45 @@ def _progress(step, total, loss, iou, rate):
   sys.stdout.flush()
 
 
-@contextlib.contextmanager
-def _deferred_sigint():
-  """Turns Ctrl-C into a flag checked between steps.
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C or SIGTERM; `checkpoint` is the saved step's folder, or None."""
 
-  A KeyboardInterrupt raised inside JAX dispatch or compilation can leave the
-  runtime unable to shut down cleanly; stopping at a step boundary makes the
-  checkpoint and exit clean. A second Ctrl-C interrupts at once.
+  def __init__(self, signum: int, checkpoint: pathlib.Path | None = None):
+    super().__init__(signal.Signals(signum).name)
+    self.signum, self.checkpoint = signum, checkpoint
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _deferred_stop():
+  """Turns Ctrl-C and SIGTERM into a flag (the signal number) checked later.
+
+  A KeyboardInterrupt raised inside JAX dispatch or compilation can crash the
+  runtime (a segfault at start-up); stopping at a step boundary makes the
+  checkpoint and exit clean. A second signal acts at once.
   """
-  flag: list[bool] = []
+  flag: list[int] = []
   if threading.current_thread() is not threading.main_thread():
     yield flag
     return
-  previous = signal.getsignal(signal.SIGINT)
+  previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
   def handler(signum, frame):
-    del signum, frame
-    flag.append(True)
-    signal.signal(signal.SIGINT, previous)
+    del frame
+    flag.append(signum)
+    print(f"\n{signal.Signals(signum).name}: stopping at the next step"
+          " boundary (send it again to stop at once)", file=sys.stderr)
+    signal.signal(signum, previous[signum])
 
-  signal.signal(signal.SIGINT, handler)
+  for s in STOP_SIGNALS:
+    signal.signal(s, handler)
   try:
     yield flag
   finally:
-    signal.signal(signal.SIGINT, previous)
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 class Diverged(RuntimeError):
@@ -396,15 +411,27 @@ def _fg_iou(cm: np.ndarray) -> float:
 
 def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
                        quiet: bool = False) -> dict:
-  """Trains, checkpoints, evaluates and writes `workdir`; returns metrics.json."""
+  """Trains, checkpoints, evaluates and writes `workdir`; returns metrics.json.
+
+  Ctrl-C or SIGTERM stops at the next step boundary, saves that step and
+  raises `Interrupted` (before training starts: nothing is saved).
+  """
+  with _deferred_stop() as stop:  # first, so start-up is covered too
+    return _train_and_evaluate(cfg, pathlib.Path(workdir), quiet, stop)
+
+
+def _train_and_evaluate(cfg: Config, workdir: pathlib.Path, quiet: bool,
+                        stop: list[int]) -> dict:
   t0 = time.time()
   if cfg.batch_size % jax.device_count():
     raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the"
                      f" {jax.device_count()} devices")
-  train_ds, val_ds, patch = load_data(cfg)  # validates data before writing
-  workdir = pathlib.Path(workdir)
   main_host = jax.process_index() == 0
-  say = (lambda *a: None) if quiet or not main_host else print
+  say = (lambda *a, **k: None) if quiet or not main_host else print
+  say("preparing data (reading and checking every file) ...", flush=True)
+  train_ds, val_ds, patch = load_data(cfg)  # validates data before writing
+  if stop:
+    raise Interrupted(stop[0])
   prepare_workdir(workdir, cfg, main_host, say)
 
   model = make_model(cfg, train_ds.in_channels, AXIS if cfg.pmap else None)
@@ -458,54 +485,53 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
                {"step": step, "seed": cfg.seed, "model": model_meta,
                 "config": dataclasses.asdict(cfg)})
 
-  curve_path = workdir / "train_curve.csv"
-  rows = _read_curve(curve_path, start) if main_host else []
+  if stop:
+    raise Interrupted(stop[0])
+  curve = _Curve(workdir / "train_curve.csv", start, main_host)
   say(f"training {cfg.steps} steps on {jax.device_count()} device(s)"
       f" ({'pmap' if cfg.pmap else 'jit + Mesh'}), {len(train_ds.images)}"
       f" train / {len(val_ds.images)} val images, patch {patch}, loss"
       f" {cfg.loss}")
   step, window_cm, tick, ticks = start, 0, time.time(), 0
   try:
-    with _deferred_sigint() as stop:
-      for step in range(start, cfg.steps):
-        batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
-                                 part)
-        loss, cm, gnorm = stepper(batch)
-        window_cm = window_cm + cm
-        ticks += 1
-        done = step + 1
-        pending.append((done, loss, gnorm))
-        if done % cfg.log_every == 0 or done == cfg.steps:
-          check_finite()
-          loss, window_cm = float(to_host(loss)), to_host(window_cm)
-          rate = ticks / (time.time() - tick)
-          rows.append({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
-                       "steps_per_s": rate, "time_s": time.time() - t0})
-          if not quiet and main_host:
-            _progress(done, cfg.steps, loss, rows[-1]["train_iou"], rate)
-          window_cm, tick, ticks = 0, time.time(), 0
-        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-          stepper.sync()
-          summary, _ = evaluate(model, val_ds, cfg.depth, put)
-          say(f"\n  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
-        if done % cfg.ckpt_every == 0 and done < cfg.steps:
-          save(done)
-        step = done
-        if stop:  # Ctrl-C: stop at this step boundary
-          raise KeyboardInterrupt
-  except KeyboardInterrupt:
+    for step in range(start, cfg.steps):
+      batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
+                               part)
+      loss, cm, gnorm = stepper(batch)
+      window_cm = window_cm + cm
+      ticks += 1
+      done = step + 1
+      pending.append((done, loss, gnorm))
+      if done % cfg.log_every == 0 or done == cfg.steps:
+        check_finite()
+        loss, window_cm = float(to_host(loss)), to_host(window_cm)
+        rate = ticks / (time.time() - tick)
+        curve.add({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
+                   "steps_per_s": rate, "time_s": time.time() - t0})
+        if not quiet and main_host:
+          _progress(done, cfg.steps, loss, curve.rows[-1]["train_iou"], rate)
+        window_cm, tick, ticks = 0, time.time(), 0
+      if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+        stepper.sync()
+        summary, _ = evaluate(model, val_ds, cfg.depth, put)
+        say(f"\n  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
+      if done % cfg.ckpt_every == 0 and done < cfg.steps:
+        save(done)
+      step = done
+      if stop:  # Ctrl-C / SIGTERM: stop at this step boundary
+        raise Interrupted(stop[0])
+  except KeyboardInterrupt as e:
     say(f"\ninterrupted: saving step {step} to {ckpts.directory}")
     try:
       save(step)
     finally:
       ckpts.close()
-      if main_host:
-        _write_curve(curve_path, rows)
-    raise
+      curve.close()
+    raise Interrupted(getattr(e, "signum", signal.SIGINT),
+                      ckpts.directory / str(step)) from e
   except Diverged:
     ckpts.close()
-    if main_host:
-      _write_curve(curve_path, rows)
+    curve.close()
     raise
   say("")
   save(cfg.steps)
@@ -519,12 +545,12 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
             "steps": cfg.steps, "wall_time_s": time.time() - t0,
             "devices": jax.device_count(), "processes": nproc,
             "loss": cfg.loss, "config": dataclasses.asdict(cfg)}
+  curve.close()
   if main_host:
-    _write_curve(curve_path, rows)
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
     from . import figures  # pylint: disable=import-outside-toplevel
     figures.samples(workdir / "figures", val_ds, logits, cfg)
-    figures.curve(workdir / "figures" / "train_curve.png", rows)
+    figures.curve(workdir / "figures" / "train_curve.png", curve.rows)
   say(metrics.table(summary))
   say(f"val IoU {summary['val_iou']:.4f}  Dice {summary['val_dice']:.4f}  BF1"
       f" {summary['val_bf1']:.4f}  ({time.time() - t0:.0f} s) -> {workdir}")
@@ -551,17 +577,38 @@ def _load(ckpts, step, model, optimizer, model_meta) -> int:
   return step
 
 
-def _read_curve(path: pathlib.Path, start: int) -> list[dict]:
-  if start == 0 or not path.exists():
-    return []
-  with path.open() as f:
-    return [{k: int(v) if k == "step" else float(v) for k, v in r.items()}
-            for r in csv.DictReader(f) if int(r["step"]) <= start]
+class _Curve:
+  """train_curve.csv, one row appended and flushed per log step.
 
+  A run killed with no chance to clean up (kill -9) keeps every row written;
+  a resumed run first drops the rows after its checkpoint, which it redoes.
+  """
 
-def _write_curve(path: pathlib.Path, rows: list[dict]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("w", newline="") as f:
-    w = csv.DictWriter(f, ["step", "loss", "train_iou", "steps_per_s", "time_s"])
-    w.writeheader()
-    w.writerows(rows)
+  FIELDS = ("step", "loss", "train_iou", "steps_per_s", "time_s")
+
+  def __init__(self, path: pathlib.Path, start: int, active: bool):
+    self.rows: list[dict] = []
+    self.file = None
+    if not active:
+      return
+    if start and path.exists():
+      with path.open() as f:
+        self.rows = [{k: int(v) if k == "step" else float(v)
+                      for k, v in r.items()}
+                     for r in csv.DictReader(f) if int(r["step"]) <= start]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    self.file = path.open("w", newline="")
+    self.writer = csv.DictWriter(self.file, self.FIELDS)
+    self.writer.writeheader()
+    self.writer.writerows(self.rows)
+    self.file.flush()
+
+  def add(self, row: dict) -> None:
+    self.rows.append(row)
+    if self.file is not None:
+      self.writer.writerow(row)
+      self.file.flush()
+
+  def close(self) -> None:
+    if self.file is not None:
+      self.file.close()
