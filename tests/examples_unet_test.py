@@ -55,6 +55,9 @@ def test_parse_loss():
   assert train.parse_loss("pel+0.5*ce") == ((1.0, "pel"), (0.5, "ce"))
   with pytest.raises(ValueError, match="bad --loss term 'focal'"):
     train.parse_loss("dice+focal")
+  for bad in ("-1*pel+ce", "1e999*dice", "nan*ce", "0*ce", "1.2.3*pel"):
+    with pytest.raises(ValueError, match="finite number > 0"):
+      train.parse_loss(bad)
 
 
 def test_synthetic_is_deterministic_and_imbalanced():
@@ -418,6 +421,13 @@ def _bad(tmp_path, case):
     for f in (root / "images").iterdir():
       f.unlink()
     return root, "images: no PNG or TIFF images"
+  if case == "negative_label":
+    _write_pair(root, "neg", img, np.full((16, 16), -1, np.int16), ".tif")
+    return root, "masks/neg.tif: negative mask value -1"
+  if case == "duplicate_stem":
+    _write_pair(root, "twice", img, img)
+    tifffile.imwrite(root / "images/twice.tif", img)
+    return root, "images/twice.png and twice.tif: two files with the same name"
   if case == "label_too_large":
     _write_pair(root, "hot", img, np.full((16, 16), 5, np.uint8))
     return root, "masks/hot.png: mask value 5 >= num_classes = 2"
@@ -425,7 +435,8 @@ def _bad(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["missing_mask", "size_mismatch", "unreadable",
-                                  "empty", "label_too_large"])
+                                  "empty", "label_too_large", "negative_label",
+                                  "duplicate_stem"])
 def test_bad_data_names_the_file(tmp_path, case):
   root, message = _bad(tmp_path, case)
   with pytest.raises(data.DataError, match=message):
@@ -438,6 +449,49 @@ def test_bad_data_stops_cli_before_writing(tmp_path, capsys):
   assert main.main(["--data", str(root), "--out", str(out)]) == 2
   assert message in capsys.readouterr().err
   assert not out.exists()
+
+
+def test_tiny_image_is_named(tmp_path):
+  root = tmp_path / "data"
+  _write_pair(root, "big", np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8))
+  _write_pair(root, "tiny", np.zeros((3, 40), np.uint8), np.zeros((3, 40), np.uint8))
+  cfg = train.get_config(data=str(root), val_data=str(root), depth=2)
+  with pytest.raises(data.DataError, match=r"images/tiny.png: image size \(3, 40\)"):
+    train.load_data(cfg)
+  cfg.patch_size = 16
+  with pytest.raises(data.DataError, match=r"images/tiny.png: image size \(3, 40\)"):
+    train.load_data(cfg)
+
+
+def test_alpha_and_float_images(tmp_path):
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 256, (8, 8), np.uint8)
+  la = np.stack([gray, np.full_like(gray, 7)], -1)
+  unit = rng.random((8, 8)).astype(np.float32)  # within [0, 1]: kept
+  raw = rng.uniform(-50, 4000, (8, 8)).astype(np.float32)  # else min-max
+  mask = np.zeros((8, 8), np.uint8)
+  Image.fromarray(la, "LA").save(tmp_path / "la.png")
+  tifffile.imwrite(tmp_path / "unit.tif", unit)
+  tifffile.imwrite(tmp_path / "raw.tif", raw)
+  got = {p.stem: data.to_float(data.read_image(p), p) for p in tmp_path.iterdir()}
+  np.testing.assert_allclose(got["la"][..., 0], gray / 255, rtol=1e-6)
+  assert got["la"].shape == (8, 8, 1)
+  np.testing.assert_array_equal(got["unit"][..., 0], unit)
+  want = (raw.astype(np.float64) - raw.min()) / (raw.max() - raw.min())
+  np.testing.assert_allclose(got["raw"][..., 0], want, rtol=1e-6, atol=1e-7)
+  raw[2, 3] = np.nan
+  with pytest.raises(data.DataError, match="raw.tif: NaN or infinite"):
+    data.to_float(raw, tmp_path / "raw.tif")
+  _write_pair(tmp_path / "set", "a", la, mask)
+  assert data.load_folder(tmp_path / "set", 2).in_channels == 1
+
+
+def test_unwritable_out_is_a_clear_error(tmp_path, capsys):
+  (tmp_path / "file").write_text("not a folder")
+  out = tmp_path / "file" / "run"
+  assert main.main(["--out", str(out), "--image-size", "16", "--depth", "1",
+                    "--num-train", "8", "--num-val", "2"]) == 2
+  assert f"--out {out}: cannot write there" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["examples/unet/main.py"],

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import pathlib
 import contextlib
 import re
@@ -92,11 +93,18 @@ def parse_loss(spec: str) -> tuple[tuple[float, str], ...]:
   """'pel+0.5*ce' -> ((1.0, 'pel'), (0.5, 'ce'))."""
   terms = []
   for term in spec.replace(" ", "").split("+"):
-    m = re.fullmatch(r"(?:([0-9.eE-]+)\*)?(dice|jaccard|tversky|pel|ce)", term)
+    m = re.fullmatch(r"(?:([^*]+)\*)?(dice|jaccard|tversky|pel|ce)", term)
     if not m:
       raise ValueError(f"bad --loss term {term!r} in {spec!r}: use dice,"
                        " jaccard, tversky, pel, ce, optionally 'w*' weighted")
-    terms.append((float(m.group(1) or 1.0), m.group(2)))
+    try:
+      weight = float(m.group(1) or 1.0)
+    except ValueError:
+      weight = math.nan
+    if not (math.isfinite(weight) and weight > 0):
+      raise ValueError(f"bad --loss weight {m.group(1)!r} in {spec!r}: a"
+                       " weight must be a finite number > 0")
+    terms.append((weight, m.group(2)))
   return tuple(terms)
 
 
@@ -294,9 +302,15 @@ def load_data(cfg: Config) -> tuple[data.Dataset, data.Dataset, int]:
                            f" the training images have {train.in_channels}")
   patch = cfg.patch_size
   if patch is None:
-    smallest = min(min(im.shape[:2]) for im in train.images)
-    patch = cfg.image_size if cfg.data is None else min(128, smallest)
+    sides = [min(im.shape[:2]) for im in train.images]
+    patch = cfg.image_size if cfg.data is None else min(128, min(sides))
     patch -= patch % 2**cfg.depth
+    if patch <= 0:
+      i = int(np.argmin(sides))
+      raise data.DataError(
+          f"{train.source(i)}: image size {train.images[i].shape[:2]} is"
+          f" smaller than 2**depth = {2**cfg.depth}, the smallest training"
+          " patch (remove the image, or lower --depth)")
   if patch % 2**cfg.depth or patch <= 0:
     raise ValueError(f"--patch-size {patch} must be a positive multiple of"
                      f" 2**depth = {2**cfg.depth}")
@@ -381,6 +395,7 @@ def prepare_workdir(workdir: pathlib.Path, cfg: Config, main_host: bool,
     if cfg.resume and used and not (workdir / "checkpoints").is_dir():
       raise OutputError(f"--out {workdir}: --resume, but the folder holds no"
                         " checkpoints/ (use another --out, or --overwrite)")
+    _check_writable(workdir)
     return
   if not cfg.overwrite:
     raise OutputError(
@@ -395,6 +410,18 @@ def prepare_workdir(workdir: pathlib.Path, cfg: Config, main_host: bool,
     workdir.rename(aside)
     say(f"--overwrite: moved the old contents of {workdir} to {aside}")
   _barrier("pel_jax.unet.moved_workdir")  # the others wait for the move
+  _check_writable(workdir)
+
+
+def _check_writable(workdir: pathlib.Path) -> None:
+  probe = workdir / f".write_test_{jax.process_index()}"
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as e:
+    raise OutputError(f"--out {workdir}: cannot write there ({e.strerror or e});"
+                      " choose another --out") from e
 
 
 def _barrier(name: str) -> None:
