@@ -93,6 +93,34 @@ def test_few_steps_lower_loss_and_write_outputs(run_dir):
   assert checkpoint.Checkpoints(run_dir, create=False).latest_step() == 8
 
 
+def test_progress_is_plain_lines_in_a_log(tmp_path, capsys):
+  train.train_and_evaluate(tiny(steps=2, figures=0), tmp_path)
+  out = capsys.readouterr().out
+  assert "\r" not in out
+  lines = out.splitlines()
+  assert [l.split("|")[0] for l in lines if l.startswith("step")] == [
+      "step      1/2 ", "step      2/2 "]
+
+
+@pytest.mark.parametrize("size", [16, pytest.param(600, marks=pytest.mark.slow)])
+def test_sample_figure_weight_maps_share_a_labelled_scale(size):
+  from examples.unet import figures  # pylint: disable=import-outside-toplevel
+  ds = data.synthetic(0, 1, size, 2)
+  logits = np.random.default_rng(0).normal(size=(size, size, 2)).astype(np.float32)
+  fig = figures.sample_figure(ds.images[0], ds.masks[0], logits, tiny(), 2)
+  shown = {ax.get_title().split(",")[0]: ax.images[0] for ax in fig.axes
+           if ax.images and ax.get_title()}
+  pel, dice = shown["PEL weight (n=3)"], shown["Dice weight"]
+  assert pel.norm is dice.norm  # one colour scale for both maps
+  np.testing.assert_allclose(pel.norm.vmax, max(pel.get_array().max(),
+                                                dice.get_array().max()))
+  labels = [ax.get_ylabel() for ax in fig.axes]
+  assert figures.WEIGHT_LABEL in labels
+  panel_px = fig.get_size_inches()[0] * 100 / (6 if size == 16 else 3)
+  assert panel_px >= (250 if size == 16 else 600)  # grows with the image
+  figures.plt.close(fig)
+
+
 def test_predict_folder(run_dir, tmp_path):
   rng = np.random.default_rng(0)
   (tmp_path / "in").mkdir()
@@ -102,6 +130,16 @@ def test_predict_folder(run_dir, tmp_path):
                     str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 0
   a, b = (np.asarray(Image.open(tmp_path / f"out/{n}.png")) for n in "ab")
   assert a.shape == (40, 52) and b.shape == (20, 24) and a.max() <= 1
+  # Visible: a palette PNG whose values are the ids, shown black and white.
+  with Image.open(tmp_path / "out/a.png") as im:
+    assert im.mode == "P"
+    rgb = np.asarray(im.convert("RGB"))
+  np.testing.assert_array_equal(rgb, np.repeat(255 * a[..., None], 3, -1))
+  np.testing.assert_array_equal(data.read_image(tmp_path / "out/a.png"), a)
+  ids = np.arange(5, dtype=np.uint8).reshape(1, 5)
+  colours = np.asarray(predict.mask_image(ids, 5).convert("RGB"))[0]
+  assert (colours[0] == 0).all() and len({tuple(c) for c in colours}) == 5
+  assert (colours[1:].max(-1) == 255).all()  # every class bright
 
 
 # ------------------------------------------------------------ data parallel

@@ -322,11 +322,22 @@ def load_data(cfg: Config) -> tuple[data.Dataset, data.Dataset, int]:
 MODEL_KEYS = ("classes", "width", "depth", "norm")
 
 
+def _on_terminal() -> bool:
+  return sys.stdout.isatty()
+
+
 def _progress(step, total, loss, iou, rate):
+  """One progress bar redrawn in place on a terminal; plain lines in a log."""
   filled = int(30 * step / total)
-  sys.stdout.write(f"\rstep {step:>6}/{total} |{'#' * filled}{'.' * (30 - filled)}|"
-                   f" loss {loss:8.4f}  iou {iou:.3f}  {rate:6.2f} steps/s")
+  line = (f"step {step:>6}/{total} |{'#' * filled}{'.' * (30 - filled)}|"
+          f" loss {loss:8.4f}  iou {iou:.3f}  {rate:6.2f} steps/s")
+  sys.stdout.write(f"\r{line}" if _on_terminal() else f"{line}\n")
   sys.stdout.flush()
+
+
+def _end_line() -> str:
+  """What ends a progress bar before other output ('' in a log file)."""
+  return "\n" if _on_terminal() else ""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -541,14 +552,14 @@ def _train_and_evaluate(cfg: Config, workdir: pathlib.Path, quiet: bool,
       if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
         stepper.sync()
         summary, _ = evaluate(model, val_ds, cfg.depth, put)
-        say(f"\n  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
+        say(f"{_end_line()}  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
       if done % cfg.ckpt_every == 0 and done < cfg.steps:
         save(done)
       step = done
       if stop:  # Ctrl-C / SIGTERM: stop at this step boundary
         raise Interrupted(stop[0])
   except KeyboardInterrupt as e:
-    say(f"\ninterrupted: saving step {step} to {ckpts.directory}")
+    say(f"{_end_line()}interrupted: saving step {step} to {ckpts.directory}")
     try:
       save(step)
     finally:
@@ -560,7 +571,7 @@ def _train_and_evaluate(cfg: Config, workdir: pathlib.Path, quiet: bool,
     ckpts.close()
     curve.close()
     raise
-  say("")
+  say(_end_line(), end="")
   save(cfg.steps)
   ckpts.close()
   stepper.sync()
