@@ -19,32 +19,33 @@ import tifffile
 from flax import nnx
 from PIL import Image
 
-from examples.unet import checkpoint, data, main, predict, train
+from examples.unet import (checkpoint, configs, data, inference, interrupts,
+                           losses, main, models, predict, rundir, train)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def tiny(**overrides) -> train.Config:
+def tiny(**overrides) -> configs.Config:
   """A config that trains in seconds: 16 px images, a 1-level width-4 UNet."""
   kw = dict(image_size=16, num_train=8, num_val=4, width=4, depth=1,
             batch_size=8, steps=6, warmup=0, lr=1e-2, log_every=1,
             ckpt_every=3, figures=1)
-  return train.get_config(**{**kw, **overrides})
+  return configs.get_config(**{**kw, **overrides})
 
 
 def params_of(model) -> dict[str, np.ndarray]:
   leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
-  return {jax.tree_util.keystr(k): train.to_host(v) for k, v in leaves}
+  return {jax.tree_util.keystr(k): inference.to_host(v) for k, v in leaves}
 
 
 def saved_params(run_dir) -> dict[str, np.ndarray]:
-  return params_of(predict.load_model(run_dir)[0])
+  return params_of(checkpoint.load_model(run_dir)[0])
 
 
 # ---------------------------------------------------------------- basic parts
 def test_model_shapes_and_mixed_precision():
   cfg = tiny(bf16=True)
-  model = train.make_model(cfg, in_channels=3)
+  model = models.make_model(cfg, in_channels=3)
   out = jax.eval_shape(model, jax.ShapeDtypeStruct((2, 16, 16, 3), np.float32))
   assert out.shape == (2, 16, 16, 2) and out.dtype == np.float32
   assert model.down[0].conv1.dtype == jax.numpy.bfloat16  # bf16 compute
@@ -52,12 +53,12 @@ def test_model_shapes_and_mixed_precision():
 
 
 def test_parse_loss():
-  assert train.parse_loss("pel+0.5*ce") == ((1.0, "pel"), (0.5, "ce"))
+  assert losses.parse_loss("pel+0.5*ce") == ((1.0, "pel"), (0.5, "ce"))
   with pytest.raises(ValueError, match="bad --loss term 'focal'"):
-    train.parse_loss("dice+focal")
+    losses.parse_loss("dice+focal")
   for bad in ("-1*pel+ce", "1e999*dice", "nan*ce", "0*ce", "1.2.3*pel"):
     with pytest.raises(ValueError, match="finite number > 0"):
-      train.parse_loss(bad)
+      losses.parse_loss(bad)
 
 
 def test_synthetic_is_deterministic_and_imbalanced():
@@ -143,35 +144,33 @@ def test_predict_folder(run_dir, tmp_path):
 
 
 # ------------------------------------------------------------ data parallel
-def _one_step(use_pmap: bool | None, loss: str):
-  """Params after one SGD step: None = one device, else 8 devices."""
+def _one_step(sharded: bool, loss: str):
+  """Params after one SGD step: on one device, or jit-sharded over 8."""
   cfg = tiny(loss=loss)
   ds = data.synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
   batch = data.train_batch(ds, cfg.seed, 0, cfg.batch_size, 16)
-  model = train.make_model(cfg, 1, "data" if use_pmap else None)
+  model = models.make_model(cfg, 1)
   # plain SGD: the updated params differ exactly as the gradients do
   optimizer = nnx.Optimizer(model, optax.sgd(1.0), wrt=nnx.Param)
-  loss_fn = train.make_loss(cfg)
-  if use_pmap is None:
-    with jax.default_device(jax.devices()[0]):
-      nnx.jit(train._update, static_argnames=("loss_fn", "num_classes"))(
-          model, optimizer, batch, loss_fn=loss_fn, num_classes=2)
+  loss_fn = losses.make_loss(cfg)
+  if sharded:
+    parallel = train.DataParallel(loss_fn, cfg.classes)
+    parallel.replicate(model, optimizer)
+    parallel.step(model, optimizer, batch)
   else:
-    stepper = train.Stepper(model, optimizer, loss_fn, cfg, use_pmap)
-    stepper(batch)
-    stepper.sync()
+    with jax.default_device(jax.devices()[0]):
+      nnx.jit(train.train_step, static_argnames=("loss_fn", "num_classes"))(
+          model, optimizer, batch, loss_fn=loss_fn, num_classes=2)
   return params_of(model)
 
 
 @pytest.mark.parametrize("loss", ["pel+ce"])
 def test_data_parallel_step_matches_one_device(loss):
   assert jax.device_count() == 8
-  reference = _one_step(None, loss)
-  for use_pmap in (False, True):
-    got = _one_step(use_pmap, loss)
-    for k in reference:
-      np.testing.assert_allclose(got[k], reference[k], rtol=1e-5, atol=1e-6,
-                                 err_msg=f"pmap={use_pmap} {k}")
+  reference, got = _one_step(False, loss), _one_step(True, loss)
+  for k in reference:
+    np.testing.assert_allclose(got[k], reference[k], rtol=1e-5, atol=1e-6,
+                               err_msg=k)
 
 
 # ----------------------------------------------------- two processes, loopback
@@ -198,17 +197,17 @@ def test_two_processes_match_one_process(tmp_path):
     assert p.returncode == 0, log[-3000:]
 
   # The same computation in this process, on one device, on the full batch.
-  cfg = train.get_config(image_size=16, num_train=4, width=4, depth=1,
-                         batch_size=8, warmup=0, steps=3)
+  cfg = configs.get_config(image_size=16, num_train=4, width=4, depth=1,
+                           batch_size=8, warmup=0, steps=3)
   ds = data.synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
   batch = data.train_batch(ds, cfg.seed, 0, cfg.batch_size, 16)
   logits = np.random.default_rng(1).normal(size=(8, 16, 16, 2)).astype(np.float32)
-  pel = train.region_loss_fn("pel", cfg)(logits, batch["mask"],
-                                         from_logits=True, batch=True)
-  model = train.make_model(cfg, 1)
+  pel = losses.region_loss_fn("pel", cfg)(logits, batch["mask"],
+                                          from_logits=True, batch=True)
+  model = models.make_model(cfg, 1)
   optimizer = train.make_optimizer(cfg, model)
-  loss, _, _ = nnx.jit(train._update, static_argnames=("loss_fn", "num_classes"))(
-      model, optimizer, batch, loss_fn=train.make_loss(cfg), num_classes=2)
+  loss, _, _ = nnx.jit(train.train_step, static_argnames=("loss_fn", "num_classes"))(
+      model, optimizer, batch, loss_fn=losses.make_loss(cfg), num_classes=2)
   want = {"param:" + k: v for k, v in params_of(model).items()}
   for i in range(2):
     got = np.load(tmp_path / f"process_{i}.npz")
@@ -296,7 +295,7 @@ def test_sigterm_saves_like_ctrl_c(tmp_path, monkeypatch, sigterm_not_fatal):
     return real(ds, seed, step, *args)
 
   monkeypatch.setattr(data, "train_batch", term_at_2)
-  with pytest.raises(train.Interrupted) as got:
+  with pytest.raises(interrupts.Interrupted) as got:
     train.train_and_evaluate(tiny(figures=0, ckpt_every=100), tmp_path,
                              quiet=True)
   assert got.value.signum == signal.SIGTERM
@@ -326,7 +325,7 @@ def test_reused_out_is_refused_or_moved_aside(tmp_path):
   out = tmp_path / "run"
   train.train_and_evaluate(tiny(steps=2, figures=0), out, quiet=True)
   first = saved_params(out)
-  with pytest.raises(train.OutputError, match="not empty.*--resume.*--overwrite"):
+  with pytest.raises(rundir.OutputError, match="not empty.*--resume.*--overwrite"):
     train.train_and_evaluate(tiny(steps=2, figures=0, seed=1), out, quiet=True)
   assert main.main(["--out", str(out), "--steps", "1"]) == 2
   train.train_and_evaluate(tiny(steps=2, figures=0, seed=1, overwrite=True),
@@ -339,13 +338,13 @@ def test_reused_out_is_refused_or_moved_aside(tmp_path):
 
 
 def test_incompatible_and_corrupt_checkpoints(run_dir, tmp_path):
-  model = train.make_model(tiny(width=8), 1)
+  model = models.make_model(tiny(width=8), 1)
   ckpts = checkpoint.Checkpoints(run_dir, create=False)
   with pytest.raises(checkpoint.CheckpointError, match=r"incompatible.*width"):
-    train._load(ckpts, None, model, None, {"classes": 2, "width": 8, "depth": 1,
-                                           "norm": "group", "in_channels": 1})
+    checkpoint.restore(ckpts, model, architecture={
+        "classes": 2, "width": 8, "depth": 1, "norm": "group", "in_channels": 1})
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoint directory"):
-    predict.load_model(tmp_path / "nowhere")
+    checkpoint.load_model(tmp_path / "nowhere")
 
   broken = tmp_path / "broken"
   (broken / "checkpoints").mkdir(parents=True)
@@ -356,7 +355,7 @@ def test_incompatible_and_corrupt_checkpoints(run_dir, tmp_path):
     if f.is_file() and "ocdbt" in str(f.relative_to(step_dir)):
       f.write_bytes(b"garbage")
   with pytest.raises(checkpoint.CheckpointError, match=f"{step_dir}: corrupt"):
-    predict.load_model(broken)
+    checkpoint.load_model(broken)
 
 
 def _flip_a_saved_bit(run_dir) -> None:
@@ -384,7 +383,7 @@ def test_bit_flipped_checkpoint_is_refused(tmp_path):
   train.train_and_evaluate(cfg, out, quiet=True)
   _flip_a_saved_bit(out)
   with pytest.raises(checkpoint.CheckpointError, match="differ from their checksums"):
-    predict.load_model(out)
+    checkpoint.load_model(out)
   cfg.resume, cfg.steps = True, 6
   with pytest.raises(checkpoint.CheckpointError, match="corrupt checkpoint"):
     train.train_and_evaluate(cfg, out, quiet=True)
@@ -493,12 +492,12 @@ def test_tiny_image_is_named(tmp_path):
   root = tmp_path / "data"
   _write_pair(root, "big", np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8))
   _write_pair(root, "tiny", np.zeros((3, 40), np.uint8), np.zeros((3, 40), np.uint8))
-  cfg = train.get_config(data=str(root), val_data=str(root), depth=2)
+  cfg = configs.get_config(data=str(root), val_data=str(root), depth=2)
   with pytest.raises(data.DataError, match=r"images/tiny.png: image size \(3, 40\)"):
-    train.load_data(cfg)
+    data.load(cfg)
   cfg.patch_size = 16
   with pytest.raises(data.DataError, match=r"images/tiny.png: image size \(3, 40\)"):
-    train.load_data(cfg)
+    data.load(cfg)
 
 
 def test_alpha_and_float_images(tmp_path):

@@ -234,6 +234,44 @@ def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset
   return ds.subset(sorted(order[n_val:])), ds.subset(sorted(order[:n_val]))
 
 
+def load(cfg) -> tuple[Dataset, Dataset, int]:
+  """(train, val, patch size) of a run config (`configs.Config`).
+
+  Synthetic data unless `cfg.data`. The patch rule: `--patch-size`, or the
+  synthetic image size, or min(128, the smallest image side), rounded down
+  to a multiple of 2**depth. Raises DataError before anything is written.
+  """
+  if cfg.data is None:
+    train = synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
+    val = synthetic(cfg.seed, cfg.num_val, cfg.image_size, cfg.classes,
+                         start=cfg.num_train)
+  else:
+    train = load_folder(cfg.data, cfg.classes, cfg.binary)
+    if cfg.val_data:
+      val = load_folder(cfg.val_data, cfg.classes, cfg.binary)
+    else:
+      train, val = split(train, cfg.val_fraction, cfg.seed)
+    if val.in_channels != train.in_channels:
+      raise DataError(f"{cfg.val_data}: {val.in_channels} channels, but"
+                           f" the training images have {train.in_channels}")
+  patch = cfg.patch_size
+  if patch is None:
+    sides = [min(im.shape[:2]) for im in train.images]
+    patch = cfg.image_size if cfg.data is None else min(128, min(sides))
+    patch -= patch % 2**cfg.depth
+    if patch <= 0:
+      i = int(np.argmin(sides))
+      raise DataError(
+          f"{train.source(i)}: image size {train.images[i].shape[:2]} is"
+          f" smaller than 2**depth = {2**cfg.depth}, the smallest training"
+          " patch (remove the image, or lower --depth)")
+  if patch % 2**cfg.depth or patch <= 0:
+    raise ValueError(f"--patch-size {patch} must be a positive multiple of"
+                     f" 2**depth = {2**cfg.depth}")
+  check_patch(train, patch)
+  return train, val, patch
+
+
 # ------------------------------------------------------------------- batches
 def train_batch(ds: Dataset, seed: int, step: int, batch_size: int,
                 patch: int, part: slice = slice(None)) -> dict[str, np.ndarray]:
