@@ -99,7 +99,7 @@ def test_progress_is_plain_lines_in_a_log(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "\r" not in out
   lines = out.splitlines()
-  assert [l.split("|")[0] for l in lines if l.startswith("step")] == [
+  assert [ln.split("|")[0] for ln in lines if ln.startswith("step")] == [
       "step      1/2 ", "step      2/2 "]
 
 
@@ -320,10 +320,10 @@ def test_ctrl_c_during_start_up(tmp_path, monkeypatch, capsys):
   assert not out.exists()
 
 
-def test_reused_out_is_refused_or_moved_aside(tmp_path):
+def test_reused_out_is_refused_or_moved_aside(run_dir, tmp_path):
   """A second run in the same --out must not leave the first run's model."""
   out = tmp_path / "run"
-  train.train_and_evaluate(tiny(steps=2, figures=0), out, quiet=True)
+  shutil.copytree(run_dir, out)
   first = saved_params(out)
   with pytest.raises(rundir.OutputError, match="not empty.*--resume.*--overwrite"):
     train.train_and_evaluate(tiny(steps=2, figures=0, seed=1), out, quiet=True)
@@ -377,16 +377,14 @@ def _flip_a_saved_bit(run_dir) -> None:
   ckptr.wait_until_finished()
 
 
-def test_bit_flipped_checkpoint_is_refused(tmp_path):
+def test_bit_flipped_checkpoint_is_refused(run_dir, tmp_path):
   out = tmp_path / "run"
-  cfg = tiny(steps=3, figures=0)
-  train.train_and_evaluate(cfg, out, quiet=True)
+  shutil.copytree(run_dir, out)
   _flip_a_saved_bit(out)
   with pytest.raises(checkpoint.CheckpointError, match="differ from their checksums"):
     checkpoint.load_model(out)
-  cfg.resume, cfg.steps = True, 6
   with pytest.raises(checkpoint.CheckpointError, match="corrupt checkpoint"):
-    train.train_and_evaluate(cfg, out, quiet=True)
+    train.train_and_evaluate(tiny(steps=8, resume=True), out, quiet=True)
 
 
 def test_non_finite_loss_stops_without_saving(tmp_path, monkeypatch):
@@ -400,7 +398,7 @@ def test_non_finite_loss_stops_without_saving(tmp_path, monkeypatch):
 
   monkeypatch.setattr(data, "train_batch", nan_from_step_4)
   out = tmp_path / "run"
-  with pytest.raises(train.Diverged, match="step 5.*latest: step 3"):
+  with pytest.raises(train.DivergenceError, match="step 5.*latest: step 3"):
     train.train_and_evaluate(tiny(steps=9, figures=0, ckpt_every=3,
                                   log_every=3), out, quiet=True)
   ckpts = checkpoint.Checkpoints(out, create=False)

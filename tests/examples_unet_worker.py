@@ -15,7 +15,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
+import jax
 
 port, pid, out = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
 jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -10,11 +10,11 @@ import numpy as np
 from matplotlib import colors
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt  # after choosing the backend
 
-import pel_jax  # noqa: E402
+import pel_jax
 
-from . import losses  # noqa: E402
+from . import losses
 
 
 def weight_maps(logits: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:

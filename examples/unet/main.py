@@ -17,13 +17,14 @@ import pathlib
 import signal
 import sys
 import typing
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 if __package__ in (None, ""):  # run as a script: make `examples.unet` importable
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
   __package__ = "examples.unet"  # pylint: disable=redefined-builtin
 
-from . import configs  # noqa: E402  (light: no JAX, so --help stays fast)
+from . import configs  # light: no JAX, so --help stays fast
 
 
 class Command(NamedTuple):
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
   from . import checkpoint, data, train  # pylint: disable=import-outside-toplevel
   try:
     COMMANDS[name].run(args)
-  except (data.DataError, checkpoint.CheckpointError, train.Diverged,
+  except (data.DataError, checkpoint.CheckpointError, train.DivergenceError,
           ValueError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 2

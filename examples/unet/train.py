@@ -30,7 +30,7 @@ from . import models, rundir
 AXIS = "data"
 
 
-class Diverged(RuntimeError):
+class DivergenceError(RuntimeError):
   """The loss or gradient became NaN/inf; nothing after it was saved."""
 
 
@@ -170,12 +170,12 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   pending: list[tuple[int, jax.Array, jax.Array]] = []  # (step, loss, |grad|)
 
   def check_finite():
-    """Raises Diverged at the first NaN/inf loss or gradient since the last check."""
+    """Raises DivergenceError at the first NaN/inf loss or gradient since the last check."""
     for done, loss, gnorm in pending:
       if not (np.isfinite(inference.to_host(loss))
               and np.isfinite(inference.to_host(gnorm))):
         latest = ckpts.latest_step()
-        raise Diverged(
+        raise DivergenceError(
             f"non-finite loss or gradient at step {done}: stopped without"
             " saving. " + (f"The checkpoints in {ckpts.directory} (latest:"
                            f" step {latest}) are kept." if latest is not None
@@ -232,7 +232,7 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
       curve.close()
     raise interrupts.Interrupted(getattr(e, "signum", signal.SIGINT),
                                  ckpts.directory / str(step)) from e
-  except Diverged:
+  except DivergenceError:
     ckpts.close()
     curve.close()
     raise
