@@ -244,7 +244,7 @@ def load(cfg) -> tuple[Dataset, Dataset, int]:
   if cfg.data is None:
     train = synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
     val = synthetic(cfg.seed, cfg.num_val, cfg.image_size, cfg.classes,
-                         start=cfg.num_train)
+                    start=cfg.num_train)
   else:
     train = load_folder(cfg.data, cfg.classes, cfg.binary)
     if cfg.val_data:
@@ -253,7 +253,7 @@ def load(cfg) -> tuple[Dataset, Dataset, int]:
       train, val = split(train, cfg.val_fraction, cfg.seed)
     if val.in_channels != train.in_channels:
       raise DataError(f"{cfg.val_data}: {val.in_channels} channels, but"
-                           f" the training images have {train.in_channels}")
+                      f" the training images have {train.in_channels}")
   patch = cfg.patch_size
   if patch is None:
     sides = [min(im.shape[:2]) for im in train.images]
