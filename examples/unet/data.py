@@ -27,7 +27,8 @@ class Dataset:
   masks: list[np.ndarray]
   names: list[str]
   num_classes: int
-  files: list[str] | None = None
+  # Keyword-only, so that positional construction never fills it by mistake.
+  files: list[str] | None = dataclasses.field(default=None, kw_only=True)
 
   @property
   def in_channels(self) -> int:
@@ -40,7 +41,7 @@ class Dataset:
   def subset(self, idx) -> Dataset:
     return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
                    [self.names[i] for i in idx], self.num_classes,
-                   [self.files[i] for i in idx] if self.files else None)
+                   files=[self.files[i] for i in idx] if self.files else None)
 
 
 # ----------------------------------------------------------------- synthetic
@@ -220,7 +221,7 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
     images.append(image)
     masks.append(mask.astype(np.int32))
   return Dataset(_same_channels(images), masks, list(image_files), num_classes,
-                 [str(p) for p in image_files.values()])
+                 files=[str(p) for p in image_files.values()])
 
 
 def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
