@@ -1,7 +1,7 @@
 """Shared pieces of the PEL study: data, model, losses, a training loop, eval.
 
 Reuses the example's UNet (`examples.unet.models`), data
-(`examples.unet.data`) and evaluation (`examples.unet.train.evaluate`); the
+(`examples.unet.data`) and evaluation (`examples.unet.inference.evaluate`); the
 loop is a compact optax/NNX one so every arm is a pure function of
 (checkpoint, loss, seed): no dropout, no BatchNorm, batches from
 `train_batch(ds, seed, step)`.
@@ -22,10 +22,12 @@ from flax import nnx
 import pel_jax
 from examples.unet import data as data_lib
 from examples.unet import models
-from examples.unet import train as train_lib
+from examples.unet import inference
+from examples.unet import losses as example_losses
 
-# The authors' setting: 1 - 20 * sum((p g)^3) / (sum p + sum g), batch sums.
-AUTHORS = dict(scale=10.0, fp_weight=0.5, fn_weight=0.5, batch=True)
+# The authors' setting without its exponent (each arm sets n).
+AUTHORS = {k: v for k, v in example_losses.AUTHORS_PEL.items()
+           if k != "exponent"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +117,14 @@ def train(graphdef, params, ds, spec: LossSpec, *, steps: int, lr: float,
 # The example's own evaluation (padding, batching, metrics), on merged params.
 def predict_logits(graphdef, params, images, depth: int):
   """Logits for a list of `[H, W, C]` images of any size."""
-  return train_lib.predict_logits(nnx.merge(graphdef, params), images, depth)
+  del depth  # the model knows it
+  return inference.predict_logits(nnx.merge(graphdef, params), images)
 
 
 def evaluate(graphdef, params, ds, depth: int) -> dict:
   """Foreground IoU, Dice and boundary F1 (tolerance 2 px) over `ds`."""
-  summary, _ = train_lib.evaluate(nnx.merge(graphdef, params), ds, depth)
+  del depth  # the model knows it
+  summary, _ = inference.evaluate(nnx.merge(graphdef, params), ds)
   return {k: summary[f"val_{k}"] for k in ("iou", "dice", "bf1")}
 
 

@@ -37,12 +37,12 @@ import pel_jax
 from experiments import common
 
 # The losses compared (on the 2-class softmax, both channels, batch sums).
+_PEL = {k: v for k, v in common.AUTHORS.items() if k != "batch"}
 LOSSES = {
     "dice": dict(exponent=1.0, scale=1.0, fp_weight=0.5, fn_weight=0.5),
-    "pel_n0.5": dict(exponent=0.5, **{k: v for k, v in common.AUTHORS.items()
-                                      if k != "batch"}),
-    "pel_n2": dict(exponent=2.0, scale=10.0, fp_weight=0.5, fn_weight=0.5),
-    "pel_n3": dict(exponent=3.0, scale=10.0, fp_weight=0.5, fn_weight=0.5),
+    "pel_n0.5": dict(exponent=0.5, **_PEL),
+    "pel_n2": dict(exponent=2.0, **_PEL),
+    "pel_n3": dict(exponent=3.0, **_PEL),
 }
 SMOOTH = 1e-5
 
