@@ -81,8 +81,8 @@ def check_targets(predictions, targets, ignore_index) -> None:
             " Integer targets of the predictions' shape look one-hot: pass"
             " them as float, or pass the ids `[batch, *spatial]`."
         )
-      elif t_shape == p_shape[:1] + p_shape[2:]:
-        hint += (
+      elif t_shape == p_shape[:1] + p_shape[2:] and not hint:
+        hint = (
             " They match `predictions` without axis 1: predictions are"
             " probably channels-first; move the class axis last."
         )

@@ -204,6 +204,12 @@ def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
   e.g. a global cross-entropy mean:
   `global_sum(ce.sum(), "d") / (ce.size * lax.axis_size("d"))`.
 
+  The convention holds for gradients taken inside the mapped function in
+  every mode, and from outside under `shard_map(check_vma=True)`; from
+  outside a `shard_map(check_vma=False)` (or `pmap(out_axes=None)`) it is
+  1/N, since JAX divides a replicated output's cotangent by N there and
+  nothing at trace time tells the two apart (see the README).
+
   Args:
     x: the local summand, any shape.
     axis_name: a named axis of `pmap`, `shard_map` or `vmap`.
