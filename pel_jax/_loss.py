@@ -70,7 +70,10 @@ def pel_loss(
       integer class ids `[B, *spatial]` (never one-hot encoded internally).
       Ids outside `[0, C)` other than ``ignore_index`` belong to no class
       (as with `jax.nn.one_hot`): they count as background for every class.
-      Use `pel_jax.check_labels` to catch them.
+      With one channel (C = 1) the ids are a binary mask: 1 is the
+      foreground (the channel's class) and every other id background.
+      Use `pel_jax.check_labels` to catch unexpected ids (`num_classes=1`:
+      only 0 and 1 pass).
     exponent: n > 0 in :math:`p^n` (static).
     scale: s > 0, the numerator's factor (static).
     fp_weight: :math:`\alpha \ge 0`, the weight of false positives (static).
@@ -126,6 +129,11 @@ def pel_loss(
       for x in (predictions, targets, where, class_weights)
   )
   _checks.check_predictions(predictions)
+  from_logits = _checks.check_flag("from_logits", from_logits)
+  batch = _checks.check_flag("batch", batch)
+  include_background = _checks.check_flag(
+      "include_background", include_background
+  )
   _checks.check_targets(predictions, targets, ignore_index)
   _checks.check_mask(predictions, where)
   _checks.check_class_weights(predictions, class_weights)
@@ -143,6 +151,17 @@ def pel_loss(
       batch=bool(batch),
       ignore_index=ignore_index,
       axis_name=axis_name,
+  )
+
+  _checks.check_representable(
+      predictions,
+      _core.compute_dtype(jnp.result_type(predictions)),
+      exponent=cfg.exponent,
+      scale=cfg.scale,
+      fp_weight=cfg.fp_weight,
+      fn_weight=cfg.fn_weight,
+      smooth_nr=cfg.smooth_nr,
+      smooth_dr=cfg.smooth_dr,
   )
 
   predictions = jnp.asarray(predictions)
@@ -183,6 +202,12 @@ def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
   `pel_loss` in a data-parallel step whose parameter gradients are summed,
   e.g. a global cross-entropy mean:
   `global_sum(ce.sum(), "d") / (ce.size * lax.axis_size("d"))`.
+
+  The convention holds for gradients taken inside the mapped function in
+  every mode, and from outside under `shard_map(check_vma=True)`; from
+  outside a `shard_map(check_vma=False)` (or `pmap(out_axes=None)`) it is
+  1/N, since JAX divides a replicated output's cotangent by N there and
+  nothing at trace time tells the two apart (see the README).
 
   Args:
     x: the local summand, any shape.
@@ -275,23 +300,29 @@ def weight_map(
 def check_labels(
     targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
 ) -> None:
-  """Checks that integer class ids lie in `[0, num_classes)` or equal ignore_index.
+  """Checks that integer class ids are valid for `num_classes` classes.
 
-  Out-of-range ids never corrupt `pel_loss` (they match no class), but they
-  usually mean a data bug. Eagerly this raises `checkify.JaxRuntimeError`;
-  inside `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify`
-  and call `err.throw()` (see the README).
+  Valid ids are `[0, num_classes)` and ``ignore_index``; for
+  ``num_classes=1`` (one channel, the binary mode of `pel_loss`) they are 0
+  (background) and 1 (foreground). Out-of-range ids never corrupt `pel_loss`
+  (they match no class: background for every class), but they usually mean
+  a data bug. Eagerly this raises `checkify.JaxRuntimeError`; inside
+  `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify` and
+  call `err.throw()` (see the README). The comparisons never overflow the
+  ids' dtype (uint8 ids are checked against 300 classes exactly).
 
   Args:
     targets: integer class ids, any shape (e.g. `[B, *spatial]`).
-    num_classes: C, the number of classes.
-    ignore_index: an id allowed besides `[0, num_classes)`.
+    num_classes: C, the number of classes (1: binary ids 0 and 1).
+    ignore_index: an id allowed besides the valid ones.
 
   Returns:
     None: the outcome is the error, raised eagerly or carried by checkify.
 
   Raises:
-    TypeError: ``targets`` is not an integer array.
+    TypeError: for non-integer ``targets``.
+    ValueError: for ``num_classes`` < 1, or an ``ignore_index`` the dtype
+      of ``targets`` cannot hold (as `pel_loss` does).
 
   Examples:
     >>> import jax
@@ -305,19 +336,27 @@ def check_labels(
     targets hold a class id outside [0, 3): 3 at flat index 1 (`check` failed)
   """
   targets = jnp.asarray(targets)
-  if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise TypeError(f"`targets` must be integer ids, got {targets.dtype}.")
+  count = _checks.check_label_args(targets, num_classes, ignore_index)
   if targets.size == 0:
     return  # Nothing to check (and argmin of an empty array raises).
-  valid = (targets >= 0) & (targets < num_classes)
+  # Bounds the dtype cannot exceed are left out rather than written in it:
+  # 300 as uint8 would wrap to 44.
+  info = jnp.iinfo(targets.dtype)
+  valid = jnp.ones(targets.shape, bool) if info.min >= 0 else targets >= 0
+  if count <= info.max:
+    valid = valid & (targets < count)
   if ignore_index is not None:
     valid = valid | (targets == ignore_index)
   bad = jnp.argmin(valid.reshape(-1))
-  # Format arguments must be arrays: the static class count goes in the text.
+  # Format arguments must be arrays: the static class count goes in the text
+  # (with its braces doubled, as checkify formats the message).
+  allowed = f"[0, {count})"
+  if num_classes == 1:
+    allowed = "{{0, 1}} (one class: binary, 1 = foreground)"
   checkify.check(
       jnp.all(valid),
-      f"targets hold a class id outside [0, {int(num_classes)}): {{value}}"
-      " at flat index {i}",
+      f"targets hold a class id outside {allowed}: {{value}} at flat index"
+      " {i}",
       value=targets.reshape(-1)[bad],
       i=bad,
   )
