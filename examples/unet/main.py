@@ -2,6 +2,7 @@
 
   python -m examples.unet.main [train] [--steps N --loss pel+ce --out DIR ...]
   python -m examples.unet.main predict --checkpoint DIR --input DIR --output DIR
+  python -m examples.unet.main fetch {he-nuclei,he-types,fluo-nuclei} --out DIR
   (or `python examples/unet/main.py ...` from the repository root)
 """
 
@@ -62,6 +63,9 @@ def init_distributed(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  if argv[:1] == ["fetch"]:
+    from . import fetch  # pylint: disable=import-outside-toplevel
+    return fetch.main(argv[1:])
   from . import checkpoint, data, predict, train  # pylint: disable=import-outside-toplevel
 
   if argv[:1] == ["predict"]:
