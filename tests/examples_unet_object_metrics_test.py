@@ -103,3 +103,48 @@ def test_empty_cases_and_pooling():
 def test_shape_mismatch_is_a_clear_error():
   with pytest.raises(ValueError, match="true_instances"):
     om.counts(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_folder_instances_reach_the_evaluation(tmp_path):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from examples.unet import data, models, train  # pylint: disable=import-outside-toplevel
+  root = tmp_path / "set"
+  for sub in ("images", "masks", "instances"):
+    (root / sub).mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  inst = np.zeros((16, 16), np.uint16)
+  inst[2:6, 2:6], inst[9:14, 8:12] = 1, 2
+  for k in range(2):
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(
+        root / "images" / f"a{k}.png")
+    Image.fromarray((inst > 0).astype(np.uint8)).save(root / "masks" / f"a{k}.png")
+    Image.fromarray(inst).save(root / "instances" / f"a{k}.png")
+  ds = data.load_folder(root, 2)
+  np.testing.assert_array_equal(ds.instances[1], inst)
+  assert ds.subset([1]).instances[0] is ds.instances[1]
+  model = models.UNet(1, 2, width=2, depth=1, norm="group", rngs=nnx.Rngs(0))
+  summary, logits = train.evaluate(model, ds, depth=1)
+  total = None
+  for lg in logits:
+    total = om.add(total, om.image_counts(inst, lg.argmax(-1) > 0))
+  assert summary["val_aji"] == om.summarize(total)["aji"]
+  assert summary["val_objects_true"] == 4
+  # without instances/ the object metrics are absent
+  import shutil  # pylint: disable=import-outside-toplevel
+  shutil.rmtree(root / "instances")
+  no_inst = data.load_folder(root, 2)
+  assert no_inst.instances is None
+  assert "val_aji" not in train.evaluate(model, no_inst, depth=1)[0]
+
+
+def test_instance_image_of_wrong_size_is_a_data_error(tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from examples.unet import data  # pylint: disable=import-outside-toplevel
+  for sub in ("images", "masks", "instances"):
+    (tmp_path / sub).mkdir()
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a.png")
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "a.png")
+  Image.fromarray(np.zeros((8, 9), np.uint16)).save(tmp_path / "instances" / "a.png")
+  with pytest.raises(data.DataError, match=r"instances/a.png: instance ids"):
+    data.load_folder(tmp_path, 2)

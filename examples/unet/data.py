@@ -26,6 +26,9 @@ class Dataset:
   masks: list[np.ndarray]
   names: list[str]
   num_classes: int
+  # Nucleus ids per image (0 = none) for the object metrics; from the
+  # optional `instances/` folder next to `masks/`.
+  instances: list[np.ndarray] | None = None
 
   @property
   def in_channels(self) -> int:
@@ -33,7 +36,9 @@ class Dataset:
 
   def subset(self, idx) -> Dataset:
     return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
-                   [self.names[i] for i in idx], self.num_classes)
+                   [self.names[i] for i in idx], self.num_classes,
+                   None if self.instances is None else
+                   [self.instances[i] for i in idx])
 
 
 # ----------------------------------------------------------------- synthetic
@@ -187,7 +192,26 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
                       " instance labels)")
     images.append(image)
     masks.append(mask.astype(np.int32))
-  return Dataset(_same_channels(images), masks, list(image_files), num_classes)
+  return Dataset(_same_channels(images), masks, list(image_files), num_classes,
+                 _instances(root / "instances", image_files, masks))
+
+
+def _instances(folder: pathlib.Path, image_files: dict,
+               masks: list[np.ndarray]) -> list[np.ndarray] | None:
+  """Instance-id images matching every image, or None without the folder."""
+  if not folder.is_dir():
+    return None
+  files, out = _files(folder), []
+  for (stem, path), mask in zip(image_files.items(), masks):
+    if stem not in files:
+      raise DataError(f"{path}: no instance image with the same name in {folder}")
+    inst = read_image(files[stem])
+    if inst.shape != mask.shape or not np.issubdtype(inst.dtype, np.integer):
+      raise DataError(f"{files[stem]}: instance ids must be an integer image of"
+                      f" the mask's size {mask.shape}, got shape {inst.shape}"
+                      f" dtype {inst.dtype}")
+    out.append(inst.astype(np.int32))
+  return out
 
 
 def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import pel_jax
 
-from . import checkpoint, data, metrics, models
+from . import checkpoint, data, metrics, models, object_metrics
 
 AXIS = "data"
 
@@ -264,15 +264,27 @@ def predict_logits(model, images: list[np.ndarray], depth: int,
 
 
 def evaluate(model, ds: data.Dataset, depth: int, put=np.asarray):
-  """(summary dict, list of logits) over a dataset."""
+  """(summary dict, list of logits) over a dataset.
+
+  With instance masks (`ds.instances`), also the object metrics of the
+  predicted foreground (any class > 0): `val_object_f1`, `val_aji`, ...
+  """
   logits = predict_logits(model, ds.images, depth, put)
   cm = np.zeros((ds.num_classes,) * 2, np.int64)
   bc = np.zeros((ds.num_classes, 4), np.int64)
-  for lg, mask in zip(logits, ds.masks):
+  objects = None
+  for i, (lg, mask) in enumerate(zip(logits, ds.masks)):
     pred = lg.argmax(-1)
     cm += metrics.confusion_matrix(pred, mask, ds.num_classes)
     bc += metrics.boundary_counts(pred[None], mask[None], ds.num_classes)
-  return metrics.summarize(cm, bc), logits
+    if ds.instances is not None:
+      objects = object_metrics.add(
+          objects, object_metrics.image_counts(ds.instances[i], pred > 0))
+  summary = metrics.summarize(cm, bc)
+  if objects is not None:
+    summary.update({f"val_{k}": v for k, v in
+                    object_metrics.summarize(objects).items()})
+  return summary, logits
 
 
 # ----------------------------------------------------------------------- data
@@ -443,6 +455,9 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
     figures.samples(workdir / "figures", val_ds, logits, cfg)
     figures.curve(workdir / "figures" / "train_curve.png", rows)
   say(metrics.table(summary))
+  if "val_aji" in summary:
+    say(f"objects: detection F1 (IoU >= 0.5) {summary['val_object_f1']:.4f}"
+        f"  AJI {summary['val_aji']:.4f}")
   say(f"val IoU {summary['val_iou']:.4f}  Dice {summary['val_dice']:.4f}  BF1"
       f" {summary['val_bf1']:.4f}  ({time.time() - t0:.0f} s) -> {workdir}")
   return result
