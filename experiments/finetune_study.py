@@ -203,8 +203,8 @@ def write_report(out: pathlib.Path, result: dict) -> str:
   n_seeds, metrics = len(per_seed[names[0]]), metric_names(per_seed)
   result["summary"] = summarize(per_seed, names)
   result["pairs"] = pair_deltas(per_seed)
-  table = markdown(result["summary"], result["base"], n_seeds,
-                   result.get("eval_split", "val").capitalize())
+  split = {"val": "Validation", "test": "Test"}[result.get("eval_split", "val")]
+  table = markdown(result["summary"], result["base"], n_seeds, split)
   (out / "results.json").write_text(json.dumps(result, indent=1))
   with open(out / "results.csv", "w", newline="") as f:
     w = csv.writer(f)
