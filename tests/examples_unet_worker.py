@@ -51,7 +51,7 @@ pmap_pel = jax.pmap(
     lambda x, y: pel(x, y, from_logits=True, batch=True, axis_name="d"),
     axis_name="d")(logits.reshape(2, 2, 16, 16, 2),
                    batch["mask"].reshape(2, 2, 16, 16))
-loss, _ = stepper(batch)
+loss, _, _ = stepper(batch)
 params = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
 np.savez(out / f"process_{pid}.npz", jit_pel=train.to_host(jit_pel),
          pmap_pel=np.asarray(pmap_pel)[0], loss=train.to_host(loss),

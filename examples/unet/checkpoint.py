@@ -1,11 +1,18 @@
-"""Orbax checkpoints: model state, optimizer state, and JSON metadata per step."""
+"""Orbax checkpoints: model state, optimizer state, and JSON metadata per step.
+
+The metadata holds a SHA-256 of every saved array, checked on restore: Orbax
+reads raw array bytes back without a checksum, so a flipped bit on disk would
+otherwise come back as a silently different (e.g. NaN) parameter.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -23,6 +30,21 @@ def _abstract(tree):
   # Restore with the target's shapes, dtypes and shardings (e.g. replicated
   # over the mesh), so a restored run is laid out like a fresh one.
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def checksums(tree) -> dict[str, str]:
+  """`{key path: sha256 of dtype, shape and bytes}` of every array leaf."""
+  out = {}
+  for path, x in jax.tree_util.tree_leaves_with_path(tree):
+    if isinstance(x, jax.Array):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+      x = x.addressable_data(0)  # replicated: any shard is the whole array
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(x.tobytes())
+    out[jax.tree_util.keystr(path)] = h.hexdigest()
+  return out
 
 
 class Checkpoints:
@@ -44,6 +66,8 @@ class Checkpoints:
   def save(self, step: int, model_state, opt_state, meta: dict) -> None:
     if step in self.manager.all_steps():  # e.g. Ctrl-C right after a save
       return
+    meta = {**meta, "checksums": {"model": checksums(model_state),
+                                  "optimizer": checksums(opt_state)}}
     self.manager.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave(model_state),
         optimizer=ocp.args.StandardSave(opt_state),
@@ -61,8 +85,11 @@ class Checkpoints:
     return step, got["meta"]
 
   def restore(self, step: int | None, targets: dict[str, Any]) -> dict:
-    """Restores the named items (`model`, `optimizer`) shaped like `targets`."""
-    step = self._step(step)
+    """Restores the named items (`model`, `optimizer`) shaped like `targets`.
+
+    Raises CheckpointError if an array differs from its checksum at save time.
+    """
+    step, meta = self.meta(step)
     path = self.directory / str(step)
     try:
       got = self.manager.restore(step, args=ocp.args.Composite(**{
@@ -77,6 +104,15 @@ class Checkpoints:
       if want != have:
         raise CheckpointError(f"{path}: {k} shapes/dtypes do not match the"
                               " current model")
+      saved = meta.get("checksums", {}).get(k)
+      if saved is None:
+        raise CheckpointError(f"{path}: no checksums of the {k} arrays in the"
+                              " metadata (a checkpoint from an older version?)")
+      bad = sorted(n for n, h in checksums(got[k]).items() if saved.get(n) != h)
+      if bad:
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint: {len(bad)} {k} array(s) differ from"
+            f" their checksums at save time, e.g. {bad[0]}")
     return dict(got)
 
   def _step(self, step: int | None) -> int:

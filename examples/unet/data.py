@@ -22,10 +22,12 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Dataset:
+  """Images, masks, names (file stems) and, for folder data, the image files."""
   images: list[np.ndarray]
   masks: list[np.ndarray]
   names: list[str]
   num_classes: int
+  files: list[str] | None = None
   # Nucleus ids per image (0 = none) for the object metrics; from the
   # optional `instances/` folder next to `masks/`.
   instances: list[np.ndarray] | None = None
@@ -34,9 +36,14 @@ class Dataset:
   def in_channels(self) -> int:
     return self.images[0].shape[-1]
 
+  def source(self, i: int) -> str:
+    """The file of example `i` (or its name, for synthetic data)."""
+    return self.files[i] if self.files else self.names[i]
+
   def subset(self, idx) -> Dataset:
     return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
                    [self.names[i] for i in idx], self.num_classes,
+                   [self.files[i] for i in idx] if self.files else None,
                    None if self.instances is None else
                    [self.instances[i] for i in idx])
 
@@ -121,23 +128,45 @@ def read_image(path: pathlib.Path) -> np.ndarray:
 
 
 def to_float(image: np.ndarray, path: pathlib.Path) -> np.ndarray:
-  """`[H, W, C]` float32 in [0, 1]; 8/16-bit by dtype range, floats as is."""
+  """`[H, W, C]` float32 in [0, 1], C = 1 (gray) or 3 (RGB); alpha dropped.
+
+  Integer images are divided by their dtype's maximum (255, 65535, ...).
+  Float images already within [0, 1] are kept as they are; any other range is
+  scaled per image by its minimum and maximum (a constant image becomes 0).
+  NaN or inf pixels are refused.
+  """
   if image.ndim == 2:
     image = image[..., None]
-  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-    raise DataError(f"{path}: expected a grayscale or RGB image, got shape"
-                    f" {image.shape}")
-  image = image[..., :3]  # drop alpha
+  if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+    raise DataError(f"{path}: expected a grayscale or RGB image (with or"
+                    f" without alpha), got shape {image.shape}")
+  image = image[..., :1] if image.shape[-1] == 2 else image[..., :3]  # no alpha
+  if np.issubdtype(image.dtype, np.bool_):
+    return image.astype(np.float32)
   if np.issubdtype(image.dtype, np.integer):
     return (image / np.iinfo(image.dtype).max).astype(np.float32)
+  image = image.astype(np.float64)
+  if not np.isfinite(image).all():
+    raise DataError(f"{path}: NaN or infinite pixel values")
+  lo, hi = image.min(), image.max()
+  if lo < 0 or hi > 1:
+    image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
   return image.astype(np.float32)
 
 
 def _files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+  """`{stem: path}`; two files with one stem (`a.png`, `a.tif`) are refused."""
   if not folder.is_dir():
     raise DataError(f"{folder}: folder not found")
-  return {p.stem: p for p in sorted(folder.iterdir())
-          if p.suffix.lower() in IMAGE_SUFFIXES}
+  files: dict[str, pathlib.Path] = {}
+  for p in sorted(folder.iterdir()):
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+      continue
+    if p.stem in files:
+      raise DataError(f"{files[p.stem]} and {p.name}: two files with the same"
+                      " name stem; keep one")
+    files[p.stem] = p
+  return files
 
 
 def load_images(folder: str | pathlib.Path) -> tuple[list[np.ndarray], list[str]]:
@@ -185,6 +214,9 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
     if mask.shape != image.shape[:2]:
       raise DataError(f"{mpath}: mask size {mask.shape} does not match image"
                       f" {path.name} size {image.shape[:2]}")
+    if mask.min() < 0:
+      raise DataError(f"{mpath}: negative mask value {int(mask.min())}; class"
+                      f" ids must be in [0, {num_classes})")
     mask = (mask > 0) if binary else mask
     if mask.max() >= num_classes:
       raise DataError(f"{mpath}: mask value {int(mask.max())} >= num_classes"
@@ -193,6 +225,7 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
     images.append(image)
     masks.append(mask.astype(np.int32))
   return Dataset(_same_channels(images), masks, list(image_files), num_classes,
+                 [str(p) for p in image_files.values()],
                  _instances(root / "instances", image_files, masks))
 
 
@@ -254,7 +287,8 @@ def train_batch(ds: Dataset, seed: int, step: int, batch_size: int,
 
 
 def check_patch(ds: Dataset, patch: int) -> None:
-  for im, name in zip(ds.images, ds.names):
+  for i, im in enumerate(ds.images):
     if min(im.shape[:2]) < patch:
-      raise DataError(f"{name}: image size {im.shape[:2]} is smaller than the"
-                      f" training patch {patch} (lower --patch-size)")
+      raise DataError(f"{ds.source(i)}: image size {im.shape[:2]} is smaller"
+                      f" than the training patch {patch} (lower --patch-size,"
+                      " or remove the image)")

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import signal
 import sys
 import typing
 
@@ -93,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     run = lambda: train.train_and_evaluate(cfg, args.out)
   try:
     run()
-  except (data.DataError, checkpoint.CheckpointError, ValueError) as e:
+  except (data.DataError, checkpoint.CheckpointError, train.Diverged,
+          ValueError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print("stopped; continue with --resume", file=sys.stderr)
-    return 130
+  except KeyboardInterrupt as e:
+    saved = getattr(e, "checkpoint", None)
+    print(f"stopped; saved {saved}, continue with --resume" if saved else
+          "stopped before training started; nothing was saved", file=sys.stderr)
+    return 128 + getattr(e, "signum", signal.SIGINT)
   return 0
 
 

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import pathlib
 import contextlib
 import re
@@ -77,6 +78,7 @@ class Config:
   eval_every: int = _opt(0, "validate every N steps (0: only at the end)")
   log_every: int = _opt(10, "progress and CSV row every N steps")
   resume: bool = _opt(False, "continue from the latest checkpoint in --out")
+  overwrite: bool = _opt(False, "start afresh in a non-empty --out: its old contents move to <out>.previous-<k>")
   init_from: str | None = _opt(None, "initialise the model from this checkpoint (phase-2 fine-tuning)")
   pmap: bool = _opt(False, "use jax.pmap over local devices instead of a jit-sharded step")
   figures: int = _opt(4, "validation examples to draw in figures/")
@@ -91,11 +93,18 @@ def parse_loss(spec: str) -> tuple[tuple[float, str], ...]:
   """'pel+0.5*ce' -> ((1.0, 'pel'), (0.5, 'ce'))."""
   terms = []
   for term in spec.replace(" ", "").split("+"):
-    m = re.fullmatch(r"(?:([0-9.eE-]+)\*)?(dice|jaccard|tversky|pel|ce)", term)
+    m = re.fullmatch(r"(?:([^*]+)\*)?(dice|jaccard|tversky|pel|ce)", term)
     if not m:
       raise ValueError(f"bad --loss term {term!r} in {spec!r}: use dice,"
                        " jaccard, tversky, pel, ce, optionally 'w*' weighted")
-    terms.append((float(m.group(1) or 1.0), m.group(2)))
+    try:
+      weight = float(m.group(1) or 1.0)
+    except ValueError:
+      weight = math.nan
+    if not (math.isfinite(weight) and weight > 0):
+      raise ValueError(f"bad --loss weight {m.group(1)!r} in {spec!r}: a"
+                       " weight must be a finite number > 0")
+    terms.append((weight, m.group(2)))
   return tuple(terms)
 
 
@@ -163,7 +172,7 @@ def make_optimizer(cfg: Config, model: nnx.Module) -> nnx.Optimizer:
 
 
 def _update(model, optimizer, batch, loss_fn, num_classes, axis_name=None):
-  """One optimizer step in place; returns (loss, confusion matrix)."""
+  """One optimizer step in place; returns (loss, confusion matrix, grad norm)."""
 
   def objective(model):
     logits = model(batch["image"])
@@ -179,7 +188,7 @@ def _update(model, optimizer, batch, loss_fn, num_classes, axis_name=None):
     grads = lax.psum(grads, axis_name)
     cm = lax.psum(cm, axis_name)
   optimizer.update(model, grads)
-  return loss, cm
+  return loss, cm, optax.tree.norm(grads)
 
 
 class Stepper:
@@ -215,15 +224,15 @@ class Stepper:
     return jax.make_array_from_process_local_data(self.replicated,
                                                   np.asarray(x))
 
-  def __call__(self, local_batch: dict) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, local_batch: dict) -> tuple[jax.Array, ...]:
     if not self.pmap:
       batch = {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
                for k, v in local_batch.items()}
       return self._step(self.model, self.optimizer, batch)
     batch = {k: v.reshape(self.n, -1, *v.shape[1:])
              for k, v in local_batch.items()}
-    self.state, (loss, cm) = self._pstep(self.state, batch)
-    return loss[0], cm[0]
+    self.state, out = self._pstep(self.state, batch)
+    return tuple(x[0] for x in out)
 
   def sync(self) -> None:
     if self.pmap:
@@ -305,9 +314,15 @@ def load_data(cfg: Config) -> tuple[data.Dataset, data.Dataset, int]:
                            f" the training images have {train.in_channels}")
   patch = cfg.patch_size
   if patch is None:
-    smallest = min(min(im.shape[:2]) for im in train.images)
-    patch = cfg.image_size if cfg.data is None else min(128, smallest)
+    sides = [min(im.shape[:2]) for im in train.images]
+    patch = cfg.image_size if cfg.data is None else min(128, min(sides))
     patch -= patch % 2**cfg.depth
+    if patch <= 0:
+      i = int(np.argmin(sides))
+      raise data.DataError(
+          f"{train.source(i)}: image size {train.images[i].shape[:2]} is"
+          f" smaller than 2**depth = {2**cfg.depth}, the smallest training"
+          " patch (remove the image, or lower --depth)")
   if patch % 2**cfg.depth or patch <= 0:
     raise ValueError(f"--patch-size {patch} must be a positive multiple of"
                      f" 2**depth = {2**cfg.depth}")
@@ -319,37 +334,123 @@ def load_data(cfg: Config) -> tuple[data.Dataset, data.Dataset, int]:
 MODEL_KEYS = ("classes", "width", "depth", "norm")
 
 
+def _on_terminal() -> bool:
+  return sys.stdout.isatty()
+
+
 def _progress(step, total, loss, iou, rate):
+  """One progress bar redrawn in place on a terminal; plain lines in a log."""
   filled = int(30 * step / total)
-  sys.stdout.write(f"\rstep {step:>6}/{total} |{'#' * filled}{'.' * (30 - filled)}|"
-                   f" loss {loss:8.4f}  iou {iou:.3f}  {rate:6.2f} steps/s")
+  line = (f"step {step:>6}/{total} |{'#' * filled}{'.' * (30 - filled)}|"
+          f" loss {loss:8.4f}  iou {iou:.3f}  {rate:6.2f} steps/s")
+  sys.stdout.write(f"\r{line}" if _on_terminal() else f"{line}\n")
   sys.stdout.flush()
 
 
-@contextlib.contextmanager
-def _deferred_sigint():
-  """Turns Ctrl-C into a flag checked between steps.
+def _end_line() -> str:
+  """What ends a progress bar before other output ('' in a log file)."""
+  return "\n" if _on_terminal() else ""
 
-  A KeyboardInterrupt raised inside JAX dispatch or compilation can leave the
-  runtime unable to shut down cleanly; stopping at a step boundary makes the
-  checkpoint and exit clean. A second Ctrl-C interrupts at once.
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C or SIGTERM; `checkpoint` is the saved step's folder, or None."""
+
+  def __init__(self, signum: int, checkpoint: pathlib.Path | None = None):
+    super().__init__(signal.Signals(signum).name)
+    self.signum, self.checkpoint = signum, checkpoint
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _deferred_stop():
+  """Turns Ctrl-C and SIGTERM into a flag (the signal number) checked later.
+
+  A KeyboardInterrupt raised inside JAX dispatch or compilation can crash the
+  runtime (a segfault at start-up); stopping at a step boundary makes the
+  checkpoint and exit clean. A second signal acts at once.
   """
-  flag: list[bool] = []
+  flag: list[int] = []
   if threading.current_thread() is not threading.main_thread():
     yield flag
     return
-  previous = signal.getsignal(signal.SIGINT)
+  previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
   def handler(signum, frame):
-    del signum, frame
-    flag.append(True)
-    signal.signal(signal.SIGINT, previous)
+    del frame
+    flag.append(signum)
+    print(f"\n{signal.Signals(signum).name}: stopping at the next step"
+          " boundary (send it again to stop at once)", file=sys.stderr)
+    signal.signal(signum, previous[signum])
 
-  signal.signal(signal.SIGINT, handler)
+  for s in STOP_SIGNALS:
+    signal.signal(s, handler)
   try:
     yield flag
   finally:
-    signal.signal(signal.SIGINT, previous)
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+class Diverged(RuntimeError):
+  """The loss or gradient became NaN/inf; nothing after it was saved."""
+
+
+class OutputError(ValueError):
+  """`--out` cannot take this run; the message says why and what to do."""
+
+
+def prepare_workdir(workdir: pathlib.Path, cfg: Config, main_host: bool,
+                    say=print) -> None:
+  """Refuses to mix a new run into an old one; with `overwrite`, moves it aside.
+
+  Checkpoints are saved per step and never replaced, so a new run in an old
+  folder would leave `predict`, `--init-from` and `--resume` loading the old
+  model while metrics.json describes the new one. Nothing is deleted: an
+  overwritten folder is renamed to the first free `<out>.previous-<k>`.
+  """
+  _barrier("pel_jax.unet.check_workdir")  # every host sees the folder unmoved
+  if workdir.exists() and not workdir.is_dir():
+    raise OutputError(f"--out {workdir}: exists and is not a directory")
+  used = workdir.is_dir() and any(workdir.iterdir())
+  if not used or cfg.resume:
+    if cfg.resume and used and not (workdir / "checkpoints").is_dir():
+      raise OutputError(f"--out {workdir}: --resume, but the folder holds no"
+                        " checkpoints/ (use another --out, or --overwrite)")
+    _check_writable(workdir)
+    return
+  if not cfg.overwrite:
+    raise OutputError(
+        f"--out {workdir}: not empty (an earlier run?). Continue it with"
+        " --resume, start afresh with --overwrite (the old contents move to"
+        f" {workdir}.previous-<k>), or choose another --out")
+  if main_host:
+    k = 1
+    while workdir.with_name(f"{workdir.name}.previous-{k}").exists():
+      k += 1
+    aside = workdir.with_name(f"{workdir.name}.previous-{k}")
+    workdir.rename(aside)
+    say(f"--overwrite: moved the old contents of {workdir} to {aside}")
+  _barrier("pel_jax.unet.moved_workdir")  # the others wait for the move
+  _check_writable(workdir)
+
+
+def _check_writable(workdir: pathlib.Path) -> None:
+  probe = workdir / f".write_test_{jax.process_index()}"
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(b"")
+    probe.unlink()
+  except OSError as e:
+    raise OutputError(f"--out {workdir}: cannot write there ({e.strerror or e});"
+                      " choose another --out") from e
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
 
 
 def _fg_iou(cm: np.ndarray) -> float:
@@ -360,15 +461,28 @@ def _fg_iou(cm: np.ndarray) -> float:
 
 def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
                        quiet: bool = False) -> dict:
-  """Trains, checkpoints, evaluates and writes `workdir`; returns metrics.json."""
+  """Trains, checkpoints, evaluates and writes `workdir`; returns metrics.json.
+
+  Ctrl-C or SIGTERM stops at the next step boundary, saves that step and
+  raises `Interrupted` (before training starts: nothing is saved).
+  """
+  with _deferred_stop() as stop:  # first, so start-up is covered too
+    return _train_and_evaluate(cfg, pathlib.Path(workdir), quiet, stop)
+
+
+def _train_and_evaluate(cfg: Config, workdir: pathlib.Path, quiet: bool,
+                        stop: list[int]) -> dict:
   t0 = time.time()
   if cfg.batch_size % jax.device_count():
     raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the"
                      f" {jax.device_count()} devices")
-  train_ds, val_ds, patch = load_data(cfg)  # validates data before writing
-  workdir = pathlib.Path(workdir)
   main_host = jax.process_index() == 0
-  say = (lambda *a: None) if quiet or not main_host else print
+  say = (lambda *a, **k: None) if quiet or not main_host else print
+  say("preparing data (reading and checking every file) ...", flush=True)
+  train_ds, val_ds, patch = load_data(cfg)  # validates data before writing
+  if stop:
+    raise Interrupted(stop[0])
+  prepare_workdir(workdir, cfg, main_host, say)
 
   model = make_model(cfg, train_ds.in_channels, AXIS if cfg.pmap else None)
   optimizer = make_optimizer(cfg, model)
@@ -376,9 +490,18 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
   model_meta = {k: getattr(cfg, k) for k in MODEL_KEYS}
   model_meta["in_channels"] = train_ds.in_channels
   start = 0
+  if cfg.resume and (ckpts.latest_step() or 0) > cfg.steps:
+    # The loop would not run and the later model would be saved as step S.
+    raise ValueError(
+        f"--resume --steps {cfg.steps}: the latest checkpoint in"
+        f" {ckpts.directory} is already at step {ckpts.latest_step()}. Keep"
+        " the run's --steps (it sets the learning-rate schedule), or use"
+        " --init-from with a new --out to train a copy for fewer steps")
   if cfg.resume and ckpts.latest_step() is not None:
     start = _load(ckpts, None, model, optimizer, model_meta)
     say(f"resumed from {ckpts.directory / str(start)}")
+  elif cfg.resume:
+    say(f"--resume: no checkpoint in {ckpts.directory} yet, starting at step 0")
   elif cfg.init_from:
     init = checkpoint.Checkpoints(cfg.init_from, create=False)
     _load(init, None, model, None, model_meta)
@@ -390,53 +513,77 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
   local = cfg.batch_size // nproc
   part = slice(pid * local, (pid + 1) * local)
 
+  pending: list[tuple[int, jax.Array, jax.Array]] = []  # (step, loss, |grad|)
+
+  def check_finite():
+    """Raises Diverged at the first NaN/inf loss or gradient since the last check."""
+    for done, loss, gnorm in pending:
+      if not (np.isfinite(to_host(loss)) and np.isfinite(to_host(gnorm))):
+        latest = ckpts.latest_step()
+        raise Diverged(
+            f"non-finite loss or gradient at step {done}: stopped without"
+            " saving. " + (f"The checkpoints in {ckpts.directory} (latest:"
+                           f" step {latest}) are kept." if latest is not None
+                           else "No checkpoint was written.")
+            + " Lower --lr, or check the data and --init-from.")
+    pending.clear()
+
   def save(step):
+    check_finite()  # a diverged state never replaces or prunes a good one
     stepper.sync()
     ckpts.save(step, nnx.state(model), nnx.state(optimizer),
                {"step": step, "seed": cfg.seed, "model": model_meta,
                 "config": dataclasses.asdict(cfg)})
 
-  curve_path = workdir / "train_curve.csv"
-  rows = _read_curve(curve_path, start) if main_host else []
+  if stop:
+    raise Interrupted(stop[0])
+  curve = _Curve(workdir / "train_curve.csv", start, main_host)
   say(f"training {cfg.steps} steps on {jax.device_count()} device(s)"
       f" ({'pmap' if cfg.pmap else 'jit + Mesh'}), {len(train_ds.images)}"
       f" train / {len(val_ds.images)} val images, patch {patch}, loss"
       f" {cfg.loss}")
   step, window_cm, tick, ticks = start, 0, time.time(), 0
   try:
-    with _deferred_sigint() as stop:
-      for step in range(start, cfg.steps):
-        batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
-                                 part)
-        loss, cm = stepper(batch)
-        window_cm = window_cm + cm
-        ticks += 1
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-          loss, window_cm = float(to_host(loss)), to_host(window_cm)
-          rate = ticks / (time.time() - tick)
-          rows.append({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
-                       "steps_per_s": rate, "time_s": time.time() - t0})
-          if not quiet and main_host:
-            _progress(done, cfg.steps, loss, rows[-1]["train_iou"], rate)
-          window_cm, tick, ticks = 0, time.time(), 0
-        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-          stepper.sync()
-          summary, _ = evaluate(model, val_ds, cfg.depth, put)
-          say(f"\n  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
-        if done % cfg.ckpt_every == 0 and done < cfg.steps:
-          save(done)
-        step = done
-        if stop:  # Ctrl-C: stop at this step boundary
-          raise KeyboardInterrupt
-  except KeyboardInterrupt:
-    say(f"\ninterrupted: saving step {step} to {ckpts.directory}")
-    save(step)
+    for step in range(start, cfg.steps):
+      batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
+                               part)
+      loss, cm, gnorm = stepper(batch)
+      window_cm = window_cm + cm
+      ticks += 1
+      done = step + 1
+      pending.append((done, loss, gnorm))
+      if done % cfg.log_every == 0 or done == cfg.steps:
+        check_finite()
+        loss, window_cm = float(to_host(loss)), to_host(window_cm)
+        rate = ticks / (time.time() - tick)
+        curve.add({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
+                   "steps_per_s": rate, "time_s": time.time() - t0})
+        if not quiet and main_host:
+          _progress(done, cfg.steps, loss, curve.rows[-1]["train_iou"], rate)
+        window_cm, tick, ticks = 0, time.time(), 0
+      if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+        stepper.sync()
+        summary, _ = evaluate(model, val_ds, cfg.depth, put)
+        say(f"{_end_line()}  val iou {summary['val_iou']:.4f} dice {summary['val_dice']:.4f}")
+      if done % cfg.ckpt_every == 0 and done < cfg.steps:
+        save(done)
+      step = done
+      if stop:  # Ctrl-C / SIGTERM: stop at this step boundary
+        raise Interrupted(stop[0])
+  except KeyboardInterrupt as e:
+    say(f"{_end_line()}interrupted: saving step {step} to {ckpts.directory}")
+    try:
+      save(step)
+    finally:
+      ckpts.close()
+      curve.close()
+    raise Interrupted(getattr(e, "signum", signal.SIGINT),
+                      ckpts.directory / str(step)) from e
+  except Diverged:
     ckpts.close()
-    if main_host:
-      _write_curve(curve_path, rows)
+    curve.close()
     raise
-  say("")
+  say(_end_line(), end="")
   save(cfg.steps)
   ckpts.close()
   stepper.sync()
@@ -448,12 +595,12 @@ def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
             "steps": cfg.steps, "wall_time_s": time.time() - t0,
             "devices": jax.device_count(), "processes": nproc,
             "loss": cfg.loss, "config": dataclasses.asdict(cfg)}
+  curve.close()
   if main_host:
-    _write_curve(curve_path, rows)
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
     from . import figures  # pylint: disable=import-outside-toplevel
     figures.samples(workdir / "figures", val_ds, logits, cfg)
-    figures.curve(workdir / "figures" / "train_curve.png", rows)
+    figures.curve(workdir / "figures" / "train_curve.png", curve.rows)
   say(metrics.table(summary))
   if "val_aji" in summary:
     say(f"objects: detection F1 (IoU >= 0.5) {summary['val_object_f1']:.4f}"
@@ -483,17 +630,38 @@ def _load(ckpts, step, model, optimizer, model_meta) -> int:
   return step
 
 
-def _read_curve(path: pathlib.Path, start: int) -> list[dict]:
-  if start == 0 or not path.exists():
-    return []
-  with path.open() as f:
-    return [{k: int(v) if k == "step" else float(v) for k, v in r.items()}
-            for r in csv.DictReader(f) if int(r["step"]) <= start]
+class _Curve:
+  """train_curve.csv, one row appended and flushed per log step.
 
+  A run killed with no chance to clean up (kill -9) keeps every row written;
+  a resumed run first drops the rows after its checkpoint, which it redoes.
+  """
 
-def _write_curve(path: pathlib.Path, rows: list[dict]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("w", newline="") as f:
-    w = csv.DictWriter(f, ["step", "loss", "train_iou", "steps_per_s", "time_s"])
-    w.writeheader()
-    w.writerows(rows)
+  FIELDS = ("step", "loss", "train_iou", "steps_per_s", "time_s")
+
+  def __init__(self, path: pathlib.Path, start: int, active: bool):
+    self.rows: list[dict] = []
+    self.file = None
+    if not active:
+      return
+    if start and path.exists():
+      with path.open() as f:
+        self.rows = [{k: int(v) if k == "step" else float(v)
+                      for k, v in r.items()}
+                     for r in csv.DictReader(f) if int(r["step"]) <= start]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    self.file = path.open("w", newline="")
+    self.writer = csv.DictWriter(self.file, self.FIELDS)
+    self.writer.writeheader()
+    self.writer.writerows(self.rows)
+    self.file.flush()
+
+  def add(self, row: dict) -> None:
+    self.rows.append(row)
+    if self.file is not None:
+      self.writer.writerow(row)
+      self.file.flush()
+
+  def close(self) -> None:
+    if self.file is not None:
+      self.file.close()
