@@ -1,7 +1,7 @@
 """Shared pieces of the PEL study: data, model, losses, a training loop, eval.
 
 Reuses the example's UNet (`examples.unet.models`), data
-(`examples.unet.data`) and evaluation (`examples.unet.train.evaluate`); the
+(`examples.unet.data`) and evaluation (`examples.unet.inference.evaluate`); the
 loop is a compact optax/NNX one so every arm is a pure function of
 (checkpoint, loss, seed): no dropout, no BatchNorm, batches from
 `train_batch(ds, seed, step)`.
@@ -23,10 +23,12 @@ from flax import nnx
 import pel_jax
 from examples.unet import data as data_lib
 from examples.unet import models
-from examples.unet import train as train_lib
+from examples.unet import inference
+from examples.unet import losses as example_losses
 
-# The authors' setting: 1 - 20 * sum((p g)^3) / (sum p + sum g), batch sums.
-AUTHORS = dict(scale=10.0, fp_weight=0.5, fn_weight=0.5, batch=True)
+# The authors' setting without its exponent (each arm sets n).
+AUTHORS = {k: v for k, v in example_losses.AUTHORS_PEL.items()
+           if k != "exponent"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +132,8 @@ def train(graphdef, params, ds, spec: LossSpec, *, steps: int, lr: float,
 # The example's own evaluation (padding, batching, metrics), on merged params.
 def predict_logits(graphdef, params, images, depth: int):
   """Logits for a list of `[H, W, C]` images of any size."""
-  return train_lib.predict_logits(nnx.merge(graphdef, params), images, depth)
+  del depth  # the model knows it
+  return inference.predict_logits(nnx.merge(graphdef, params), images)
 
 
 METRICS = ("iou", "dice", "bf1", "object_f1", "aji")
@@ -141,7 +144,8 @@ def evaluate(graphdef, params, ds, depth: int, with_logits: bool = False):
   the foreground classes) over `ds`; with instance masks also the nucleus
   detection F1 (IoU >= 0.5) and AJI. With `with_logits`: (metrics, logits).
   """
-  summary, logits = train_lib.evaluate(nnx.merge(graphdef, params), ds, depth)
+  del depth  # the model knows it
+  summary, logits = inference.evaluate(nnx.merge(graphdef, params), ds)
   out = {k: summary[f"val_{k}"] for k in METRICS if f"val_{k}" in summary}
   return (out, logits) if with_logits else out
 

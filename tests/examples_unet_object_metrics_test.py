@@ -108,7 +108,7 @@ def test_shape_mismatch_is_a_clear_error():
 def test_folder_instances_reach_the_evaluation(tmp_path):
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  from examples.unet import data, models, train  # pylint: disable=import-outside-toplevel
+  from examples.unet import data, inference, models  # pylint: disable=import-outside-toplevel
   root = tmp_path / "set"
   for sub in ("images", "masks", "instances"):
     (root / sub).mkdir(parents=True)
@@ -124,7 +124,7 @@ def test_folder_instances_reach_the_evaluation(tmp_path):
   np.testing.assert_array_equal(ds.instances[1], inst)
   assert ds.subset([1]).instances[0] is ds.instances[1]
   model = models.UNet(1, 2, width=2, depth=1, norm="group", rngs=nnx.Rngs(0))
-  summary, logits = train.evaluate(model, ds, depth=1)
+  summary, logits = inference.evaluate(model, ds)
   total = None
   for lg in logits:
     total = om.add(total, om.image_counts(inst, lg.argmax(-1) > 0))
@@ -135,7 +135,7 @@ def test_folder_instances_reach_the_evaluation(tmp_path):
   shutil.rmtree(root / "instances")
   no_inst = data.load_folder(root, 2)
   assert no_inst.instances is None
-  assert "val_aji" not in train.evaluate(model, no_inst, depth=1)[0]
+  assert "val_aji" not in inference.evaluate(model, no_inst)[0]
 
 
 def test_instance_image_of_wrong_size_is_a_data_error(tmp_path):

@@ -1,5 +1,8 @@
 """Orbax checkpoints: model state, optimizer state, and JSON metadata per step.
 
+`restore` loads a checkpoint into a model (and optimizer) after checking the
+architecture; `load_model` rebuilds a run's model from its metadata alone.
+
 The metadata holds a SHA-256 of every saved array, checked on restore: Orbax
 reads raw array bytes back without a checksum, so a flipped bit on disk would
 otherwise come back as a silently different (e.g. NaN) parameter.
@@ -14,6 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
+
+from . import configs, models
 
 
 class CheckpointError(RuntimeError):
@@ -124,3 +130,46 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def restore(ckpts: Checkpoints, model, *, architecture: dict, optimizer=None,
+            step: int | None = None) -> int:
+  """Restores step `step` (latest if None) into `model` (and `optimizer`).
+
+  Raises CheckpointError if the saved architecture differs from
+  `architecture` (`models.architecture`), or the arrays are corrupt.
+  Returns the step.
+  """
+  step, meta = ckpts.meta(step)
+  saved = meta.get("model", {})
+  diff = {k: (saved.get(k), v) for k, v in architecture.items()
+          if saved.get(k) != v}
+  if diff:
+    raise CheckpointError(
+        f"{ckpts.directory / str(step)}: incompatible checkpoint, saved vs"
+        f" current: {diff}")
+  targets = {"model": nnx.state(model)}
+  if optimizer is not None:
+    targets["optimizer"] = nnx.state(optimizer)
+  got = ckpts.restore(step, targets)
+  nnx.update(model, got["model"])
+  if optimizer is not None:
+    nnx.update(optimizer, got["optimizer"])
+  return step
+
+
+def load_model(path: str | pathlib.Path) -> tuple[models.UNet, configs.Config]:
+  """The model of a run (its latest checkpoint), built from the metadata."""
+  ckpts = Checkpoints(path, create=False)
+  step, meta = ckpts.meta()
+  fields = configs.Config.__dataclass_fields__
+  cfg = configs.Config(**{k: v for k, v in meta.get("config", {}).items()
+                          if k in fields})
+  in_channels = meta.get("model", {}).get("in_channels")
+  if in_channels is None:
+    raise CheckpointError(
+        f"{ckpts.directory / str(step)}: no model metadata in checkpoint")
+  model = models.make_model(cfg, in_channels)
+  restore(ckpts, model, architecture=meta["model"], step=step)
+  ckpts.close()
+  return model, cfg

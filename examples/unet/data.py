@@ -22,15 +22,18 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Dataset:
-  """Images, masks, names (file stems) and, for folder data, the image files."""
+  """Images, masks, names (file stems) and, for folder data, the image files
+  and any instance ids."""
   images: list[np.ndarray]
   masks: list[np.ndarray]
   names: list[str]
   num_classes: int
-  files: list[str] | None = None
+  # Keyword-only, so that positional construction never fills it by mistake.
+  files: list[str] | None = dataclasses.field(default=None, kw_only=True)
   # Nucleus ids per image (0 = none) for the object metrics; from the
   # optional `instances/` folder next to `masks/`.
-  instances: list[np.ndarray] | None = None
+  instances: list[np.ndarray] | None = dataclasses.field(default=None,
+                                                         kw_only=True)
 
   @property
   def in_channels(self) -> int:
@@ -43,8 +46,8 @@ class Dataset:
   def subset(self, idx) -> Dataset:
     return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
                    [self.names[i] for i in idx], self.num_classes,
-                   [self.files[i] for i in idx] if self.files else None,
-                   None if self.instances is None else
+                   files=[self.files[i] for i in idx] if self.files else None,
+                   instances=None if self.instances is None else
                    [self.instances[i] for i in idx])
 
 
@@ -225,8 +228,8 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
     images.append(image)
     masks.append(mask.astype(np.int32))
   return Dataset(_same_channels(images), masks, list(image_files), num_classes,
-                 [str(p) for p in image_files.values()],
-                 _instances(root / "instances", image_files, masks))
+                 files=[str(p) for p in image_files.values()],
+                 instances=_instances(root / "instances", image_files, masks))
 
 
 def _instances(folder: pathlib.Path, image_files: dict,
@@ -256,6 +259,44 @@ def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset
   order = np.random.default_rng([seed, 7]).permutation(n)
   n_val = min(n - 1, max(1, round(val_fraction * n)))
   return ds.subset(sorted(order[n_val:])), ds.subset(sorted(order[:n_val]))
+
+
+def load(cfg) -> tuple[Dataset, Dataset, int]:
+  """(train, val, patch size) of a run config (`configs.Config`).
+
+  Synthetic data unless `cfg.data`. The patch rule: `--patch-size`, or the
+  synthetic image size, or min(128, the smallest image side), rounded down
+  to a multiple of 2**depth. Raises DataError before anything is written.
+  """
+  if cfg.data is None:
+    train = synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
+    val = synthetic(cfg.seed, cfg.num_val, cfg.image_size, cfg.classes,
+                    start=cfg.num_train)
+  else:
+    train = load_folder(cfg.data, cfg.classes, cfg.binary)
+    if cfg.val_data:
+      val = load_folder(cfg.val_data, cfg.classes, cfg.binary)
+    else:
+      train, val = split(train, cfg.val_fraction, cfg.seed)
+    if val.in_channels != train.in_channels:
+      raise DataError(f"{cfg.val_data}: {val.in_channels} channels, but"
+                      f" the training images have {train.in_channels}")
+  patch = cfg.patch_size
+  if patch is None:
+    sides = [min(im.shape[:2]) for im in train.images]
+    patch = cfg.image_size if cfg.data is None else min(128, min(sides))
+    patch -= patch % 2**cfg.depth
+    if patch <= 0:
+      i = int(np.argmin(sides))
+      raise DataError(
+          f"{train.source(i)}: image size {train.images[i].shape[:2]} is"
+          f" smaller than 2**depth = {2**cfg.depth}, the smallest training"
+          " patch (remove the image, or lower --depth)")
+  if patch % 2**cfg.depth or patch <= 0:
+    raise ValueError(f"--patch-size {patch} must be a positive multiple of"
+                     f" 2**depth = {2**cfg.depth}")
+  check_patch(train, patch)
+  return train, val, patch
 
 
 # ------------------------------------------------------------------- batches

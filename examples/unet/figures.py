@@ -10,9 +10,11 @@ import numpy as np
 from matplotlib import colors
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt  # after choosing the backend
 
-import pel_jax  # noqa: E402
+import pel_jax
+
+from . import losses
 
 
 def weight_maps(logits: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -21,9 +23,8 @@ def weight_maps(logits: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, 
   Taken w.r.t. the logits, so the softmax Jacobian is included: the maps
   show where each loss actually pushes the network for this prediction.
   """
-  from .train import region_loss_fn  # pylint: disable=import-outside-toplevel
   z, g = logits[None], mask[None]
-  pel = pel_jax.weight_map(z, g, loss_fn=region_loss_fn("pel", cfg),
+  pel = pel_jax.weight_map(z, g, loss_fn=losses.region_loss_fn("pel", cfg),
                            from_logits=True)
   dice = pel_jax.weight_map(z, g, loss_fn=pel_jax.dice_loss, from_logits=True)
   return np.asarray(pel[0]), np.asarray(dice[0])

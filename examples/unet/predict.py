@@ -8,23 +8,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from . import checkpoint, data, train
-
-
-def load_model(path: str | pathlib.Path):
-  """The model saved in a run (latest checkpoint), built from its metadata."""
-  ckpts = checkpoint.Checkpoints(path, create=False)
-  step, meta = ckpts.meta()
-  saved = train.Config(**{k: v for k, v in meta.get("config", {}).items()
-                          if k in train.Config.__dataclass_fields__})
-  in_channels = meta.get("model", {}).get("in_channels")
-  if in_channels is None:
-    raise checkpoint.CheckpointError(
-        f"{ckpts.directory / str(step)}: no model metadata in checkpoint")
-  model = train.make_model(saved, in_channels)
-  train._load(ckpts, step, model, None, meta["model"])  # pylint: disable=protected-access
-  ckpts.close()
-  return model, saved, in_channels
+from . import checkpoint, data, inference
 
 
 def palette(num_classes: int) -> list[int]:
@@ -52,13 +36,14 @@ def mask_image(ids: np.ndarray, num_classes: int) -> Image.Image:
 
 def predict_folder(checkpoint_path, input_dir, output_dir) -> list[pathlib.Path]:
   """Writes `<output_dir>/<stem>.png`: class ids as a palette PNG (`mask_image`)."""
-  model, cfg, in_channels = load_model(checkpoint_path)
+  model, cfg = checkpoint.load_model(checkpoint_path)
+  in_channels = model.in_channels
   images, names = data.load_images(input_dir)
   if images[0].shape[-1] != in_channels:
     # grayscale <-> RGB by replication / luminance mean, as the model expects
     images = [np.repeat(im, in_channels, -1) if im.shape[-1] == 1
               else im.mean(-1, keepdims=True) for im in images]
-  logits = train.predict_logits(model, images, cfg.depth)
+  logits = inference.predict_logits(model, images)
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
   paths = []
