@@ -31,6 +31,7 @@ def _fake_fetch(calls):
   return fetcher
 
 
+@pytest.mark.slow
 def test_quick_real_study(tmp_path):
   calls = []
   out = tmp_path / "real"
