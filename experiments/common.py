@@ -75,7 +75,7 @@ def make_data(data_dir: str | None, image_size: int, n_train: int, n_val: int,
   binary = classes == 2
   if data_dir and (pathlib.Path(data_dir) / "train").is_dir():
     root = pathlib.Path(data_dir)
-    load = lambda s: data_lib.load_folder(root / s, classes, binary)  # noqa: E731
+    load = lambda s: data_lib.load_folder(root / s, classes, binary)
     return (load("train"), load("val"),
             load("test") if (root / "test").is_dir() else None)
   if data_dir:
@@ -94,7 +94,7 @@ def make_model(in_channels: int, width: int, depth: int, seed: int = 0,
 
 
 # ------------------------------------------------------------------ training
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _train_step(graphdef, spec: LossSpec, lr: float):
   tx = optax.adam(lr)
 

@@ -136,7 +136,7 @@ def pair_deltas(per_seed: dict[str, list[dict]]) -> dict:
 
 
 def pairs_markdown(pairs: dict) -> str:
-  pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731
+  pts = lambda x: f"{100 * x:+.2f}"
   metrics = list(next(iter(pairs.values())))
   rows = ["| comparison | " + " | ".join(
       f"Δ{LABELS[m]} [95% CI]" for m in metrics) + " |",
@@ -150,7 +150,7 @@ def pairs_markdown(pairs: dict) -> str:
 
 def markdown(summary: dict, base: dict, n_seeds: int,
              split: str = "Validation") -> str:
-  pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731
+  pts = lambda x: f"{100 * x:+.2f}"
   metrics = list(next(iter(summary.values())))
   head = ("| arm | " + " | ".join(LABELS[m] for m in metrics) + " | "
           + " | ".join(f"Δ{LABELS[m]}" + (" vs dice" if i == 0 else "")

@@ -62,7 +62,7 @@ def parse_args(argv=None):
 def _cell(d: dict | None) -> str:
   if d is None:
     return "—"
-  pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731
+  pts = lambda x: f"{100 * x:+.2f}"
   return f"{pts(d['mean'])} [{pts(d['lo'])}, {pts(d['hi'])}]"
 
 

@@ -111,7 +111,7 @@ def image_counts(true_instances: np.ndarray, pred_mask: np.ndarray) -> dict:
 def summarize(total: dict) -> dict:
   """Detection precision/recall/F1 and AJI from summed `counts`."""
   tp, fp, fn = total["tp"], total["fp"], total["fn"]
-  ratio = lambda a, b: float(a / b) if b else 1.0  # noqa: E731
+  ratio = lambda a, b: float(a / b) if b else 1.0
   return {"object_f1": ratio(2 * tp, 2 * tp + fp + fn),
           "object_precision": ratio(tp, tp + fp),
           "object_recall": ratio(tp, tp + fn),
