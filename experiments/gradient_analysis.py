@@ -269,10 +269,11 @@ def main(argv=None):
   args = ap.parse_args(argv)
   study = pathlib.Path(args.study)
   cfg = json.loads((study / "config.json").read_text())
-  _, val = common.make_data(cfg["data"], cfg["image_size"], cfg["n_train"],
-                            cfg["n_val"])
+  classes = cfg.get("classes", 2)
+  _, val, _ = common.make_data(cfg["data"], cfg["image_size"], cfg["n_train"],
+                               cfg["n_val"], classes=classes)
   graphdef, like = common.make_model(val.in_channels, cfg["width"],
-                                     cfg["depth"])
+                                     cfg["depth"], classes=classes)
   params = common.load_params(study / "base.pkl", like)
   out = pathlib.Path(args.out or study)
   out.mkdir(parents=True, exist_ok=True)

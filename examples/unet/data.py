@@ -22,13 +22,18 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Dataset:
-  """Images, masks, names (file stems) and, for folder data, the image files."""
+  """Images, masks, names (file stems) and, for folder data, the image files
+  and any instance ids."""
   images: list[np.ndarray]
   masks: list[np.ndarray]
   names: list[str]
   num_classes: int
   # Keyword-only, so that positional construction never fills it by mistake.
   files: list[str] | None = dataclasses.field(default=None, kw_only=True)
+  # Nucleus ids per image (0 = none) for the object metrics; from the
+  # optional `instances/` folder next to `masks/`.
+  instances: list[np.ndarray] | None = dataclasses.field(default=None,
+                                                         kw_only=True)
 
   @property
   def in_channels(self) -> int:
@@ -41,7 +46,9 @@ class Dataset:
   def subset(self, idx) -> Dataset:
     return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
                    [self.names[i] for i in idx], self.num_classes,
-                   files=[self.files[i] for i in idx] if self.files else None)
+                   files=[self.files[i] for i in idx] if self.files else None,
+                   instances=None if self.instances is None else
+                   [self.instances[i] for i in idx])
 
 
 # ----------------------------------------------------------------- synthetic
@@ -221,7 +228,26 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
     images.append(image)
     masks.append(mask.astype(np.int32))
   return Dataset(_same_channels(images), masks, list(image_files), num_classes,
-                 files=[str(p) for p in image_files.values()])
+                 files=[str(p) for p in image_files.values()],
+                 instances=_instances(root / "instances", image_files, masks))
+
+
+def _instances(folder: pathlib.Path, image_files: dict,
+               masks: list[np.ndarray]) -> list[np.ndarray] | None:
+  """Instance-id images matching every image, or None without the folder."""
+  if not folder.is_dir():
+    return None
+  files, out = _files(folder), []
+  for (stem, path), mask in zip(image_files.items(), masks):
+    if stem not in files:
+      raise DataError(f"{path}: no instance image with the same name in {folder}")
+    inst = read_image(files[stem])
+    if inst.shape != mask.shape or not np.issubdtype(inst.dtype, np.integer):
+      raise DataError(f"{files[stem]}: instance ids must be an integer image of"
+                      f" the mask's size {mask.shape}, got shape {inst.shape}"
+                      f" dtype {inst.dtype}")
+    out.append(inst.astype(np.int32))
+  return out
 
 
 def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

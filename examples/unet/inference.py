@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from . import data, metrics
+from . import data, metrics, object_metrics
 
 
 def to_host(x) -> np.ndarray:
@@ -44,12 +44,24 @@ def predict_logits(model, images: list[np.ndarray], put=np.asarray,
 
 
 def evaluate(model, ds: data.Dataset, put=np.asarray):
-  """(summary dict, list of logits) over a dataset (`metrics.summarize`)."""
+  """(summary dict, list of logits) over a dataset (`metrics.summarize`).
+
+  With instance masks (`ds.instances`), also the object metrics of the
+  predicted foreground (any class > 0): `val_object_f1`, `val_aji`, ...
+  """
   logits = predict_logits(model, ds.images, put)
   cm = np.zeros((ds.num_classes,) * 2, np.int64)
   bc = np.zeros((ds.num_classes, 4), np.int64)
-  for lg, mask in zip(logits, ds.masks):
+  objects = None
+  for i, (lg, mask) in enumerate(zip(logits, ds.masks)):
     pred = lg.argmax(-1)
     cm += metrics.confusion_matrix(pred, mask, ds.num_classes)
     bc += metrics.boundary_counts(pred[None], mask[None], ds.num_classes)
-  return metrics.summarize(cm, bc), logits
+    if ds.instances is not None:
+      objects = object_metrics.add(
+          objects, object_metrics.image_counts(ds.instances[i], pred > 0))
+  summary = metrics.summarize(cm, bc)
+  if objects is not None:
+    summary.update({f"val_{k}": v for k, v in
+                    object_metrics.summarize(objects).items()})
+  return summary, logits

