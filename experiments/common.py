@@ -1,7 +1,7 @@
 """Shared pieces of the PEL study: data, model, losses, a training loop, eval.
 
 Reuses the example's UNet (`examples.unet.models`), data
-(`examples.unet.data`) and evaluation (`examples.unet.train.evaluate`); the
+(`examples.unet.data`) and evaluation (`examples.unet.inference.evaluate`); the
 loop is a compact optax/NNX one so every arm is a pure function of
 (checkpoint, loss, seed): no dropout, no BatchNorm, batches from
 `train_batch(ds, seed, step)`.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pathlib
 import time
 
 import jax
@@ -22,10 +23,12 @@ from flax import nnx
 import pel_jax
 from examples.unet import data as data_lib
 from examples.unet import models
-from examples.unet import train as train_lib
+from examples.unet import inference
+from examples.unet import losses as example_losses
 
-# The authors' setting: 1 - 20 * sum((p g)^3) / (sum p + sum g), batch sums.
-AUTHORS = dict(scale=10.0, fp_weight=0.5, fn_weight=0.5, batch=True)
+# The authors' setting without its exponent (each arm sets n).
+AUTHORS = {k: v for k, v in example_losses.AUTHORS_PEL.items()
+           if k != "exponent"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,24 +63,38 @@ def total_loss(logits, labels, spec: LossSpec):
 
 # ---------------------------------------------------------------- data/model
 def make_data(data_dir: str | None, image_size: int, n_train: int, n_val: int,
-              data_seed: int = 0):
-  """(train, val) datasets: the example's synthetic set or a folder (binary)."""
+              data_seed: int = 0, classes: int = 2):
+  """(train, val, test) datasets; test is None unless the folder has one.
+
+  `data_dir` unset: the example's synthetic set (binary). A folder with
+  `train/` (the layout `examples.unet.main fetch` writes): its train/, val/
+  and, if present, test/ subfolders. Any other folder: images/ + masks/,
+  split 75/25 into train/val. Masks are class ids in [0, classes); with
+  `classes=2`, any mask value > 0 is foreground.
+  """
+  binary = classes == 2
+  if data_dir and (pathlib.Path(data_dir) / "train").is_dir():
+    root = pathlib.Path(data_dir)
+    load = lambda s: data_lib.load_folder(root / s, classes, binary)
+    return (load("train"), load("val"),
+            load("test") if (root / "test").is_dir() else None)
   if data_dir:
-    ds = data_lib.load_folder(data_dir, 2, binary=True)
-    return data_lib.split(ds, 0.25, data_seed)
+    ds = data_lib.load_folder(data_dir, classes, binary=binary)
+    return (*data_lib.split(ds, 0.25, data_seed), None)
   train = data_lib.synthetic(data_seed, n_train, image_size, 2)
   val = data_lib.synthetic(data_seed, n_val, image_size, 2, start=n_train)
-  return train, val
+  return train, val, None
 
 
-def make_model(in_channels: int, width: int, depth: int, seed: int = 0):
-  model = models.UNet(in_channels, 2, width=width, depth=depth, norm="group",
-                      rngs=nnx.Rngs(seed))
+def make_model(in_channels: int, width: int, depth: int, seed: int = 0,
+               classes: int = 2):
+  model = models.UNet(in_channels, classes, width=width, depth=depth,
+                      norm="group", rngs=nnx.Rngs(seed))
   return nnx.split(model)  # (graphdef, state): state is all parameters
 
 
 # ------------------------------------------------------------------ training
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _train_step(graphdef, spec: LossSpec, lr: float):
   tx = optax.adam(lr)
 
@@ -115,13 +132,22 @@ def train(graphdef, params, ds, spec: LossSpec, *, steps: int, lr: float,
 # The example's own evaluation (padding, batching, metrics), on merged params.
 def predict_logits(graphdef, params, images, depth: int):
   """Logits for a list of `[H, W, C]` images of any size."""
-  return train_lib.predict_logits(nnx.merge(graphdef, params), images, depth)
+  del depth  # the model knows it
+  return inference.predict_logits(nnx.merge(graphdef, params), images)
 
 
-def evaluate(graphdef, params, ds, depth: int) -> dict:
-  """Foreground IoU, Dice and boundary F1 (tolerance 2 px) over `ds`."""
-  summary, _ = train_lib.evaluate(nnx.merge(graphdef, params), ds, depth)
-  return {k: summary[f"val_{k}"] for k in ("iou", "dice", "bf1")}
+METRICS = ("iou", "dice", "bf1", "object_f1", "aji")
+
+
+def evaluate(graphdef, params, ds, depth: int, with_logits: bool = False):
+  """Foreground IoU, Dice and boundary F1 (tolerance 2 px, each the mean over
+  the foreground classes) over `ds`; with instance masks also the nucleus
+  detection F1 (IoU >= 0.5) and AJI. With `with_logits`: (metrics, logits).
+  """
+  del depth  # the model knows it
+  summary, logits = inference.evaluate(nnx.merge(graphdef, params), ds)
+  out = {k: summary[f"val_{k}"] for k in METRICS if f"val_{k}" in summary}
+  return (out, logits) if with_logits else out
 
 
 class Timer:

@@ -1,6 +1,6 @@
 """Does PEL help? The fine-tuning study, one command.
 
-  python -m experiments.finetune_study --out runs/study          # ~25 min (2 shared cores)
+  python -m experiments.finetune_study --out runs/study          # ~3.5 min (2 idle cores)
   python -m experiments.finetune_study --out runs/quick --quick  # ~1-2 min
 
 Protocol: train the example UNet (binary: foreground vs background) with
@@ -30,11 +30,13 @@ import sys
 import numpy as np
 
 from experiments import common
+from experiments import figures
 from experiments import gradient_analysis
 from experiments import stats
 from experiments.common import LossSpec
 
-METRICS = ("iou", "dice", "bf1")
+LABELS = {"iou": "IoU", "dice": "Dice", "bf1": "BF1", "object_f1": "F1obj",
+          "aji": "AJI"}
 CONTROL = "dice"
 # Further paired comparisons (treatment, control) reported when both ran.
 PAIRS = (("pel_n3+ce_patch", "dice+ce_patch"), ("pel_n0.5", "pel_n3"))
@@ -81,7 +83,14 @@ def parse_args(argv=None):
                   help="comma-separated subset of: "
                   + ", ".join(a.name for a in ARMS))
   ap.add_argument("--data", default=None,
-                  help="folder with images/ and masks/ (binary: mask > 0)")
+                  help="folder with images/ and masks/ (split 75/25), or with"
+                  " train/, val/ and test/ as `examples.unet.main fetch` writes"
+                  " (plateau on val/, metrics on test/)")
+  ap.add_argument("--classes", type=int, default=2,
+                  help="classes incl. background; 2: any mask value > 0 is"
+                  " foreground")
+  ap.add_argument("--overlay-index", type=int, default=0,
+                  help="evaluation image drawn in overlays.png")
   ap.add_argument("--report-only", action="store_true",
                   help="rebuild the tables and bar chart from results.json")
   ap.add_argument("--quick", action="store_true",
@@ -96,13 +105,19 @@ def parse_args(argv=None):
   return args
 
 
+def metric_names(per_seed: dict[str, list[dict]]) -> list[str]:
+  """The metrics the runs recorded, in `common.METRICS` order."""
+  first = next(iter(per_seed.values()))[0]
+  return [m for m in common.METRICS if m in first]
+
+
 def summarize(per_seed: dict[str, list[dict]], arms: list[str]) -> dict:
   """Mean/sd per arm and metric, and paired Δ vs the control with 95% CI."""
   out = {}
   for arm in arms:
     rows = per_seed[arm]
     out[arm] = {}
-    for m in METRICS:
+    for m in metric_names(per_seed):
       v = np.array([r[m] for r in rows])
       entry = {"mean": float(v.mean()),
                "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan")}
@@ -116,40 +131,47 @@ def pair_deltas(per_seed: dict[str, list[dict]]) -> dict:
   """Paired Δ with 95% CI for each of `PAIRS` whose two arms both ran."""
   return {f"{a} - {b}": {m: stats.paired_ci([r[m] for r in per_seed[a]],
                                             [r[m] for r in per_seed[b]])
-                         for m in METRICS}
+                         for m in metric_names(per_seed)}
           for a, b in PAIRS if a in per_seed and b in per_seed}
 
 
 def pairs_markdown(pairs: dict) -> str:
-  pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731
-  rows = ["| comparison | ΔIoU [95% CI] | ΔDice [95% CI] | ΔBF1 [95% CI] |",
-          "|---|---|---|---|"]
+  pts = lambda x: f"{100 * x:+.2f}"
+  metrics = list(next(iter(pairs.values())))
+  rows = ["| comparison | " + " | ".join(
+      f"Δ{LABELS[m]} [95% CI]" for m in metrics) + " |",
+          "|---" * (len(metrics) + 1) + "|"]
   for name, d in pairs.items():
     rows.append(f"| {name} | " + " | ".join(
         f"{pts(d[m]['mean'])} [{pts(d[m]['lo'])}, {pts(d[m]['hi'])}]"
-        for m in METRICS) + " |")
+        for m in metrics) + " |")
   return "\n".join(rows) + "\n"
 
 
-def markdown(summary: dict, base: dict, n_seeds: int) -> str:
-  pts = lambda x: f"{100 * x:+.2f}"  # noqa: E731
-  head = ("| arm | IoU | Dice | BF1 | ΔIoU vs dice [95% CI] |"
-          " ΔDice [95% CI] | ΔBF1 [95% CI] |")
-  rows = [head, "|---|---|---|---|---|---|---|",
-          f"| base (start) | {100 * base['iou']:.2f} | {100 * base['dice']:.2f}"
-          f" | {100 * base['bf1']:.2f} | | | |"]
+def markdown(summary: dict, base: dict, n_seeds: int,
+             split: str = "Validation") -> str:
+  pts = lambda x: f"{100 * x:+.2f}"
+  metrics = list(next(iter(summary.values())))
+  head = ("| arm | " + " | ".join(LABELS[m] for m in metrics) + " | "
+          + " | ".join(f"Δ{LABELS[m]}" + (" vs dice" if i == 0 else "")
+                       + " [95% CI]" for i, m in enumerate(metrics)) + " |")
+  rows = [head, "|---" * (2 * len(metrics) + 1) + "|",
+          "| base (start) | " + " | ".join(f"{100 * base[m]:.2f}"
+                                           for m in metrics)
+          + " |" * len(metrics) + " |"]
   for arm, s in summary.items():
     cells = [f"{100 * s[m]['mean']:.2f} ± {100 * s[m]['sd']:.2f}"
-             for m in METRICS]
+             for m in metrics]
     deltas = []
-    for m in METRICS:
+    for m in metrics:
       d = s[m].get("delta")
       deltas.append("—" if d is None or arm == CONTROL else
                     f"{pts(d['mean'])} [{pts(d['lo'])}, {pts(d['hi'])}]")
     rows.append(f"| {arm} | " + " | ".join(cells + deltas) + " |")
-  return ("Validation metrics in points (foreground class; mean ± sd over"
-          f" {n_seeds} seeds); Δ = paired difference to the `dice` control,"
-          " t interval over seeds.\n\n" + "\n".join(rows) + "\n")
+  return (f"{split} metrics in points (mean over the foreground classes;"
+          f" mean ± sd over {n_seeds} seeds); Δ = paired difference to the"
+          " `dice` control, t interval over seeds.\n\n" + "\n".join(rows)
+          + "\n")
 
 
 def plot_bars(summary: dict, path) -> None:
@@ -157,8 +179,10 @@ def plot_bars(summary: dict, path) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   arms = [a for a in summary if a != CONTROL]
-  fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=False)
-  for ax, m in zip(axes, METRICS):
+  metrics = list(summary[arms[0]])
+  fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6),
+                           sharey=False)
+  for ax, m in zip(axes, metrics):
     d = [summary[a][m]["delta"] for a in arms]
     mean = np.array([x["mean"] for x in d]) * 100
     err = np.nan_to_num(np.array([x["half_width"] for x in d]) * 100)
@@ -167,7 +191,7 @@ def plot_bars(summary: dict, path) -> None:
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(arms)))
     ax.set_xticklabels(arms, rotation=30, ha="right", fontsize=8)
-    ax.set_title(f"Δ{m.upper()} vs dice control (points, 95% CI)", fontsize=9)
+    ax.set_title(f"Δ{LABELS[m]} vs dice control (points, 95% CI)", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)
@@ -176,29 +200,35 @@ def plot_bars(summary: dict, path) -> None:
 def write_report(out: pathlib.Path, result: dict) -> str:
   """results.json/csv/md and bars.png from the per-seed metrics; the table."""
   per_seed, names = result["per_seed"], list(result["per_seed"])
-  n_seeds = len(per_seed[names[0]])
+  n_seeds, metrics = len(per_seed[names[0]]), metric_names(per_seed)
   result["summary"] = summarize(per_seed, names)
   result["pairs"] = pair_deltas(per_seed)
-  table = markdown(result["summary"], result["base"], n_seeds)
+  split = {"val": "Validation", "test": "Test"}[result.get("eval_split", "val")]
+  table = markdown(result["summary"], result["base"], n_seeds, split)
   (out / "results.json").write_text(json.dumps(result, indent=1))
   with open(out / "results.csv", "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["arm", "seed", *METRICS])
+    w.writerow(["arm", "seed", *metrics])
     for arm in names:
       for r in per_seed[arm]:
-        w.writerow([arm, r["seed"], *(f"{r[m]:.6f}" for m in METRICS)])
+        w.writerow([arm, r["seed"], *(f"{r[m]:.6f}" for m in metrics)])
   base_steps = result["base"]["steps"]
   (out / "results.md").write_text(
       "# Fine-tuning study\n\n" + table
       + ("\nOther paired comparisons (points):\n\n"
          + pairs_markdown(result["pairs"]) if result["pairs"] else "")
-      + "\n## Gradient mass shares (base model, validation set)\n\n"
-      + gradient_analysis.shares_table(result["gradient_shares"])
-      + f"\n\nBase: {base_steps} steps; wall time"
+      + ("\n## Gradient mass shares (base model, validation set)\n\n"
+         + gradient_analysis.shares_table(result["gradient_shares"]) + "\n"
+         if result.get("gradient_shares") else "")
+      + f"\nBase: {base_steps} steps; wall time"
       f" {result['seconds']['total'] / 60:.1f} min.\n")
   if CONTROL in per_seed and len(names) > 1:
     plot_bars(result["summary"], out / "bars.png")
   return table
+
+
+def _line(m: dict) -> str:
+  return " ".join(f"{LABELS[k]} {v:.4f}" for k, v in m.items())
 
 
 def main(argv=None):
@@ -225,21 +255,26 @@ def main(argv=None):
          if k not in ("out", "report_only")}
   (out / "config.json").write_text(json.dumps(cfg, indent=1))
 
-  train, val = common.make_data(args.data, args.image_size, args.n_train,
-                                args.n_val)
+  train, val, test = common.make_data(args.data, args.image_size, args.n_train,
+                                      args.n_val, classes=args.classes)
+  # The stopping rule reads val; the arms are compared on test when there is
+  # one, so the reported numbers never steered training.
+  evalset, eval_split = (val, "val") if test is None else (test, "test")
   crop = args.image_size
   if args.data:
     crop = min(crop, min(min(im.shape[:2]) for im in train.images))
     crop -= crop % 2**args.depth
-  log(f"data: {len(train.images)} train / {len(val.images)} val images,"
-      f" crop {crop}, patch {args.patch_size}")
+  log(f"data: {len(train.images)} train / {len(val.images)} val"
+      + ("" if test is None else f" / {len(test.images)} test")
+      + f" images, {args.classes} classes, crop {crop}, patch {args.patch_size}")
   graphdef, params = common.make_model(train.in_channels, args.width,
-                                       args.depth, seed=0)
+                                       args.depth, seed=0,
+                                       classes=args.classes)
 
   # ---- base model: Dice + CE until the validation IoU plateaus (cached)
-  base_keys = ("data", "image_size", "width", "depth", "batch_size",
-               "n_train", "n_val", "base_lr", "base_steps", "eval_every",
-               "patience")
+  base_keys = ("data", "classes", "image_size", "width", "depth",
+               "batch_size", "n_train", "n_val", "base_lr", "base_steps",
+               "eval_every", "patience")
   base_cfg = {k: cfg[k] for k in base_keys}
   cache = out / "base.json"
   if (out / "base.pkl").exists() and cache.exists() and json.loads(
@@ -256,14 +291,17 @@ def main(argv=None):
         eval_every=args.eval_every, patience=args.patience, log=log)
     common.save_params(out / "base.pkl", params)
     cache.write_text(json.dumps({"config": base_cfg, "history": base_hist}))
-  base = common.evaluate(graphdef, params, val, args.depth)
+  base, base_logits = common.evaluate(graphdef, params, evalset, args.depth,
+                                      with_logits=True)
   base_time = timer()
-  log(f"base: IoU {base['iou']:.4f} Dice {base['dice']:.4f}"
-      f" BF1 {base['bf1']:.4f} after {base_hist[-1]['step']} steps")
+  log(f"base ({eval_split}): {_line(base)} after {base_hist[-1]['step']} steps")
+  overlay = {"base": base_logits[args.overlay_index].argmax(-1)}
 
-  # ---- gradient analysis of the base model's predictions
-  shares = gradient_analysis.analyse(graphdef, params, val, args.depth, out)
-  log("gradient shares:\n" + gradient_analysis.shares_table(shares))
+  # ---- gradient analysis of the base model's predictions (binary closed forms)
+  shares = None
+  if args.classes == 2:
+    shares = gradient_analysis.analyse(graphdef, params, val, args.depth, out)
+    log("gradient shares:\n" + gradient_analysis.shares_table(shares))
 
   # ---- fine-tuning arms, paired seeds
   per_seed = {}
@@ -274,15 +312,18 @@ def main(argv=None):
           graphdef, params, train, arm.loss, steps=args.finetune_steps,
           lr=args.finetune_lr, seed=100 + k, batch_size=args.batch_size,
           patch=args.patch_size if arm.patches else crop)
-      m = common.evaluate(graphdef, p, val, args.depth)
+      m, logits = common.evaluate(graphdef, p, evalset, args.depth,
+                                  with_logits=True)
+      if k == 0:
+        overlay[arm.name] = logits[args.overlay_index].argmax(-1)
       per_seed[arm.name].append({"seed": k, **m})
-      log(f"{arm.name} seed {k}: IoU {m['iou']:.4f} Dice {m['dice']:.4f}"
-          f" BF1 {m['bf1']:.4f}")
+      log(f"{arm.name} seed {k}: {_line(m)}")
 
   total = timer()
   result = {
       "config": cfg, "arms": {a.name: {"loss": a.loss.name(),
                                        "patches": a.patches} for a in arms},
+      "eval_split": eval_split,
       "base": {**base, "steps": base_hist[-1]["step"], "history": base_hist},
       "per_seed": per_seed, "gradient_shares": shares,
       "seconds": {"base": base_time, "total": total},
@@ -290,6 +331,9 @@ def main(argv=None):
                    "machine": platform.machine()},
   }
   table = write_report(out, result)
+  figures.overlays(out / "overlays.png", evalset.images[args.overlay_index],
+                   evalset.masks[args.overlay_index], overlay,
+                   f"{evalset.names[args.overlay_index]} ({eval_split}), seed 0")
   (out / "log.txt").write_text("\n".join(log_lines) + "\n")
   log(f"done in {total / 60:.1f} min\n{table}")
   return result

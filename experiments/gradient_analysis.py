@@ -37,12 +37,12 @@ import pel_jax
 from experiments import common
 
 # The losses compared (on the 2-class softmax, both channels, batch sums).
+_PEL = {k: v for k, v in common.AUTHORS.items() if k != "batch"}
 LOSSES = {
     "dice": dict(exponent=1.0, scale=1.0, fp_weight=0.5, fn_weight=0.5),
-    "pel_n0.5": dict(exponent=0.5, **{k: v for k, v in common.AUTHORS.items()
-                                      if k != "batch"}),
-    "pel_n2": dict(exponent=2.0, scale=10.0, fp_weight=0.5, fn_weight=0.5),
-    "pel_n3": dict(exponent=3.0, scale=10.0, fp_weight=0.5, fn_weight=0.5),
+    "pel_n0.5": dict(exponent=0.5, **_PEL),
+    "pel_n2": dict(exponent=2.0, **_PEL),
+    "pel_n3": dict(exponent=3.0, **_PEL),
 }
 SMOOTH = 1e-5
 
@@ -167,16 +167,16 @@ def plot_curves(logits, labels, path, names=("dice", "pel_n0.5", "pel_n2",
     f1, f0, dz = binary_softmax_grads(p1, g1, sums=sums, **kw)
     w_p, w_z = np.abs(f1) + np.abs(f0), 2 * np.abs(dz)
     for row, (w, lab) in enumerate(((w_p, "∂/∂p"), (w_z, "∂/∂logits"))):
-      mean = np.median(w)
+      median = np.median(w)
       for col, g in enumerate((1.0, 0.0)):
         gg = np.full_like(grid, g)
         a1, a0, az = binary_softmax_grads(grid, gg, sums=sums, **kw)
         curve = (np.abs(a1) + np.abs(a0)) if row == 0 else 2 * np.abs(az)
         ax = axes[row, col]
-        ax.plot(grid, curve / mean, color=colors[name],
+        ax.plot(grid, curve / median, color=colors[name],
                 label=f"{name} (n={kw['n']:g})")
         sel = sample[g1.ravel()[sample] == g]
-        ax.scatter(p1.ravel()[sel], (w.ravel()[sel]) / mean, s=3,
+        ax.scatter(p1.ravel()[sel], (w.ravel()[sel]) / median, s=3,
                    color=colors[name], alpha=0.25)
         ax.set_yscale("log")
         ax.set_title(f"{'foreground' if g else 'background'} pixels (g={g:g})"
@@ -269,10 +269,11 @@ def main(argv=None):
   args = ap.parse_args(argv)
   study = pathlib.Path(args.study)
   cfg = json.loads((study / "config.json").read_text())
-  _, val = common.make_data(cfg["data"], cfg["image_size"], cfg["n_train"],
-                            cfg["n_val"])
+  classes = cfg.get("classes", 2)
+  _, val, _ = common.make_data(cfg["data"], cfg["image_size"], cfg["n_train"],
+                               cfg["n_val"], classes=classes)
   graphdef, like = common.make_model(val.in_channels, cfg["width"],
-                                     cfg["depth"])
+                                     cfg["depth"], classes=classes)
   params = common.load_params(study / "base.pkl", like)
   out = pathlib.Path(args.out or study)
   out.mkdir(parents=True, exist_ok=True)

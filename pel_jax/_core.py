@@ -174,12 +174,32 @@ class _Pixels(NamedTuple):
     return functools.reduce(operator.mul, factors, self.g)
 
 
+def _is_label(targets: jax.Array, num_classes: int) -> jax.Array:
+  """Bool `[B, *S, C]`: whether each pixel's id is class c (never built).
+
+  One channel is binary: id 1 is the foreground, the channel's class, and
+  every other id background (as in smp's binary mode).
+  """
+  if num_classes == 1:
+    return (targets == 1)[..., None]
+  if num_classes - 1 > jnp.iinfo(targets.dtype).max:
+    # A class index built in a narrow dtype would wrap (uint8: 256 -> 0) and
+    # alias classes; every id of the narrow dtype is exact in int32.
+    targets = targets.astype(jnp.int32)
+  ndim = targets.ndim + 1
+  classes = lax.broadcasted_iota(
+      targets.dtype, (1,) * (ndim - 1) + (num_classes,), ndim - 1
+  )
+  return targets[..., None] == classes
+
+
 def _pixel_terms(cfg: LossConfig, predictions, targets, mask) -> _Pixels:
   """The `_Pixels` of one call.
 
   Integer ids are compared against the class index instead of one-hot
   encoded; XLA fuses the comparison into the consumers, so no `[B, *S, C]`
-  array is materialised. Ids outside `[0, C)` match no class. `p_sel` is `p`
+  array is materialised. Ids outside `[0, C)` match no class; with one
+  channel (C = 1) id 1 is its class (see `_is_label`). `p_sel` is `p`
   for float targets and the labelled class's `p`, `[B, *S, 1]`, for integer
   ids (see `_activate`). Excluded pixels (`where`, `ignore_index`) have their
   inputs replaced by 0 before any arithmetic (the double-`where` rule), so a
@@ -193,11 +213,7 @@ def _pixel_terms(cfg: LossConfig, predictions, targets, mask) -> _Pixels:
   if keep is not None:
     predictions = jnp.where(keep, predictions, 0)
   if integer:
-    ndim = predictions.ndim
-    classes = lax.broadcasted_iota(
-        targets.dtype, (1,) * (ndim - 1) + (predictions.shape[-1],), ndim - 1
-    )
-    is_label = targets[..., None] == classes
+    is_label = _is_label(targets, predictions.shape[-1])
   hit = is_label if integer and cfg.exponent != 1 else None  # n = 1: p^n is p.
   if hit is not None:
     # One hit per pixel at most, so the sum of zeros and one entry is exact.

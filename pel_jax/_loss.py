@@ -1,9 +1,8 @@
-"""Public losses of the PEL family: PEL, Dice, Jaccard and Tversky."""
+"""Public PEL loss and its helpers (Dice, Jaccard, Tversky: `_variants.py`)."""
 
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Hashable
 
 import jax
@@ -71,7 +70,10 @@ def pel_loss(
       integer class ids `[B, *spatial]` (never one-hot encoded internally).
       Ids outside `[0, C)` other than ``ignore_index`` belong to no class
       (as with `jax.nn.one_hot`): they count as background for every class.
-      Use `pel_jax.check_labels` to catch them.
+      With one channel (C = 1) the ids are a binary mask: 1 is the
+      foreground (the channel's class) and every other id background.
+      Use `pel_jax.check_labels` to catch unexpected ids (`num_classes=1`:
+      only 0 and 1 pass).
     exponent: n > 0 in :math:`p^n` (static).
     scale: s > 0, the numerator's factor (static).
     fp_weight: :math:`\alpha \ge 0`, the weight of false positives (static).
@@ -127,6 +129,11 @@ def pel_loss(
       for x in (predictions, targets, where, class_weights)
   )
   _checks.check_predictions(predictions)
+  from_logits = _checks.check_flag("from_logits", from_logits)
+  batch = _checks.check_flag("batch", batch)
+  include_background = _checks.check_flag(
+      "include_background", include_background
+  )
   _checks.check_targets(predictions, targets, ignore_index)
   _checks.check_mask(predictions, where)
   _checks.check_class_weights(predictions, class_weights)
@@ -144,6 +151,17 @@ def pel_loss(
       batch=bool(batch),
       ignore_index=ignore_index,
       axis_name=axis_name,
+  )
+
+  _checks.check_representable(
+      predictions,
+      _core.compute_dtype(jnp.result_type(predictions)),
+      exponent=cfg.exponent,
+      scale=cfg.scale,
+      fp_weight=cfg.fp_weight,
+      fn_weight=cfg.fn_weight,
+      smooth_nr=cfg.smooth_nr,
+      smooth_dr=cfg.smooth_dr,
   )
 
   predictions = jnp.asarray(predictions)
@@ -185,12 +203,28 @@ def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
   e.g. a global cross-entropy mean:
   `global_sum(ce.sum(), "d") / (ce.size * lax.axis_size("d"))`.
 
+  The convention holds for gradients taken inside the mapped function in
+  every mode, and from outside under `shard_map(check_vma=True)`; from
+  outside a `shard_map(check_vma=False)` (or `pmap(out_axes=None)`) it is
+  1/N, since JAX divides a replicated output's cotangent by N there and
+  nothing at trace time tells the two apart (see the README).
+
   Args:
     x: the local summand, any shape.
     axis_name: a named axis of `pmap`, `shard_map` or `vmap`.
 
   Returns:
     The global sum, with the shape and dtype of `x`.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import global_sum
+    >>> f = jax.vmap(lambda x: global_sum(x, "i"), axis_name="i")
+    >>> f(jnp.arange(3.0))
+    Array([3., 3., 3.], dtype=float32)
+    >>> jax.grad(lambda x: f(x)[0])(jnp.arange(3.0))  # Not 3 per summand.
+    Array([1., 1., 1.], dtype=float32)
   """
   return _global_sum(jnp.asarray(x), axis_name)
 
@@ -245,6 +279,16 @@ def weight_map(
 
   Returns:
     Float array of shape `[B, *spatial]` in the dtype of ``predictions``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import dice_loss, weight_map
+    >>> logits = jnp.zeros((2, 8, 8, 3))
+    >>> ids = jnp.zeros((2, 8, 8), jnp.int32)
+    >>> weight_map(logits, ids, from_logits=True, exponent=2.0).shape
+    (2, 8, 8)
+    >>> weight_map(logits, ids, loss_fn=dice_loss, from_logits=True).shape
+    (2, 8, 8)
   """
   loss_fn = pel_loss if loss_fn is None else loss_fn
   grad = jax.grad(
@@ -256,75 +300,64 @@ def weight_map(
 def check_labels(
     targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
 ) -> None:
-  """Checks that integer class ids lie in `[0, num_classes)` or equal ignore_index.
+  """Checks that integer class ids are valid for `num_classes` classes.
 
-  Out-of-range ids never corrupt `pel_loss` (they match no class), but they
-  usually mean a data bug. Eagerly this raises `checkify.JaxRuntimeError`;
-  inside `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify`
-  and call `err.throw()` (see the README).
+  Valid ids are `[0, num_classes)` and ``ignore_index``; for
+  ``num_classes=1`` (one channel, the binary mode of `pel_loss`) they are 0
+  (background) and 1 (foreground). Out-of-range ids never corrupt `pel_loss`
+  (they match no class: background for every class), but they usually mean
+  a data bug. Eagerly this raises `checkify.JaxRuntimeError`; inside
+  `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify` and
+  call `err.throw()` (see the README). The comparisons never overflow the
+  ids' dtype (uint8 ids are checked against 300 classes exactly).
+
+  Args:
+    targets: integer class ids, any shape (e.g. `[B, *spatial]`).
+    num_classes: C, the number of classes (1: binary ids 0 and 1).
+    ignore_index: an id allowed besides the valid ones.
+
+  Returns:
+    None: the outcome is the error, raised eagerly or carried by checkify.
+
+  Raises:
+    TypeError: for non-integer ``targets``.
+    ValueError: for ``num_classes`` < 1, or an ``ignore_index`` the dtype
+      of ``targets`` cannot hold (as `pel_loss` does).
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jax.experimental import checkify
+    >>> from pel_jax import check_labels
+    >>> check_labels(jnp.array([[0, 2, 255]]), 3, ignore_index=255)
+    >>> check = jax.jit(lambda t: check_labels(t, 3))
+    >>> err, _ = checkify.checkify(check)(jnp.array([[0, 3]]))
+    >>> print(err.get())
+    targets hold a class id outside [0, 3): 3 at flat index 1 (`check` failed)
   """
   targets = jnp.asarray(targets)
-  if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise TypeError(f"`targets` must be integer ids, got {targets.dtype}.")
+  count = _checks.check_label_args(targets, num_classes, ignore_index)
   if targets.size == 0:
     return  # Nothing to check (and argmin of an empty array raises).
-  valid = (targets >= 0) & (targets < num_classes)
+  # Bounds the dtype cannot exceed are left out rather than written in it:
+  # 300 as uint8 would wrap to 44.
+  info = jnp.iinfo(targets.dtype)
+  valid = jnp.ones(targets.shape, bool) if info.min >= 0 else targets >= 0
+  if count <= info.max:
+    valid = valid & (targets < count)
   if ignore_index is not None:
     valid = valid | (targets == ignore_index)
   bad = jnp.argmin(valid.reshape(-1))
-  # Format arguments must be arrays: the static class count goes in the text.
+  # Format arguments must be arrays: the static class count goes in the text
+  # (with its braces doubled, as checkify formats the message).
+  allowed = f"[0, {count})"
+  if num_classes == 1:
+    allowed = "{{0, 1}} (one class: binary, 1 = foreground)"
   checkify.check(
       jnp.all(valid),
-      f"targets hold a class id outside [0, {int(num_classes)}): {{value}}"
-      " at flat index {i}",
+      f"targets hold a class id outside {allowed}: {{value}} at flat index"
+      " {i}",
       value=targets.reshape(-1)[bad],
       i=bad,
   )
 
-
-def _variant(
-    name: str, summary: str, fixed: dict[str, float], **defaults: float
-) -> Callable[..., jax.Array]:
-  """A `pel_loss` with some hyperparameters fixed and others re-defaulted."""
-
-  def loss(predictions, targets, **kwargs):
-    clash = sorted(set(kwargs) & set(fixed))
-    if clash:
-      raise TypeError(f"{name}() does not take {clash}: they are fixed.")
-    return pel_loss(predictions, targets, **fixed, **{**defaults, **kwargs})
-
-  params = [
-      p.replace(default=defaults.get(p.name, p.default))
-      for p in inspect.signature(pel_loss).parameters.values()
-      if p.name not in fixed
-  ]
-  loss.__signature__ = inspect.signature(pel_loss).replace(parameters=params)
-  loss.__name__ = loss.__qualname__ = name
-  loss.__module__ = "pel_jax"
-  settings = ", ".join(f"{k}={v}" for k, v in {**fixed, **defaults}.items())
-  loss.__doc__ = (
-      f"{summary}\n\n  `pel_loss` with {settings}; every other keyword is"
-      " `pel_loss`'s, with the same\n  meaning, shapes, dtypes and"
-      " gradient (a fused custom VJP).\n"
-  )
-  return loss
-
-
-dice_loss = _variant(
-    "dice_loss",
-    "Soft Dice loss: 1 - (2 TP + 2 eps) / (sum p + sum g + 2 eps) per class.",
-    dict(exponent=1.0, scale=1.0, fp_weight=0.5, fn_weight=0.5),
-)
-jaccard_loss = _variant(
-    "jaccard_loss",
-    "Soft Jaccard (IoU) loss: 1 - (TP + eps) / (TP + FP + FN + eps) per class.",
-    dict(exponent=1.0, scale=1.0, fp_weight=1.0, fn_weight=1.0),
-)
-tversky_loss = _variant(
-    "tversky_loss",
-    "Tversky loss: 1 - (TP + eps) / (TP + a FP + b FN + eps) per class.\n\n"
-    "  Defaults a = 0.3, b = 0.7 (Salehi et al. 2017); a = b = 0.5 is Dice.",
-    dict(exponent=1.0, scale=1.0),
-    fp_weight=0.3,
-    fn_weight=0.7,
-)

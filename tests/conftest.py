@@ -13,3 +13,8 @@ assert jax.device_count() == 8, (
     "tests need 8 simulated CPU devices; JAX started before conftest set"
     f" XLA_FLAGS (found {jax.devices()})"
 )
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: a long example test (CI runs it; -m 'not slow' skips)")

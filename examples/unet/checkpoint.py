@@ -1,12 +1,25 @@
-"""Orbax checkpoints: model state, optimizer state, and JSON metadata per step."""
+"""Orbax checkpoints: model state, optimizer state, and JSON metadata per step.
+
+`restore` loads a checkpoint into a model (and optimizer) after checking the
+architecture; `load_model` rebuilds a run's model from its metadata alone.
+
+The metadata holds a SHA-256 of every saved array, checked on restore: Orbax
+reads raw array bytes back without a checksum, so a flipped bit on disk would
+otherwise come back as a silently different (e.g. NaN) parameter.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
+
+from . import configs, models
 
 
 class CheckpointError(RuntimeError):
@@ -23,6 +36,21 @@ def _abstract(tree):
   # Restore with the target's shapes, dtypes and shardings (e.g. replicated
   # over the mesh), so a restored run is laid out like a fresh one.
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def checksums(tree) -> dict[str, str]:
+  """`{key path: sha256 of dtype, shape and bytes}` of every array leaf."""
+  out = {}
+  for path, x in jax.tree_util.tree_leaves_with_path(tree):
+    if isinstance(x, jax.Array):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+      x = x.addressable_data(0)  # replicated: any shard is the whole array
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(x.tobytes())
+    out[jax.tree_util.keystr(path)] = h.hexdigest()
+  return out
 
 
 class Checkpoints:
@@ -44,6 +72,8 @@ class Checkpoints:
   def save(self, step: int, model_state, opt_state, meta: dict) -> None:
     if step in self.manager.all_steps():  # e.g. Ctrl-C right after a save
       return
+    meta = {**meta, "checksums": {"model": checksums(model_state),
+                                  "optimizer": checksums(opt_state)}}
     self.manager.save(step, args=ocp.args.Composite(
         model=ocp.args.StandardSave(model_state),
         optimizer=ocp.args.StandardSave(opt_state),
@@ -61,8 +91,11 @@ class Checkpoints:
     return step, got["meta"]
 
   def restore(self, step: int | None, targets: dict[str, Any]) -> dict:
-    """Restores the named items (`model`, `optimizer`) shaped like `targets`."""
-    step = self._step(step)
+    """Restores the named items (`model`, `optimizer`) shaped like `targets`.
+
+    Raises CheckpointError if an array differs from its checksum at save time.
+    """
+    step, meta = self.meta(step)
     path = self.directory / str(step)
     try:
       got = self.manager.restore(step, args=ocp.args.Composite(**{
@@ -77,6 +110,15 @@ class Checkpoints:
       if want != have:
         raise CheckpointError(f"{path}: {k} shapes/dtypes do not match the"
                               " current model")
+      saved = meta.get("checksums", {}).get(k)
+      if saved is None:
+        raise CheckpointError(f"{path}: no checksums of the {k} arrays in the"
+                              " metadata (a checkpoint from an older version?)")
+      bad = sorted(n for n, h in checksums(got[k]).items() if saved.get(n) != h)
+      if bad:
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint: {len(bad)} {k} array(s) differ from"
+            f" their checksums at save time, e.g. {bad[0]}")
     return dict(got)
 
   def _step(self, step: int | None) -> int:
@@ -88,3 +130,46 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def restore(ckpts: Checkpoints, model, *, architecture: dict, optimizer=None,
+            step: int | None = None) -> int:
+  """Restores step `step` (latest if None) into `model` (and `optimizer`).
+
+  Raises CheckpointError if the saved architecture differs from
+  `architecture` (`models.architecture`), or the arrays are corrupt.
+  Returns the step.
+  """
+  step, meta = ckpts.meta(step)
+  saved = meta.get("model", {})
+  diff = {k: (saved.get(k), v) for k, v in architecture.items()
+          if saved.get(k) != v}
+  if diff:
+    raise CheckpointError(
+        f"{ckpts.directory / str(step)}: incompatible checkpoint, saved vs"
+        f" current: {diff}")
+  targets = {"model": nnx.state(model)}
+  if optimizer is not None:
+    targets["optimizer"] = nnx.state(optimizer)
+  got = ckpts.restore(step, targets)
+  nnx.update(model, got["model"])
+  if optimizer is not None:
+    nnx.update(optimizer, got["optimizer"])
+  return step
+
+
+def load_model(path: str | pathlib.Path) -> tuple[models.UNet, configs.Config]:
+  """The model of a run (its latest checkpoint), built from the metadata."""
+  ckpts = Checkpoints(path, create=False)
+  step, meta = ckpts.meta()
+  fields = configs.Config.__dataclass_fields__
+  cfg = configs.Config(**{k: v for k, v in meta.get("config", {}).items()
+                          if k in fields})
+  in_channels = meta.get("model", {}).get("in_channels")
+  if in_channels is None:
+    raise CheckpointError(
+        f"{ckpts.directory / str(step)}: no model metadata in checkpoint")
+  model = models.make_model(cfg, in_channels)
+  restore(ckpts, model, architecture=meta["model"], step=step)
+  ckpts.close()
+  return model, cfg

@@ -22,18 +22,33 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Dataset:
+  """Images, masks, names (file stems) and, for folder data, the image files
+  and any instance ids."""
   images: list[np.ndarray]
   masks: list[np.ndarray]
   names: list[str]
   num_classes: int
+  # Keyword-only, so that positional construction never fills it by mistake.
+  files: list[str] | None = dataclasses.field(default=None, kw_only=True)
+  # Nucleus ids per image (0 = none) for the object metrics; from the
+  # optional `instances/` folder next to `masks/`.
+  instances: list[np.ndarray] | None = dataclasses.field(default=None,
+                                                         kw_only=True)
 
   @property
   def in_channels(self) -> int:
     return self.images[0].shape[-1]
 
+  def source(self, i: int) -> str:
+    """The file of example `i` (or its name, for synthetic data)."""
+    return self.files[i] if self.files else self.names[i]
+
   def subset(self, idx) -> Dataset:
     return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
-                   [self.names[i] for i in idx], self.num_classes)
+                   [self.names[i] for i in idx], self.num_classes,
+                   files=[self.files[i] for i in idx] if self.files else None,
+                   instances=None if self.instances is None else
+                   [self.instances[i] for i in idx])
 
 
 # ----------------------------------------------------------------- synthetic
@@ -116,23 +131,45 @@ def read_image(path: pathlib.Path) -> np.ndarray:
 
 
 def to_float(image: np.ndarray, path: pathlib.Path) -> np.ndarray:
-  """`[H, W, C]` float32 in [0, 1]; 8/16-bit by dtype range, floats as is."""
+  """`[H, W, C]` float32 in [0, 1], C = 1 (gray) or 3 (RGB); alpha dropped.
+
+  Integer images are divided by their dtype's maximum (255, 65535, ...).
+  Float images already within [0, 1] are kept as they are; any other range is
+  scaled per image by its minimum and maximum (a constant image becomes 0).
+  NaN or inf pixels are refused.
+  """
   if image.ndim == 2:
     image = image[..., None]
-  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-    raise DataError(f"{path}: expected a grayscale or RGB image, got shape"
-                    f" {image.shape}")
-  image = image[..., :3]  # drop alpha
+  if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
+    raise DataError(f"{path}: expected a grayscale or RGB image (with or"
+                    f" without alpha), got shape {image.shape}")
+  image = image[..., :1] if image.shape[-1] == 2 else image[..., :3]  # no alpha
+  if np.issubdtype(image.dtype, np.bool_):
+    return image.astype(np.float32)
   if np.issubdtype(image.dtype, np.integer):
     return (image / np.iinfo(image.dtype).max).astype(np.float32)
+  image = image.astype(np.float64)
+  if not np.isfinite(image).all():
+    raise DataError(f"{path}: NaN or infinite pixel values")
+  lo, hi = image.min(), image.max()
+  if lo < 0 or hi > 1:
+    image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
   return image.astype(np.float32)
 
 
 def _files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+  """`{stem: path}`; two files with one stem (`a.png`, `a.tif`) are refused."""
   if not folder.is_dir():
     raise DataError(f"{folder}: folder not found")
-  return {p.stem: p for p in sorted(folder.iterdir())
-          if p.suffix.lower() in IMAGE_SUFFIXES}
+  files: dict[str, pathlib.Path] = {}
+  for p in sorted(folder.iterdir()):
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+      continue
+    if p.stem in files:
+      raise DataError(f"{files[p.stem]} and {p.name}: two files with the same"
+                      " name stem; keep one")
+    files[p.stem] = p
+  return files
 
 
 def load_images(folder: str | pathlib.Path) -> tuple[list[np.ndarray], list[str]]:
@@ -180,6 +217,9 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
     if mask.shape != image.shape[:2]:
       raise DataError(f"{mpath}: mask size {mask.shape} does not match image"
                       f" {path.name} size {image.shape[:2]}")
+    if mask.min() < 0:
+      raise DataError(f"{mpath}: negative mask value {int(mask.min())}; class"
+                      f" ids must be in [0, {num_classes})")
     mask = (mask > 0) if binary else mask
     if mask.max() >= num_classes:
       raise DataError(f"{mpath}: mask value {int(mask.max())} >= num_classes"
@@ -187,7 +227,27 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
                       " instance labels)")
     images.append(image)
     masks.append(mask.astype(np.int32))
-  return Dataset(_same_channels(images), masks, list(image_files), num_classes)
+  return Dataset(_same_channels(images), masks, list(image_files), num_classes,
+                 files=[str(p) for p in image_files.values()],
+                 instances=_instances(root / "instances", image_files, masks))
+
+
+def _instances(folder: pathlib.Path, image_files: dict,
+               masks: list[np.ndarray]) -> list[np.ndarray] | None:
+  """Instance-id images matching every image, or None without the folder."""
+  if not folder.is_dir():
+    return None
+  files, out = _files(folder), []
+  for (stem, path), mask in zip(image_files.items(), masks):
+    if stem not in files:
+      raise DataError(f"{path}: no instance image with the same name in {folder}")
+    inst = read_image(files[stem])
+    if inst.shape != mask.shape or not np.issubdtype(inst.dtype, np.integer):
+      raise DataError(f"{files[stem]}: instance ids must be an integer image of"
+                      f" the mask's size {mask.shape}, got shape {inst.shape}"
+                      f" dtype {inst.dtype}")
+    out.append(inst.astype(np.int32))
+  return out
 
 
 def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -199,6 +259,44 @@ def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset
   order = np.random.default_rng([seed, 7]).permutation(n)
   n_val = min(n - 1, max(1, round(val_fraction * n)))
   return ds.subset(sorted(order[n_val:])), ds.subset(sorted(order[:n_val]))
+
+
+def load(cfg) -> tuple[Dataset, Dataset, int]:
+  """(train, val, patch size) of a run config (`configs.Config`).
+
+  Synthetic data unless `cfg.data`. The patch rule: `--patch-size`, or the
+  synthetic image size, or min(128, the smallest image side), rounded down
+  to a multiple of 2**depth. Raises DataError before anything is written.
+  """
+  if cfg.data is None:
+    train = synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
+    val = synthetic(cfg.seed, cfg.num_val, cfg.image_size, cfg.classes,
+                    start=cfg.num_train)
+  else:
+    train = load_folder(cfg.data, cfg.classes, cfg.binary)
+    if cfg.val_data:
+      val = load_folder(cfg.val_data, cfg.classes, cfg.binary)
+    else:
+      train, val = split(train, cfg.val_fraction, cfg.seed)
+    if val.in_channels != train.in_channels:
+      raise DataError(f"{cfg.val_data}: {val.in_channels} channels, but"
+                      f" the training images have {train.in_channels}")
+  patch = cfg.patch_size
+  if patch is None:
+    sides = [min(im.shape[:2]) for im in train.images]
+    patch = cfg.image_size if cfg.data is None else min(128, min(sides))
+    patch -= patch % 2**cfg.depth
+    if patch <= 0:
+      i = int(np.argmin(sides))
+      raise DataError(
+          f"{train.source(i)}: image size {train.images[i].shape[:2]} is"
+          f" smaller than 2**depth = {2**cfg.depth}, the smallest training"
+          " patch (remove the image, or lower --depth)")
+  if patch % 2**cfg.depth or patch <= 0:
+    raise ValueError(f"--patch-size {patch} must be a positive multiple of"
+                     f" 2**depth = {2**cfg.depth}")
+  check_patch(train, patch)
+  return train, val, patch
 
 
 # ------------------------------------------------------------------- batches
@@ -230,7 +328,8 @@ def train_batch(ds: Dataset, seed: int, step: int, batch_size: int,
 
 
 def check_patch(ds: Dataset, patch: int) -> None:
-  for im, name in zip(ds.images, ds.names):
+  for i, im in enumerate(ds.images):
     if min(im.shape[:2]) < patch:
-      raise DataError(f"{name}: image size {im.shape[:2]} is smaller than the"
-                      f" training patch {patch} (lower --patch-size)")
+      raise DataError(f"{ds.source(i)}: image size {im.shape[:2]} is smaller"
+                      f" than the training patch {patch} (lower --patch-size,"
+                      " or remove the image)")

