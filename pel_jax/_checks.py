@@ -235,3 +235,21 @@ def check_family(
         " transforms of the ratio; pass one of them."
     )
   return focal_gamma
+
+
+def check_cross_entropy(ce_weight: float, activation, reduction) -> None:
+  """`ce_weight > 0` needs logits (CE from log-probabilities) and a reduction."""
+  if not ce_weight:
+    return
+  if activation is None:
+    raise ValueError(
+        f"`ce_weight={ce_weight}` computes the cross-entropy from the"
+        " log-probabilities of logits: pass logits with `from_logits=True`"
+        " (log of probabilities is not finite at p = 0)."
+    )
+  if reduction == "none":
+    raise ValueError(
+        f"`ce_weight={ce_weight}` adds one cross-entropy mean to the reduced"
+        " loss; `reduction='none'` has no single value to add it to. Use"
+        " 'mean' or 'sum'."
+    )

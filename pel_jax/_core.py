@@ -35,6 +35,7 @@ class StatsConfig:
   axis_name: object = None
   squared: bool = False  # Sums of p^2 and g^2 in place of p and g.
   soft_labels: bool = False  # L1 forms of TP and N (float targets only).
+  cross_entropy: bool = False  # Per-class CE sums and the term count.
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -121,6 +122,7 @@ class _Pixels(NamedTuple):
   g: jax.Array
   w: jax.Array | None  # 0/1 pixel weight; None when no pixel is excluded.
   hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
+  x: jax.Array | None = None  # The masked inputs in the compute dtype.
 
   def times_g(self, *factors: jax.Array) -> jax.Array:
     """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
@@ -173,7 +175,8 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
     if keep is not None:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
-  return _Pixels(p, p_sel, p_n, g, w, hit)
+  x = predictions.astype(p.dtype)
+  return _Pixels(p, p_sel, p_n, g, w, hit, x)
 
 
 def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
@@ -251,6 +254,11 @@ class RegionStats(NamedTuple):
     :math:`\sum w g \min(p / g, 1)^n` (see `pel_jax.pel_loss`).
   * ``sum_p2``, ``sum_g2``: :math:`\sum w p^2`, :math:`\sum w g^2` (only
     with ``squared``).
+  * ``ce``: per-class cross-entropy sums (only with ``ce_weight``):
+    :math:`-\sum w g \log p` (softmax) or
+    :math:`-\sum w (g \log p + (1 - g) \log (1 - p))` (sigmoid).
+  * ``count``: `[G]`, the number of cross-entropy terms: kept pixels
+    (softmax) or kept pixels times C (sigmoid). No gradient.
 
   Every field is a sum over pixels, so the statistics of two batches (or
   tiles, or micro-batches) added leaf by leaf are those of their union.
@@ -262,6 +270,8 @@ class RegionStats(NamedTuple):
   numer: jax.Array
   sum_p2: jax.Array | None = None
   sum_g2: jax.Array | None = None
+  ce: jax.Array | None = None
+  count: jax.Array | None = None
 
 
 def _soft_ratio(p: jax.Array, g: jax.Array):
@@ -281,26 +291,57 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
     numer = jnp.where(below, g * _power(r, cfg.exponent), g)
   else:
     tp, numer = p * g, px.times_g(px.p_n)
+  ce = None
+  if cfg.cross_entropy:
+    # From the logits (log space): finite for any finite logit.
+    if cfg.activation == "softmax":
+      # -g log p = g (lse - z), with lse = log sum_c exp(z_c) from its own
+      # minor-axis reduce: a [B, *S, 1] array XLA writes out once. Written
+      # as the log-softmax, the class max inside it would be recomputed
+      # for every class inside the sums (C times the work).
+      lse = jax.nn.logsumexp(px.x, axis=-1, keepdims=True)
+      ce = g * (lse - px.x)
+    else:
+      log_p = jax.nn.log_sigmoid(px.x)
+      ce = -(g * log_p + (1 - g) * jax.nn.log_sigmoid(-px.x))
   if cfg.squared:
-    terms = RegionStats(tp, None, g, numer, p * p, g * g)
+    # The barrier keeps XLA from rewriting a softmax's p * p as exp(2 log p),
+    # a second exponential (and class max) per entry inside the reduction.
+    p_again = lax.optimization_barrier(p)
+    terms = RegionStats(tp, None, g, numer, p_again * p_again, g * g, ce)
   else:
-    terms = RegionStats(tp, p, g, numer)
+    terms = RegionStats(tp, p, g, numer, ce=ce)
   if px.w is not None:
     terms = jax.tree.map(lambda x: x * px.w, terms)
   return terms
 
 
+def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
+  """Cross-entropy terms per sample `[B]` (or `[]` over the batch)."""
+  axes = _sum_axes(cfg, px.p.ndim)
+  per_pixel = 1 if cfg.activation == "softmax" else px.p.shape[-1]
+  if px.w is None:
+    shape = px.p.shape[: axes[0]]
+    return jnp.full(shape, math.prod(px.p.shape[axes[0] : -1]) * per_pixel,
+                    px.p.dtype)
+  return jnp.sum(px.w, axes + (px.w.ndim - 1,)) * per_pixel
+
+
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   """The region sums of one call, `[G, C]` (G = 1 with `cfg.batch`)."""
-  px = _pixel_summands(cfg, _pixel_terms(cfg, predictions, targets, mask))
-  leaves, tree = jax.tree.flatten(px)
-  sums = _sum_together(_sum_axes(cfg, px.tp.ndim), *leaves)
+  px = _pixel_terms(cfg, predictions, targets, mask)
+  terms = _pixel_summands(cfg, px)
+  leaves, tree = jax.tree.flatten(terms)
+  sums = _sum_together(_sum_axes(cfg, terms.tp.ndim), *leaves)
+  stats = jax.tree.unflatten(tree, sums)
+  if cfg.cross_entropy:
+    stats = stats._replace(count=_term_count(cfg, px))
   if cfg.batch:
-    sums = tuple(s[None] for s in sums)
+    stats = jax.tree.map(lambda s: s[None], stats)
   if cfg.batch and cfg.axis_name is not None:
     # Global batch sums; per-sample sums stay local (the reduction is global).
-    sums = lax.psum(sums, cfg.axis_name)
-  return jax.tree.unflatten(tree, sums)
+    stats = lax.psum(stats, cfg.axis_name)
+  return stats
 
 
 def stats_backward(
@@ -312,7 +353,8 @@ def stats_backward(
     dL/dp = w (ct.tp g + ct.sum_p + 2 ct.sum_p2 p + ct.numer n p^(n-1) g)
     dL/dg = w (ct.tp p + ct.sum_g + 2 ct.sum_g2 g + ct.numer p^n)
   (soft labels: the derivatives of min(p, g) and g min(p/g, 1)^n instead),
-  chained through the activation. The sums need nothing beyond the inputs,
+  chained through the activation, plus ct.ce (p - g) for the cross-entropy
+  sums (softmax: p sum_c ct.ce g - ct.ce g). The sums need nothing beyond the inputs,
   so `stats` is unused here; it is part of the signature for kernels that
   may want it.
   """
@@ -322,7 +364,10 @@ def stats_backward(
   p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w
   # [G, C] -> [G, 1, ..., 1, C] to broadcast over pixels.
   pixels = (cotangent.tp.shape[0],) + (1,) * (p.ndim - 2) + (p.shape[-1],)
-  ct = jax.tree.map(lambda c: c.reshape(pixels), cotangent)
+  # (`count` has no gradient: it depends on the mask only.)
+  ct = jax.tree.map(
+      lambda c: c.reshape(pixels), cotangent._replace(count=None)
+  )
   if cfg.soft_labels:
     below, r = _soft_ratio(p, g)
     linear = jnp.where(below, ct.tp, 0)
@@ -353,8 +398,12 @@ def stats_backward(
       pull = px.times_g(n * ct.numer, p_n)
     if cfg.activation == "sigmoid":
       grad = (pull + linear * p) * (1 - p)
+      if cfg.cross_entropy:
+        grad = grad + ct.ce * (p - g)  # d BCE / dz = p - g.
     else:
       u = pull + linear * p
+      if cfg.cross_entropy:
+        u = u - ct.ce * g  # p * d(-g log p)/dp.
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
@@ -369,6 +418,12 @@ def stats_backward(
     d_g = d_g + ct.sum_g
     if cfg.squared:
       d_g = d_g + 2 * ct.sum_g2 * g
+    if cfg.cross_entropy:
+      # d CE / dg: -log p (softmax), -(log p - log(1 - p)) = -z (sigmoid).
+      if cfg.activation == "softmax":
+        d_g = d_g - ct.ce * _log_softmax(px.x)
+      else:
+        d_g = d_g - ct.ce * px.x
     if w is not None:
       d_g = d_g * w
     d_targets = d_g.astype(targets.dtype)
@@ -456,9 +511,10 @@ def stats_losses(cfg: RatioConfig, stats: RegionStats):
   without background). `present` is a 0/1 `[G, C']` weight of the classes
   that count in the mean ("exclude"), or None when all do.
   """
+  stats = stats._replace(ce=None, count=None)  # See `cross_entropy_mean`.
   if not cfg.include_background:
     stats = jax.tree.map(lambda s: s[:, 1:], stats)
-  tp, sum_p, sum_g, numer, sum_p2, sum_g2 = stats
+  tp, sum_p, sum_g, numer, sum_p2, sum_g2, _, _ = stats
   if cfg.squared:
     sum_p, sum_g_d = sum_p2, sum_g2
   else:

@@ -44,6 +44,7 @@ def pel_loss(
     log_loss: bool = False,
     absent_classes: str = "count",
     average: str = "macro",
+    ce_weight: float = 0.0,
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -170,6 +171,11 @@ def _configs(predictions, targets, o: dict[str, Any]):
       focal_gamma=o["focal_gamma"],
       log_loss=_checks.check_flag("log_loss", o["log_loss"]),
   )
+  ce_weight = _checks.check_number("ce_weight", o["ce_weight"])
+  activation = _checks.resolve_activation(
+      predictions, o["from_logits"], o["activation"]
+  )
+  _checks.check_cross_entropy(ce_weight, activation, o["reduction"])
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
   if targets is not None and jnp.issubdtype(
@@ -178,14 +184,13 @@ def _configs(predictions, targets, o: dict[str, Any]):
     soft_labels = False  # Class ids are hard labels: the L1 form is the same.
   stats_cfg = _core.StatsConfig(
       exponent=_checks.check_number("exponent", o["exponent"], positive=True),
-      activation=_checks.resolve_activation(
-          predictions, o["from_logits"], o["activation"]
-      ),
+      activation=activation,
       batch=bool(o["batch"]),
       ignore_index=o["ignore_index"],
       axis_name=o["axis_name"],
       squared=squared,
       soft_labels=soft_labels,
+      cross_entropy=ce_weight > 0,
   )
   ratio_cfg = _core.RatioConfig(
       scale=scale,
@@ -240,10 +245,32 @@ def _loss_of_sums(stats, ratio_cfg, class_weights, o):
       weights = weights[1:]
     losses = losses * weights
   per_sample = ratio_cfg.generalized is not None
-  return _reduce(
+  loss = _reduce(
       losses, present, o["reduction"], bool(o["batch"]), o["axis_name"],
       per_sample,
   )
+  if o["ce_weight"]:
+    loss = loss + o["ce_weight"] * _cross_entropy(
+        stats, o["reduction"], bool(o["batch"]), o["axis_name"]
+    )
+  return loss
+
+
+def _cross_entropy(stats, reduction, batch, axis_name):
+  """Cross-entropy sum ("sum") or mean over its kept terms ("mean").
+
+  Global over `axis_name` with `global_sum`'s gradient convention (batch
+  sums are already global). No kept term: 0 with a zero gradient.
+  """
+  total = jnp.sum(stats.ce)
+  count = jnp.sum(stats.count)
+  if axis_name is not None and not batch:
+    total = _global_sum(total, axis_name)
+    count = lax.psum(count, axis_name)
+  if reduction == "sum":
+    return total
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, 1), 0)
 
 
 def region_stats(
@@ -339,6 +366,12 @@ def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
     raise ValueError(
         f"`stats` leaves must be {'[C]' if o['batch'] else '[B, C]'} with"
         f" batch={bool(o['batch'])}, got tp of shape {np.shape(stats.tp)}."
+    )
+  if (stats.ce is not None) != bool(o["ce_weight"]):
+    raise ValueError(
+        f"`stats` were computed with{'' if stats.ce is not None else 'out'}"
+        f" cross-entropy sums but `loss_from_stats` got"
+        f" ce_weight={o['ce_weight']!r}; pass the same ce_weight to both."
     )
   if (stats.sum_p2 is not None) != bool(o["squared"]):
     raise ValueError(
