@@ -324,7 +324,9 @@ def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
     shape = px.p.shape[: axes[0]]
     return jnp.full(shape, math.prod(px.p.shape[axes[0] : -1]) * per_pixel,
                     px.p.dtype)
-  return jnp.sum(px.w, axes + (px.w.ndim - 1,)) * per_pixel
+  # Counted in integers: exact past float32's 2^24.
+  kept = jnp.sum(px.w.astype(jnp.int32), axes + (px.w.ndim - 1,))
+  return (kept * per_pixel).astype(px.p.dtype)
 
 
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:

@@ -104,10 +104,47 @@ def pel_loss(
       global batch. Every device returns the global loss and the gradient
       for its own shard (the slice of the one-device gradient): in a
       data-parallel step, *sum* the parameter gradients across devices.
+    generalized: None, or "square", "simple", "uniform": Generalized Dice
+      (Sudre et al. 2017), one ratio per sample (one with ``batch=True``)
+      of weighted sums over classes,
+      :math:`L = 1 - s (\sum_c w_c N_c + \epsilon_{nr}) /
+      (\sum_c w_c D_c + \epsilon_{dr})` with :math:`D_c` the per-class
+      denominator above and :math:`w_c = 1/(\sum g_c)^2`,
+      :math:`1/\sum g_c` or 1. A class with no target pixel gets the
+      largest finite weight of its sample (MONAI's rule; 0 if none is
+      finite). The weights carry no gradient. "none" returns `[B]` (a
+      scalar with ``batch=True``).
+    squared: the V-Net denominator: :math:`\sum w p^2` and
+      :math:`\sum w g^2` in place of :math:`\sum w p` and :math:`\sum w g`.
+    soft_labels: for float targets, TP from the L1 form
+      :math:`\sum w \min(p, g) = (\sum w p + \sum w g - \sum w |p - g|)/2`
+      and :math:`N = \sum w g \min(p/g, 1)^n`: identical for hard
+      labels, and for soft labels with n >= 1 the loss is minimal exactly at
+      p = g (then :math:`N \le TP \le D`, with equality only at p = g).
+    focal_gamma: :math:`\gamma > 0`: each per-class loss becomes
+      :math:`L_c^\gamma` (focal Tversky), before class weights and the
+      reduction. Needs ``scale=1``.
+    log_loss: each per-class loss becomes :math:`-\log R_c` (smp's
+      ``log_loss``), before class weights and the reduction. Needs
+      ``scale=1``.
+    absent_classes: "count", or "exclude": classes with no target pixel (in
+      the sample, or the batch with ``batch=True``) leave the mean, a
+      weighted mean (0 with zero gradient if no class is present); "none"
+      returns 0 for them.
+    average: "macro" (one ratio per class) or "micro": the sums added over
+      classes before one ratio (kornia's default; ``generalized="uniform"``).
+    ce_weight: :math:`\lambda \ge 0`: adds :math:`\lambda` times the
+      cross-entropy over all classes, computed in the same fused pass from
+      the logits (softmax CE for ids or soft targets, sigmoid BCE): the mean
+      over kept pixels (``where``, ``ignore_index``; times C for sigmoid),
+      the sum with ``reduction="sum"``, global under ``axis_name``. Equal to
+      ``optax.softmax_cross_entropy_with_integer_labels(...)`` averaged over
+      the kept pixels. Needs logits and a "mean"/"sum" reduction.
 
   Returns:
     A scalar for "mean" and "sum". For "none": `[B, C']` per sample and class,
-    or `[C']` with ``batch=True`` (C' = C - 1 without background). The loss is
+    or `[C']` with ``batch=True`` (C' = C - 1 without background); `[B]` or a
+    scalar with ``generalized``/``average="micro"``. The loss is
     float32 for float32/bfloat16/float16 predictions and float64 for float64;
     its gradient has the dtype of ``predictions``.
 
