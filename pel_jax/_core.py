@@ -137,12 +137,32 @@ class _Pixels(NamedTuple):
     return functools.reduce(operator.mul, factors, self.g)
 
 
+def _is_label(targets: jax.Array, num_classes: int) -> jax.Array:
+  """Bool `[B, *S, C]`: whether each pixel's id is class c (never built).
+
+  One channel is binary: id 1 is the foreground, the channel's class, and
+  every other id background (as in smp's binary mode).
+  """
+  if num_classes == 1:
+    return (targets == 1)[..., None]
+  if num_classes - 1 > jnp.iinfo(targets.dtype).max:
+    # A class index built in a narrow dtype would wrap (uint8: 256 -> 0) and
+    # alias classes; every id of the narrow dtype is exact in int32.
+    targets = targets.astype(jnp.int32)
+  ndim = targets.ndim + 1
+  classes = lax.broadcasted_iota(
+      targets.dtype, (1,) * (ndim - 1) + (num_classes,), ndim - 1
+  )
+  return targets[..., None] == classes
+
+
 def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
   """The `_Pixels` of one call.
 
   Integer ids are compared against the class index instead of one-hot
   encoded; XLA fuses the comparison into the consumers, so no `[B, *S, C]`
-  array is materialised. Ids outside `[0, C)` match no class. `p_sel` is `p`
+  array is materialised. Ids outside `[0, C)` match no class; with one
+  channel (C = 1) id 1 is its class (see `_is_label`). `p_sel` is `p`
   for float targets and the labelled class's `p`, `[B, *S, 1]`, for integer
   ids (see `_activate`). Excluded pixels (`where`, `ignore_index`) have their
   inputs replaced by 0 before any arithmetic (the double-`where` rule), so a
@@ -156,11 +176,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
   if keep is not None:
     predictions = jnp.where(keep, predictions, 0)
   if integer:
-    ndim = predictions.ndim
-    classes = lax.broadcasted_iota(
-        targets.dtype, (1,) * (ndim - 1) + (predictions.shape[-1],), ndim - 1
-    )
-    is_label = targets[..., None] == classes
+    is_label = _is_label(targets, predictions.shape[-1])
   hit = is_label if integer and cfg.exponent != 1 else None  # n = 1: p^n is p.
   if hit is not None:
     # One hit per pixel at most, so the sum of zeros and one entry is exact.
@@ -193,24 +209,59 @@ def _variadic_sum(operands, axes: tuple[int, ...]):
   )
 
 
-# XLA CPU emits a reduction over a short axis (up to 16) as vectorised adds
-# but a long one as a scalar loop, so the summed axes are reduced 16 rows at a
-# time: [16, rest] -> [rest], fused with the producers in the first stage,
-# then again on the partial sums (each stage 1/16 the size of the last).
-# The first stage writes 4/16 of the input as partial sums, so only
-# single-channel inputs take this path: with classes the gain is smaller
-# than the memory it costs (benchmarks/README.md has the numbers).
+# XLA CPU accumulates a reduction sequentially (a long one as a scalar
+# loop), so one reduce over millions of pixels loses float32 precision: a
+# constant 0.3 summed over 4M pixels comes out ~1% low. The summed axes are
+# therefore flattened and reduced 16 rows at a time, [16, rest] -> [rest],
+# fused with the producers in the first stage and repeated on the partial
+# sums: every value passes through at most ~16 additions per stage and
+# log16(size) stages, the error bound of a pairwise sum. A size not
+# divisible by 16 splits off its remainder rows (< 16) at each stage, summed
+# on their own and added at the end. Short reductions (up to 16) are also
+# what XLA CPU vectorises; 32 rows per stage, or two 16-row axes at once,
+# fall back to slow loops.
 _ROWS = 16
 
 
-def _sum_rows(operands, first: int, size: int):
-  """Sums over the flattened axis `first` (of `size`), 16 rows per stage."""
-  while size % _ROWS == 0 and size > _ROWS:
+def _staged_sum(reduce, operands, first: int, size: int):
+  """`reduce(operands, (first,))` over the axis `first` (of `size`), staged.
+
+  `reduce` maps a list of same-shape arrays and axes to a tuple of sums (the
+  variadic reduce, or one `jnp.sum` each for tangents).
+  """
+  remainders = []
+  while size > _ROWS:
+    rows, rest = divmod(size, _ROWS)
+    if rest:
+      head = size - rest
+      remainders.append(reduce(
+          [lax.slice_in_dim(x, head, size, axis=first) for x in operands],
+          (first,),
+      ))
+      operands = [lax.slice_in_dim(x, 0, head, axis=first) for x in operands]
     shape = operands[0].shape
-    split = shape[:first] + (_ROWS, size // _ROWS) + shape[first + 1 :]
-    operands = _variadic_sum([x.reshape(split) for x in operands], (first,))
-    size //= _ROWS
-  return _variadic_sum(operands, (first,))
+    split = shape[:first] + (_ROWS, rows) + shape[first + 1 :]
+    operands = reduce([x.reshape(split) for x in operands], (first,))
+    size = rows
+  sums = tuple(reduce(list(operands), (first,)))
+  for extra in remainders:
+    sums = tuple(map(operator.add, sums, extra))
+  return sums
+
+
+def _sum_flat(reduce, axes: tuple[int, ...], operands):
+  """Staged sums of same-shape `operands` over the contiguous `axes`."""
+  shape = operands[0].shape
+  if not axes:
+    return tuple(operands)
+  first, last = axes[0], axes[-1] + 1
+  size = math.prod(shape[first:last])
+  flat = shape[:first] + (size,) + shape[last:]
+  return _staged_sum(reduce, [x.reshape(flat) for x in operands], first, size)
+
+
+def _separate_sums(operands, axes: tuple[int, ...]):
+  return tuple(jnp.sum(x, axis=axes) for x in operands)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -218,24 +269,19 @@ def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
   """Sums of several same-shape arrays over contiguous `axes`, fused.
 
   One variadic reduce over all operands is several times faster on XLA CPU
-  than a `jnp.sum` each. The custom JVP exists because JAX's JVP of a
-  variadic reduce fails on symbolic-zero tangents (e.g. integer targets under
-  grad-of-grad); sums are linear, so tangents are summed plainly.
+  than a `jnp.sum` each; the reduction is staged (see `_ROWS`) for float32
+  accuracy. The custom JVP exists because JAX's JVP of a variadic reduce
+  fails on symbolic-zero tangents (e.g. integer targets under grad-of-grad);
+  sums are linear, so tangents are summed plainly, staged the same way.
   """
-  shape = operands[0].shape
-  if shape[-1] != 1 or not axes:
-    return _variadic_sum(operands, axes)
-  first, last = axes[0], axes[-1] + 1
-  size = math.prod(shape[first:last])
-  flat = shape[:first] + (size,) + shape[last:]
-  return _sum_rows([x.reshape(flat) for x in operands], first, size)
+  return _sum_flat(_variadic_sum, axes, operands)
 
 
 @_sum_together.defjvp
 def _sum_together_jvp(axes, primals, tangents):
   return (
       _sum_together(axes, *primals),
-      tuple(jnp.sum(t, axis=axes) for t in tangents),
+      _sum_flat(_separate_sums, axes, tangents),
   )
 
 

@@ -79,7 +79,10 @@ def pel_loss(
       integer class ids `[B, *spatial]` (never one-hot encoded internally).
       Ids outside `[0, C)` other than ``ignore_index`` belong to no class
       (as with `jax.nn.one_hot`): they count as background for every class.
-      Use `pel_jax.check_labels` to catch them.
+      With one channel (C = 1) the ids are a binary mask: 1 is the
+      foreground (the channel's class) and every other id background.
+      Use `pel_jax.check_labels` to catch unexpected ids (`num_classes=1`:
+      only 0 and 1 pass).
     exponent: n > 0 in :math:`p^n` (static).
     scale: s > 0, the numerator's factor (static).
     fp_weight: :math:`\alpha \ge 0`, the weight of false positives (static).
@@ -196,8 +199,13 @@ def _configs(predictions, targets, o: dict[str, Any]):
   `predictions` and `targets` only need a shape and dtype (`RegionStats`
   leaves stand in for them in `loss_from_stats`; targets may be None there).
   """
+  from_logits = _checks.check_flag("from_logits", o["from_logits"])
+  batch = _checks.check_flag("batch", o["batch"])
+  include_background = _checks.check_flag(
+      "include_background", o["include_background"]
+  )
   _checks.check_class_weights(predictions, o["class_weights"])
-  _checks.check_options(predictions, o["reduction"], o["include_background"])
+  _checks.check_options(predictions, o["reduction"], include_background)
   scale = _checks.check_number("scale", o["scale"], positive=True)
   focal_gamma = _checks.check_family(
       scale=scale,
@@ -210,7 +218,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
   )
   ce_weight = _checks.check_number("ce_weight", o["ce_weight"])
   activation = _checks.resolve_activation(
-      predictions, o["from_logits"], o["activation"]
+      predictions, from_logits, o["activation"]
   )
   _checks.check_cross_entropy(ce_weight, activation, o["reduction"])
   squared = _checks.check_flag("squared", o["squared"])
@@ -222,7 +230,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
   stats_cfg = _core.StatsConfig(
       exponent=_checks.check_number("exponent", o["exponent"], positive=True),
       activation=activation,
-      batch=bool(o["batch"]),
+      batch=batch,
       ignore_index=o["ignore_index"],
       axis_name=o["axis_name"],
       squared=squared,
@@ -236,7 +244,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
       smooth_nr=_checks.check_number("smooth_nr", o["smooth_nr"]),
       smooth_dr=_checks.check_number("smooth_dr", o["smooth_dr"]),
       squared=squared,
-      include_background=bool(o["include_background"]),
+      include_background=include_background,
       generalized=(
           "uniform" if o["average"] == "micro" else o["generalized"]
       ),
@@ -257,6 +265,16 @@ def _stats_inputs(predictions, targets, where, o):
   _checks.check_targets(predictions, targets, o["ignore_index"])
   _checks.check_mask(predictions, where)
   stats_cfg, ratio_cfg = _configs(predictions, targets, o)
+  _checks.check_representable(
+      predictions,
+      _core.compute_dtype(jnp.result_type(predictions)),
+      exponent=stats_cfg.exponent,
+      scale=ratio_cfg.scale,
+      fp_weight=ratio_cfg.fp_weight,
+      fn_weight=ratio_cfg.fn_weight,
+      smooth_nr=ratio_cfg.smooth_nr,
+      smooth_dr=ratio_cfg.smooth_dr,
+  )
   predictions = jnp.asarray(predictions)
   targets = jnp.asarray(targets)
   if targets.dtype == jnp.bool_:
@@ -468,6 +486,12 @@ def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
   e.g. a global cross-entropy mean:
   `global_sum(ce.sum(), "d") / (ce.size * lax.axis_size("d"))`.
 
+  The convention holds for gradients taken inside the mapped function in
+  every mode, and from outside under `shard_map(check_vma=True)`; from
+  outside a `shard_map(check_vma=False)` (or `pmap(out_axes=None)`) it is
+  1/N, since JAX divides a replicated output's cotangent by N there and
+  nothing at trace time tells the two apart (see the README).
+
   Args:
     x: the local summand, any shape.
     axis_name: a named axis of `pmap`, `shard_map` or `vmap`.
@@ -546,27 +570,44 @@ def weight_map(
 def check_labels(
     targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
 ) -> None:
-  """Checks that integer class ids lie in `[0, num_classes)` or equal ignore_index.
+  """Checks that integer class ids are valid for `num_classes` classes.
 
-  Out-of-range ids never corrupt `pel_loss` (they match no class), but they
-  usually mean a data bug. Eagerly this raises `checkify.JaxRuntimeError`;
-  inside `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify`
-  and call `err.throw()` (see the README).
+  Valid ids are `[0, num_classes)` and ``ignore_index``; for
+  ``num_classes=1`` (one channel, the binary mode of `pel_loss`) they are 0
+  (background) and 1 (foreground). Out-of-range ids never corrupt `pel_loss`
+  (they match no class: background for every class), but they usually mean
+  a data bug. Eagerly this raises `checkify.JaxRuntimeError`; inside
+  `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify` and
+  call `err.throw()` (see the README). The comparisons never overflow the
+  ids' dtype (uint8 ids are checked against 300 classes exactly).
+
+  Raises:
+    TypeError: for non-integer ``targets``.
+    ValueError: for ``num_classes`` < 1, or an ``ignore_index`` the dtype
+      of ``targets`` cannot hold (as `pel_loss` does).
   """
   targets = jnp.asarray(targets)
-  if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise TypeError(f"`targets` must be integer ids, got {targets.dtype}.")
+  count = _checks.check_label_args(targets, num_classes, ignore_index)
   if targets.size == 0:
     return  # Nothing to check (and argmin of an empty array raises).
-  valid = (targets >= 0) & (targets < num_classes)
+  # Bounds the dtype cannot exceed are left out rather than written in it:
+  # 300 as uint8 would wrap to 44.
+  info = jnp.iinfo(targets.dtype)
+  valid = jnp.ones(targets.shape, bool) if info.min >= 0 else targets >= 0
+  if count <= info.max:
+    valid = valid & (targets < count)
   if ignore_index is not None:
     valid = valid | (targets == ignore_index)
   bad = jnp.argmin(valid.reshape(-1))
-  # Format arguments must be arrays: the static class count goes in the text.
+  # Format arguments must be arrays: the static class count goes in the text
+  # (with its braces doubled, as checkify formats the message).
+  allowed = f"[0, {count})"
+  if num_classes == 1:
+    allowed = "{{0, 1}} (one class: binary, 1 = foreground)"
   checkify.check(
       jnp.all(valid),
-      f"targets hold a class id outside [0, {int(num_classes)}): {{value}}"
-      " at flat index {i}",
+      f"targets hold a class id outside {allowed}: {{value}} at flat index"
+      " {i}",
       value=targets.reshape(-1)[bad],
       i=bad,
   )

@@ -286,7 +286,7 @@ class ValidationTest(parameterized.TestCase):
       (dict(focal_gamma=2.0, scale=20.0), ValueError, "focal_gamma"),
       (dict(focal_gamma=0.0), ValueError, "focal_gamma"),
       (dict(focal_gamma=2.0, log_loss=True), ValueError, "log_loss"),
-      (dict(squared=1), TypeError, "squared"),
+      (dict(squared=np.array(True)), TypeError, "squared"),
       (dict(soft_labels="yes"), TypeError, "soft_labels"),
       (dict(log_loss=None), TypeError, "log_loss"),
       (dict(ce_weight=0.5), ValueError, "from_logits"),
