@@ -1,6 +1,6 @@
 """Does PEL help? The fine-tuning study, one command.
 
-  python -m experiments.finetune_study --out runs/study          # ~25 min (2 shared cores)
+  python -m experiments.finetune_study --out runs/study          # ~3.5 min (2 idle cores)
   python -m experiments.finetune_study --out runs/quick --quick  # ~1-2 min
 
 Protocol: train the example UNet (binary: foreground vs background) with

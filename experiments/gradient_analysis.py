@@ -167,16 +167,16 @@ def plot_curves(logits, labels, path, names=("dice", "pel_n0.5", "pel_n2",
     f1, f0, dz = binary_softmax_grads(p1, g1, sums=sums, **kw)
     w_p, w_z = np.abs(f1) + np.abs(f0), 2 * np.abs(dz)
     for row, (w, lab) in enumerate(((w_p, "∂/∂p"), (w_z, "∂/∂logits"))):
-      mean = np.median(w)
+      median = np.median(w)
       for col, g in enumerate((1.0, 0.0)):
         gg = np.full_like(grid, g)
         a1, a0, az = binary_softmax_grads(grid, gg, sums=sums, **kw)
         curve = (np.abs(a1) + np.abs(a0)) if row == 0 else 2 * np.abs(az)
         ax = axes[row, col]
-        ax.plot(grid, curve / mean, color=colors[name],
+        ax.plot(grid, curve / median, color=colors[name],
                 label=f"{name} (n={kw['n']:g})")
         sel = sample[g1.ravel()[sample] == g]
-        ax.scatter(p1.ravel()[sel], (w.ravel()[sel]) / mean, s=3,
+        ax.scatter(p1.ravel()[sel], (w.ravel()[sel]) / median, s=3,
                    color=colors[name], alpha=0.25)
         ax.set_yscale("log")
         ax.set_title(f"{'foreground' if g else 'background'} pixels (g={g:g})"

@@ -3,21 +3,19 @@
 Modules with a leading underscore are private; use the names exported here.
 """
 
-from pel_jax._core import RegionStats
 from pel_jax._loss import check_labels
-from pel_jax._loss import dice_loss
 from pel_jax._loss import global_sum
-from pel_jax._loss import jaccard_loss
 from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
 from pel_jax._loss import region_stats
-from pel_jax._loss import tversky_loss
 from pel_jax._loss import weight_map
+from pel_jax._variants import dice_loss
+from pel_jax._variants import jaccard_loss
+from pel_jax._variants import tversky_loss
 
 __version__ = "0.1.0"
 
 __all__ = (
-    "RegionStats",
     "check_labels",
     "dice_loss",
     "global_sum",

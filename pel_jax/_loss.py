@@ -1,4 +1,4 @@
-"""Public losses of the PEL family: PEL, Dice, Jaccard and Tversky."""
+"""Public PEL loss and its helpers (Dice, Jaccard, Tversky: `_variants.py`)."""
 
 from __future__ import annotations
 
@@ -369,7 +369,27 @@ def region_stats(
       otherwise ignored, so one dict of options serves both calls.
 
   Returns:
-    A `RegionStats` in float32 (float64 for float64 predictions).
+    A `RegionStats` NamedTuple (fields ``tp``, ``sum_p``, ``sum_g``,
+    ``numer``, ``sum_p2``, ``sum_g2``, ``ce``, ``count``), float32 (float64
+    for float64 predictions).
+
+  Examples:
+    Two micro-batches give the loss of their concatenation:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import loss_from_stats, pel_loss, region_stats
+    >>> logits = jnp.linspace(-2.0, 2.0, 4 * 3 * 2).reshape(4, 3, 2)
+    >>> ids = jnp.array([[0, 1, 1], [1, 1, 0], [0, 0, 0], [1, 0, 1]])
+    >>> o = dict(from_logits=True, batch=True)
+    >>> parts = [region_stats(logits[i:i + 2], ids[i:i + 2], **o)
+    ...          for i in (0, 2)]
+    >>> total = jax.tree.map(jnp.add, *parts)
+    >>> total.tp.shape
+    (2,)
+    >>> bool(jnp.allclose(loss_from_stats(total, **o),
+    ...                   pel_loss(logits, ids, **o)))
+    True
   """
   o = _options(options, "region_stats")
   predictions, targets, mask, stats_cfg, _, _ = _stats_inputs(
@@ -409,6 +429,23 @@ def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
 
   Returns:
     The loss, exactly as `pel_loss` returns it.
+
+  Raises:
+    TypeError: ``stats`` is not a `RegionStats`, or an option is unknown.
+    ValueError: the stats' shape does not match ``batch``, or they lack a
+      field an option needs (``squared``, ``ce_weight``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import loss_from_stats, pel_loss, region_stats
+    >>> p = jnp.array([[0.9, 0.8, 0.1, 0.0]])[..., None]  # [B=1, 4, C=1]
+    >>> g = jnp.array([[1.0, 1.0, 0.0, 0.0]])[..., None]
+    >>> stats = region_stats(p, g, exponent=1.0)
+    >>> # TP = 1.7, FP = 1.8 - 1.7, FN = 2 - 1.7: 1 - 1.7 / 2.1
+    >>> print(f"{loss_from_stats(stats, exponent=1.0):.4f}")
+    0.1905
+    >>> print(f"{pel_loss(p, g, exponent=1.0):.4f}")
+    0.1905
   """
   o = _options(options, "loss_from_stats")
   if not isinstance(stats, _core.RegionStats):
@@ -498,6 +535,16 @@ def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
 
   Returns:
     The global sum, with the shape and dtype of `x`.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import global_sum
+    >>> f = jax.vmap(lambda x: global_sum(x, "i"), axis_name="i")
+    >>> f(jnp.arange(3.0))
+    Array([3., 3., 3.], dtype=float32)
+    >>> jax.grad(lambda x: f(x)[0])(jnp.arange(3.0))  # Not 3 per summand.
+    Array([1., 1., 1.], dtype=float32)
   """
   return _global_sum(jnp.asarray(x), axis_name)
 
@@ -559,6 +606,16 @@ def weight_map(
 
   Returns:
     Float array of shape `[B, *spatial]` in the dtype of ``predictions``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import dice_loss, weight_map
+    >>> logits = jnp.zeros((2, 8, 8, 3))
+    >>> ids = jnp.zeros((2, 8, 8), jnp.int32)
+    >>> weight_map(logits, ids, from_logits=True, exponent=2.0).shape
+    (2, 8, 8)
+    >>> weight_map(logits, ids, loss_fn=dice_loss, from_logits=True).shape
+    (2, 8, 8)
   """
   loss_fn = pel_loss if loss_fn is None else loss_fn
   grad = jax.grad(
@@ -581,10 +638,29 @@ def check_labels(
   call `err.throw()` (see the README). The comparisons never overflow the
   ids' dtype (uint8 ids are checked against 300 classes exactly).
 
+  Args:
+    targets: integer class ids, any shape (e.g. `[B, *spatial]`).
+    num_classes: C, the number of classes.
+    ignore_index: an id allowed besides `[0, num_classes)`.
+
+  Returns:
+    None: the outcome is the error, raised eagerly or carried by checkify.
+
   Raises:
     TypeError: for non-integer ``targets``.
     ValueError: for ``num_classes`` < 1, or an ``ignore_index`` the dtype
       of ``targets`` cannot hold (as `pel_loss` does).
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jax.experimental import checkify
+    >>> from pel_jax import check_labels
+    >>> check_labels(jnp.array([[0, 2, 255]]), 3, ignore_index=255)
+    >>> check = jax.jit(lambda t: check_labels(t, 3))
+    >>> err, _ = checkify.checkify(check)(jnp.array([[0, 3]]))
+    >>> print(err.get())
+    targets hold a class id outside [0, 3): 3 at flat index 1 (`check` failed)
   """
   targets = jnp.asarray(targets)
   count = _checks.check_label_args(targets, num_classes, ignore_index)
@@ -612,50 +688,3 @@ def check_labels(
       i=bad,
   )
 
-
-def _variant(
-    name: str, summary: str, fixed: dict[str, float], **defaults: float
-) -> Callable[..., jax.Array]:
-  """A `pel_loss` with some hyperparameters fixed and others re-defaulted."""
-
-  def loss(predictions, targets, **kwargs):
-    clash = sorted(set(kwargs) & set(fixed))
-    if clash:
-      raise TypeError(f"{name}() does not take {clash}: they are fixed.")
-    return pel_loss(predictions, targets, **fixed, **{**defaults, **kwargs})
-
-  params = [
-      p.replace(default=defaults.get(p.name, p.default))
-      for p in inspect.signature(pel_loss).parameters.values()
-      if p.name not in fixed
-  ]
-  loss.__signature__ = inspect.signature(pel_loss).replace(parameters=params)
-  loss.__name__ = loss.__qualname__ = name
-  loss.__module__ = "pel_jax"
-  settings = ", ".join(f"{k}={v}" for k, v in {**fixed, **defaults}.items())
-  loss.__doc__ = (
-      f"{summary}\n\n  `pel_loss` with {settings}; every other keyword is"
-      " `pel_loss`'s, with the same\n  meaning, shapes, dtypes and"
-      " gradient (a fused custom VJP).\n"
-  )
-  return loss
-
-
-dice_loss = _variant(
-    "dice_loss",
-    "Soft Dice loss: 1 - (2 TP + 2 eps) / (sum p + sum g + 2 eps) per class.",
-    dict(exponent=1.0, scale=1.0, fp_weight=0.5, fn_weight=0.5),
-)
-jaccard_loss = _variant(
-    "jaccard_loss",
-    "Soft Jaccard (IoU) loss: 1 - (TP + eps) / (TP + FP + FN + eps) per class.",
-    dict(exponent=1.0, scale=1.0, fp_weight=1.0, fn_weight=1.0),
-)
-tversky_loss = _variant(
-    "tversky_loss",
-    "Tversky loss: 1 - (TP + eps) / (TP + a FP + b FN + eps) per class.\n\n"
-    "  Defaults a = 0.3, b = 0.7 (Salehi et al. 2017); a = b = 0.5 is Dice.",
-    dict(exponent=1.0, scale=1.0),
-    fp_weight=0.3,
-    fn_weight=0.7,
-)

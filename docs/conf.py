@@ -1,0 +1,54 @@
+"""Sphinx configuration: the API reference, built from the docstrings.
+
+Build: `pip install -e ".[docs]"`, then
+`sphinx-build -W -b html docs docs/_build/html` (warnings are errors).
+"""
+
+import os
+import re
+import sys
+
+# Document the checkout this file belongs to, not another installed copy.
+sys.path.insert(0, os.path.abspath(".."))
+
+import pel_jax
+
+project = "pel_jax"
+author = "pel_jax authors"
+copyright = "pel_jax authors"
+release = pel_jax.__version__
+version = release
+
+extensions = [
+  "sphinx.ext.autodoc",
+  "sphinx.ext.napoleon",
+  "sphinx.ext.mathjax",
+]
+
+# Google-style docstrings (Args/Returns/Examples), as the code writes them.
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+# `x` in a docstring names a Python object or a shape: show it as code.
+default_role = "py:obj"
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+# Show the alias, not the union it stands for.
+autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike"}
+# Show `pel_jax.pel_loss`, the public name, not the private module's.
+add_module_names = False
+
+exclude_patterns = ["_build"]
+html_theme = "alabaster"
+html_title = f"pel_jax {release}"
+
+
+def _alias_names(app, what, name, obj, options, signature, return_annotation):
+  """Writes `ArrayLike | None` for Sphinx's `TypeAliasForwardRef(...) | None`."""
+  del app, what, name, obj, options
+  if signature:
+    signature = re.sub(r"TypeAliasForwardRef\('([^']*)'\)", r"\1", signature)
+  return signature, return_annotation
+
+
+def setup(app):
+  app.connect("autodoc-process-signature", _alias_names)
