@@ -300,8 +300,8 @@ class RegionStats(NamedTuple):
     :math:`\sum w g \min(p / g, 1)^n` (see `pel_jax.pel_loss`).
   * ``sum_p2``, ``sum_g2``: :math:`\sum w p^2`, :math:`\sum w g^2` (only
     with ``squared``).
-  * ``ce``: per-class cross-entropy sums (only with ``ce_weight``):
-    :math:`-\sum w g \log p` (softmax) or
+  * ``ce``: `[G]`, the cross-entropy summed over pixels and classes (only
+    with ``ce_weight``): :math:`-\sum w g \log p` (softmax) or
     :math:`-\sum w (g \log p + (1 - g) \log (1 - p))` (sigmoid).
   * ``count``: `[G]`, the number of cross-entropy terms: kept pixels
     (softmax) or kept pixels times C (sigmoid). No gradient.
@@ -337,29 +337,35 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
     numer = jnp.where(below, g * _power(r, cfg.exponent), g)
   else:
     tp, numer = p * g, px.times_g(px.p_n)
-  ce = None
-  if cfg.cross_entropy:
-    # From the logits (log space): finite for any finite logit.
-    if cfg.activation == "softmax":
-      # -g log p = g (lse - z), with lse = log sum_c exp(z_c) from its own
-      # minor-axis reduce: a [B, *S, 1] array XLA writes out once. Written
-      # as the log-softmax, the class max inside it would be recomputed
-      # for every class inside the sums (C times the work).
-      lse = jax.nn.logsumexp(px.x, axis=-1, keepdims=True)
-      ce = g * (lse - px.x)
-    else:
-      log_p = jax.nn.log_sigmoid(px.x)
-      ce = -(g * log_p + (1 - g) * jax.nn.log_sigmoid(-px.x))
   if cfg.squared:
     # The barrier keeps XLA from rewriting a softmax's p * p as exp(2 log p),
     # a second exponential (and class max) per entry inside the reduction.
     p_again = lax.optimization_barrier(p)
-    terms = RegionStats(tp, None, g, numer, p_again * p_again, g * g, ce)
+    terms = RegionStats(tp, None, g, numer, p_again * p_again, g * g)
   else:
-    terms = RegionStats(tp, p, g, numer, ce=ce)
+    terms = RegionStats(tp, p, g, numer)
   if px.w is not None:
     terms = jax.tree.map(lambda x: x * px.w, terms)
   return terms
+
+
+def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
+  """Cross-entropy summed over kept pixels and classes, `[B]` (or `[]`).
+
+  From the logits (log space): finite for any finite logit. Softmax:
+  -g log p = g (lse - z), lse = log sum_c exp(z_c). Sigmoid: binary CE per
+  class. A reduce of its own: inside the per-class sums, the class max and
+  log-sum-exp would be evaluated once per class (C times the work).
+  """
+  if cfg.activation == "softmax":
+    lse = jax.nn.logsumexp(px.x, axis=-1, keepdims=True)
+    terms = px.g * (lse - px.x)
+  else:
+    log_p = jax.nn.log_sigmoid(px.x)
+    terms = -(px.g * log_p + (1 - px.g) * jax.nn.log_sigmoid(-px.x))
+  if px.w is not None:
+    terms = terms * px.w
+  return jnp.sum(terms, _sum_axes(cfg, px.p.ndim) + (px.p.ndim - 1,))
 
 
 def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
@@ -383,7 +389,9 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   sums = _sum_together(_sum_axes(cfg, terms.tp.ndim), *leaves)
   stats = jax.tree.unflatten(tree, sums)
   if cfg.cross_entropy:
-    stats = stats._replace(count=_term_count(cfg, px))
+    stats = stats._replace(
+        ce=_cross_entropy_sum(cfg, px), count=_term_count(cfg, px)
+    )
   if cfg.batch:
     stats = jax.tree.map(lambda s: s[None], stats)
   if cfg.batch and cfg.axis_name is not None:
@@ -414,8 +422,10 @@ def stats_backward(
   pixels = (cotangent.tp.shape[0],) + (1,) * (p.ndim - 2) + (p.shape[-1],)
   # (`count` has no gradient: it depends on the mask only.)
   ct = jax.tree.map(
-      lambda c: c.reshape(pixels), cotangent._replace(count=None)
+      lambda c: c.reshape(pixels), cotangent._replace(ce=None, count=None)
   )
+  if cfg.cross_entropy:
+    ct = ct._replace(ce=cotangent.ce.reshape(pixels[:-1] + (1,)))
   if cfg.soft_labels:
     below, r = _soft_ratio(p, g)
     linear = jnp.where(below, ct.tp, 0)
@@ -559,7 +569,7 @@ def stats_losses(cfg: RatioConfig, stats: RegionStats):
   without background). `present` is a 0/1 `[G, C']` weight of the classes
   that count in the mean ("exclude"), or None when all do.
   """
-  stats = stats._replace(ce=None, count=None)  # See `cross_entropy_mean`.
+  stats = stats._replace(ce=None, count=None)  # Added after the reduction.
   if not cfg.include_background:
     stats = jax.tree.map(lambda s: s[:, 1:], stats)
   tp, sum_p, sum_g, numer, sum_p2, sum_g2, _, _ = stats
