@@ -35,7 +35,7 @@ class StatsConfig:
   axis_name: object = None
   squared: bool = False  # Sums of p^2 and g^2 in place of p and g.
   soft_labels: bool = False  # L1 forms of TP and N (float targets only).
-  cross_entropy: bool = False  # Per-class CE sums and the term count.
+  cross_entropy: bool = False  # The CE sum and its term count.
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -66,7 +66,7 @@ def _power(p: jax.Array, exponent: float) -> jax.Array:
 # Up to this many classes, reductions over the class axis are unrolled into
 # elementwise ops on slices: they then fuse with their neighbours into one
 # vectorised loop, where XLA CPU makes a minor-axis reduce a separate fusion
-# that needs its inputs materialised (measured in benchmarks/README.md).
+# that needs its inputs materialised (slower, and more gradient temporaries).
 _UNROLL_CLASSES = 64
 
 
@@ -409,10 +409,10 @@ def stats_backward(
     dL/dp = w (ct.tp g + ct.sum_p + 2 ct.sum_p2 p + ct.numer n p^(n-1) g)
     dL/dg = w (ct.tp p + ct.sum_g + 2 ct.sum_g2 g + ct.numer p^n)
   (soft labels: the derivatives of min(p, g) and g min(p/g, 1)^n instead),
-  chained through the activation, plus ct.ce (p - g) for the cross-entropy
-  sums (softmax: p sum_c ct.ce g - ct.ce g). The sums need nothing beyond the inputs,
-  so `stats` is unused here; it is part of the signature for kernels that
-  may want it.
+  chained through the activation, plus, per logit, ct.ce (p sum_c g - g)
+  for the softmax cross-entropy sum and ct.ce (p - g) for the sigmoid one.
+  The sums need nothing beyond the inputs, so `stats` is unused here; it is
+  part of the signature for kernels that may want it.
   """
   del stats
   n = cfg.exponent
@@ -431,10 +431,7 @@ def stats_backward(
     linear = jnp.where(below, ct.tp, 0)
   else:
     linear = ct.tp * g  # d/dp of the terms linear in p (and p^2).
-  if cfg.squared:
-    linear = linear + 2 * ct.sum_p2 * p
-  else:
-    linear = linear + ct.sum_p
+  linear = linear + (2 * ct.sum_p2 * p if cfg.squared else ct.sum_p)
   if cfg.activation is None:
     if cfg.soft_labels:
       pull = jnp.where(below, n * ct.numer * _power(r, n - 1), 0)
@@ -450,7 +447,7 @@ def stats_backward(
     elif cfg.activation == "sigmoid" and _is_integer(n):
       # (.. * p) * p^(n-1) rather than the forward's p^n: with no p^n
       # subexpression to share, XLA stops writing p^n out between forward
-      # and backward (see benchmarks/README.md).
+      # and backward.
       pull = px.times_g(n * ct.numer, p_sel, _power(p_sel, n - 1))
     else:
       pull = px.times_g(n * ct.numer, p_n)
