@@ -374,3 +374,16 @@ def check_cross_entropy(ce_weight: float, activation, reduction) -> None:
         " loss; `reduction='none'` has no single value to add it to. Use"
         " 'mean' or 'sum'."
     )
+
+
+def check_soft_labels(soft_labels: bool, squared: bool) -> None:
+  """`soft_labels` (the L1 TP) has no meaning over squared sums."""
+  if soft_labels and squared:
+    raise ValueError(
+        "`soft_labels=True` cannot be combined with `squared=True`: the L1"
+        " TP sum min(p, g) over the denominator sum p^2 + sum g^2 makes the"
+        " loss negative at p = g. With squared sums the soft-label form is"
+        " MONAI's L2 one, TP = (sum p^2 + sum g^2 - sum (p - g)^2) / 2 ="
+        " sum p g: pass `squared=True` alone (for exponent 1 and Dice weights"
+        " its minimum is exactly at p = g)."
+    )

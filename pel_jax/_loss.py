@@ -124,6 +124,7 @@ def pel_loss(
       and :math:`N = \sum w g \min(p/g, 1)^n`: identical for hard
       labels, and for soft labels with n >= 1 the loss is minimal exactly at
       p = g (then :math:`N \le TP \le D`, with equality only at p = g).
+      Not with ``squared`` (see the README).
     focal_gamma: :math:`\gamma > 0`: each per-class loss becomes
       :math:`L_c^\gamma` (focal Tversky), before class weights and the
       reduction. Needs ``scale=1``.
@@ -223,6 +224,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
   _checks.check_cross_entropy(ce_weight, activation, o["reduction"])
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
+  _checks.check_soft_labels(soft_labels, squared)
   if targets is not None and jnp.issubdtype(
       jnp.result_type(targets), jnp.integer
   ):

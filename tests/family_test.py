@@ -138,7 +138,10 @@ _OPTIONS = (
     dict(soft_labels=True, exponent=1.0, fp_weight=0.5, fn_weight=0.5),
   ),
   ("soft_labels_n_half", dict(soft_labels=True, exponent=0.5)),
-  ("soft_squared_batch", dict(soft_labels=True, squared=True, batch=True)),
+  (
+    "soft_labels_batch_cw",
+    dict(soft_labels=True, batch=True, class_weights=(0.5, 1.0, 2.0)),
+  ),
   ("focal", dict(focal_gamma=0.75, fp_weight=0.3, fn_weight=0.7)),
   (
     "focal_batch_cw",
@@ -312,6 +315,7 @@ class ValidationTest(parameterized.TestCase):
     (dict(soft_labels="yes"), TypeError, "soft_labels"),
     (dict(log_loss=None), TypeError, "log_loss"),
     (dict(ce_weight=0.5), ValueError, "from_logits"),
+    (dict(soft_labels=True, squared=True), ValueError, "soft_labels"),
     (dict(ce_weight=-1.0), ValueError, "ce_weight"),
   )
   def test_bad_options_raise(self, options, error, name):

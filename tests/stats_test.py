@@ -195,12 +195,15 @@ class TransformsTest(parameterized.TestCase):
 _N = 8
 _DP_OPTIONS = (
   ("batch_generalized", dict(batch=True, generalized="square")),
-  ("batch_squared_soft", dict(batch=True, squared=True, soft_labels=True)),
+  ("batch_soft", dict(batch=True, soft_labels=True)),
   (
     "batch_focal_exclude",
     dict(batch=True, focal_gamma=2.0, absent_classes="exclude"),
   ),
-  ("sample_generalized", dict(batch=False, generalized="simple")),
+  (
+    "sample_generalized_squared",
+    dict(batch=False, generalized="simple", squared=True),
+  ),
   ("sample_exclude", dict(batch=False, absent_classes="exclude")),
   ("sample_log_micro", dict(batch=False, log_loss=True, average="micro")),
   ("sample_ce", dict(batch=False, ce_weight=0.5)),
