@@ -269,6 +269,55 @@ class DataParallelTest(parameterized.TestCase):
     )
 
 
+class SpatialShardTest(family_test.X64TestCase):
+  """An image split over 8 devices along a spatial axis: per-sample stats
+  summed with `global_sum` give the whole image's loss and, per device, the
+  slice of its gradient."""
+
+  def test_shard_map_over_height(self):
+    rng = np.random.default_rng(3)
+    shape = (2, 16, 3, 3)  # Height 16 split into 8 rows of 2.
+    x = reference.make_predictions(rng, shape, "softmax", np.float64)
+    t = reference.make_targets(rng, shape, "int")
+    kw = dict(from_logits=True, generalized="square", ce_weight=0.5)
+    want_loss, want_grad = jax.value_and_grad(
+      lambda x: pel_jax.pel_loss(x, t, **kw)
+    )(x)
+
+    def local(x, t):
+      stats = pel_jax.region_stats(x, t, **kw)
+      # Each leaf is a sum over pixels: add the devices' parts with the
+      # library's gradient convention (under pmap, lax.psum's transpose
+      # would make the gradient N-fold; global_sum is right in every mode).
+      stats = jax.tree.map(lambda s: pel_jax.global_sum(s, "h"), stats)
+      return pel_jax.loss_from_stats(stats, **kw)
+
+    mesh = jax.make_mesh((_N,), ("h",))
+    spec = P(None, "h")
+    loss, grad = jax.jit(
+      jax.shard_map(
+        jax.value_and_grad(local),
+        mesh=mesh,
+        in_specs=(spec, spec),
+        out_specs=(P(), spec),
+      )
+    )(*(jax.device_put(a, NamedSharding(mesh, spec)) for a in (x, t)))
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-15)
+    # pmap: device d holds rows 2d, 2d + 1 of every sample.
+    split = lambda a: np.moveaxis(a.reshape((2, _N, 2) + a.shape[2:]), 1, 0)
+    loss, grad = jax.pmap(jax.value_and_grad(local), axis_name="h")(
+      split(x), split(t)
+    )
+    np.testing.assert_allclose(loss, np.full(_N, want_loss), rtol=1e-12)
+    np.testing.assert_allclose(
+      np.moveaxis(np.asarray(grad), 0, 1).reshape(shape),
+      want_grad,
+      rtol=1e-10,
+      atol=1e-15,
+    )
+
+
 class PrecisionTest(parameterized.TestCase):
   @parameterized.parameters(jnp.bfloat16, jnp.float16)
   def test_half_precision_accumulates_in_float32(self, dtype):
