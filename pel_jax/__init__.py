@@ -5,7 +5,9 @@ Modules with a leading underscore are private; use the names exported here.
 
 from pel_jax._loss import check_labels
 from pel_jax._loss import global_sum
+from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
+from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
 from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
@@ -18,7 +20,9 @@ __all__ = (
     "dice_loss",
     "global_sum",
     "jaccard_loss",
+    "loss_from_stats",
     "pel_loss",
+    "region_stats",
     "tversky_loss",
     "weight_map",
 )

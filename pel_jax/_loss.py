@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Hashable
 
 import jax
@@ -36,6 +37,14 @@ def pel_loss(
     batch: bool = False,
     reduction: str = "mean",
     axis_name: Hashable | None = None,
+    generalized: str | None = None,
+    squared: bool = False,
+    soft_labels: bool = False,
+    focal_gamma: float | None = None,
+    log_loss: bool = False,
+    absent_classes: str = "count",
+    average: str = "macro",
+    ce_weight: float = 0.0,
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -98,10 +107,48 @@ def pel_loss(
       global batch. Every device returns the global loss and the gradient
       for its own shard (the slice of the one-device gradient): in a
       data-parallel step, *sum* the parameter gradients across devices.
+    generalized: None, or "square", "simple", "uniform": Generalized Dice
+      (Sudre et al. 2017), one ratio per sample (one with ``batch=True``)
+      of weighted sums over classes,
+      :math:`L = 1 - s (\sum_c w_c N_c + \epsilon_{nr}) /
+      (\sum_c w_c D_c + \epsilon_{dr})` with :math:`D_c` the per-class
+      denominator above and :math:`w_c = 1/(\sum g_c)^2`,
+      :math:`1/\sum g_c` or 1. A class with no target pixel gets the
+      largest finite weight of its sample (MONAI's rule; 0 if none is
+      finite). The weights carry no gradient. "none" returns `[B]` (a
+      scalar with ``batch=True``).
+    squared: the V-Net denominator: :math:`\sum w p^2` and
+      :math:`\sum w g^2` in place of :math:`\sum w p` and :math:`\sum w g`.
+    soft_labels: for float targets, TP from the L1 form
+      :math:`\sum w \min(p, g) = (\sum w p + \sum w g - \sum w |p - g|)/2`
+      and :math:`N = \sum w g \min(p/g, 1)^n`: identical for hard
+      labels, and for soft labels with n >= 1 the loss is minimal exactly at
+      p = g (then :math:`N \le TP \le D`, with equality only at p = g).
+      Not with ``squared`` (see the README).
+    focal_gamma: :math:`\gamma > 0`: each per-class loss becomes
+      :math:`L_c^\gamma` (focal Tversky), before class weights and the
+      reduction. Needs ``scale=1``.
+    log_loss: each per-class loss becomes :math:`-\log R_c` (smp's
+      ``log_loss``), before class weights and the reduction. Needs
+      ``scale=1``.
+    absent_classes: "count", or "exclude": classes with no target pixel (in
+      the sample, or the batch with ``batch=True``) leave the mean, a
+      weighted mean (0 with zero gradient if no class is present); "none"
+      returns 0 for them.
+    average: "macro" (one ratio per class) or "micro": the sums added over
+      classes before one ratio (kornia's default; ``generalized="uniform"``).
+    ce_weight: :math:`\lambda \ge 0`: adds :math:`\lambda` times the
+      cross-entropy over all classes, computed in the same fused pass from
+      the logits (softmax CE for ids or soft targets, sigmoid BCE): the mean
+      over kept pixels (``where``, ``ignore_index``; times C for sigmoid),
+      the sum with ``reduction="sum"``, global under ``axis_name``. Equal to
+      ``optax.softmax_cross_entropy_with_integer_labels(...)`` averaged over
+      the kept pixels. Needs logits and a "mean"/"sum" reduction.
 
   Returns:
     A scalar for "mean" and "sum". For "none": `[B, C']` per sample and class,
-    or `[C']` with ``batch=True`` (C' = C - 1 without background). The loss is
+    or `[C']` with ``batch=True`` (C' = C - 1 without background); `[B]` or a
+    scalar with ``generalized``/``average="micro"``. The loss is
     float32 for float32/bfloat16/float16 predictions and float64 for float64;
     its gradient has the dtype of ``predictions``.
 
@@ -123,73 +170,348 @@ def pel_loss(
     Bhat et al., PointWise Exponential Loss (PEL),
     https://github.com/bluesky314/PointWise-Exponential-Loss
   """
-  # Python sequences are array-likes too (and have no dtype to check).
-  predictions, targets, where, class_weights = (
-      np.asarray(x) if isinstance(x, (list, tuple)) else x
-      for x in (predictions, targets, where, class_weights)
-  )
-  _checks.check_predictions(predictions)
-  from_logits = _checks.check_flag("from_logits", from_logits)
-  batch = _checks.check_flag("batch", batch)
-  include_background = _checks.check_flag(
-      "include_background", include_background
-  )
-  _checks.check_targets(predictions, targets, ignore_index)
-  _checks.check_mask(predictions, where)
-  _checks.check_class_weights(predictions, class_weights)
-  _checks.check_options(predictions, reduction, include_background)
-  cfg = _core.LossConfig(
-      exponent=_checks.check_number("exponent", exponent, positive=True),
-      scale=_checks.check_number("scale", scale, positive=True),
-      fp_weight=_checks.check_number("fp_weight", fp_weight),
-      fn_weight=_checks.check_number("fn_weight", fn_weight),
-      smooth_nr=_checks.check_number("smooth_nr", smooth_nr),
-      smooth_dr=_checks.check_number("smooth_dr", smooth_dr),
-      activation=_checks.resolve_activation(
-          predictions, from_logits, activation
-      ),
-      batch=bool(batch),
-      ignore_index=ignore_index,
-      axis_name=axis_name,
-  )
+  return _pel_loss(predictions, targets, **_bound(locals()))
 
+
+def _bound(scope: dict[str, Any]) -> dict[str, Any]:
+  """The keyword options of a `pel_loss` call (`locals()` at its top)."""
+  return {k: scope[k] for k in _OPTION_NAMES}
+
+
+def _options(options: dict[str, Any], caller: str) -> dict[str, Any]:
+  """`pel_loss`'s keyword options with its defaults; unknown names raise."""
+  unknown = sorted(set(options) - set(_OPTION_NAMES))
+  if unknown:
+    raise TypeError(
+        f"{caller}() got unknown option(s) {unknown}; it takes `pel_loss`'s"
+        " keyword options."
+    )
+  return {**_OPTION_DEFAULTS, **options}
+
+
+def _as_array_likes(*xs):
+  # Python sequences are array-likes too (and have no dtype to check).
+  return (np.asarray(x) if isinstance(x, (list, tuple)) else x for x in xs)
+
+
+def _configs(predictions, targets, o: dict[str, Any]):
+  """Static checks of one call; `(StatsConfig, RatioConfig)`.
+
+  `predictions` and `targets` only need a shape and dtype (`RegionStats`
+  leaves stand in for them in `loss_from_stats`; targets may be None there).
+  """
+  from_logits = _checks.check_flag("from_logits", o["from_logits"])
+  batch = _checks.check_flag("batch", o["batch"])
+  include_background = _checks.check_flag(
+      "include_background", o["include_background"]
+  )
+  _checks.check_class_weights(predictions, o["class_weights"])
+  _checks.check_options(predictions, o["reduction"], include_background)
+  scale = _checks.check_number("scale", o["scale"], positive=True)
+  focal_gamma = _checks.check_family(
+      scale=scale,
+      class_weights=o["class_weights"],
+      generalized=o["generalized"],
+      average=o["average"],
+      absent_classes=o["absent_classes"],
+      focal_gamma=o["focal_gamma"],
+      log_loss=_checks.check_flag("log_loss", o["log_loss"]),
+  )
+  ce_weight = _checks.check_number("ce_weight", o["ce_weight"])
+  activation = _checks.resolve_activation(
+      predictions, from_logits, o["activation"]
+  )
+  _checks.check_cross_entropy(ce_weight, activation, o["reduction"])
+  squared = _checks.check_flag("squared", o["squared"])
+  soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
+  _checks.check_soft_labels(soft_labels, squared)
+  if targets is not None and jnp.issubdtype(
+      jnp.result_type(targets), jnp.integer
+  ):
+    soft_labels = False  # Class ids are hard labels: the L1 form is the same.
+  stats_cfg = _core.StatsConfig(
+      exponent=_checks.check_number("exponent", o["exponent"], positive=True),
+      activation=activation,
+      batch=batch,
+      ignore_index=o["ignore_index"],
+      axis_name=o["axis_name"],
+      squared=squared,
+      soft_labels=soft_labels,
+      cross_entropy=ce_weight > 0,
+  )
+  ratio_cfg = _core.RatioConfig(
+      scale=scale,
+      fp_weight=_checks.check_number("fp_weight", o["fp_weight"]),
+      fn_weight=_checks.check_number("fn_weight", o["fn_weight"]),
+      smooth_nr=_checks.check_number("smooth_nr", o["smooth_nr"]),
+      smooth_dr=_checks.check_number("smooth_dr", o["smooth_dr"]),
+      squared=squared,
+      include_background=include_background,
+      generalized=(
+          "uniform" if o["average"] == "micro" else o["generalized"]
+      ),
+      focal_gamma=focal_gamma,
+      log_loss=bool(o["log_loss"]),
+      absent_classes=o["absent_classes"],
+  )
+  return stats_cfg, ratio_cfg
+
+
+def _stats_inputs(predictions, targets, where, o):
+  """Checked arrays and configs of a call that reads pixels."""
+  predictions, targets, where, class_weights = _as_array_likes(
+      predictions, targets, where, o["class_weights"]
+  )
+  o = {**o, "class_weights": class_weights}
+  _checks.check_predictions(predictions)
+  _checks.check_targets(predictions, targets, o["ignore_index"])
+  _checks.check_mask(predictions, where)
+  stats_cfg, ratio_cfg = _configs(predictions, targets, o)
   _checks.check_representable(
       predictions,
       _core.compute_dtype(jnp.result_type(predictions)),
-      exponent=cfg.exponent,
-      scale=cfg.scale,
-      fp_weight=cfg.fp_weight,
-      fn_weight=cfg.fn_weight,
-      smooth_nr=cfg.smooth_nr,
-      smooth_dr=cfg.smooth_dr,
+      exponent=stats_cfg.exponent,
+      scale=ratio_cfg.scale,
+      fp_weight=ratio_cfg.fp_weight,
+      fn_weight=ratio_cfg.fn_weight,
+      smooth_nr=ratio_cfg.smooth_nr,
+      smooth_dr=ratio_cfg.smooth_dr,
   )
-
   predictions = jnp.asarray(predictions)
   targets = jnp.asarray(targets)
   if targets.dtype == jnp.bool_:
     targets = targets.astype(predictions.dtype)
   mask = None if where is None else jnp.asarray(where)
+  return predictions, targets, mask, stats_cfg, ratio_cfg, class_weights
 
-  losses = _core.class_losses(cfg, predictions, targets, mask)
+
+def _pel_loss(predictions, targets, **o):
+  predictions, targets, mask, stats_cfg, ratio_cfg, class_weights = (
+      _stats_inputs(predictions, targets, o["where"], o)
+  )
+  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  return _loss_of_sums(stats, ratio_cfg, class_weights, o)
+
+
+def _loss_of_sums(stats, ratio_cfg, class_weights, o):
+  """The reduced loss from `[G, C]` region sums."""
+  losses, present = _core.stats_losses(ratio_cfg, stats)
   if class_weights is not None:
-    losses = losses * jnp.asarray(class_weights, losses.dtype)
-  if not include_background:
-    losses = losses[:, 1:]
-  return _reduce(losses, reduction, cfg)
+    weights = jnp.asarray(class_weights, losses.dtype)
+    if not ratio_cfg.include_background:
+      weights = weights[1:]
+    losses = losses * weights
+  per_sample = ratio_cfg.generalized is not None
+  loss = _reduce(
+      losses, present, o["reduction"], bool(o["batch"]), o["axis_name"],
+      per_sample,
+  )
+  if o["ce_weight"]:
+    loss = loss + o["ce_weight"] * _cross_entropy(
+        stats, o["reduction"], bool(o["batch"]), o["axis_name"]
+    )
+  return loss
 
 
-def _reduce(losses: jax.Array, reduction: str, cfg: _core.LossConfig):
-  """Reduces `[G, C']` per-class losses; global over `axis_name` if per-sample."""
-  if cfg.batch:
+def _cross_entropy(stats, reduction, batch, axis_name):
+  """Cross-entropy sum ("sum") or mean over its kept terms ("mean").
+
+  Global over `axis_name` with `global_sum`'s gradient convention (batch
+  sums are already global). No kept term: 0 with a zero gradient.
+  """
+  total = jnp.sum(stats.ce)
+  count = jnp.sum(stats.count)
+  if axis_name is not None and not batch:
+    total = _global_sum(total, axis_name)
+    count = lax.psum(count, axis_name)
+  if reduction == "sum":
+    return total
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, 1), 0)
+
+
+def region_stats(
+    predictions: ArrayLike, targets: ArrayLike, **options: Any
+) -> _core.RegionStats:
+  r"""The per-class region sums `pel_loss` computes its ratio from.
+
+  A `RegionStats` (a NamedTuple pytree) of sums over the spatial axes (and
+  the batch with ``batch=True``), each `[B, C]`, or `[C]` with
+  ``batch=True``; fields an option does not need are None:
+
+  .. math::
+    TP = \sum w p g, \quad \Sigma p = \sum w p, \quad
+    \Sigma g = \sum w g, \quad N = \sum w p^n g
+
+  plus :math:`\sum w p^2` and :math:`\sum w g^2` with ``squared=True``;
+  with ``soft_labels=True``, :math:`TP = \sum w \min(p, g)` and
+  :math:`N = \sum w g \min(p / g, 1)^n`. Everything but these sums is
+  computed from them by `loss_from_stats`, and
+
+      loss_from_stats(region_stats(x, t, **o), **o) == pel_loss(x, t, **o)
+
+  for every option set `o`. The fields are plain sums over pixels: the
+  statistics of two batches, tiles of one image or micro-batches, added leaf
+  by leaf (``jax.tree.map(jnp.add, s1, s2)``), are those of their union, so
+  the loss of a batch too large for one step is exact (gradient
+  accumulation, whole-slide images, 3D volumes split into patches).
+
+  Differentiable with the fused backward of `pel_loss` (a custom VJP: the
+  cotangent of each sum becomes a per-pixel gradient in one pass), under
+  `jit`, `vmap`, `scan`, `pmap` and `shard_map`. With ``axis_name`` and
+  ``batch=True`` the sums are `psum`-ed over the axis (every device gets the
+  global sums, and the gradient of its own shard, as `pel_loss`); with
+  ``batch=False`` they stay per (local) sample.
+
+  Args:
+    predictions: as in `pel_loss`.
+    targets: as in `pel_loss`.
+    **options: any keyword option of `pel_loss`; those that only shape the
+      ratio (``scale``, ``fp_weight``, ``reduction``, ...) are checked and
+      otherwise ignored, so one dict of options serves both calls.
+
+  Returns:
+    A `RegionStats` NamedTuple (fields ``tp``, ``sum_p``, ``sum_g``,
+    ``numer``, ``sum_p2``, ``sum_g2``, ``ce``, ``count``), float32 (float64
+    for float64 predictions).
+
+  Examples:
+    Two micro-batches give the loss of their concatenation:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import loss_from_stats, pel_loss, region_stats
+    >>> logits = jnp.linspace(-2.0, 2.0, 4 * 3 * 2).reshape(4, 3, 2)
+    >>> ids = jnp.array([[0, 1, 1], [1, 1, 0], [0, 0, 0], [1, 0, 1]])
+    >>> o = dict(from_logits=True, batch=True)
+    >>> parts = [region_stats(logits[i:i + 2], ids[i:i + 2], **o)
+    ...          for i in (0, 2)]
+    >>> total = jax.tree.map(jnp.add, *parts)
+    >>> total.tp.shape
+    (2,)
+    >>> bool(jnp.allclose(loss_from_stats(total, **o),
+    ...                   pel_loss(logits, ids, **o)))
+    True
+  """
+  o = _options(options, "region_stats")
+  predictions, targets, mask, stats_cfg, _, _ = _stats_inputs(
+      predictions, targets, o["where"], o
+  )
+  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  if stats_cfg.batch:
+    stats = jax.tree.map(lambda s: s[0], stats)
+  return stats
+
+
+def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
+  r"""`pel_loss` from region sums (of `region_stats`, possibly accumulated).
+
+  Per class :math:`c` (``squared``: :math:`\Sigma p^2, \Sigma g^2` in place
+  of :math:`\Sigma p, \Sigma g`):
+
+  .. math::
+    D_c = (1 - lpha - eta) TP_c + lpha \Sigma p_c + eta \Sigma g_c,
+    \quad R_c = rac{N_c + \epsilon_{nr}}{D_c + \epsilon_{dr}},
+    \quad L_c = 1 - s R_c
+
+  then the per-class transform (``focal_gamma``: :math:`L_c^\gamma`;
+  ``log_loss``: :math:`-\log R_c`), class weights, background and the
+  reduction; or, with ``generalized``/``average="micro"``, one ratio per
+  sample of the weighted sums :math:`\sum_c w_c N_c` and
+  :math:`\sum_c w_c D_c`. All of this is plain `jax.numpy` on the small
+  `[B, C]` sums, differentiated by ordinary autodiff; the cotangents reach
+  the pixels through `region_stats`'s custom VJP.
+
+  Args:
+    stats: a `RegionStats`, as `region_stats` returns it (`[B, C]` leaves, or
+      `[C]` with ``batch=True``), or a leaf-wise sum of several.
+    **options: the keyword options of `pel_loss` (the same dict given to
+      `region_stats`); ``from_logits``, ``where`` and others that act on
+      pixels are ignored here.
+
+  Returns:
+    The loss, exactly as `pel_loss` returns it.
+
+  Raises:
+    TypeError: ``stats`` is not a `RegionStats`, or an option is unknown.
+    ValueError: the stats' shape does not match ``batch``, or they lack a
+      field an option needs (``squared``, ``ce_weight``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import loss_from_stats, pel_loss, region_stats
+    >>> p = jnp.array([[0.9, 0.8, 0.1, 0.0]])[..., None]  # [B=1, 4, C=1]
+    >>> g = jnp.array([[1.0, 1.0, 0.0, 0.0]])[..., None]
+    >>> stats = region_stats(p, g, exponent=1.0)
+    >>> # TP = 1.7, FP = 1.8 - 1.7, FN = 2 - 1.7: 1 - 1.7 / 2.1
+    >>> print(f"{loss_from_stats(stats, exponent=1.0):.4f}")
+    0.1905
+    >>> print(f"{pel_loss(p, g, exponent=1.0):.4f}")
+    0.1905
+  """
+  o = _options(options, "loss_from_stats")
+  if not isinstance(stats, _core.RegionStats):
+    raise TypeError(
+        "`stats` must be the RegionStats that `region_stats` returns, got"
+        f" {type(stats).__name__}."
+    )
+  want = 1 if o["batch"] else 2
+  if np.ndim(stats.tp) != want:
+    raise ValueError(
+        f"`stats` leaves must be {'[C]' if o['batch'] else '[B, C]'} with"
+        f" batch={bool(o['batch'])}, got tp of shape {np.shape(stats.tp)}."
+    )
+  if (stats.ce is not None) != bool(o["ce_weight"]):
+    raise ValueError(
+        f"`stats` were computed with{'' if stats.ce is not None else 'out'}"
+        f" cross-entropy sums but `loss_from_stats` got"
+        f" ce_weight={o['ce_weight']!r}; pass the same ce_weight to both."
+    )
+  if (stats.sum_p2 is not None) != bool(o["squared"]):
+    raise ValueError(
+        f"`stats` were computed with squared={stats.sum_p2 is not None}"
+        f" but `loss_from_stats` got squared={o['squared']!r}."
+    )
+  (class_weights,) = _as_array_likes(o["class_weights"])
+  o = {**o, "class_weights": class_weights}
+  # The sums stand in for predictions: they carry the class axis.
+  fake = jax.ShapeDtypeStruct(
+      (1, 1) + np.shape(stats.tp)[-1:], jnp.result_type(stats.tp)
+  )
+  _, ratio_cfg = _configs(fake, None, o)
+  if o["batch"]:
+    stats = jax.tree.map(lambda s: s[None], stats)
+  return _loss_of_sums(stats, ratio_cfg, class_weights, o)
+
+
+def _reduce(losses, present, reduction, batch, axis_name, per_sample):
+  """Reduces `[G, C']` losses (`[G, 1]` per sample); global over `axis_name`.
+
+  With `present` (0/1, "exclude"), the mean is over the present entries
+  only: a weighted mean, 0 with a zero gradient when none is present.
+  """
+  if present is not None:
+    losses = losses * present
+  if per_sample:
+    losses = losses[:, 0]
+  if batch:
     losses = losses[0]
   if reduction == "none":
     return losses
   total = jnp.sum(losses)
-  count = losses.size
-  if cfg.axis_name is not None and not cfg.batch:
-    total = _global_sum(total, cfg.axis_name)
-    count = count * lax.axis_size(cfg.axis_name)
-  return total / count if reduction == "mean" else total
+  count = losses.size if present is None else jnp.sum(present)
+  if axis_name is not None and not batch:
+    total = _global_sum(total, axis_name)
+    if present is None:
+      count = count * lax.axis_size(axis_name)
+    else:
+      count = lax.psum(count, axis_name)
+  if reduction == "sum":
+    return total
+  if present is None:
+    return total / count
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, 1), 0)
 
 
 def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
@@ -253,6 +575,13 @@ def _global_sum_bwd(axis_name, x, cotangent):
 
 
 _global_sum.defvjp(_global_sum_fwd, _global_sum_bwd)
+
+_OPTION_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(pel_loss).parameters.items()
+    if p.kind == inspect.Parameter.KEYWORD_ONLY
+}
+_OPTION_NAMES = tuple(_OPTION_DEFAULTS)
 
 
 def weight_map(

@@ -50,6 +50,14 @@ def dice_loss(
   batch: bool = False,
   reduction: str = "mean",
   axis_name: Hashable | None = None,
+  generalized: str | None = None,
+  squared: bool = False,
+  soft_labels: bool = False,
+  focal_gamma: float | None = None,
+  log_loss: bool = False,
+  absent_classes: str = "count",
+  average: str = "macro",
+  ce_weight: float = 0.0,
 ) -> jax.Array:
   r"""Soft Dice loss (Milletari et al. 2016), one per class and sample.
 
@@ -84,6 +92,17 @@ def dice_loss(
     batch: sum over the batch too (one loss per class, "batch Dice").
     reduction: "mean" over classes and samples, "sum", or "none".
     axis_name: a named axis the batch is split over (see `pel_loss`).
+    generalized: None, "square", "simple" or "uniform": one ratio of
+      class-weighted sums per sample (Generalized Dice; see `pel_loss`).
+    squared: sums of p^2 and g^2 in the denominator (V-Net).
+    soft_labels: TP from the L1 form, exact for soft targets (see
+      `pel_loss`).
+    focal_gamma: each per-class loss raised to this power (focal Tversky).
+    log_loss: each per-class loss is -log of its ratio.
+    absent_classes: "count", or "exclude" classes with no target pixel from
+      the mean.
+    average: "macro" (per class) or "micro" (sums added over classes).
+    ce_weight: adds this weight times the cross-entropy, fused (logits).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -125,6 +144,14 @@ def jaccard_loss(
   batch: bool = False,
   reduction: str = "mean",
   axis_name: Hashable | None = None,
+  generalized: str | None = None,
+  squared: bool = False,
+  soft_labels: bool = False,
+  focal_gamma: float | None = None,
+  log_loss: bool = False,
+  absent_classes: str = "count",
+  average: str = "macro",
+  ce_weight: float = 0.0,
 ) -> jax.Array:
   r"""Soft Jaccard (IoU) loss, one per class and sample.
 
@@ -159,6 +186,17 @@ def jaccard_loss(
     batch: sum over the batch too (one loss per class).
     reduction: "mean" over classes and samples, "sum", or "none".
     axis_name: a named axis the batch is split over (see `pel_loss`).
+    generalized: None, "square", "simple" or "uniform": one ratio of
+      class-weighted sums per sample (Generalized Dice; see `pel_loss`).
+    squared: sums of p^2 and g^2 in the denominator (V-Net).
+    soft_labels: TP from the L1 form, exact for soft targets (see
+      `pel_loss`).
+    focal_gamma: each per-class loss raised to this power (focal Tversky).
+    log_loss: each per-class loss is -log of its ratio.
+    absent_classes: "count", or "exclude" classes with no target pixel from
+      the mean.
+    average: "macro" (per class) or "micro" (sums added over classes).
+    ce_weight: adds this weight times the cross-entropy, fused (logits).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -195,6 +233,14 @@ def tversky_loss(
   batch: bool = False,
   reduction: str = "mean",
   axis_name: Hashable | None = None,
+  generalized: str | None = None,
+  squared: bool = False,
+  soft_labels: bool = False,
+  focal_gamma: float | None = None,
+  log_loss: bool = False,
+  absent_classes: str = "count",
+  average: str = "macro",
+  ce_weight: float = 0.0,
 ) -> jax.Array:
   r"""Tversky loss (Salehi et al. 2017), one per class and sample.
 
@@ -233,6 +279,17 @@ def tversky_loss(
     batch: sum over the batch too (one loss per class).
     reduction: "mean" over classes and samples, "sum", or "none".
     axis_name: a named axis the batch is split over (see `pel_loss`).
+    generalized: None, "square", "simple" or "uniform": one ratio of
+      class-weighted sums per sample (Generalized Dice; see `pel_loss`).
+    squared: sums of p^2 and g^2 in the denominator (V-Net).
+    soft_labels: TP from the L1 form, exact for soft targets (see
+      `pel_loss`).
+    focal_gamma: each per-class loss raised to this power (focal Tversky).
+    log_loss: each per-class loss is -log of its ratio.
+    absent_classes: "count", or "exclude" classes with no target pixel from
+      the mean.
+    average: "macro" (per class) or "micro" (sums added over classes).
+    ce_weight: adds this weight times the cross-entropy, fused (logits).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with

@@ -30,7 +30,9 @@ class ApiTest(parameterized.TestCase):
         "dice_loss",
         "global_sum",
         "jaccard_loss",
+        "loss_from_stats",
         "pel_loss",
+        "region_stats",
         "tversky_loss",
         "weight_map",
       },
@@ -66,7 +68,11 @@ class ApiTest(parameterized.TestCase):
       for p in inspect.signature(fn).parameters.values()
       if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
     ]
-    first = {pel_jax.check_labels: "targets", pel_jax.global_sum: "x"}
+    first = {
+      pel_jax.check_labels: "targets",
+      pel_jax.global_sum: "x",
+      pel_jax.loss_from_stats: "stats",
+    }
     self.assertEqual(positional[0], first.get(fn, "predictions"))
 
   @parameterized.named_parameters(*_PUBLIC)
