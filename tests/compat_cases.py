@@ -5,8 +5,8 @@ expected value, with the repository and file it comes from) or, where the
 peer publishes no value, a value worked out by hand from the peer's formula
 (`source` then says "hand-computed from ..."). The mapping functions
 (`monai`, `smp`, `kornia`, `keras`, `nnunet`) are the executable form of the
-table in docs/compat.md: every convention that silently differs between the
-peer and pel_jax is handled there, once.
+README table "Coming from another library": every convention that silently
+differs between the peer and pel_jax is handled there, once.
 
 This module is not collected by pytest: tests/compat_test.py runs the cases
 whose `needs` (pel_loss keywords added by issue 10) the library has, and

@@ -1,8 +1,9 @@
 """pel_jax against the Dice-family peers' own published test values.
 
 The cases, their sources and the keyword mapping are in tests/compat_cases.py
-(one mapping function per peer, the executable form of the README table "Coming from another library"). The
-values are float64 here; the tolerance of each case is its peer's own.
+(one mapping function per peer, the executable form of the README table
+"Coming from another library"). The values are float64 here; the tolerance
+of each case is its peer's own.
 optax is a JAX library we depend on, so it is compared live.
 """
 
