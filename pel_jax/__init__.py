@@ -3,6 +3,7 @@
 Modules with a leading underscore are private; use the names exported here.
 """
 
+from pel_jax._accumulate import accumulated_value_and_grad
 from pel_jax._loss import check_labels
 from pel_jax._loss import dice_loss
 from pel_jax._loss import global_sum
@@ -14,6 +15,7 @@ from pel_jax._loss import weight_map
 __version__ = "0.1.0"
 
 __all__ = (
+    "accumulated_value_and_grad",
     "check_labels",
     "dice_loss",
     "global_sum",

@@ -17,8 +17,9 @@ class ApiTest(parameterized.TestCase):
   def test_all_is_complete_and_callable(self):
     self.assertEqual(
         set(pel_jax.__all__),
-        {"check_labels", "dice_loss", "global_sum", "jaccard_loss", "pel_loss",
-         "tversky_loss", "weight_map"})
+        {"accumulated_value_and_grad", "check_labels", "dice_loss",
+         "global_sum", "jaccard_loss", "pel_loss", "tversky_loss",
+         "weight_map"})
     self.assertLen(set(pel_jax.__all__), len(pel_jax.__all__))
     for name, fn in _PUBLIC:
       self.assertTrue(callable(fn), name)
@@ -42,7 +43,8 @@ class ApiTest(parameterized.TestCase):
   def test_data_arguments_come_first(self, fn):
     positional = [p.name for p in inspect.signature(fn).parameters.values()
                   if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD]
-    first = {pel_jax.check_labels: "targets", pel_jax.global_sum: "x"}
+    first = {pel_jax.check_labels: "targets", pel_jax.global_sum: "x",
+             pel_jax.accumulated_value_and_grad: "stats_fn"}
     self.assertEqual(positional[0], first.get(fn, "predictions"))
 
   @parameterized.named_parameters(*_PUBLIC)
