@@ -517,8 +517,9 @@ def kornia(loss, pred, target, *, average="micro", eps=1e-8, weight=None,
   kornia's Dice is 2 I / (card + eps) per sample: our smooth_dr = eps / 2;
   its Tversky is micro-averaged (summed over classes) with eps. Its macro
   `weight` is a weighted mean (sum w L / sum w): class_weights = w C / sum w.
-  Its micro `weight` multiplies p and g, so it equals pel_jax's micro
-  class_weights (weights on the per-class sums) for 0/1 weights only.
+  Its micro `weight` multiplies p and g; pel_jax refuses class_weights with
+  average="micro" (no per-class loss to weight): those cases need
+  "class_weights_with_micro", which pel_jax does not offer.
   """
   pred = np.asarray(pred, np.float64)
   target = np.asarray(target)
@@ -540,7 +541,10 @@ def kornia(loss, pred, target, *, average="micro", eps=1e-8, weight=None,
     opts.update(fp_weight=alpha, fn_weight=beta, smooth_dr=eps,
                 average="micro")
   run = lambda: np.ravel(pel_jax.pel_loss(x, t, **opts))
-  return run, _needs(opts)
+  needs = _needs(opts)
+  if weight is not None and average == "micro":
+    needs |= {"class_weights_with_micro"}
+  return run, needs
 
 
 def _kornia_cases():

@@ -9,7 +9,9 @@ batch too with ``batch=True``), with the pixel mask w:
   TP_c = sum w p g     (``soft_labels``: (sum w|p| + sum w|g| - sum w|p-g|)/2;
                         with ``squared`` too: (P + G - sum w (p-g)^2)/2)
   FP_c = P_c - TP_c,   FN_c = G_c - TP_c
-  N_c = sum w p^n g    (TP_c when n = 1)
+  N_c = sum w p^n g    (TP_c when n = 1; ``soft_labels``:
+                        sum w g min(p/g, 1)^n, the extension documented by
+                        `pel_jax.region_stats`, equal to TP at n = 1)
   D_c = TP_c + alpha FP_c + beta FN_c
 
   macro:        r_c = (N_c + s_nr) / (D_c + s_dr), one ratio per class
@@ -56,9 +58,11 @@ def _sums(p, g, w, axes, exponent, squared, soft_labels):
       tp = s(p * g)
   if exponent == 1.0:
     numer = tp
+  elif soft_labels:  # sum w g min(p/g, 1)^n: = TP at n = 1, = G at p = g.
+    safe_g = np.where(g > 0, g, 1.0)
+    numer = s(np.where(g > 0, g * np.minimum(p / safe_g, 1.0) ** exponent,
+                       0.0))
   else:
-    if soft_labels:
-      raise NotImplementedError("soft_labels with exponent != 1")
     numer = s(p**exponent * g)
   return numer, tp, big_p - tp, big_g - tp, s(g)
 

@@ -89,6 +89,27 @@ class OracleByHandTest(parameterized.TestCase):
     self.assertGreater(_oracle(np.array([[[0.3], [0.5]]]),
                                np.array([[[0.3], [0.5]]])), 0.5)
 
+  def test_soft_labels_exponent(self):
+    # n = 2, p = (0.25, 0.8), g = (0.5, 0.5): N = 0.5 (0.5^2) + 0.5 (1) =
+    # 0.625; TP = 0.25 + 0.5 = 0.75; D = (1.05 + 1) / 2 = 1.025.
+    p = np.array([[[0.25], [0.8]]]); g = np.array([[[0.5], [0.5]]])
+    self.assertAlmostEqual(
+        _oracle(p, g, soft_labels=True, exponent=2.0), 1 - 0.625 / 1.025,
+        places=12)
+    # p = g: N = TP = G = D: zero loss for any n.
+    self.assertAlmostEqual(
+        _oracle(g, g, soft_labels=True, exponent=3.0), 0.0, places=12)
+
+  def test_soft_labels_with_squared_is_minimal_at_p_equals_g(self):
+    # The L2 form of TP is (sum p^2 + sum g^2 - sum (p-g)^2)/2 = sum p g
+    # (MONAI, ord 2): at p = g = (0.5, 0.3) the ratio 2 * 0.34 / 0.68 = 1.
+    g = np.array([[[0.5], [0.3]]])
+    self.assertAlmostEqual(_oracle(g, g, soft_labels=True, squared=True),
+                           0.0, places=12)
+    p = np.array([[[0.2], [0.6]]])  # 1 - 2 * 0.28 / (0.4 + 0.34).
+    self.assertAlmostEqual(_oracle(p, g, soft_labels=True, squared=True),
+                           1 - 0.56 / 0.74, places=12)
+
   def test_focal_and_log(self):
     self.assertAlmostEqual(
         _oracle(_P2, _T2, focal_gamma=2.0),
