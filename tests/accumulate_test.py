@@ -71,21 +71,16 @@ def _own_loss(stats, *, fp, fn, generalized, ce_weight, per_sample):
   return loss + ce_weight * stats["ce"] / stats["count"]
 
 
-_CONFIGS = (
+_CONFIGS = (  # Together: PEL, Dice, generalized Dice, CE, batch on/off.
     ("pel_batch_ce", dict(exponent=3.0, fp=1.0, fn=1.0, generalized=False,
                           ce_weight=0.7, batch=True)),
-    ("pel_per_sample_ce", dict(exponent=3.0, fp=1.0, fn=1.0,
-                               generalized=False, ce_weight=0.7,
-                               batch=False)),
-    ("dice_batch", dict(exponent=1.0, fp=0.5, fn=0.5, generalized=False,
-                        ce_weight=0.0, batch=True)),
     ("dice_per_sample", dict(exponent=1.0, fp=0.5, fn=0.5, generalized=False,
                              ce_weight=0.0, batch=False)),
-    ("generalized_batch", dict(exponent=1.0, fp=0.5, fn=0.5, generalized=True,
-                               ce_weight=0.0, batch=True)),
     ("generalized_per_sample_ce", dict(exponent=1.0, fp=0.5, fn=0.5,
                                        generalized=True, ce_weight=0.3,
                                        batch=False)),
+    ("generalized_batch", dict(exponent=1.0, fp=0.5, fn=0.5, generalized=True,
+                               ce_weight=0.0, batch=True)),
 )
 
 
