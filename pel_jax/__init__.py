@@ -4,23 +4,29 @@ Modules with a leading underscore are private; use the names exported here.
 """
 
 from pel_jax._accumulate import accumulated_value_and_grad
+from pel_jax._core import RegionStats
 from pel_jax._loss import check_labels
 from pel_jax._loss import dice_loss
 from pel_jax._loss import global_sum
 from pel_jax._loss import jaccard_loss
+from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
+from pel_jax._loss import region_stats
 from pel_jax._loss import tversky_loss
 from pel_jax._loss import weight_map
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "RegionStats",
     "accumulated_value_and_grad",
     "check_labels",
     "dice_loss",
     "global_sum",
     "jaccard_loss",
+    "loss_from_stats",
     "pel_loss",
+    "region_stats",
     "tversky_loss",
     "weight_map",
 )

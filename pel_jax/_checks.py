@@ -158,3 +158,80 @@ def check_options(predictions, reduction, include_background) -> None:
         "`include_background=False` drops class 0, which leaves no class for"
         f" predictions of shape {np.shape(predictions)}."
     )
+
+
+GENERALIZED = (None, "square", "simple", "uniform")
+AVERAGES = ("macro", "micro")
+ABSENT_CLASSES = ("count", "exclude")
+
+
+def check_flag(name: str, value) -> bool:
+  """A static on/off option: a Python bool."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(
+        f"`{name}` must be True or False (it is static), got"
+        f" {type(value).__name__} {value!r}."
+    )
+  return bool(value)
+
+
+def check_family(
+    *,
+    scale: float,
+    class_weights,
+    generalized,
+    average,
+    absent_classes,
+    focal_gamma,
+    log_loss: bool,
+) -> float | None:
+  """Checks the Dice-family options together; returns `focal_gamma` as float.
+
+  Refuses combinations that have no meaning: `log_loss` or `focal_gamma`
+  with `scale != 1` (1 - sR or the log of sR is not a per-class loss in
+  [0, 1] then), both at once, and per-class options (`class_weights`,
+  `absent_classes="exclude"`) with a single ratio over the classes
+  (`generalized`, `average="micro"`).
+  """
+  for name, value, allowed in (
+      ("generalized", generalized, GENERALIZED),
+      ("average", average, AVERAGES),
+      ("absent_classes", absent_classes, ABSENT_CLASSES),
+  ):
+    if value not in allowed:
+      raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+  if generalized is not None and average == "micro":
+    raise ValueError(
+        f"`generalized={generalized!r}` and `average='micro'` both define"
+        " the single ratio over classes; micro is `generalized='uniform'`."
+        " Pass one of them."
+    )
+  single = (
+      f"generalized={generalized!r}" if generalized is not None
+      else "average='micro'" if average == "micro" else None
+  )
+  if single is not None and class_weights is not None:
+    raise ValueError(
+        f"`class_weights` weight per-class losses; `{single}` computes one"
+        " ratio over all classes, so there is no per-class loss to weight."
+    )
+  if single is not None and absent_classes == "exclude":
+    raise ValueError(
+        f"`absent_classes='exclude'` leaves classes out of the mean over"
+        f" classes; `{single}` has no such mean (absent classes add nothing"
+        " to its sums)."
+    )
+  if focal_gamma is not None:
+    focal_gamma = check_number("focal_gamma", focal_gamma, positive=True)
+  for name, on in (("log_loss", log_loss), ("focal_gamma", focal_gamma)):
+    if on is not None and on is not False and scale != 1:
+      raise ValueError(
+          f"`{name}` needs `scale=1` (the per-class ratio then lies in"
+          f" [0, 1]); got scale={scale}."
+      )
+  if log_loss and focal_gamma is not None:
+    raise ValueError(
+        "`log_loss=True` and `focal_gamma` are two different per-class"
+        " transforms of the ratio; pass one of them."
+    )
+  return focal_gamma

@@ -1,11 +1,14 @@
-"""Private fused core of the PEL family: per-class losses with a custom VJP.
+"""Private fused core of the PEL family: per-class region sums with a custom VJP.
 
 Everything here is positional and already validated by `pel_jax._loss`.
 Shapes: predictions `[B, *S, C]`, targets `[B, *S, C]` (float) or `[B, *S]`
-(integer ids), mask `[B, *S]` bool or None. The core returns per-class losses
-`[B, C]`, or `[1, C]` when the sums also run over the batch. It works on the
-arrays' own shapes: reshaping them first costs a layout copy of the gradient
-on CPU.
+(integer ids), mask `[B, *S]` bool or None. The core returns the region
+statistics, a `RegionStats` of per-class sums `[G, C]` (G = B, or 1 when the
+sums also run over the batch): the only full-size pass. Its custom VJP maps
+the cotangent of each sum back to a per-pixel gradient in one more pass.
+The loss itself (`stats_losses`) is plain `jnp` on those tiny sums,
+differentiated by ordinary autodiff. The core works on the arrays' own
+shapes: reshaping them first costs a layout copy of the gradient on CPU.
 """
 
 from __future__ import annotations
@@ -22,19 +25,16 @@ from jax import lax
 
 
 @dataclasses.dataclass(frozen=True)
-class LossConfig:
-  """Hashable static configuration of one loss call (a custom_vjp nondiff arg)."""
+class StatsConfig:
+  """Hashable static configuration of the region sums (a custom_vjp nondiff arg)."""
 
   exponent: float
-  scale: float
-  fp_weight: float
-  fn_weight: float
-  smooth_nr: float
-  smooth_dr: float
   activation: str | None  # None (probabilities), "sigmoid" or "softmax".
   batch: bool
   ignore_index: int | None
   axis_name: object = None
+  squared: bool = False  # Sums of p^2 and g^2 in place of p and g.
+  soft_labels: bool = False  # L1 forms of TP and N (float targets only).
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -65,8 +65,7 @@ def _power(p: jax.Array, exponent: float) -> jax.Array:
 # Up to this many classes, reductions over the class axis are unrolled into
 # elementwise ops on slices: they then fuse with their neighbours into one
 # vectorised loop, where XLA CPU makes a minor-axis reduce a separate fusion
-# that needs its inputs materialised (8 classes: value+grad 69 -> 42 ms,
-# gradient temporaries 4.0x -> 2.1x the gradient's size).
+# that needs its inputs materialised (measured in benchmarks/README.md).
 _UNROLL_CLASSES = 64
 
 
@@ -85,7 +84,7 @@ def _log_softmax(x: jax.Array) -> jax.Array:
   return shifted - jnp.log(_reduce_classes(jnp.add, jnp.exp(shifted)))
 
 
-def _activate(cfg: LossConfig, x: jax.Array, select):
+def _activate(cfg: StatsConfig, x: jax.Array, select):
   """`(p, p_sel, p_sel ** n)` in the compute dtype; `p_sel = select(p)`.
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
@@ -106,7 +105,7 @@ def _activate(cfg: LossConfig, x: jax.Array, select):
     log_p = _log_softmax(x)
     p = jnp.exp(log_p)
     # Equal to select(p), but computed from the logits: read from p, the
-    # power would make XLA write out p and p^n (8 classes: 2x the time).
+    # power would make XLA write out p and p^n.
     p_sel = jnp.exp(select(log_p))
   if _is_integer(n):
     return p, p_sel, lax.integer_pow(p_sel, int(n))
@@ -136,7 +135,7 @@ class _Pixels(NamedTuple):
     return functools.reduce(operator.mul, factors, self.g)
 
 
-def _pixel_terms(cfg: LossConfig, predictions, targets, mask) -> _Pixels:
+def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
   """The `_Pixels` of one call.
 
   Integer ids are compared against the class index instead of one-hot
@@ -177,7 +176,7 @@ def _pixel_terms(cfg: LossConfig, predictions, targets, mask) -> _Pixels:
   return _Pixels(p, p_sel, p_n, g, w, hit)
 
 
-def _sum_axes(cfg: LossConfig, ndim: int) -> tuple[int, ...]:
+def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
   return tuple(range(0 if cfg.batch else 1, ndim - 1))
 
 
@@ -195,10 +194,9 @@ def _variadic_sum(operands, axes: tuple[int, ...]):
 # but a long one as a scalar loop, so the summed axes are reduced 16 rows at a
 # time: [16, rest] -> [rest], fused with the producers in the first stage,
 # then again on the partial sums (each stage 1/16 the size of the last).
-# Binary [16,512,512,1] probabilities: value+grad 3.8 -> 2.1 ms. The first
-# stage writes 4/16 of the input as partial sums, so only single-channel
-# inputs take this path: with classes (8: 1.13x -> 1.33x gradient
-# temporaries) the gain is smaller than the memory it costs.
+# The first stage writes 4/16 of the input as partial sums, so only
+# single-channel inputs take this path: with classes the gain is smaller
+# than the memory it costs (benchmarks/README.md has the numbers).
 _ROWS = 16
 
 
@@ -238,81 +236,125 @@ def _sum_together_jvp(axes, primals, tangents):
   )
 
 
-def _class_sums(cfg: LossConfig, predictions, targets, mask):
-  """The four per-class sums `(TP, sum p, sum g, sum p^n g)`, each `[G, C]`."""
-  px = _pixel_terms(cfg, predictions, targets, mask)
-  p, g, p_n_g = px.p, px.g, px.times_g(px.p_n)
+class RegionStats(NamedTuple):
+  r"""Per-class region sums, each `[G, C]`; None where no option needs it.
+
+  With :math:`w` the pixel mask, summed over the spatial axes (and the batch
+  with ``batch=True``):
+
+  * ``tp``: :math:`\sum w p g`; with ``soft_labels``
+    :math:`\sum w \min(p, g) = (\sum w p + \sum w g - \sum w |p - g|) / 2`.
+  * ``sum_p``: :math:`\sum w p` (None with ``squared``).
+  * ``sum_g``: :math:`\sum w g` (always: generalized weights and absent
+    classes read it).
+  * ``numer``: :math:`\sum w p^n g`; with ``soft_labels``
+    :math:`\sum w g \min(p / g, 1)^n` (see `pel_jax.pel_loss`).
+  * ``sum_p2``, ``sum_g2``: :math:`\sum w p^2`, :math:`\sum w g^2` (only
+    with ``squared``).
+
+  Every field is a sum over pixels, so the statistics of two batches (or
+  tiles, or micro-batches) added leaf by leaf are those of their union.
+  """
+
+  tp: jax.Array
+  sum_p: jax.Array | None
+  sum_g: jax.Array
+  numer: jax.Array
+  sum_p2: jax.Array | None = None
+  sum_g2: jax.Array | None = None
+
+
+def _soft_ratio(p: jax.Array, g: jax.Array):
+  """`(below, r)`: where p < g, and r = min(p / g, 1), safe at g = 0."""
+  below = p < g
+  return below, jnp.where(below, p / jnp.where(below, g, 1), 1)
+
+
+def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
+  """The per-pixel terms whose sums are the `RegionStats` fields."""
+  p, g = px.p, px.g
+  if cfg.soft_labels:
+    # TP = sum min(p, g); N = sum g r^n with r = min(p/g, 1): equal to
+    # p^n g for hard labels, to g at p = g, and <= min(p, g) for n >= 1.
+    below, r = _soft_ratio(p, g)
+    tp = jnp.where(below, p, g)
+    numer = jnp.where(below, g * _power(r, cfg.exponent), g)
+  else:
+    tp, numer = p * g, px.times_g(px.p_n)
+  if cfg.squared:
+    terms = RegionStats(tp, None, g, numer, p * p, g * g)
+  else:
+    terms = RegionStats(tp, p, g, numer)
   if px.w is not None:
-    p, g, p_n_g = p * px.w, g * px.w, p_n_g * px.w
-  sums = _sum_together(_sum_axes(cfg, p.ndim), p * g, p, g, p_n_g)
+    terms = jax.tree.map(lambda x: x * px.w, terms)
+  return terms
+
+
+def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
+  """The region sums of one call, `[G, C]` (G = 1 with `cfg.batch`)."""
+  px = _pixel_summands(cfg, _pixel_terms(cfg, predictions, targets, mask))
+  leaves, tree = jax.tree.flatten(px)
+  sums = _sum_together(_sum_axes(cfg, px.tp.ndim), *leaves)
   if cfg.batch:
     sums = tuple(s[None] for s in sums)
   if cfg.batch and cfg.axis_name is not None:
     # Global batch sums; per-sample sums stay local (the reduction is global).
     sums = lax.psum(sums, cfg.axis_name)
-  return sums
+  return jax.tree.unflatten(tree, sums)
 
 
-def _ratio_terms(cfg: LossConfig, sums):
-  """Denominator D (made safe), validity of D, and the ratio R = (N + s)/D."""
-  tp, sum_p, sum_g, numer = sums
-  k = 1.0 - cfg.fp_weight - cfg.fn_weight
-  denom = k * tp + cfg.fp_weight * sum_p + cfg.fn_weight * sum_g + cfg.smooth_dr
-  # D is 0 only for an empty class with smooth_dr = 0: count it as a perfect
-  # match (R = 1) with no gradient instead of 0/0. (A NaN D stays NaN.)
-  valid = denom != 0
-  safe_denom = jnp.where(valid, denom, 1)
-  ratio = jnp.where(valid, (numer + cfg.smooth_nr) / safe_denom, 1)
-  return safe_denom, valid, ratio
+def stats_backward(
+    cfg: StatsConfig, predictions, targets, mask, stats, cotangent
+):
+  """`(d_predictions, d_targets)` from the cotangent of each region sum.
 
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def class_losses(cfg: LossConfig, predictions, targets, mask):
-  """Per-class PEL losses `[G, C]` (G = B, or 1 with `cfg.batch`)."""
-  return _class_losses_fwd(cfg, predictions, targets, mask)[0]
-
-
-def _class_losses_fwd(cfg: LossConfig, predictions, targets, mask):
-  sums = _class_sums(cfg, predictions, targets, mask)
-  _, _, ratio = _ratio_terms(cfg, sums)
-  # Residuals: the inputs and four [G, C] sums; the backward recomputes the
-  # activation rather than keeping any full-size intermediate alive.
-  return 1.0 - cfg.scale * ratio, (predictions, targets, mask, sums)
-
-
-def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
-  predictions, targets, mask, sums = residuals
-  safe_denom, valid, ratio = _ratio_terms(cfg, sums)
-  # With A = -scale * ct / D, per pixel (w: mask, k = 1 - fp_w - fn_w):
-  #   dL/dp = w * A * (n p^(n-1) g - R (k g + fp_w))
-  #   dL/dg = w * A * (p^n - R (k p + fn_w))
-  a = jnp.where(valid, -cfg.scale * cotangent / safe_denom, 0)
-  a_ratio = a * ratio
-  k = 1.0 - cfg.fp_weight - cfg.fn_weight
+  Per pixel, with `ct` the cotangents (`[G, C]`, broadcast over pixels):
+    dL/dp = w (ct.tp g + ct.sum_p + 2 ct.sum_p2 p + ct.numer n p^(n-1) g)
+    dL/dg = w (ct.tp p + ct.sum_g + 2 ct.sum_g2 g + ct.numer p^n)
+  (soft labels: the derivatives of min(p, g) and g min(p/g, 1)^n instead),
+  chained through the activation. The sums need nothing beyond the inputs,
+  so `stats` is unused here; it is part of the signature for kernels that
+  may want it.
+  """
+  del stats
   n = cfg.exponent
   px = _pixel_terms(cfg, predictions, targets, mask)
   p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w
   # [G, C] -> [G, 1, ..., 1, C] to broadcast over pixels.
-  pixels = (a.shape[0],) + (1,) * (p.ndim - 2) + (a.shape[1],)
-  a, a_ratio = a.reshape(pixels), a_ratio.reshape(pixels)
-  linear = -a_ratio * (k * g + cfg.fp_weight)  # d/dp of the -R*D part.
-  if cfg.activation is None:
-    grad = px.times_g(n * a, _power(p_sel, n - 1)) + linear
+  pixels = (cotangent.tp.shape[0],) + (1,) * (p.ndim - 2) + (p.shape[-1],)
+  ct = jax.tree.map(lambda c: c.reshape(pixels), cotangent)
+  if cfg.soft_labels:
+    below, r = _soft_ratio(p, g)
+    linear = jnp.where(below, ct.tp, 0)
   else:
-    # u = p * dL/dp, written with p^n (log space) so that n < 1 and p = 0 are
-    # safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for softmax.
+    linear = ct.tp * g  # d/dp of the terms linear in p (and p^2).
+  if cfg.squared:
+    linear = linear + 2 * ct.sum_p2 * p
+  else:
+    linear = linear + ct.sum_p
+  if cfg.activation is None:
+    if cfg.soft_labels:
+      pull = jnp.where(below, n * ct.numer * _power(r, n - 1), 0)
+    else:
+      pull = px.times_g(n * ct.numer, _power(p_sel, n - 1))
+    grad = pull + linear
+  else:
+    # pull = p * dN/dp, written with p^n (log space) so that n < 1 and p = 0
+    # are safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for
+    # softmax.
+    if cfg.soft_labels:
+      pull = jnp.where(below, n * ct.numer * g * _power(r, n), 0)
+    elif cfg.activation == "sigmoid" and _is_integer(n):
+      # (.. * p) * p^(n-1) rather than the forward's p^n: with no p^n
+      # subexpression to share, XLA stops writing p^n out between forward
+      # and backward (see benchmarks/README.md).
+      pull = px.times_g(n * ct.numer, p_sel, _power(p_sel, n - 1))
+    else:
+      pull = px.times_g(n * ct.numer, p_n)
     if cfg.activation == "sigmoid":
-      if _is_integer(n):
-        # (.. * p) * p^(n-1) rather than the forward's p^n: with no p^n
-        # subexpression to share, XLA stops writing p^n out between forward
-        # and backward (binary [16,512,512,1] value+grad 7.4 -> 5.4 ms,
-        # 16 MiB -> 0 temporaries).
-        pull = px.times_g(n * a, p_sel, _power(p_sel, n - 1))
-      else:
-        pull = px.times_g(n * a, p_n)
       grad = (pull + linear * p) * (1 - p)
     else:
-      u = px.times_g(n * a, p_n) + linear * p
+      u = pull + linear * p
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
@@ -320,11 +362,124 @@ def _class_losses_bwd(cfg: LossConfig, residuals, cotangent):
 
   d_targets = None
   if not jnp.issubdtype(targets.dtype, jnp.integer):
-    d_g = a * p_n - a_ratio * (k * p + cfg.fn_weight)
+    if cfg.soft_labels:
+      d_g = jnp.where(below, ct.numer * (1 - n) * _power(r, n), ct.tp + ct.numer)
+    else:
+      d_g = ct.tp * p + ct.numer * p_n
+    d_g = d_g + ct.sum_g
+    if cfg.squared:
+      d_g = d_g + 2 * ct.sum_g2 * g
     if w is not None:
       d_g = d_g * w
     d_targets = d_g.astype(targets.dtype)
+  return d_predictions, d_targets
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def region_sums(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
+  """`stats_forward` with the fused backward `stats_backward`."""
+  return stats_forward(cfg, predictions, targets, mask)
+
+
+def _region_sums_fwd(cfg: StatsConfig, predictions, targets, mask):
+  stats = stats_forward(cfg, predictions, targets, mask)
+  # Residuals: the inputs and the [G, C] sums; the backward recomputes the
+  # activation rather than keeping any full-size intermediate alive.
+  return stats, (predictions, targets, mask, stats)
+
+
+def _region_sums_bwd(cfg: StatsConfig, residuals, cotangent):
+  predictions, targets, mask, stats = residuals
+  d_predictions, d_targets = stats_backward(
+      cfg, predictions, targets, mask, stats, cotangent
+  )
   return d_predictions, d_targets, None
 
 
-class_losses.defvjp(_class_losses_fwd, _class_losses_bwd)
+region_sums.defvjp(_region_sums_fwd, _region_sums_bwd)
+
+
+# ----------------------------------------------------------------------------
+# The loss from the region sums: plain jnp on [G, C], ordinary autodiff.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RatioConfig:
+  """Static configuration of the loss computed from `RegionStats`."""
+
+  scale: float
+  fp_weight: float
+  fn_weight: float
+  smooth_nr: float
+  smooth_dr: float
+  squared: bool = False
+  include_background: bool = True
+  generalized: str | None = None  # "square", "simple" or "uniform".
+  focal_gamma: float | None = None
+  log_loss: bool = False
+  absent_classes: str = "count"  # or "exclude".
+
+
+def _generalized_weights(kind: str, sum_g: jax.Array) -> jax.Array:
+  """Sudre's class weights per row; an absent class gets its row's largest.
+
+  MONAI's rule: a weight that is infinite (no target pixel, or 1/sum_g
+  overflowing) is replaced by the largest finite weight of its row (sample,
+  or the batch), 0 if none is finite. Weights carry no gradient.
+  """
+  sum_g = lax.stop_gradient(sum_g)
+  if kind == "uniform":
+    return jnp.ones_like(sum_g)
+  present = sum_g > 0
+  safe = jnp.where(present, sum_g, 1)
+  raw = 1 / (safe * safe) if kind == "square" else 1 / safe
+  finite = present & jnp.isfinite(raw)
+  weights = jnp.where(finite, raw, 0)
+  return jnp.where(finite, weights, jnp.max(weights, -1, keepdims=True))
+
+
+def _ratio(numer: jax.Array, denom: jax.Array) -> jax.Array:
+  """(N + s) / (D + s) with a zero D counted as a perfect match (R = 1).
+
+  D is 0 only for an empty class with smooth_dr = 0: R = 1 with no gradient
+  instead of 0/0. (A NaN D stays NaN.)
+  """
+  valid = denom != 0
+  return jnp.where(valid, numer / jnp.where(valid, denom, 1), 1)
+
+
+def stats_losses(cfg: RatioConfig, stats: RegionStats):
+  """`(losses, present)` from region sums `[G, C]`.
+
+  `losses` is `[G, C']` per class, or `[G, 1]` with `generalized` (C' = C - 1
+  without background). `present` is a 0/1 `[G, C']` weight of the classes
+  that count in the mean ("exclude"), or None when all do.
+  """
+  if not cfg.include_background:
+    stats = jax.tree.map(lambda s: s[:, 1:], stats)
+  tp, sum_p, sum_g, numer, sum_p2, sum_g2 = stats
+  if cfg.squared:
+    sum_p, sum_g_d = sum_p2, sum_g2
+  else:
+    sum_g_d = sum_g
+  k = 1.0 - cfg.fp_weight - cfg.fn_weight
+  denom = k * tp + cfg.fp_weight * sum_p + cfg.fn_weight * sum_g_d
+  if cfg.generalized is not None:
+    weights = _generalized_weights(cfg.generalized, sum_g)
+    numer = jnp.sum(weights * numer, -1, keepdims=True)
+    denom = jnp.sum(weights * denom, -1, keepdims=True)
+  ratio = _ratio(numer + cfg.smooth_nr, denom + cfg.smooth_dr)
+  if cfg.log_loss:
+    # -log R, finite where R underflows (R = 0 needs smooth_nr = 0).
+    losses = -jnp.log(jnp.maximum(ratio, jnp.finfo(ratio.dtype).tiny))
+  else:
+    losses = 1.0 - cfg.scale * ratio
+  if cfg.focal_gamma is not None:
+    # L^gamma on L >= 0 (scale = 1: L < 0 only by rounding), zero slope at
+    # L = 0 for gamma < 1 instead of an infinite one.
+    losses = _power(jnp.maximum(losses, 0), cfg.focal_gamma)
+  present = None
+  if cfg.absent_classes == "exclude":
+    present = lax.stop_gradient(sum_g > 0).astype(losses.dtype)
+  return losses, present

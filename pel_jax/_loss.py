@@ -37,6 +37,13 @@ def pel_loss(
     batch: bool = False,
     reduction: str = "mean",
     axis_name: Hashable | None = None,
+    generalized: str | None = None,
+    squared: bool = False,
+    soft_labels: bool = False,
+    focal_gamma: float | None = None,
+    log_loss: bool = False,
+    absent_classes: str = "count",
+    average: str = "macro",
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -121,57 +128,263 @@ def pel_loss(
     Bhat et al., PointWise Exponential Loss (PEL),
     https://github.com/bluesky314/PointWise-Exponential-Loss
   """
-  # Python sequences are array-likes too (and have no dtype to check).
-  predictions, targets, where, class_weights = (
-      np.asarray(x) if isinstance(x, (list, tuple)) else x
-      for x in (predictions, targets, where, class_weights)
-  )
-  _checks.check_predictions(predictions)
-  _checks.check_targets(predictions, targets, ignore_index)
-  _checks.check_mask(predictions, where)
-  _checks.check_class_weights(predictions, class_weights)
-  _checks.check_options(predictions, reduction, include_background)
-  cfg = _core.LossConfig(
-      exponent=_checks.check_number("exponent", exponent, positive=True),
-      scale=_checks.check_number("scale", scale, positive=True),
-      fp_weight=_checks.check_number("fp_weight", fp_weight),
-      fn_weight=_checks.check_number("fn_weight", fn_weight),
-      smooth_nr=_checks.check_number("smooth_nr", smooth_nr),
-      smooth_dr=_checks.check_number("smooth_dr", smooth_dr),
-      activation=_checks.resolve_activation(
-          predictions, from_logits, activation
-      ),
-      batch=bool(batch),
-      ignore_index=ignore_index,
-      axis_name=axis_name,
-  )
+  return _pel_loss(predictions, targets, **_bound(locals()))
 
+
+def _bound(scope: dict[str, Any]) -> dict[str, Any]:
+  """The keyword options of a `pel_loss` call (`locals()` at its top)."""
+  return {k: scope[k] for k in _OPTION_NAMES}
+
+
+def _options(options: dict[str, Any], caller: str) -> dict[str, Any]:
+  """`pel_loss`'s keyword options with its defaults; unknown names raise."""
+  unknown = sorted(set(options) - set(_OPTION_NAMES))
+  if unknown:
+    raise TypeError(
+        f"{caller}() got unknown option(s) {unknown}; it takes `pel_loss`'s"
+        " keyword options."
+    )
+  return {**_OPTION_DEFAULTS, **options}
+
+
+def _as_array_likes(*xs):
+  # Python sequences are array-likes too (and have no dtype to check).
+  return (np.asarray(x) if isinstance(x, (list, tuple)) else x for x in xs)
+
+
+def _configs(predictions, targets, o: dict[str, Any]):
+  """Static checks of one call; `(StatsConfig, RatioConfig)`.
+
+  `predictions` and `targets` only need a shape and dtype (`RegionStats`
+  leaves stand in for them in `loss_from_stats`; targets may be None there).
+  """
+  _checks.check_class_weights(predictions, o["class_weights"])
+  _checks.check_options(predictions, o["reduction"], o["include_background"])
+  scale = _checks.check_number("scale", o["scale"], positive=True)
+  focal_gamma = _checks.check_family(
+      scale=scale,
+      class_weights=o["class_weights"],
+      generalized=o["generalized"],
+      average=o["average"],
+      absent_classes=o["absent_classes"],
+      focal_gamma=o["focal_gamma"],
+      log_loss=_checks.check_flag("log_loss", o["log_loss"]),
+  )
+  squared = _checks.check_flag("squared", o["squared"])
+  soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
+  if targets is not None and jnp.issubdtype(
+      jnp.result_type(targets), jnp.integer
+  ):
+    soft_labels = False  # Class ids are hard labels: the L1 form is the same.
+  stats_cfg = _core.StatsConfig(
+      exponent=_checks.check_number("exponent", o["exponent"], positive=True),
+      activation=_checks.resolve_activation(
+          predictions, o["from_logits"], o["activation"]
+      ),
+      batch=bool(o["batch"]),
+      ignore_index=o["ignore_index"],
+      axis_name=o["axis_name"],
+      squared=squared,
+      soft_labels=soft_labels,
+  )
+  ratio_cfg = _core.RatioConfig(
+      scale=scale,
+      fp_weight=_checks.check_number("fp_weight", o["fp_weight"]),
+      fn_weight=_checks.check_number("fn_weight", o["fn_weight"]),
+      smooth_nr=_checks.check_number("smooth_nr", o["smooth_nr"]),
+      smooth_dr=_checks.check_number("smooth_dr", o["smooth_dr"]),
+      squared=squared,
+      include_background=bool(o["include_background"]),
+      generalized=(
+          "uniform" if o["average"] == "micro" else o["generalized"]
+      ),
+      focal_gamma=focal_gamma,
+      log_loss=bool(o["log_loss"]),
+      absent_classes=o["absent_classes"],
+  )
+  return stats_cfg, ratio_cfg
+
+
+def _stats_inputs(predictions, targets, where, o):
+  """Checked arrays and configs of a call that reads pixels."""
+  predictions, targets, where, class_weights = _as_array_likes(
+      predictions, targets, where, o["class_weights"]
+  )
+  o = {**o, "class_weights": class_weights}
+  _checks.check_predictions(predictions)
+  _checks.check_targets(predictions, targets, o["ignore_index"])
+  _checks.check_mask(predictions, where)
+  stats_cfg, ratio_cfg = _configs(predictions, targets, o)
   predictions = jnp.asarray(predictions)
   targets = jnp.asarray(targets)
   if targets.dtype == jnp.bool_:
     targets = targets.astype(predictions.dtype)
   mask = None if where is None else jnp.asarray(where)
+  return predictions, targets, mask, stats_cfg, ratio_cfg, class_weights
 
-  losses = _core.class_losses(cfg, predictions, targets, mask)
+
+def _pel_loss(predictions, targets, **o):
+  predictions, targets, mask, stats_cfg, ratio_cfg, class_weights = (
+      _stats_inputs(predictions, targets, o["where"], o)
+  )
+  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  return _loss_of_sums(stats, ratio_cfg, class_weights, o)
+
+
+def _loss_of_sums(stats, ratio_cfg, class_weights, o):
+  """The reduced loss from `[G, C]` region sums."""
+  losses, present = _core.stats_losses(ratio_cfg, stats)
   if class_weights is not None:
-    losses = losses * jnp.asarray(class_weights, losses.dtype)
-  if not include_background:
-    losses = losses[:, 1:]
-  return _reduce(losses, reduction, cfg)
+    weights = jnp.asarray(class_weights, losses.dtype)
+    if not ratio_cfg.include_background:
+      weights = weights[1:]
+    losses = losses * weights
+  per_sample = ratio_cfg.generalized is not None
+  return _reduce(
+      losses, present, o["reduction"], bool(o["batch"]), o["axis_name"],
+      per_sample,
+  )
 
 
-def _reduce(losses: jax.Array, reduction: str, cfg: _core.LossConfig):
-  """Reduces `[G, C']` per-class losses; global over `axis_name` if per-sample."""
-  if cfg.batch:
+def region_stats(
+    predictions: ArrayLike, targets: ArrayLike, **options: Any
+) -> _core.RegionStats:
+  r"""The per-class region sums `pel_loss` computes its ratio from.
+
+  A `RegionStats` (a NamedTuple pytree) of sums over the spatial axes (and
+  the batch with ``batch=True``), each `[B, C]`, or `[C]` with
+  ``batch=True``; fields an option does not need are None:
+
+  .. math::
+    TP = \sum w p g, \quad \Sigma p = \sum w p, \quad
+    \Sigma g = \sum w g, \quad N = \sum w p^n g
+
+  plus :math:`\sum w p^2` and :math:`\sum w g^2` with ``squared=True``;
+  with ``soft_labels=True``, :math:`TP = \sum w \min(p, g)` and
+  :math:`N = \sum w g \min(p / g, 1)^n`. Everything but these sums is
+  computed from them by `loss_from_stats`, and
+
+      loss_from_stats(region_stats(x, t, **o), **o) == pel_loss(x, t, **o)
+
+  for every option set `o`. The fields are plain sums over pixels: the
+  statistics of two batches, tiles of one image or micro-batches, added leaf
+  by leaf (``jax.tree.map(jnp.add, s1, s2)``), are those of their union, so
+  the loss of a batch too large for one step is exact (gradient
+  accumulation, whole-slide images, 3D volumes split into patches).
+
+  Differentiable with the fused backward of `pel_loss` (a custom VJP: the
+  cotangent of each sum becomes a per-pixel gradient in one pass), under
+  `jit`, `vmap`, `scan`, `pmap` and `shard_map`. With ``axis_name`` and
+  ``batch=True`` the sums are `psum`-ed over the axis (every device gets the
+  global sums, and the gradient of its own shard, as `pel_loss`); with
+  ``batch=False`` they stay per (local) sample.
+
+  Args:
+    predictions: as in `pel_loss`.
+    targets: as in `pel_loss`.
+    **options: any keyword option of `pel_loss`; those that only shape the
+      ratio (``scale``, ``fp_weight``, ``reduction``, ...) are checked and
+      otherwise ignored, so one dict of options serves both calls.
+
+  Returns:
+    A `RegionStats` in float32 (float64 for float64 predictions).
+  """
+  o = _options(options, "region_stats")
+  predictions, targets, mask, stats_cfg, _, _ = _stats_inputs(
+      predictions, targets, o["where"], o
+  )
+  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  if stats_cfg.batch:
+    stats = jax.tree.map(lambda s: s[0], stats)
+  return stats
+
+
+def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
+  r"""`pel_loss` from region sums (of `region_stats`, possibly accumulated).
+
+  Per class :math:`c` (``squared``: :math:`\Sigma p^2, \Sigma g^2` in place
+  of :math:`\Sigma p, \Sigma g`):
+
+  .. math::
+    D_c = (1 - lpha - eta) TP_c + lpha \Sigma p_c + eta \Sigma g_c,
+    \quad R_c = rac{N_c + \epsilon_{nr}}{D_c + \epsilon_{dr}},
+    \quad L_c = 1 - s R_c
+
+  then the per-class transform (``focal_gamma``: :math:`L_c^\gamma`;
+  ``log_loss``: :math:`-\log R_c`), class weights, background and the
+  reduction; or, with ``generalized``/``average="micro"``, one ratio per
+  sample of the weighted sums :math:`\sum_c w_c N_c` and
+  :math:`\sum_c w_c D_c`. All of this is plain `jax.numpy` on the small
+  `[B, C]` sums, differentiated by ordinary autodiff; the cotangents reach
+  the pixels through `region_stats`'s custom VJP.
+
+  Args:
+    stats: a `RegionStats`, as `region_stats` returns it (`[B, C]` leaves, or
+      `[C]` with ``batch=True``), or a leaf-wise sum of several.
+    **options: the keyword options of `pel_loss` (the same dict given to
+      `region_stats`); ``from_logits``, ``where`` and others that act on
+      pixels are ignored here.
+
+  Returns:
+    The loss, exactly as `pel_loss` returns it.
+  """
+  o = _options(options, "loss_from_stats")
+  if not isinstance(stats, _core.RegionStats):
+    raise TypeError(
+        "`stats` must be the RegionStats that `region_stats` returns, got"
+        f" {type(stats).__name__}."
+    )
+  want = 1 if o["batch"] else 2
+  if np.ndim(stats.tp) != want:
+    raise ValueError(
+        f"`stats` leaves must be {'[C]' if o['batch'] else '[B, C]'} with"
+        f" batch={bool(o['batch'])}, got tp of shape {np.shape(stats.tp)}."
+    )
+  if (stats.sum_p2 is not None) != bool(o["squared"]):
+    raise ValueError(
+        f"`stats` were computed with squared={stats.sum_p2 is not None}"
+        f" but `loss_from_stats` got squared={o['squared']!r}."
+    )
+  (class_weights,) = _as_array_likes(o["class_weights"])
+  o = {**o, "class_weights": class_weights}
+  # The sums stand in for predictions: they carry the class axis.
+  fake = jax.ShapeDtypeStruct(
+      (1, 1) + np.shape(stats.tp)[-1:], jnp.result_type(stats.tp)
+  )
+  _, ratio_cfg = _configs(fake, None, o)
+  if o["batch"]:
+    stats = jax.tree.map(lambda s: s[None], stats)
+  return _loss_of_sums(stats, ratio_cfg, class_weights, o)
+
+
+def _reduce(losses, present, reduction, batch, axis_name, per_sample):
+  """Reduces `[G, C']` losses (`[G, 1]` per sample); global over `axis_name`.
+
+  With `present` (0/1, "exclude"), the mean is over the present entries
+  only: a weighted mean, 0 with a zero gradient when none is present.
+  """
+  if present is not None:
+    losses = losses * present
+  if per_sample:
+    losses = losses[:, 0]
+  if batch:
     losses = losses[0]
   if reduction == "none":
     return losses
   total = jnp.sum(losses)
-  count = losses.size
-  if cfg.axis_name is not None and not cfg.batch:
-    total = _global_sum(total, cfg.axis_name)
-    count = count * lax.axis_size(cfg.axis_name)
-  return total / count if reduction == "mean" else total
+  count = losses.size if present is None else jnp.sum(present)
+  if axis_name is not None and not batch:
+    total = _global_sum(total, axis_name)
+    if present is None:
+      count = count * lax.axis_size(axis_name)
+    else:
+      count = lax.psum(count, axis_name)
+  if reduction == "sum":
+    return total
+  if present is None:
+    return total / count
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, 1), 0)
 
 
 def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
@@ -219,6 +432,13 @@ def _global_sum_bwd(axis_name, x, cotangent):
 
 
 _global_sum.defvjp(_global_sum_fwd, _global_sum_bwd)
+
+_OPTION_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(pel_loss).parameters.items()
+    if p.kind == inspect.Parameter.KEYWORD_ONLY
+}
+_OPTION_NAMES = tuple(_OPTION_DEFAULTS)
 
 
 def weight_map(

@@ -17,9 +17,9 @@ class ApiTest(parameterized.TestCase):
   def test_all_is_complete_and_callable(self):
     self.assertEqual(
         set(pel_jax.__all__),
-        {"accumulated_value_and_grad", "check_labels", "dice_loss",
-         "global_sum", "jaccard_loss", "pel_loss", "tversky_loss",
-         "weight_map"})
+        {"RegionStats", "accumulated_value_and_grad", "check_labels",
+         "dice_loss", "global_sum", "jaccard_loss", "loss_from_stats",
+         "pel_loss", "region_stats", "tversky_loss", "weight_map"})
     self.assertLen(set(pel_jax.__all__), len(pel_jax.__all__))
     for name, fn in _PUBLIC:
       self.assertTrue(callable(fn), name)

@@ -1,0 +1,281 @@
+"""The Dice-family options of `pel_loss` (issue 10) against a float64 oracle.
+
+`family_numpy` is written from the formulas in the issue and the papers
+(Sudre et al. 2017 for generalized Dice, MONAI's rule for absent classes,
+Milletari et al. 2016 for squared denominators, Wang et al. 2023 (JDTLoss)
+for the L1 soft-label form), not from the library code.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.test_util import check_grads
+
+import pel_jax
+from tests import reference
+
+
+def family_numpy(
+    predictions,
+    targets,
+    *,
+    exponent=3.0,
+    scale=1.0,
+    fp_weight=1.0,
+    fn_weight=1.0,
+    smooth_nr=1e-5,
+    smooth_dr=1e-5,
+    from_logits=False,
+    activation=None,
+    class_weights=None,
+    include_background=True,
+    where=None,
+    ignore_index=None,
+    batch=False,
+    reduction="mean",
+    generalized=None,
+    squared=False,
+    soft_labels=False,
+    focal_gamma=None,
+    log_loss=False,
+    absent_classes="count",
+    average="macro",
+):
+  """float64 NumPy oracle of the family options (see the module docstring)."""
+  p = reference.np_probabilities(predictions, from_logits, activation)
+  g, keep = reference.np_targets(targets, p.shape[-1], ignore_index)
+  if where is not None:
+    keep = keep & np.asarray(where, bool)
+  w = keep[..., None].astype(np.float64)
+  if not include_background:
+    p, g = p[..., 1:], g[..., 1:]
+    if class_weights is not None:
+      class_weights = np.asarray(class_weights)[1:]
+  axes = tuple(range(0 if batch else 1, p.ndim - 1))
+  s = lambda f: np.sum(w * f, axis=axes).reshape(-1, p.shape[-1])
+  if soft_labels:
+    tp = s(np.minimum(p, g))  # = (sum p + sum g - sum |p - g|) / 2
+    ratio_pg = np.minimum(p / np.where(g > 0, g, 1.0), 1.0)
+    numer = s(np.where(g > 0, g * ratio_pg**exponent, 0.0))
+  else:
+    tp = s(p * g)
+    numer = s(p**exponent * g)
+  sum_g = s(g)
+  size_p, size_g = (s(p * p), s(g * g)) if squared else (s(p), sum_g)
+  denom = tp + fp_weight * (size_p - tp) + fn_weight * (size_g - tp)
+  if average == "micro":
+    generalized = "uniform"
+  if generalized is not None:
+    weights = np.ones_like(sum_g)
+    for row in range(sum_g.shape[0]):
+      for c in range(sum_g.shape[1]):
+        v = sum_g[row, c]
+        if generalized == "uniform":
+          weights[row, c] = 1.0
+        else:
+          with np.errstate(divide="ignore"):
+            weights[row, c] = 1.0 / (v * v if generalized == "square" else v)
+      finite = np.isfinite(weights[row])
+      top = np.max(weights[row][finite]) if finite.any() else 0.0
+      weights[row][~finite] = top
+    numer = np.sum(weights * numer, -1, keepdims=True)
+    denom = np.sum(weights * denom, -1, keepdims=True)
+  denom = denom + smooth_dr
+  ratio = np.where(denom == 0, 1.0, (numer + smooth_nr) / np.where(denom == 0, 1, denom))
+  losses = -np.log(ratio) if log_loss else 1.0 - scale * ratio
+  if focal_gamma is not None:
+    losses = np.maximum(losses, 0.0) ** focal_gamma
+  if class_weights is not None:
+    losses = losses * np.asarray(class_weights, np.float64)
+  present = np.ones_like(losses)
+  if absent_classes == "exclude":
+    present = (sum_g > 0).astype(np.float64)
+  if reduction == "none":
+    out = losses * present
+    out = out[:, 0] if generalized is not None else out
+    return out[0] if batch else out
+  total = np.sum(losses * present)
+  if reduction == "sum":
+    return total
+  return total / np.sum(present) if np.sum(present) else 0.0
+
+
+# Each option (and a few pairs) with the settings they interact with.
+_OPTIONS = (
+    ("plain", {}),
+    ("generalized_square", dict(generalized="square")),
+    ("generalized_simple_batch", dict(generalized="simple", batch=True)),
+    ("generalized_uniform_nobg", dict(generalized="uniform",
+                                      include_background=False)),
+    ("micro", dict(average="micro", exponent=1.0, fp_weight=0.5,
+                   fn_weight=0.5)),
+    ("squared", dict(squared=True, fp_weight=0.5, fn_weight=0.5)),
+    ("squared_generalized", dict(squared=True, generalized="square")),
+    ("soft_labels", dict(soft_labels=True)),
+    ("soft_labels_n1_dice", dict(soft_labels=True, exponent=1.0,
+                                 fp_weight=0.5, fn_weight=0.5)),
+    ("soft_labels_n_half", dict(soft_labels=True, exponent=0.5)),
+    ("soft_squared_batch", dict(soft_labels=True, squared=True, batch=True)),
+    ("focal", dict(focal_gamma=0.75, fp_weight=0.3, fn_weight=0.7)),
+    ("focal_batch_cw", dict(focal_gamma=2.0, batch=True,
+                            class_weights=(0.5, 1.0, 2.0))),
+    # Smoothing 0.01: with an absent class, -log((N + 1e-5) / (D + 1e-5))
+    # curves too fast for finite differences.
+    ("log", dict(log_loss=True, exponent=1.0, smooth_nr=0.01,
+                 smooth_dr=0.01)),
+    ("log_generalized", dict(log_loss=True, generalized="simple")),
+    ("exclude", dict(absent_classes="exclude")),
+    ("exclude_batch_sum", dict(absent_classes="exclude", batch=True,
+                               reduction="sum")),
+    ("exclude_none_cw", dict(absent_classes="exclude", reduction="none",
+                             class_weights=(0.5, 1.0, 2.0))),
+    ("generalized_none", dict(generalized="square", reduction="none")),
+)
+
+# Inputs: (predictions kind, targets kind, with a mask). Class 2 is absent
+# from sample 0 in every case (so "exclude" and MONAI's weight rule bite).
+_INPUTS = (
+    ("probs", "onehot", False),
+    ("softmax", "int", True),
+    ("sigmoid", "soft", False),
+    ("softmax", "soft", True),
+)
+
+
+def make_case(pred_kind, target_kind, masked, shape=(2, 4, 3, 3), seed=0,
+              dtype=np.float64):
+  rng = np.random.default_rng(seed)
+  x = reference.make_predictions(rng, shape, pred_kind, dtype)
+  t = reference.make_targets(rng, shape, target_kind, dtype)
+  if target_kind == "int":
+    t[0] = np.where(t[0] == 2, 1, t[0])
+  else:
+    t[0, ..., 2] = 0
+  kw = {}
+  if pred_kind != "probs":
+    kw = dict(from_logits=True, activation=pred_kind)
+  if masked:
+    kw["where"] = reference.make_mask(rng, shape, 0.8)
+  return x, t, kw
+
+
+class X64TestCase(parameterized.TestCase):
+  """Runs each test with float64 enabled (the oracle's precision)."""
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+
+
+class OracleTest(X64TestCase):
+
+  @parameterized.named_parameters(*_OPTIONS)
+  def test_matches_float64_oracle(self, options):
+    for pred_kind, target_kind, masked in _INPUTS:
+      x, t, kw = make_case(pred_kind, target_kind, masked)
+      kw = {**kw, **options}
+      with self.subTest(f"{pred_kind}-{target_kind}-{masked}"):
+        got = pel_jax.pel_loss(x, t, **kw)
+        want = family_numpy(x, t, **kw)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+  @parameterized.named_parameters(
+      (name, options, _INPUTS[1 + i % 3]) for i, (name, options)
+      in enumerate(_OPTIONS))
+  def test_check_grads_float64(self, options, inputs):
+    # One input kind per option, rotating (logits keep p away from 0).
+    pred_kind, target_kind, masked = inputs
+    x, t, kw = make_case(pred_kind, target_kind, masked, seed=1)
+    kw = {**kw, **options}
+    if options.get("reduction") == "none":
+      fn = lambda x, t: jnp.sum(pel_jax.pel_loss(x, t, **kw) ** 2)
+    else:
+      fn = lambda x, t: pel_jax.pel_loss(x, t, **kw)
+    # Generalized weights and class presence are functions of the targets
+    # without a gradient (by design): those check d/dpredictions only.
+    by_targets = target_kind != "int" and not (
+        {"generalized", "average", "absent_classes"} & set(options))
+    if by_targets:
+      check_grads(fn, (x, t), order=1, modes=("rev",), eps=1e-6)
+    else:
+      check_grads(lambda x: fn(x, t), (x,), order=1, modes=("rev",),
+                  eps=1e-6)
+
+
+class SoftLabelsTest(X64TestCase):
+
+  def test_hard_labels_unchanged(self):
+    # For 0/1 targets min(p, g) = p g and g min(p/g, 1)^n = p^n g.
+    x, t, kw = make_case("sigmoid", "multihot", False)
+    for n in (1.0, 2.5):
+      a = pel_jax.pel_loss(x, t, exponent=n, soft_labels=True, **kw)
+      b = pel_jax.pel_loss(x, t, exponent=n, **kw)
+      np.testing.assert_allclose(a, b, rtol=1e-12)
+
+  def test_l1_form_equals_published_tp(self):
+    # MONAI/JDTLoss soft-label TP: (sum p + sum g - sum |p - g|) / 2.
+    x, t, _ = make_case("probs", "soft", False)
+    stats = pel_jax.region_stats(x, t, soft_labels=True, exponent=1.0)
+    want = (np.sum(x, (1, 2)) + np.sum(t, (1, 2))
+            - np.sum(np.abs(x - t), (1, 2))) / 2
+    np.testing.assert_allclose(stats.tp, want, rtol=1e-12)
+    np.testing.assert_allclose(stats.numer, want, rtol=1e-12)
+
+  @hypothesis.settings(max_examples=40, deadline=None)
+  @hypothesis.given(
+      seed=st.integers(0, 2**31 - 1),
+      n=st.sampled_from([1.0, 1.5, 2.0, 3.0]),
+      weights=st.sampled_from([(0.5, 0.5), (1.0, 1.0), (0.3, 0.7),
+                               (0.0, 0.0)]),
+  )
+  def test_minimum_exactly_at_p_equals_g(self, seed, n, weights):
+    # For soft targets g and n >= 1, L(p) >= L(g) = 0 for every p, and the
+    # gradient vanishes at p = g from the side the ratio can move.
+    rng = np.random.default_rng(seed)
+    shape = (1, 6, 1, 2)
+    g = rng.uniform(0.05, 0.95, shape)
+    kw = dict(soft_labels=True, exponent=n, fp_weight=weights[0],
+              fn_weight=weights[1], smooth_nr=1e-5, smooth_dr=1e-5)
+    at_g = float(pel_jax.pel_loss(g, g, **kw))
+    self.assertAlmostEqual(at_g, 0.0, places=12)
+    for _ in range(5):
+      p = np.clip(g + rng.normal(0, 0.2, shape), 0.0, 1.0)
+      self.assertGreaterEqual(float(pel_jax.pel_loss(p, g, **kw)),
+                              at_g - 1e-12)
+
+
+class ValidationTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      (dict(generalized="squared"), ValueError, "generalized"),
+      (dict(average="weighted"), ValueError, "average"),
+      (dict(absent_classes="drop"), ValueError, "absent_classes"),
+      (dict(generalized="square", average="micro"), ValueError, "micro"),
+      (dict(generalized="square", class_weights=(1.0, 2.0, 3.0)), ValueError,
+       "class_weights"),
+      (dict(average="micro", absent_classes="exclude"), ValueError,
+       "absent_classes"),
+      (dict(log_loss=True, scale=2.0), ValueError, "log_loss"),
+      (dict(focal_gamma=2.0, scale=20.0), ValueError, "focal_gamma"),
+      (dict(focal_gamma=0.0), ValueError, "focal_gamma"),
+      (dict(focal_gamma=2.0, log_loss=True), ValueError, "log_loss"),
+      (dict(squared=1), TypeError, "squared"),
+      (dict(soft_labels="yes"), TypeError, "soft_labels"),
+      (dict(log_loss=None), TypeError, "log_loss"),
+  )
+  def test_bad_options_raise(self, options, error, name):
+    x, t, _ = make_case("probs", "onehot", False)
+    with self.assertRaisesRegex(error, name):
+      pel_jax.pel_loss(x, t, **options)
+
+
+if __name__ == "__main__":
+  absltest.main()
