@@ -1,8 +1,9 @@
-"""Exact gradient accumulation (pel_jax._accumulate) against full-batch autodiff.
+"""Exact gradient accumulation (pel_jax._accumulate) against full-batch gradients.
 
-The statistics and losses here are written with plain `jax.numpy`,
-independent of pel_jax's fused core; the expected gradient is ordinary
-autodiff of the loss of the whole batch. float64 throughout.
+First with statistics and losses written in plain `jax.numpy`, independent
+of pel_jax's fused core (expected: ordinary autodiff of the whole batch's
+loss); then with `pel_jax.region_stats` / `loss_from_stats` (expected: the
+gradient of `pel_loss` on the whole batch). float64 throughout.
 """
 
 import doctest
@@ -139,6 +140,68 @@ class AccumulateOwnStatsTest(parameterized.TestCase):
     result = doctest.testmod(_accumulate, optionflags=doctest.ELLIPSIS)
     self.assertGreater(result.attempted, 0)
     self.assertEqual(result.failed, 0)
+
+
+_REGION_CONFIGS = (
+    ("pel_batch", dict(exponent=3.0, batch=True), 0.0),
+    ("pel_per_sample_ce", dict(exponent=3.0), 0.5),
+    ("dice_batch_ce", dict(exponent=1.0, fp_weight=0.5, fn_weight=0.5,
+                           batch=True), 0.5),
+    ("dice_per_sample", dict(exponent=1.0, fp_weight=0.5, fn_weight=0.5), 0.0),
+    ("generalized_batch", dict(exponent=1.0, fp_weight=0.5, fn_weight=0.5,
+                               generalized="square", batch=True), 0.0),
+    ("generalized_per_sample_ce", dict(exponent=1.0, fp_weight=0.5,
+                                       fn_weight=0.5, generalized="square"),
+     0.3),
+)
+
+
+class AccumulateRegionStatsTest(parameterized.TestCase):
+  """The helper with pel_jax.region_stats / loss_from_stats as the stats."""
+
+  @parameterized.named_parameters(
+      (f"{name}_k{k}", opts, ce_weight, k)
+      for name, opts, ce_weight in _REGION_CONFIGS for k in (1, 2, 4, 8))
+  def test_equals_full_batch_pel_loss_gradient(self, opts, ce_weight, k):
+    opts = dict(opts, from_logits=True, ignore_index=10 + _IGNORE)
+    batch = opts.get("batch", False)
+
+    def ce_terms(prm, mb):  # A plain pixel sum: more statistics.
+      keep = mb["keep"] & (mb["y"] != 10 + _IGNORE)
+      logp = jax.nn.log_softmax(_logits(prm, mb))
+      g = jax.nn.one_hot(mb["y"], _C, dtype=logp.dtype)
+      return -jnp.sum(keep[..., None] * g * logp), jnp.sum(keep)
+
+    def stats_fn(prm, mb):
+      region = pel_jax.region_stats(_logits(prm, mb), mb["y"],
+                                    where=mb["keep"], **opts)
+      return region, ce_terms(prm, mb)
+
+    def loss_fn(stats):
+      region, (ce_sum, count) = stats
+      if not batch:  # Stacked [K, B/K, C] -> [B, C]; the CE terms add up.
+        region = jax.tree.map(lambda a: a.reshape(-1, _C), region)
+        ce_sum, count = jnp.sum(ce_sum), jnp.sum(count)
+      return (pel_jax.loss_from_stats(region, **opts)
+              + ce_weight * ce_sum / count)
+
+    def full_loss(prm, data):
+      ce_sum, count = ce_terms(prm, data)
+      return (pel_jax.pel_loss(_logits(prm, data), data["y"],
+                               where=data["keep"], **opts)
+              + ce_weight * ce_sum / count)
+
+    with jax.enable_x64(True):
+      data, params = _batch(k), _params(k)
+      want_loss, want_grads = jax.value_and_grad(full_loss)(params, data)
+      got_loss, got_grads = jax.jit(
+          lambda prm, mbs: pel_jax.accumulated_value_and_grad(
+              stats_fn, loss_fn, prm, mbs, stack=not batch)
+      )(params, _split(data, k))
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-12)
+    for name in params:
+      np.testing.assert_allclose(got_grads[name], want_grads[name],
+                                 rtol=1e-10, atol=1e-13, err_msg=name)
 
 
 if __name__ == "__main__":
