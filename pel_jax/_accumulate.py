@@ -45,6 +45,12 @@ def accumulated_value_and_grad(
   count, a regulariser) are just more statistics: return them from
   ``stats_fn`` and combine them in ``loss_fn`` (e.g. ``ce_sum / count``).
 
+  Data parallel: with statistics summed across devices inside ``stats_fn``
+  (``region_stats(..., axis_name=...)``), every device gets the global loss
+  and the gradient of its own shard. Under `jax.shard_map` with replicated
+  ``params``, JAX's autodiff already sums that over the axis; under
+  `jax.pmap`, `lax.psum` the returned gradients, as for `pel_loss`.
+
   Args:
     stats_fn: ``stats_fn(params, microbatch) -> stats``, a differentiable
       function returning a pytree of arrays that add up over micro-batches

@@ -204,5 +204,72 @@ class AccumulateRegionStatsTest(parameterized.TestCase):
                                  rtol=1e-10, atol=1e-13, err_msg=name)
 
 
+class AccumulateDataParallelTest(parameterized.TestCase):
+  """Accumulation inside shard_map on 8 devices, batch statistics global."""
+
+  @parameterized.parameters(1, 2)
+  def test_equals_full_batch_gradient(self, k):
+    opts = dict(exponent=3.0, from_logits=True, batch=True,
+                ignore_index=10 + _IGNORE)
+    mesh = jax.make_mesh((8,), ("d",),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    P = jax.sharding.PartitionSpec
+
+    def stats_fn(prm, mb):  # Sums psum-ed over the devices.
+      return pel_jax.region_stats(_logits(prm, mb), mb["y"], where=mb["keep"],
+                                  axis_name="d", **opts)
+
+    loss_fn = lambda s: pel_jax.loss_from_stats(s, **opts)
+
+    def local_step(prm, data):  # This device's 1 sample per micro-batch.
+      mbs = _split(data, k)
+      # `prm` is replicated (unvarying over "d"): shard_map's autodiff
+      # already sums its cotangent over the devices, so no psum here.
+      return pel_jax.accumulated_value_and_grad(stats_fn, loss_fn, prm, mbs)
+
+    with jax.enable_x64(True):
+      data = _batch(k + 10)
+      data = jax.tree.map(lambda a: np.concatenate([a, a[::-1]]), data)
+      params = _params(k)
+      want_loss, want_grads = jax.value_and_grad(
+          lambda prm: pel_jax.pel_loss(_logits(prm, data), data["y"],
+                                       where=data["keep"], **opts))(params)
+      step = jax.jit(jax.shard_map(local_step, mesh=mesh,
+                                   in_specs=(P(), P("d")),
+                                   out_specs=(P(), P())))
+      sharded = jax.device_put(
+          data, jax.sharding.NamedSharding(mesh, P("d")))
+      loss, grads = step(params, sharded)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    for name in params:
+      np.testing.assert_allclose(grads[name], want_grads[name], rtol=1e-10,
+                                 atol=1e-13, err_msg=name)
+
+  def test_pmap_sums_the_shard_gradients(self):
+    opts = dict(exponent=1.0, fp_weight=0.5, fn_weight=0.5, from_logits=True,
+                batch=True, generalized="square")
+    stats_fn = lambda prm, mb: pel_jax.region_stats(
+        _logits(prm, mb), mb["y"], where=mb["keep"], axis_name="d", **opts)
+    loss_fn = lambda s: pel_jax.loss_from_stats(s, **opts)
+
+    def local_step(prm, data):  # pmap: every device's own params copy.
+      loss, grads = pel_jax.accumulated_value_and_grad(
+          stats_fn, loss_fn, prm, _split(data, 2))
+      return loss, jax.tree.map(lambda g: jax.lax.psum(g, "d"), grads)
+
+    with jax.enable_x64(True):
+      data = jax.tree.map(lambda a: np.concatenate([a, a[::-1]]), _batch(3))
+      params = _params(3)
+      want_loss, want_grads = jax.value_and_grad(
+          lambda prm: pel_jax.pel_loss(_logits(prm, data), data["y"],
+                                       where=data["keep"], **opts))(params)
+      loss, grads = jax.pmap(local_step, axis_name="d", in_axes=(None, 0))(
+          params, jax.tree.map(lambda a: a.reshape(8, 2, *a.shape[1:]), data))
+    np.testing.assert_allclose(loss, np.full(8, want_loss), rtol=1e-12)
+    for name in params:
+      np.testing.assert_allclose(grads[name], np.broadcast_to(
+          want_grads[name], grads[name].shape), rtol=1e-10, atol=1e-13)
+
+
 if __name__ == "__main__":
   absltest.main()
