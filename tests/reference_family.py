@@ -31,7 +31,8 @@ sum G_c is 0 out of the mean (a weighted mean; 0 when every entry is absent).
 ``ce_weight=lam`` adds lam times the cross-entropy, averaged over the kept
 pixels (softmax: -sum_c g_c log p_c per pixel, with targets smoothed to
 (1 - eps) g + eps / C by ``ce_label_smoothing``; sigmoid: binary CE averaged
-over pixels and classes).
+over pixels and classes), summed instead for ``reduction="sum"`` (as MONAI's
+DiceCELoss and torch's cross-entropy reduce).
 
 `family_numpy` is a direct float64 transcription of the above; the
 hand-computed tests of the oracle itself are in `reference_family_test.py`.
@@ -92,8 +93,9 @@ def _ratio(numer, denom, smooth_nr, smooth_dr):
   return np.where(empty, 1.0, (numer + smooth_nr) / np.where(empty, 1.0, denom))
 
 
-def _cross_entropy(x, g, keep, from_logits, activation, label_smoothing):
-  """Mean cross-entropy over the kept pixels (float64)."""
+def _cross_entropy(x, g, keep, from_logits, activation, label_smoothing,
+                   reduction):
+  """Cross-entropy over the kept pixels: mean, or sum for "sum" (float64)."""
   x = np.asarray(x, np.float64)
   num_classes = x.shape[-1]
   if activation is None:
@@ -106,16 +108,18 @@ def _cross_entropy(x, g, keep, from_logits, activation, label_smoothing):
     else:
       logp = np.log(x)
     gs = (1.0 - label_smoothing) * g + label_smoothing / num_classes
-    per_pixel = -np.sum(gs * logp, axis=-1)
-    return np.sum(k * per_pixel) / np.sum(k)
-  if from_logits:  # log sigmoid(x) and log sigmoid(-x), overflow-free.
-    logp = -np.logaddexp(0.0, -x)
-    logq = -np.logaddexp(0.0, x)
+    terms = k * -np.sum(gs * logp, axis=-1)
+    count = np.sum(k)
   else:
-    logp, logq = np.log(x), np.log1p(-x)
-  gs = (1.0 - label_smoothing) * g + label_smoothing / 2.0
-  per_elem = -(gs * logp + (1.0 - gs) * logq)
-  return np.sum(k[..., None] * per_elem) / (np.sum(k) * num_classes)
+    if from_logits:  # log sigmoid(x) and log sigmoid(-x), overflow-free.
+      logp = -np.logaddexp(0.0, -x)
+      logq = -np.logaddexp(0.0, x)
+    else:
+      logp, logq = np.log(x), np.log1p(-x)
+    gs = (1.0 - label_smoothing) * g + label_smoothing / 2.0
+    terms = k[..., None] * -(gs * logp + (1.0 - gs) * logq)
+    count = np.sum(k) * num_classes  # BCE: a mean over pixels and classes.
+  return np.sum(terms) if reduction == "sum" else np.sum(terms) / count
 
 
 def family_numpy(
@@ -209,6 +213,6 @@ def family_numpy(
   if ce_weight:
     out = out + ce_weight * _cross_entropy(
         predictions, reference.np_targets(targets, num_classes)[0], keep,
-        from_logits, activation, ce_label_smoothing,
+        from_logits, activation, ce_label_smoothing, reduction,
     )
   return out

@@ -139,6 +139,11 @@ class OracleByHandTest(parameterized.TestCase):
     ce = (-np.log(0.75) - np.log(0.75)) / 2
     self.assertAlmostEqual(_oracle(x, t, from_logits=True, ce_weight=0.5),
                            dice + 0.5 * ce, places=12)
+    # reduction="sum": the CE is summed too, 2 (-log 3/4).
+    self.assertAlmostEqual(
+        _oracle(x, t, from_logits=True, ce_weight=0.5, reduction="sum")
+        - _oracle(x, t, from_logits=True, reduction="sum"),
+        0.5 * 2 * -np.log(0.75), places=12)
     # Label smoothing 0.2 on 2 classes: targets (0.1, 0.9).
     ce_s = -(0.1 * np.log(0.25) + 0.9 * np.log(0.75))
     t1 = np.array([[1]], np.int32)
