@@ -328,6 +328,21 @@ def _dice_ce_cases():
                expected, 1e-4, 1e-4)
 
 
+def _dice_ce_unsupported():
+  """DiceCELoss cases with CE options pel_jax does not offer (listed only)."""
+  def run():
+    raise NotImplementedError("no pel_jax equivalent")
+
+  path = f"{MONAI}: tests/losses/test_dice_ce_loss.py TEST_CASES"
+  # [5]: weight=(0, 1), include_background=False: torch's class-weighted CE
+  # mean (sum w_y l / sum w_y).
+  yield Case("monai_DiceCELoss_5", path + "[5]", run, 0.3133, 1e-4, 1e-4,
+             frozenset({"ce_class_weights"}))
+  # [6]: C = 1, sigmoid=True, weight=(0.5,): BCEWithLogits pos_weight.
+  yield Case("monai_DiceCELoss_6", path + "[6]", run, 1.445239, 1e-4, 1e-4,
+             frozenset({"bce_pos_weight"}))
+
+
 def _fused_ce_case():
   """Fused CE: MONAI's published Dice value plus optax's CE of the logits."""
   import optax  # pylint: disable=g-import-not-at-top
@@ -722,7 +737,8 @@ def _nnunet_cases():
 
 
 def all_cases():
-  return (list(_monai_cases()) + list(_dice_ce_cases()) + list(_fused_ce_case())
+  return (list(_monai_cases()) + list(_dice_ce_cases())
+          + list(_dice_ce_unsupported()) + list(_fused_ce_case())
           + list(_smp_cases()) + list(_kornia_cases()) + list(_keras_cases())
           + list(_nnunet_cases()))
 
