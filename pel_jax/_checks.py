@@ -15,6 +15,31 @@ def _describe(x) -> str:
   return f"shape {tuple(np.shape(x))} and dtype {jnp.result_type(x)}"
 
 
+def layout_hint(p_shape, t_shape=None) -> str:
+  """A sentence on a likely layout mistake behind a shape error, or "".
+
+  Only appended to errors that fire anyway: a shape like [B, C, H, W] with a
+  small C is legal channels-last input (C = W classes), so it is never
+  refused on its own.
+  """
+  hints = []
+  small = len(p_shape) >= 4 and 0 < p_shape[1] <= 16
+  if small and p_shape[-1] >= 4 * p_shape[1]:
+    hints.append(
+        f" `predictions` {tuple(p_shape)} look channels-first ([B, C, *spatial]"
+        f" with C = {p_shape[1]}): pel_jax takes the class axis last; use"
+        " `jnp.moveaxis(predictions, 1, -1)`."
+    )
+  if t_shape is not None and len(t_shape) == len(p_shape) + 1:
+    if tuple(t_shape[:-1]) == tuple(p_shape):
+      hints.append(
+          f" `predictions` {tuple(p_shape)} seem to lack the class axis that"
+          f" `targets` {tuple(t_shape)} have: for one binary channel use"
+          " `predictions[..., None]`."
+      )
+  return "".join(hints)
+
+
 def check_predictions(predictions) -> None:
   dtype = jnp.result_type(predictions)
   if not jnp.issubdtype(dtype, jnp.floating):
@@ -22,10 +47,24 @@ def check_predictions(predictions) -> None:
         "`predictions` must be floating point (probabilities or logits), got"
         f" {_describe(predictions)}."
     )
-  if np.ndim(predictions) < 3:
+  shape = np.shape(predictions)
+  if len(shape) < 3:
     raise ValueError(
         "`predictions` must have shape [batch, *spatial, num_classes] with at"
         f" least one spatial axis, got {_describe(predictions)}."
+        " A binary output without a class axis takes one:"
+        " `predictions[..., None]`."
+    )
+  if shape[-1] == 0:
+    raise ValueError(
+        f"`predictions` {shape} have no class (the last axis, num_classes, is"
+        f" 0); they must be [batch, *spatial, num_classes].{layout_hint(shape)}"
+    )
+  if shape[0] == 0:
+    raise ValueError(
+        f"`predictions` {shape} have an empty batch (axis 0): the loss of no"
+        " sample is undefined (a mean over nothing). Skip the call, or pad"
+        " the batch and leave the padding out with `where`."
     )
 
 
@@ -36,10 +75,21 @@ def check_targets(predictions, targets, ignore_index) -> None:
   integer = jnp.issubdtype(dtype, jnp.integer)
   if integer:
     if t_shape != p_shape[:-1]:
+      hint = layout_hint(p_shape, t_shape)
+      if t_shape == p_shape:
+        hint += (
+            " Integer targets of the predictions' shape look one-hot: pass"
+            " them as float, or pass the ids `[batch, *spatial]`."
+        )
+      elif t_shape == p_shape[:1] + p_shape[2:] and not hint:
+        hint = (
+            " They match `predictions` without axis 1: predictions are"
+            " probably channels-first; move the class axis last."
+        )
       raise ValueError(
           "Integer class-id `targets` must have shape [batch, *spatial] ="
           f" {p_shape[:-1]} (predictions {p_shape} without the class axis),"
-          f" got {t_shape}."
+          f" got {t_shape}.{hint}"
       )
   elif jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.bool_:
     if ignore_index is not None:
@@ -54,23 +104,42 @@ def check_targets(predictions, targets, ignore_index) -> None:
             f" classes but float `targets` {t_shape} has {t_shape[-1]}."
         )
     elif t_shape != p_shape:
+      hint = layout_hint(p_shape, t_shape)
+      if len(t_shape) == len(p_shape) and t_shape == (
+          p_shape[:1] + p_shape[-1:] + p_shape[1:-1]
+      ):
+        hint += (
+            " `targets` are `predictions` with the class axis first"
+            " (channels-first): use `jnp.moveaxis(targets, 1, -1)`."
+        )
+      elif t_shape == p_shape[:-1]:
+        hint += (
+            " Without a class axis they look like class ids or a mask: pass"
+            " ids as integers, or a one-channel mask as `targets[..., None]`."
+        )
       raise ValueError(
           "Float `targets` must have the shape of `predictions`"
           f" {p_shape} (one-hot, multi-hot or soft labels), got {t_shape}."
-          " Integer class ids take shape [batch, *spatial]."
+          f" Integer class ids take shape [batch, *spatial].{hint}"
       )
   else:
     raise TypeError(
         f"`targets` must be float, bool or integer, got {_describe(targets)}."
     )
-  if ignore_index is not None and (
-      not isinstance(ignore_index, numbers.Integral)
-      or isinstance(ignore_index, bool)
+  check_ignore_index(dtype if integer else None, ignore_index)
+
+
+def check_ignore_index(dtype, ignore_index) -> None:
+  """`ignore_index`: None or a Python int that ids of `dtype` can hold."""
+  if ignore_index is None:
+    return
+  if not isinstance(ignore_index, numbers.Integral) or isinstance(
+      ignore_index, bool
   ):
     raise TypeError(
         f"`ignore_index` must be a Python int or None, got {ignore_index!r}."
     )
-  if integer and ignore_index is not None:
+  if dtype is not None:
     info = np.iinfo(dtype)
     if not info.min <= ignore_index <= info.max:
       raise ValueError(
@@ -79,18 +148,80 @@ def check_targets(predictions, targets, ignore_index) -> None:
       )
 
 
+def check_label_args(targets, num_classes, ignore_index) -> int:
+  """Static arguments of `check_labels`; returns the number of valid ids.
+
+  One class is the binary mode of `pel_loss` (one channel, id 1 the
+  foreground): its valid ids are 0 and 1.
+  """
+  dtype = jnp.result_type(targets)
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise TypeError(f"`targets` must be integer ids, got {_describe(targets)}.")
+  if (
+      not isinstance(num_classes, numbers.Integral)
+      or isinstance(num_classes, bool)
+      or num_classes < 1
+  ):
+    raise ValueError(
+        "`num_classes` must be a Python int >= 1 (the class axis of the"
+        f" predictions; 1 is binary, ids 0 and 1), got {num_classes!r}."
+    )
+  check_ignore_index(dtype, ignore_index)
+  return max(int(num_classes), 2)
+
+
+_STATIC_HOW = (
+    " Under `jax.jit`, mark it static (`jax.jit(f, static_argnames=(...))`)"
+    " or close over it (`functools.partial`) instead of passing it as a"
+    " traced argument."
+)
+
+
 def check_number(name: str, value, *, positive: bool = False) -> float:
   """A static hyperparameter: a real Python/NumPy number, >= 0 (or > 0)."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise TypeError(
         f"`{name}` must be a Python number (it is static: changing it"
-        f" recompiles), got {type(value).__name__} {value!r}."
+        f" recompiles), got {type(value).__name__} {value!r}.{_STATIC_HOW}"
     )
   value = float(value)
   if not np.isfinite(value) or value < 0 or (positive and value == 0):
     bound = "> 0" if positive else ">= 0"
     raise ValueError(f"`{name}` must be finite and {bound}, got {value}.")
   return value
+
+
+def check_representable(predictions, compute_dtype, **values: float) -> None:
+  """Hyperparameters must keep the loss finite in its compute dtype.
+
+  A smoothing of 1e39 is inf in float32, and inf / inf is NaN; a weight of
+  1e38 times a sum over pixels overflows too. Every value but the exponent
+  (p^n stays in [0, 1]) is bounded by max / (4 * predictions.size), which
+  keeps every weighted sum of [0, 1] terms finite.
+  """
+  big = float(jnp.finfo(compute_dtype).max)
+  for name, value in values.items():
+    limit = big / (4 * max(np.size(predictions), 1))
+    if name == "exponent":
+      limit = big
+    if value > limit:
+      raise ValueError(
+          f"`{name}={value}` would overflow {jnp.dtype(compute_dtype).name},"
+          " the dtype the loss is computed in for `predictions` of"
+          f" {_describe(predictions)}: it must be <= {limit:.3g}."
+      )
+
+
+def check_flag(name: str, value) -> bool:
+  """A static switch: a Python (or NumPy) bool, never a traced array."""
+  if isinstance(value, (bool, np.bool_)):
+    return bool(value)
+  if hasattr(value, "shape") or not isinstance(value, numbers.Integral):
+    raise TypeError(
+        f"`{name}` must be a static Python bool (it selects the"
+        f" computation), got {type(value).__name__} {value!r}.{_STATIC_HOW}"
+    )
+  return bool(value)
 
 
 def check_mask(predictions, where) -> None:
@@ -101,7 +232,7 @@ def check_mask(predictions, where) -> None:
     raise ValueError(
         f"`where` must have shape [batch, *spatial] = {want} (predictions"
         f" {np.shape(predictions)} without the class axis), got"
-        f" {np.shape(where)}."
+        f" {np.shape(where)}.{layout_hint(np.shape(predictions))}"
     )
   if jnp.result_type(where) != jnp.bool_:
     raise TypeError(f"`where` must be a bool array, got {_describe(where)}.")
@@ -115,7 +246,7 @@ def check_class_weights(predictions, class_weights) -> None:
     raise ValueError(
         f"`class_weights` must have shape ({num_classes},), one weight per"
         " class of `predictions` (background included), got shape"
-        f" {np.shape(class_weights)}."
+        f" {np.shape(class_weights)}.{layout_hint(np.shape(predictions))}"
     )
   if not jnp.issubdtype(jnp.result_type(class_weights), jnp.number):
     raise TypeError(
@@ -163,16 +294,6 @@ def check_options(predictions, reduction, include_background) -> None:
 GENERALIZED = (None, "square", "simple", "uniform")
 AVERAGES = ("macro", "micro")
 ABSENT_CLASSES = ("count", "exclude")
-
-
-def check_flag(name: str, value) -> bool:
-  """A static on/off option: a Python bool."""
-  if not isinstance(value, (bool, np.bool_)):
-    raise TypeError(
-        f"`{name}` must be True or False (it is static), got"
-        f" {type(value).__name__} {value!r}."
-    )
-  return bool(value)
 
 
 def check_family(
@@ -235,3 +356,21 @@ def check_family(
         " transforms of the ratio; pass one of them."
     )
   return focal_gamma
+
+
+def check_cross_entropy(ce_weight: float, activation, reduction) -> None:
+  """`ce_weight > 0` needs logits (CE from log-probabilities) and a reduction."""
+  if not ce_weight:
+    return
+  if activation is None:
+    raise ValueError(
+        f"`ce_weight={ce_weight}` computes the cross-entropy from the"
+        " log-probabilities of logits: pass logits with `from_logits=True`"
+        " (log of probabilities is not finite at p = 0)."
+    )
+  if reduction == "none":
+    raise ValueError(
+        f"`ce_weight={ce_weight}` adds one cross-entropy mean to the reduced"
+        " loss; `reduction='none'` has no single value to add it to. Use"
+        " 'mean' or 'sum'."
+    )

@@ -35,6 +35,7 @@ class StatsConfig:
   axis_name: object = None
   squared: bool = False  # Sums of p^2 and g^2 in place of p and g.
   soft_labels: bool = False  # L1 forms of TP and N (float targets only).
+  cross_entropy: bool = False  # Per-class CE sums and the term count.
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -121,6 +122,7 @@ class _Pixels(NamedTuple):
   g: jax.Array
   w: jax.Array | None  # 0/1 pixel weight; None when no pixel is excluded.
   hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
+  x: jax.Array | None = None  # The masked inputs in the compute dtype.
 
   def times_g(self, *factors: jax.Array) -> jax.Array:
     """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
@@ -135,12 +137,32 @@ class _Pixels(NamedTuple):
     return functools.reduce(operator.mul, factors, self.g)
 
 
+def _is_label(targets: jax.Array, num_classes: int) -> jax.Array:
+  """Bool `[B, *S, C]`: whether each pixel's id is class c (never built).
+
+  One channel is binary: id 1 is the foreground, the channel's class, and
+  every other id background (as in smp's binary mode).
+  """
+  if num_classes == 1:
+    return (targets == 1)[..., None]
+  if num_classes - 1 > jnp.iinfo(targets.dtype).max:
+    # A class index built in a narrow dtype would wrap (uint8: 256 -> 0) and
+    # alias classes; every id of the narrow dtype is exact in int32.
+    targets = targets.astype(jnp.int32)
+  ndim = targets.ndim + 1
+  classes = lax.broadcasted_iota(
+      targets.dtype, (1,) * (ndim - 1) + (num_classes,), ndim - 1
+  )
+  return targets[..., None] == classes
+
+
 def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
   """The `_Pixels` of one call.
 
   Integer ids are compared against the class index instead of one-hot
   encoded; XLA fuses the comparison into the consumers, so no `[B, *S, C]`
-  array is materialised. Ids outside `[0, C)` match no class. `p_sel` is `p`
+  array is materialised. Ids outside `[0, C)` match no class; with one
+  channel (C = 1) id 1 is its class (see `_is_label`). `p_sel` is `p`
   for float targets and the labelled class's `p`, `[B, *S, 1]`, for integer
   ids (see `_activate`). Excluded pixels (`where`, `ignore_index`) have their
   inputs replaced by 0 before any arithmetic (the double-`where` rule), so a
@@ -154,11 +176,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
   if keep is not None:
     predictions = jnp.where(keep, predictions, 0)
   if integer:
-    ndim = predictions.ndim
-    classes = lax.broadcasted_iota(
-        targets.dtype, (1,) * (ndim - 1) + (predictions.shape[-1],), ndim - 1
-    )
-    is_label = targets[..., None] == classes
+    is_label = _is_label(targets, predictions.shape[-1])
   hit = is_label if integer and cfg.exponent != 1 else None  # n = 1: p^n is p.
   if hit is not None:
     # One hit per pixel at most, so the sum of zeros and one entry is exact.
@@ -173,7 +191,8 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
     if keep is not None:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
-  return _Pixels(p, p_sel, p_n, g, w, hit)
+  x = predictions.astype(p.dtype)
+  return _Pixels(p, p_sel, p_n, g, w, hit, x)
 
 
 def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
@@ -190,24 +209,59 @@ def _variadic_sum(operands, axes: tuple[int, ...]):
   )
 
 
-# XLA CPU emits a reduction over a short axis (up to 16) as vectorised adds
-# but a long one as a scalar loop, so the summed axes are reduced 16 rows at a
-# time: [16, rest] -> [rest], fused with the producers in the first stage,
-# then again on the partial sums (each stage 1/16 the size of the last).
-# The first stage writes 4/16 of the input as partial sums, so only
-# single-channel inputs take this path: with classes the gain is smaller
-# than the memory it costs (benchmarks/README.md has the numbers).
+# XLA CPU accumulates a reduction sequentially (a long one as a scalar
+# loop), so one reduce over millions of pixels loses float32 precision: a
+# constant 0.3 summed over 4M pixels comes out ~1% low. The summed axes are
+# therefore flattened and reduced 16 rows at a time, [16, rest] -> [rest],
+# fused with the producers in the first stage and repeated on the partial
+# sums: every value passes through at most ~16 additions per stage and
+# log16(size) stages, the error bound of a pairwise sum. A size not
+# divisible by 16 splits off its remainder rows (< 16) at each stage, summed
+# on their own and added at the end. Short reductions (up to 16) are also
+# what XLA CPU vectorises; 32 rows per stage, or two 16-row axes at once,
+# fall back to slow loops.
 _ROWS = 16
 
 
-def _sum_rows(operands, first: int, size: int):
-  """Sums over the flattened axis `first` (of `size`), 16 rows per stage."""
-  while size % _ROWS == 0 and size > _ROWS:
+def _staged_sum(reduce, operands, first: int, size: int):
+  """`reduce(operands, (first,))` over the axis `first` (of `size`), staged.
+
+  `reduce` maps a list of same-shape arrays and axes to a tuple of sums (the
+  variadic reduce, or one `jnp.sum` each for tangents).
+  """
+  remainders = []
+  while size > _ROWS:
+    rows, rest = divmod(size, _ROWS)
+    if rest:
+      head = size - rest
+      remainders.append(reduce(
+          [lax.slice_in_dim(x, head, size, axis=first) for x in operands],
+          (first,),
+      ))
+      operands = [lax.slice_in_dim(x, 0, head, axis=first) for x in operands]
     shape = operands[0].shape
-    split = shape[:first] + (_ROWS, size // _ROWS) + shape[first + 1 :]
-    operands = _variadic_sum([x.reshape(split) for x in operands], (first,))
-    size //= _ROWS
-  return _variadic_sum(operands, (first,))
+    split = shape[:first] + (_ROWS, rows) + shape[first + 1 :]
+    operands = reduce([x.reshape(split) for x in operands], (first,))
+    size = rows
+  sums = tuple(reduce(list(operands), (first,)))
+  for extra in remainders:
+    sums = tuple(map(operator.add, sums, extra))
+  return sums
+
+
+def _sum_flat(reduce, axes: tuple[int, ...], operands):
+  """Staged sums of same-shape `operands` over the contiguous `axes`."""
+  shape = operands[0].shape
+  if not axes:
+    return tuple(operands)
+  first, last = axes[0], axes[-1] + 1
+  size = math.prod(shape[first:last])
+  flat = shape[:first] + (size,) + shape[last:]
+  return _staged_sum(reduce, [x.reshape(flat) for x in operands], first, size)
+
+
+def _separate_sums(operands, axes: tuple[int, ...]):
+  return tuple(jnp.sum(x, axis=axes) for x in operands)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -215,24 +269,19 @@ def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
   """Sums of several same-shape arrays over contiguous `axes`, fused.
 
   One variadic reduce over all operands is several times faster on XLA CPU
-  than a `jnp.sum` each. The custom JVP exists because JAX's JVP of a
-  variadic reduce fails on symbolic-zero tangents (e.g. integer targets under
-  grad-of-grad); sums are linear, so tangents are summed plainly.
+  than a `jnp.sum` each; the reduction is staged (see `_ROWS`) for float32
+  accuracy. The custom JVP exists because JAX's JVP of a variadic reduce
+  fails on symbolic-zero tangents (e.g. integer targets under grad-of-grad);
+  sums are linear, so tangents are summed plainly, staged the same way.
   """
-  shape = operands[0].shape
-  if shape[-1] != 1 or not axes:
-    return _variadic_sum(operands, axes)
-  first, last = axes[0], axes[-1] + 1
-  size = math.prod(shape[first:last])
-  flat = shape[:first] + (size,) + shape[last:]
-  return _sum_rows([x.reshape(flat) for x in operands], first, size)
+  return _sum_flat(_variadic_sum, axes, operands)
 
 
 @_sum_together.defjvp
 def _sum_together_jvp(axes, primals, tangents):
   return (
       _sum_together(axes, *primals),
-      tuple(jnp.sum(t, axis=axes) for t in tangents),
+      _sum_flat(_separate_sums, axes, tangents),
   )
 
 
@@ -251,6 +300,11 @@ class RegionStats(NamedTuple):
     :math:`\sum w g \min(p / g, 1)^n` (see `pel_jax.pel_loss`).
   * ``sum_p2``, ``sum_g2``: :math:`\sum w p^2`, :math:`\sum w g^2` (only
     with ``squared``).
+  * ``ce``: per-class cross-entropy sums (only with ``ce_weight``):
+    :math:`-\sum w g \log p` (softmax) or
+    :math:`-\sum w (g \log p + (1 - g) \log (1 - p))` (sigmoid).
+  * ``count``: `[G]`, the number of cross-entropy terms: kept pixels
+    (softmax) or kept pixels times C (sigmoid). No gradient.
 
   Every field is a sum over pixels, so the statistics of two batches (or
   tiles, or micro-batches) added leaf by leaf are those of their union.
@@ -262,6 +316,8 @@ class RegionStats(NamedTuple):
   numer: jax.Array
   sum_p2: jax.Array | None = None
   sum_g2: jax.Array | None = None
+  ce: jax.Array | None = None
+  count: jax.Array | None = None
 
 
 def _soft_ratio(p: jax.Array, g: jax.Array):
@@ -281,26 +337,59 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
     numer = jnp.where(below, g * _power(r, cfg.exponent), g)
   else:
     tp, numer = p * g, px.times_g(px.p_n)
+  ce = None
+  if cfg.cross_entropy:
+    # From the logits (log space): finite for any finite logit.
+    if cfg.activation == "softmax":
+      # -g log p = g (lse - z), with lse = log sum_c exp(z_c) from its own
+      # minor-axis reduce: a [B, *S, 1] array XLA writes out once. Written
+      # as the log-softmax, the class max inside it would be recomputed
+      # for every class inside the sums (C times the work).
+      lse = jax.nn.logsumexp(px.x, axis=-1, keepdims=True)
+      ce = g * (lse - px.x)
+    else:
+      log_p = jax.nn.log_sigmoid(px.x)
+      ce = -(g * log_p + (1 - g) * jax.nn.log_sigmoid(-px.x))
   if cfg.squared:
-    terms = RegionStats(tp, None, g, numer, p * p, g * g)
+    # The barrier keeps XLA from rewriting a softmax's p * p as exp(2 log p),
+    # a second exponential (and class max) per entry inside the reduction.
+    p_again = lax.optimization_barrier(p)
+    terms = RegionStats(tp, None, g, numer, p_again * p_again, g * g, ce)
   else:
-    terms = RegionStats(tp, p, g, numer)
+    terms = RegionStats(tp, p, g, numer, ce=ce)
   if px.w is not None:
     terms = jax.tree.map(lambda x: x * px.w, terms)
   return terms
 
 
+def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
+  """Cross-entropy terms per sample `[B]` (or `[]` over the batch)."""
+  axes = _sum_axes(cfg, px.p.ndim)
+  per_pixel = 1 if cfg.activation == "softmax" else px.p.shape[-1]
+  if px.w is None:
+    shape = px.p.shape[: axes[0]]
+    return jnp.full(shape, math.prod(px.p.shape[axes[0] : -1]) * per_pixel,
+                    px.p.dtype)
+  # Counted in integers: exact past float32's 2^24.
+  kept = jnp.sum(px.w.astype(jnp.int32), axes + (px.w.ndim - 1,))
+  return (kept * per_pixel).astype(px.p.dtype)
+
+
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   """The region sums of one call, `[G, C]` (G = 1 with `cfg.batch`)."""
-  px = _pixel_summands(cfg, _pixel_terms(cfg, predictions, targets, mask))
-  leaves, tree = jax.tree.flatten(px)
-  sums = _sum_together(_sum_axes(cfg, px.tp.ndim), *leaves)
+  px = _pixel_terms(cfg, predictions, targets, mask)
+  terms = _pixel_summands(cfg, px)
+  leaves, tree = jax.tree.flatten(terms)
+  sums = _sum_together(_sum_axes(cfg, terms.tp.ndim), *leaves)
+  stats = jax.tree.unflatten(tree, sums)
+  if cfg.cross_entropy:
+    stats = stats._replace(count=_term_count(cfg, px))
   if cfg.batch:
-    sums = tuple(s[None] for s in sums)
+    stats = jax.tree.map(lambda s: s[None], stats)
   if cfg.batch and cfg.axis_name is not None:
     # Global batch sums; per-sample sums stay local (the reduction is global).
-    sums = lax.psum(sums, cfg.axis_name)
-  return jax.tree.unflatten(tree, sums)
+    stats = lax.psum(stats, cfg.axis_name)
+  return stats
 
 
 def stats_backward(
@@ -312,7 +401,8 @@ def stats_backward(
     dL/dp = w (ct.tp g + ct.sum_p + 2 ct.sum_p2 p + ct.numer n p^(n-1) g)
     dL/dg = w (ct.tp p + ct.sum_g + 2 ct.sum_g2 g + ct.numer p^n)
   (soft labels: the derivatives of min(p, g) and g min(p/g, 1)^n instead),
-  chained through the activation. The sums need nothing beyond the inputs,
+  chained through the activation, plus ct.ce (p - g) for the cross-entropy
+  sums (softmax: p sum_c ct.ce g - ct.ce g). The sums need nothing beyond the inputs,
   so `stats` is unused here; it is part of the signature for kernels that
   may want it.
   """
@@ -322,7 +412,10 @@ def stats_backward(
   p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w
   # [G, C] -> [G, 1, ..., 1, C] to broadcast over pixels.
   pixels = (cotangent.tp.shape[0],) + (1,) * (p.ndim - 2) + (p.shape[-1],)
-  ct = jax.tree.map(lambda c: c.reshape(pixels), cotangent)
+  # (`count` has no gradient: it depends on the mask only.)
+  ct = jax.tree.map(
+      lambda c: c.reshape(pixels), cotangent._replace(count=None)
+  )
   if cfg.soft_labels:
     below, r = _soft_ratio(p, g)
     linear = jnp.where(below, ct.tp, 0)
@@ -353,8 +446,12 @@ def stats_backward(
       pull = px.times_g(n * ct.numer, p_n)
     if cfg.activation == "sigmoid":
       grad = (pull + linear * p) * (1 - p)
+      if cfg.cross_entropy:
+        grad = grad + ct.ce * (p - g)  # d BCE / dz = p - g.
     else:
       u = pull + linear * p
+      if cfg.cross_entropy:
+        u = u - ct.ce * g  # p * d(-g log p)/dp.
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
@@ -369,6 +466,12 @@ def stats_backward(
     d_g = d_g + ct.sum_g
     if cfg.squared:
       d_g = d_g + 2 * ct.sum_g2 * g
+    if cfg.cross_entropy:
+      # d CE / dg: -log p (softmax), -(log p - log(1 - p)) = -z (sigmoid).
+      if cfg.activation == "softmax":
+        d_g = d_g - ct.ce * _log_softmax(px.x)
+      else:
+        d_g = d_g - ct.ce * px.x
     if w is not None:
       d_g = d_g * w
     d_targets = d_g.astype(targets.dtype)
@@ -456,9 +559,10 @@ def stats_losses(cfg: RatioConfig, stats: RegionStats):
   without background). `present` is a 0/1 `[G, C']` weight of the classes
   that count in the mean ("exclude"), or None when all do.
   """
+  stats = stats._replace(ce=None, count=None)  # See `cross_entropy_mean`.
   if not cfg.include_background:
     stats = jax.tree.map(lambda s: s[:, 1:], stats)
-  tp, sum_p, sum_g, numer, sum_p2, sum_g2 = stats
+  tp, sum_p, sum_g, numer, sum_p2, sum_g2, _, _ = stats
   if cfg.squared:
     sum_p, sum_g_d = sum_p2, sum_g2
   else:

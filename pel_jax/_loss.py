@@ -44,6 +44,7 @@ def pel_loss(
     log_loss: bool = False,
     absent_classes: str = "count",
     average: str = "macro",
+    ce_weight: float = 0.0,
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -78,7 +79,10 @@ def pel_loss(
       integer class ids `[B, *spatial]` (never one-hot encoded internally).
       Ids outside `[0, C)` other than ``ignore_index`` belong to no class
       (as with `jax.nn.one_hot`): they count as background for every class.
-      Use `pel_jax.check_labels` to catch them.
+      With one channel (C = 1) the ids are a binary mask: 1 is the
+      foreground (the channel's class) and every other id background.
+      Use `pel_jax.check_labels` to catch unexpected ids (`num_classes=1`:
+      only 0 and 1 pass).
     exponent: n > 0 in :math:`p^n` (static).
     scale: s > 0, the numerator's factor (static).
     fp_weight: :math:`\alpha \ge 0`, the weight of false positives (static).
@@ -103,10 +107,47 @@ def pel_loss(
       global batch. Every device returns the global loss and the gradient
       for its own shard (the slice of the one-device gradient): in a
       data-parallel step, *sum* the parameter gradients across devices.
+    generalized: None, or "square", "simple", "uniform": Generalized Dice
+      (Sudre et al. 2017), one ratio per sample (one with ``batch=True``)
+      of weighted sums over classes,
+      :math:`L = 1 - s (\sum_c w_c N_c + \epsilon_{nr}) /
+      (\sum_c w_c D_c + \epsilon_{dr})` with :math:`D_c` the per-class
+      denominator above and :math:`w_c = 1/(\sum g_c)^2`,
+      :math:`1/\sum g_c` or 1. A class with no target pixel gets the
+      largest finite weight of its sample (MONAI's rule; 0 if none is
+      finite). The weights carry no gradient. "none" returns `[B]` (a
+      scalar with ``batch=True``).
+    squared: the V-Net denominator: :math:`\sum w p^2` and
+      :math:`\sum w g^2` in place of :math:`\sum w p` and :math:`\sum w g`.
+    soft_labels: for float targets, TP from the L1 form
+      :math:`\sum w \min(p, g) = (\sum w p + \sum w g - \sum w |p - g|)/2`
+      and :math:`N = \sum w g \min(p/g, 1)^n`: identical for hard
+      labels, and for soft labels with n >= 1 the loss is minimal exactly at
+      p = g (then :math:`N \le TP \le D`, with equality only at p = g).
+    focal_gamma: :math:`\gamma > 0`: each per-class loss becomes
+      :math:`L_c^\gamma` (focal Tversky), before class weights and the
+      reduction. Needs ``scale=1``.
+    log_loss: each per-class loss becomes :math:`-\log R_c` (smp's
+      ``log_loss``), before class weights and the reduction. Needs
+      ``scale=1``.
+    absent_classes: "count", or "exclude": classes with no target pixel (in
+      the sample, or the batch with ``batch=True``) leave the mean, a
+      weighted mean (0 with zero gradient if no class is present); "none"
+      returns 0 for them.
+    average: "macro" (one ratio per class) or "micro": the sums added over
+      classes before one ratio (kornia's default; ``generalized="uniform"``).
+    ce_weight: :math:`\lambda \ge 0`: adds :math:`\lambda` times the
+      cross-entropy over all classes, computed in the same fused pass from
+      the logits (softmax CE for ids or soft targets, sigmoid BCE): the mean
+      over kept pixels (``where``, ``ignore_index``; times C for sigmoid),
+      the sum with ``reduction="sum"``, global under ``axis_name``. Equal to
+      ``optax.softmax_cross_entropy_with_integer_labels(...)`` averaged over
+      the kept pixels. Needs logits and a "mean"/"sum" reduction.
 
   Returns:
     A scalar for "mean" and "sum". For "none": `[B, C']` per sample and class,
-    or `[C']` with ``batch=True`` (C' = C - 1 without background). The loss is
+    or `[C']` with ``batch=True`` (C' = C - 1 without background); `[B]` or a
+    scalar with ``generalized``/``average="micro"``. The loss is
     float32 for float32/bfloat16/float16 predictions and float64 for float64;
     its gradient has the dtype of ``predictions``.
 
@@ -158,8 +199,13 @@ def _configs(predictions, targets, o: dict[str, Any]):
   `predictions` and `targets` only need a shape and dtype (`RegionStats`
   leaves stand in for them in `loss_from_stats`; targets may be None there).
   """
+  from_logits = _checks.check_flag("from_logits", o["from_logits"])
+  batch = _checks.check_flag("batch", o["batch"])
+  include_background = _checks.check_flag(
+      "include_background", o["include_background"]
+  )
   _checks.check_class_weights(predictions, o["class_weights"])
-  _checks.check_options(predictions, o["reduction"], o["include_background"])
+  _checks.check_options(predictions, o["reduction"], include_background)
   scale = _checks.check_number("scale", o["scale"], positive=True)
   focal_gamma = _checks.check_family(
       scale=scale,
@@ -170,6 +216,11 @@ def _configs(predictions, targets, o: dict[str, Any]):
       focal_gamma=o["focal_gamma"],
       log_loss=_checks.check_flag("log_loss", o["log_loss"]),
   )
+  ce_weight = _checks.check_number("ce_weight", o["ce_weight"])
+  activation = _checks.resolve_activation(
+      predictions, from_logits, o["activation"]
+  )
+  _checks.check_cross_entropy(ce_weight, activation, o["reduction"])
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
   if targets is not None and jnp.issubdtype(
@@ -178,14 +229,13 @@ def _configs(predictions, targets, o: dict[str, Any]):
     soft_labels = False  # Class ids are hard labels: the L1 form is the same.
   stats_cfg = _core.StatsConfig(
       exponent=_checks.check_number("exponent", o["exponent"], positive=True),
-      activation=_checks.resolve_activation(
-          predictions, o["from_logits"], o["activation"]
-      ),
-      batch=bool(o["batch"]),
+      activation=activation,
+      batch=batch,
       ignore_index=o["ignore_index"],
       axis_name=o["axis_name"],
       squared=squared,
       soft_labels=soft_labels,
+      cross_entropy=ce_weight > 0,
   )
   ratio_cfg = _core.RatioConfig(
       scale=scale,
@@ -194,7 +244,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
       smooth_nr=_checks.check_number("smooth_nr", o["smooth_nr"]),
       smooth_dr=_checks.check_number("smooth_dr", o["smooth_dr"]),
       squared=squared,
-      include_background=bool(o["include_background"]),
+      include_background=include_background,
       generalized=(
           "uniform" if o["average"] == "micro" else o["generalized"]
       ),
@@ -215,6 +265,16 @@ def _stats_inputs(predictions, targets, where, o):
   _checks.check_targets(predictions, targets, o["ignore_index"])
   _checks.check_mask(predictions, where)
   stats_cfg, ratio_cfg = _configs(predictions, targets, o)
+  _checks.check_representable(
+      predictions,
+      _core.compute_dtype(jnp.result_type(predictions)),
+      exponent=stats_cfg.exponent,
+      scale=ratio_cfg.scale,
+      fp_weight=ratio_cfg.fp_weight,
+      fn_weight=ratio_cfg.fn_weight,
+      smooth_nr=ratio_cfg.smooth_nr,
+      smooth_dr=ratio_cfg.smooth_dr,
+  )
   predictions = jnp.asarray(predictions)
   targets = jnp.asarray(targets)
   if targets.dtype == jnp.bool_:
@@ -240,10 +300,32 @@ def _loss_of_sums(stats, ratio_cfg, class_weights, o):
       weights = weights[1:]
     losses = losses * weights
   per_sample = ratio_cfg.generalized is not None
-  return _reduce(
+  loss = _reduce(
       losses, present, o["reduction"], bool(o["batch"]), o["axis_name"],
       per_sample,
   )
+  if o["ce_weight"]:
+    loss = loss + o["ce_weight"] * _cross_entropy(
+        stats, o["reduction"], bool(o["batch"]), o["axis_name"]
+    )
+  return loss
+
+
+def _cross_entropy(stats, reduction, batch, axis_name):
+  """Cross-entropy sum ("sum") or mean over its kept terms ("mean").
+
+  Global over `axis_name` with `global_sum`'s gradient convention (batch
+  sums are already global). No kept term: 0 with a zero gradient.
+  """
+  total = jnp.sum(stats.ce)
+  count = jnp.sum(stats.count)
+  if axis_name is not None and not batch:
+    total = _global_sum(total, axis_name)
+    count = lax.psum(count, axis_name)
+  if reduction == "sum":
+    return total
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, 1), 0)
 
 
 def region_stats(
@@ -340,6 +422,12 @@ def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
         f"`stats` leaves must be {'[C]' if o['batch'] else '[B, C]'} with"
         f" batch={bool(o['batch'])}, got tp of shape {np.shape(stats.tp)}."
     )
+  if (stats.ce is not None) != bool(o["ce_weight"]):
+    raise ValueError(
+        f"`stats` were computed with{'' if stats.ce is not None else 'out'}"
+        f" cross-entropy sums but `loss_from_stats` got"
+        f" ce_weight={o['ce_weight']!r}; pass the same ce_weight to both."
+    )
   if (stats.sum_p2 is not None) != bool(o["squared"]):
     raise ValueError(
         f"`stats` were computed with squared={stats.sum_p2 is not None}"
@@ -397,6 +485,12 @@ def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
   `pel_loss` in a data-parallel step whose parameter gradients are summed,
   e.g. a global cross-entropy mean:
   `global_sum(ce.sum(), "d") / (ce.size * lax.axis_size("d"))`.
+
+  The convention holds for gradients taken inside the mapped function in
+  every mode, and from outside under `shard_map(check_vma=True)`; from
+  outside a `shard_map(check_vma=False)` (or `pmap(out_axes=None)`) it is
+  1/N, since JAX divides a replicated output's cotangent by N there and
+  nothing at trace time tells the two apart (see the README).
 
   Args:
     x: the local summand, any shape.
@@ -476,27 +570,44 @@ def weight_map(
 def check_labels(
     targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
 ) -> None:
-  """Checks that integer class ids lie in `[0, num_classes)` or equal ignore_index.
+  """Checks that integer class ids are valid for `num_classes` classes.
 
-  Out-of-range ids never corrupt `pel_loss` (they match no class), but they
-  usually mean a data bug. Eagerly this raises `checkify.JaxRuntimeError`;
-  inside `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify`
-  and call `err.throw()` (see the README).
+  Valid ids are `[0, num_classes)` and ``ignore_index``; for
+  ``num_classes=1`` (one channel, the binary mode of `pel_loss`) they are 0
+  (background) and 1 (foreground). Out-of-range ids never corrupt `pel_loss`
+  (they match no class: background for every class), but they usually mean
+  a data bug. Eagerly this raises `checkify.JaxRuntimeError`; inside
+  `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify` and
+  call `err.throw()` (see the README). The comparisons never overflow the
+  ids' dtype (uint8 ids are checked against 300 classes exactly).
+
+  Raises:
+    TypeError: for non-integer ``targets``.
+    ValueError: for ``num_classes`` < 1, or an ``ignore_index`` the dtype
+      of ``targets`` cannot hold (as `pel_loss` does).
   """
   targets = jnp.asarray(targets)
-  if not jnp.issubdtype(targets.dtype, jnp.integer):
-    raise TypeError(f"`targets` must be integer ids, got {targets.dtype}.")
+  count = _checks.check_label_args(targets, num_classes, ignore_index)
   if targets.size == 0:
     return  # Nothing to check (and argmin of an empty array raises).
-  valid = (targets >= 0) & (targets < num_classes)
+  # Bounds the dtype cannot exceed are left out rather than written in it:
+  # 300 as uint8 would wrap to 44.
+  info = jnp.iinfo(targets.dtype)
+  valid = jnp.ones(targets.shape, bool) if info.min >= 0 else targets >= 0
+  if count <= info.max:
+    valid = valid & (targets < count)
   if ignore_index is not None:
     valid = valid | (targets == ignore_index)
   bad = jnp.argmin(valid.reshape(-1))
-  # Format arguments must be arrays: the static class count goes in the text.
+  # Format arguments must be arrays: the static class count goes in the text
+  # (with its braces doubled, as checkify formats the message).
+  allowed = f"[0, {count})"
+  if num_classes == 1:
+    allowed = "{{0, 1}} (one class: binary, 1 = foreground)"
   checkify.check(
       jnp.all(valid),
-      f"targets hold a class id outside [0, {int(num_classes)}): {{value}}"
-      " at flat index {i}",
+      f"targets hold a class id outside {allowed}: {{value}} at flat index"
+      " {i}",
       value=targets.reshape(-1)[bad],
       i=bad,
   )

@@ -107,6 +107,21 @@ class DataParallelTest(parameterized.TestCase):
     chex.assert_trees_all_close(loss, want_loss, rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(grad, want_grad, rtol=1e-5, atol=2e-7)
 
+  @parameterized.named_parameters(*_SETTINGS)
+  def test_shard_map_unchecked_gradient_inside(self, settings):
+    # check_vma=False (as pmap): JAX tracks no varying axes, and the gradient
+    # taken inside the mapped function is each device's slice, as in pmap.
+    p, t, m = _data()
+    kw = _common(settings)
+    want_loss, want_grad = _one_device(p, t, m, kw)
+    mesh = _mesh()
+    inner = jax.jit(jax.shard_map(
+        jax.value_and_grad(_local(kw)), mesh=mesh, in_specs=(P("d"),) * 3,
+        out_specs=(P(), P("d")), check_vma=False))
+    loss, grad = inner(*_shard(mesh, p, t, m))
+    chex.assert_trees_all_close(loss, want_loss, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(grad, want_grad, rtol=1e-5, atol=2e-7)
+
   @parameterized.named_parameters(*_MESH_SETTINGS)
   def test_jit_named_sharding(self, settings, explicit):
     p, t, m = _data()
@@ -182,6 +197,16 @@ class GlobalSumTest(absltest.TestCase):
     value, grad = jax.jit(jax.value_and_grad(mean))(x)
     np.testing.assert_allclose(value, np.mean(np.arange(1, _N + 1)))
     np.testing.assert_allclose(grad, np.full(_N, 1.0 / _N))
+
+  def test_global_mean_shard_map_both_modes_inside(self):
+    mesh = _mesh(False)
+    x = jax.device_put(jnp.arange(1.0, _N + 1.0), NamedSharding(mesh, P("d")))
+    for check_vma in (True, False):
+      grad = jax.jit(jax.shard_map(
+          jax.grad(lambda v: pel_jax.global_sum(v.sum(), "d") / _N),
+          mesh=mesh, in_specs=P("d"), out_specs=P("d"),
+          check_vma=check_vma))(x)
+      np.testing.assert_allclose(grad, np.full(_N, 1.0 / _N))
 
 if __name__ == "__main__":
   absltest.main()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.test_util import check_grads
 
 import pel_jax
@@ -48,6 +49,7 @@ def family_numpy(
     log_loss=False,
     absent_classes="count",
     average="macro",
+    ce_weight=0.0,
 ):
   """float64 NumPy oracle of the family options (see the module docstring)."""
   p = reference.np_probabilities(predictions, from_logits, activation)
@@ -55,6 +57,16 @@ def family_numpy(
   if where is not None:
     keep = keep & np.asarray(where, bool)
   w = keep[..., None].astype(np.float64)
+  ce = 0.0
+  if ce_weight:
+    # Cross-entropy over all classes (MONAI DiceCELoss), log p in float64.
+    if p.shape[-1] > 1 and activation != "sigmoid":
+      terms = -np.sum(g * np.log(p), -1)[..., None]
+    else:
+      terms = -(g * np.log(p) + (1 - g) * np.log1p(-p))
+    kept = np.broadcast_to(w, terms.shape)
+    total = np.sum(kept * terms)
+    ce = ce_weight * (total if reduction == "sum" else total / np.sum(kept))
   if not include_background:
     p, g = p[..., 1:], g[..., 1:]
     if class_weights is not None:
@@ -104,8 +116,8 @@ def family_numpy(
     return out[0] if batch else out
   total = np.sum(losses * present)
   if reduction == "sum":
-    return total
-  return total / np.sum(present) if np.sum(present) else 0.0
+    return total + ce
+  return (total / np.sum(present) if np.sum(present) else 0.0) + ce
 
 
 # Each option (and a few pairs) with the settings they interact with.
@@ -138,6 +150,9 @@ _OPTIONS = (
     ("exclude_none_cw", dict(absent_classes="exclude", reduction="none",
                              class_weights=(0.5, 1.0, 2.0))),
     ("generalized_none", dict(generalized="square", reduction="none")),
+    ("ce", dict(ce_weight=0.7)),
+    ("ce_sum_generalized_batch", dict(ce_weight=0.3, reduction="sum",
+                                      generalized="simple", batch=True)),
 )
 
 # Inputs: (predictions kind, targets kind, with a mask). Class 2 is absent
@@ -183,6 +198,10 @@ class OracleTest(X64TestCase):
       x, t, kw = make_case(pred_kind, target_kind, masked)
       kw = {**kw, **options}
       with self.subTest(f"{pred_kind}-{target_kind}-{masked}"):
+        if "ce_weight" in kw and pred_kind == "probs":
+          with self.assertRaisesRegex(ValueError, "ce_weight.*from_logits"):
+            pel_jax.pel_loss(x, t, **kw)
+          continue
         got = pel_jax.pel_loss(x, t, **kw)
         want = family_numpy(x, t, **kw)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
@@ -267,14 +286,54 @@ class ValidationTest(parameterized.TestCase):
       (dict(focal_gamma=2.0, scale=20.0), ValueError, "focal_gamma"),
       (dict(focal_gamma=0.0), ValueError, "focal_gamma"),
       (dict(focal_gamma=2.0, log_loss=True), ValueError, "log_loss"),
-      (dict(squared=1), TypeError, "squared"),
+      (dict(squared=np.array(True)), TypeError, "squared"),
       (dict(soft_labels="yes"), TypeError, "soft_labels"),
       (dict(log_loss=None), TypeError, "log_loss"),
+      (dict(ce_weight=0.5), ValueError, "from_logits"),
+      (dict(ce_weight=-1.0), ValueError, "ce_weight"),
   )
   def test_bad_options_raise(self, options, error, name):
     x, t, _ = make_case("probs", "onehot", False)
     with self.assertRaisesRegex(error, name):
       pel_jax.pel_loss(x, t, **options)
+
+
+class CrossEntropyTest(X64TestCase):
+  """`ce_weight`: pel + weight x optax's cross-entropy over kept pixels."""
+
+  def test_integer_labels_with_ignore_index_and_mask(self):
+    x, t, kw = make_case("softmax", "int", True, shape=(2, 5, 4, 3))
+    where = kw.pop("where")
+    t = np.where(where, t, 255)
+    fused = lambda x: pel_jax.pel_loss(x, t, ce_weight=0.7, ignore_index=255,
+                                       **kw)
+    def apart(x):
+      ce = optax.softmax_cross_entropy_with_integer_labels(
+          x, np.where(where, t, 0))
+      return (pel_jax.pel_loss(x, t, ignore_index=255, **kw)
+              + 0.7 * jnp.sum(jnp.where(where, ce, 0)) / np.sum(where))
+    np.testing.assert_allclose(fused(x), apart(x), rtol=1e-13)
+    np.testing.assert_allclose(jax.grad(fused)(x), jax.grad(apart)(x),
+                               rtol=1e-10, atol=1e-16)
+
+  def test_soft_targets_softmax_and_sigmoid(self):
+    x, t, kw = make_case("softmax", "soft", False, shape=(2, 5, 4, 3))
+    for activation, ce_fn in (("softmax", optax.softmax_cross_entropy),
+                              ("sigmoid", optax.sigmoid_binary_cross_entropy)):
+      kw = dict(from_logits=True, activation=activation)
+      fused = lambda x, t: pel_jax.pel_loss(x, t, ce_weight=0.5, **kw)
+      apart = lambda x, t: (pel_jax.pel_loss(x, t, **kw)
+                            + 0.5 * jnp.mean(ce_fn(x, t)))
+      with self.subTest(activation):
+        np.testing.assert_allclose(fused(x, t), apart(x, t), rtol=1e-13)
+        for a, b in zip(jax.grad(fused, (0, 1))(x, t),
+                        jax.grad(apart, (0, 1))(x, t)):
+          np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-16)
+
+  def test_reduction_none_raises(self):
+    x, t, kw = make_case("softmax", "int", False)
+    with self.assertRaisesRegex(ValueError, "ce_weight.*none"):
+      pel_jax.pel_loss(x, t, ce_weight=1.0, reduction="none", **kw)
 
 
 if __name__ == "__main__":

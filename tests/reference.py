@@ -56,6 +56,8 @@ def np_targets(targets, num_classes, ignore_index=None):
     g = np.zeros(t.shape + (num_classes,), np.float64)
     for c in range(num_classes):  # Explicit one-hot; other ids: no class.
       g[..., c] = t == c
+    if num_classes == 1:  # Binary: id 1 is the one channel's class.
+      g[..., 0] = t == 1
     keep = np.ones(t.shape, bool)
     if ignore_index is not None:
       keep = t != ignore_index
@@ -158,7 +160,8 @@ def pel_jnp(
     p = x
   t = jnp.asarray(targets)
   if jnp.issubdtype(t.dtype, jnp.integer):
-    g = jnp.stack([(t == c) for c in range(num_classes)], -1).astype(p.dtype)
+    ids = range(num_classes) if num_classes > 1 else (1,)  # Binary: id 1.
+    g = jnp.stack([(t == c) for c in ids], -1).astype(p.dtype)
     keep = jnp.ones(t.shape, bool)
     if ignore_index is not None:
       keep = t != ignore_index
@@ -236,14 +239,15 @@ def make_predictions(rng, shape, kind="probs", dtype=np.float32):
 def make_targets(rng, shape, kind="int", dtype=np.float32):
   """Targets for predictions of `shape` [B, *S, C].
 
-  kind: "int" (ids [B, *S]), "onehot", "multihot", "soft" or "bool".
+  kind: "int" (ids [B, *S]; a 0/1 mask for C = 1), "onehot", "multihot",
+  "soft" or "bool".
   """
   num_classes = shape[-1]
-  ids = rng.integers(0, num_classes, shape[:-1])
+  ids = rng.integers(0, max(num_classes, 2), shape[:-1])  # C = 1: 0/1 mask.
   if kind == "int":
     return ids.astype(np.int32)
   if kind == "onehot":
-    return np.eye(num_classes, dtype=dtype)[ids]
+    return np.eye(num_classes, dtype=dtype)[ids % num_classes]
   if kind == "multihot":
     return (rng.uniform(size=shape) < 0.4).astype(dtype)
   if kind == "bool":

@@ -28,6 +28,7 @@ _FAMILY = (
     dict(focal_gamma=1.5),
     dict(log_loss=True, smooth_nr=0.1, smooth_dr=0.1),
     dict(absent_classes="exclude"),
+    dict(ce_weight=0.5),
 )
 _INPUTS = family_test._INPUTS
 
@@ -37,8 +38,13 @@ def _combinations():
   for i, (family, batch, reduction, background) in enumerate(
       itertools.product(_FAMILY, (False, True), ("mean", "sum", "none"),
                         (True, False))):
+    inputs = _INPUTS[i % len(_INPUTS)]
+    if "ce_weight" in family:
+      if reduction == "none":
+        continue  # Refused: see family_test.
+      inputs = _INPUTS[1 + i % 3]  # Cross-entropy needs logits.
     yield dict(family, batch=batch, reduction=reduction,
-               include_background=background), _INPUTS[i % len(_INPUTS)]
+               include_background=background), inputs
 
 
 def _scalar(f):
@@ -61,12 +67,12 @@ class IdentityTest(family_test.X64TestCase):
             want, family_test.family_numpy(x, t, **kw), rtol=1e-10,
             atol=1e-12)
         count += 1
-    self.assertEqual(count, len(_FAMILY) * 12)
+    self.assertEqual(count, len(_FAMILY) * 12 - 4)
 
   @parameterized.parameters(*range(len(_FAMILY)))
   def test_gradients_equal_pel_loss(self, index):
     options = dict(_FAMILY[index], batch=bool(index % 2))
-    x, t, kw = family_test.make_case(*_INPUTS[index % len(_INPUTS)])
+    x, t, kw = family_test.make_case(*_INPUTS[1 + index % 3])
     kw = {**kw, **options}
     direct = jax.grad(lambda x: pel_jax.pel_loss(x, t, **kw))(x)
     via = jax.grad(lambda x: pel_jax.loss_from_stats(
@@ -166,6 +172,8 @@ _DP_OPTIONS = (
     ("sample_generalized", dict(batch=False, generalized="simple")),
     ("sample_exclude", dict(batch=False, absent_classes="exclude")),
     ("sample_log_micro", dict(batch=False, log_loss=True, average="micro")),
+    ("sample_ce", dict(batch=False, ce_weight=0.5)),
+    ("batch_ce_sum", dict(batch=True, ce_weight=0.5, reduction="sum")),
 )
 
 

@@ -87,6 +87,47 @@ _BAD = (
      r"`smooth_nr`"),
     ("fn_weight_complex", _P, _IDS, dict(fn_weight=1j), TypeError,
      r"`fn_weight`"),
+    # Issue 9 item 5: no class, no sample, overflowing hyperparameters.
+    ("no_classes", np.zeros((2, 5, 4, 0), np.float32), _IDS, {}, ValueError,
+     r"`predictions` \(2, 5, 4, 0\).*no class"),
+    ("empty_batch", np.zeros((0, 5, 4, 3), np.float32),
+     np.zeros((0, 5, 4), np.int32), {}, ValueError,
+     r"`predictions` \(0, 5, 4, 3\).*empty batch"),
+    ("smooth_overflows_float32", _P, _IDS,
+     dict(smooth_nr=1e39, smooth_dr=1e39), ValueError,
+     r"`smooth_nr=1e\+39`.*float32"),
+    ("weight_overflows_float32", _P, _IDS, dict(fp_weight=1e38), ValueError,
+     r"`fp_weight=1e\+38`.*float32.*\(2, 5, 4, 3\)"),
+    ("smooth_overflows_bfloat16", _P.astype(jnp.bfloat16), _IDS,
+     dict(smooth_dr=1e38), ValueError,
+     r"`smooth_dr=1e\+38`.*float32.*bfloat16"),
+    ("batch_not_a_bool", _P, _IDS, dict(batch="yes"), TypeError,
+     r"`batch`.*static Python bool"),
+    # Issue 9 item 6: layout mistakes name the likely cause.
+    ("channels_first_predictions_ids", np.zeros((2, 3, 16, 16), np.float32),
+     np.zeros((2, 16, 16), np.int32), {}, ValueError,
+     r"\(2, 3, 16, 16\) look channels-first.*moveaxis"),
+    ("channels_first_float_targets", np.zeros((2, 16, 12, 3), np.float32),
+     np.zeros((2, 3, 16, 12), np.float32), {}, ValueError,
+     r"class axis first.*moveaxis\(targets, 1, -1\)"),
+    ("one_hot_integer_targets", _P, np.zeros((2, 5, 4, 3), np.int32), {},
+     ValueError, r"look one-hot"),
+    ("predictions_without_class_axis", np.zeros((2, 16, 16), np.float32),
+     np.zeros((2, 16, 16, 1), np.float32), {}, ValueError,
+     r"lack the class axis.*predictions\[\.\.\., None\]"),
+    ("mask_without_class_axis", np.zeros((2, 16, 16, 1), np.float32),
+     np.zeros((2, 16, 16), np.float32), {}, ValueError,
+     r"targets\[\.\.\., None\]"),
+    ("channels_first_where", np.zeros((2, 2, 32, 32), np.float32),
+     np.zeros((2, 2, 32), np.int32), dict(where=np.ones((2, 32, 32), bool)),
+     ValueError, r"`where`.*look channels-first"),
+    ("channels_first_class_weights", np.zeros((2, 2, 32, 32), np.float32),
+     np.zeros((2, 2, 32), np.int32),
+     dict(class_weights=np.ones(2, np.float32)), ValueError,
+     r"`class_weights`.*look channels-first"),
+    ("rank_two_predictions", np.zeros((2, 16), np.float32),
+     np.zeros((2,), np.int32), {}, ValueError,
+     r"`predictions`.*\(2, 16\).*predictions\[\.\.\., None\]"),
 )
 
 
@@ -107,8 +148,29 @@ class BadInputTest(parameterized.TestCase):
                             "smooth_nr", "smooth_dr")
   def test_traced_hyperparameter(self, name):
     f = jax.jit(lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}))
-    with self.assertRaisesRegex(TypeError, f"`{name}`.*static"):
+    with self.assertRaisesRegex(
+        TypeError, f"`{name}`.*static.*static_argnames.*functools.partial"):
       f(_P, _IDS, 2.0)
+
+  @parameterized.parameters("from_logits", "batch", "include_background")
+  def test_traced_flag(self, name):
+    # JAX's raw TracerBoolConversionError before; now says what to do.
+    f = jax.jit(lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}))
+    with self.assertRaisesRegex(
+        TypeError, f"`{name}` must be a static Python bool.*static_argnames"):
+      f(_P, _IDS, True)
+    # Marked static, it works.
+    g = jax.jit(lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}),
+                static_argnames="v")
+    np.testing.assert_allclose(g(_P, _IDS, v=True),
+                               pel_jax.pel_loss(_P, _IDS, **{name: True}))
+
+  def test_large_smoothing_is_fine_in_float64(self):
+    # The bound is the compute dtype's: float64 holds 1e39.
+    with jax.enable_x64(True):
+      p = jnp.asarray(_P, jnp.float64)
+      loss = pel_jax.pel_loss(p, _IDS, smooth_nr=1e39, smooth_dr=1e39)
+      np.testing.assert_allclose(loss, 0.0, atol=1e-12)  # Ratio -> 1.
 
   @parameterized.named_parameters(
       ("dice", pel_jax.dice_loss),
