@@ -9,7 +9,8 @@ from absl.testing import parameterized
 import pel_jax
 from pel_jax import _loss
 
-_PUBLIC = tuple((name, getattr(pel_jax, name)) for name in pel_jax.__all__)
+_PUBLIC = tuple((name, getattr(pel_jax, name)) for name in pel_jax.__all__
+                if not isinstance(getattr(pel_jax, name), type))  # Functions.
 
 
 class ApiTest(parameterized.TestCase):
@@ -44,7 +45,8 @@ class ApiTest(parameterized.TestCase):
     positional = [p.name for p in inspect.signature(fn).parameters.values()
                   if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD]
     first = {pel_jax.check_labels: "targets", pel_jax.global_sum: "x",
-             pel_jax.accumulated_value_and_grad: "stats_fn"}
+             pel_jax.accumulated_value_and_grad: "stats_fn",
+             pel_jax.loss_from_stats: "stats"}
     self.assertEqual(positional[0], first.get(fn, "predictions"))
 
   @parameterized.named_parameters(*_PUBLIC)
