@@ -153,6 +153,10 @@ _REGION_CONFIGS = (
     ("generalized_per_sample_ce", dict(exponent=1.0, fp_weight=0.5,
                                        fn_weight=0.5, generalized="square"),
      0.3),
+    # The cross-entropy fused into the region statistics (ce_weight).
+    ("pel_batch_fused_ce", dict(exponent=3.0, batch=True, ce_weight=0.7), 0.0),
+    ("dice_per_sample_fused_ce", dict(exponent=1.0, fp_weight=0.5,
+                                      fn_weight=0.5, ce_weight=0.7), 0.0),
 )
 
 
@@ -180,7 +184,7 @@ class AccumulateRegionStatsTest(parameterized.TestCase):
     def loss_fn(stats):
       region, (ce_sum, count) = stats
       if not batch:  # Stacked [K, B/K, C] -> [B, C]; the CE terms add up.
-        region = jax.tree.map(lambda a: a.reshape(-1, _C), region)
+        region = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), region)
         ce_sum, count = jnp.sum(ce_sum), jnp.sum(count)
       return (pel_jax.loss_from_stats(region, **opts)
               + ce_weight * ce_sum / count)
