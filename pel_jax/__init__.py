@@ -3,6 +3,7 @@
 Modules with a leading underscore are private; use the names exported here.
 """
 
+from pel_jax._accumulate import accumulated_value_and_grad
 from pel_jax._loss import check_labels
 from pel_jax._loss import global_sum
 from pel_jax._loss import loss_from_stats
@@ -16,6 +17,7 @@ from pel_jax._variants import tversky_loss
 __version__ = "0.1.0"
 
 __all__ = (
+    "accumulated_value_and_grad",
     "check_labels",
     "dice_loss",
     "global_sum",

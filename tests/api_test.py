@@ -26,6 +26,7 @@ class ApiTest(parameterized.TestCase):
     self.assertEqual(
       set(pel_jax.__all__),
       {
+        "accumulated_value_and_grad",
         "check_labels",
         "dice_loss",
         "global_sum",
@@ -69,6 +70,7 @@ class ApiTest(parameterized.TestCase):
       if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
     ]
     first = {
+      pel_jax.accumulated_value_and_grad: "stats_fn",
       pel_jax.check_labels: "targets",
       pel_jax.global_sum: "x",
       pel_jax.loss_from_stats: "stats",
