@@ -51,10 +51,12 @@ def _inputs(shape, pred_kind, target_kind, mask, seed=0):
   return x, t, m
 
 
+_SMOOTH = 1e-5  # smooth_nr = smooth_dr of the reference losses.
+
+
 def _cfg(activation=None, exponent=3.0, batch=False, ignore_index=None):
-  return _core.LossConfig(
-      exponent=exponent, scale=1.0, fp_weight=1.0, fn_weight=1.0,
-      smooth_nr=1e-5, smooth_dr=1e-5, activation=activation, batch=batch,
+  return _core.StatsConfig(
+      exponent=exponent, activation=activation, batch=batch,
       ignore_index=ignore_index)
 
 
@@ -114,8 +116,8 @@ def _pallas_loss(cfg, x, t, m):
   stats.defvjp(fwd, bwd)
   tp, sum_p, sum_g, numer = stats(x, t)
   # fp = fn = 1: D = TP + FP + FN = sum p + sum g - TP.
-  denom = sum_p + sum_g - tp + cfg.smooth_dr
-  return jnp.mean(1.0 - (numer + cfg.smooth_nr) / denom)
+  denom = sum_p + sum_g - tp + _SMOOTH
+  return jnp.mean(1.0 - (numer + _SMOOTH) / denom)
 
 
 class PallasTest(parameterized.TestCase):
