@@ -23,8 +23,9 @@ import tifffile
 from flax import nnx
 from PIL import Image
 
-from examples.unet import (checkpoint, configs, data, inference, interrupts,
-                           losses, main, models, predict, rundir, train)
+from examples.unet import (accumulate, checkpoint, configs, data, inference,
+                           interrupts, losses, main, models, predict, rundir,
+                           train)
 from examples_unet_helpers import params_of, tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -116,10 +117,10 @@ def test_data_parallel_step_matches_one_device(loss):
                                err_msg=k)
 
 
-def _steps(cfg, accumulate, sharded, steps=3):
+def _steps(cfg, micro, sharded, steps=3):
   """(loss, confusion, |grad|) per SGD step, and the params after them.
 
-  accumulate=None: the plain `train_step` on one device, the reference.
+  micro=None: the plain `train_step` on one device, the reference.
   Plain SGD: Adam's first steps (g / |g|) would magnify rounding where g ~ 0.
   """
   ds = data.synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
@@ -128,17 +129,17 @@ def _steps(cfg, accumulate, sharded, steps=3):
   stats_loss = losses.make_stats_loss(cfg)
   if sharded:
     parallel = train.DataParallel(losses.make_loss(cfg), cfg.classes,
-                                  accumulate=accumulate, stats_loss=stats_loss)
+                                  micro=micro, stats_loss=stats_loss)
     parallel.replicate(model, optimizer)
     step = parallel.step
-  elif accumulate is None:
+  elif micro is None:
     step = nnx.jit(functools.partial(
         train.train_step, loss_fn=losses.make_loss(cfg),
         num_classes=cfg.classes))
   else:
     step = nnx.jit(functools.partial(
-        train.accumulated_train_step, stats_loss=stats_loss,
-        num_classes=cfg.classes, accumulate=accumulate))
+        accumulate.train_step, stats_loss=stats_loss,
+        num_classes=cfg.classes, micro=micro))
   out = []
   with jax.default_device(jax.devices()[0]):
     for i in range(steps):
@@ -189,7 +190,7 @@ def test_accumulate_refuses_uneven_parts(tmp_path):
                              tmp_path, quiet=True)
   with pytest.raises(ValueError, match="--accumulate 3: .* --batch-size 8"
                      r" over 1 device\(s\) is 8 rows each"):
-    train.micro_batches(np.zeros((8, 4)), 3, 1)
+    accumulate.micro_batches(np.zeros((8, 4)), 3, 1)
   assert not any(tmp_path.iterdir())  # refused before writing anything
 
 

@@ -24,10 +24,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-import pel_jax
-
-from . import checkpoint, configs, data, inference, interrupts, losses, metrics
-from . import models, rundir
+from . import accumulate, checkpoint, configs, data, inference, interrupts
+from . import losses, metrics, models, rundir
 
 AXIS = "data"
 
@@ -61,85 +59,22 @@ def train_step(model, optimizer, batch, loss_fn, num_classes: int):
   return loss, cm, optax.tree.norm(grads)
 
 
-def check_accumulate(batch_size: int, accumulate: int, devices: int) -> None:
-  """Refuses a K that does not split every device's rows into equal parts."""
-  if accumulate < 1 or batch_size % (accumulate * devices):
-    raise ValueError(
-        f"--accumulate {accumulate}: needs K >= 1 dividing the per-device"
-        f" batch, but --batch-size {batch_size} over {devices} device(s) is"
-        f" {batch_size / devices:g} rows each")
-
-
-def micro_batches(x: jax.Array, accumulate: int, devices: int) -> jax.Array:
-  """`[B, ...]` -> `[K, B/K, ...]`; micro-batch k takes rows of every device.
-
-  Each device's `B/D` rows split into K runs, so with the batch sharded over
-  D devices every micro-batch stays sharded the same way (no data moves).
-  Which rows meet in a micro-batch does not change the sums.
-  """
-  check_accumulate(x.shape[0], accumulate, devices)
-  rest = x.shape[1:]
-  x = x.reshape(devices, accumulate, -1, *rest).swapaxes(0, 1)
-  return x.reshape(accumulate, -1, *rest)
-
-
-def accumulated_train_step(model, optimizer, batch, stats_loss,
-                           num_classes: int, accumulate: int, devices: int = 1,
-                           sharding=None):
-  """`train_step` over K micro-batches: the same update, one micro-batch's memory.
-
-  `pel_jax.accumulated_value_and_grad` sums the statistics of
-  `stats_loss` (a `losses.StatsLoss`) over the micro-batches, so the loss
-  and gradient are those of the whole batch, not a mean of micro-batch
-  losses. `sharding` (the batch's, over `devices`) keeps each micro-batch
-  spread over every device.
-  """
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  micro = {k: micro_batches(v, accumulate, devices) for k, v in batch.items()}
-  if sharding is not None:
-    spec = P(None, *sharding.spec)
-    micro = jax.lax.with_sharding_constraint(
-        micro, NamedSharding(sharding.mesh, spec))
-
-  # accumulated_value_and_grad returns no auxiliary output: the confusion
-  # counts come out as the gradient of a zero probe (the loss is unchanged,
-  # and argmax has no gradient, so neither are the parameters' gradients).
-  def stats(wrt, mb):
-    params, probe = wrt
-    logits = nnx.merge(graphdef, params, rest)(mb["image"])
-    pred = jnp.argmax(logits, -1)
-    counts = jax.nn.one_hot(mb["mask"] * num_classes + pred, num_classes**2,
-                            dtype=jnp.float32).sum(range(pred.ndim))
-    return stats_loss.stats(logits, mb["mask"]), jnp.vdot(probe, counts)
-
-  def loss(s):
-    region, probe_term = s
-    return stats_loss.loss(region) + probe_term.sum()
-
-  probe = jnp.zeros(num_classes**2, jnp.float32)
-  loss_value, (grads, counts) = pel_jax.accumulated_value_and_grad(
-      stats, loss, (params, probe), micro, stack=stats_loss.stack)
-  cm = counts.astype(jnp.int32).reshape(num_classes, num_classes)
-  optimizer.update(model, grads)
-  return loss_value, cm, optax.tree.norm(grads)
-
-
 class DataParallel:
   """`jit` over a Mesh of every device: the batch sharded, the state replicated."""
 
-  def __init__(self, loss_fn, num_classes: int, *, accumulate: int = 1,
+  def __init__(self, loss_fn, num_classes: int, *, micro: int = 1,
                stats_loss: losses.StatsLoss | None = None):
-    """`accumulate` > 1 steps with `accumulated_train_step` on `stats_loss`."""
+    """`micro` > 1 (`--accumulate`): `accumulate.train_step` on `stats_loss`."""
     self.mesh = Mesh(np.array(jax.devices()), (AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
-    if accumulate == 1:
+    if micro == 1:
       step = functools.partial(train_step, loss_fn=loss_fn,
                                num_classes=num_classes)
     else:
       step = functools.partial(
-          accumulated_train_step, stats_loss=stats_loss,
-          num_classes=num_classes, accumulate=accumulate,
+          accumulate.train_step, stats_loss=stats_loss,
+          num_classes=num_classes, micro=micro,
           devices=self.mesh.size, sharding=self.batch_sharding)
     self._step = nnx.jit(step, donate_argnames=("model", "optimizer"))
 
@@ -223,7 +158,7 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   if cfg.batch_size % jax.device_count():
     raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the"
                      f" {jax.device_count()} devices")
-  check_accumulate(cfg.batch_size, cfg.accumulate, jax.device_count())
+  accumulate.check(cfg.batch_size, cfg.accumulate, jax.device_count())
   if cfg.accumulate > 1 and cfg.norm == "batch":
     raise ValueError(
         f"--accumulate {cfg.accumulate} with --norm batch: batch norm"
@@ -243,7 +178,7 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   arch = models.architecture(cfg, train_ds.in_channels)
   start = _start(cfg, ckpts, model, optimizer, arch, say)
   parallel = DataParallel(losses.make_loss(cfg), cfg.classes,
-                          accumulate=cfg.accumulate,
+                          micro=cfg.accumulate,
                           stats_loss=losses.make_stats_loss(cfg))
   parallel.replicate(model, optimizer)
   nproc, pid = jax.process_count(), jax.process_index()
