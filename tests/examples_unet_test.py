@@ -4,6 +4,7 @@ trained run (`run_dir`); the other modules' tests are examples_unet_<module>_tes
 """
 
 import csv
+import dataclasses
 import functools
 import json
 import os
@@ -177,6 +178,27 @@ def test_accumulate_per_sample_region_loss():
              classes=3)
   _assert_same_run(_steps(cfg, 2, sharded=True, steps=2),
                    _steps(cfg, None, sharded=False, steps=2))
+
+
+def test_accumulate_flag_runs_the_same_first_step(tmp_path, capsys):
+  """`main.py --accumulate 2`: the run loop logs the whole batch's loss/IoU."""
+  args = dict(steps=1, batch_size=16, figures=0)
+  train.train_and_evaluate(tiny(**args), tmp_path / "plain", quiet=True)
+  flags = [f"--{k.replace('_', '-')}={v}" for k, v in
+           dataclasses.asdict(tiny(**args)).items()
+           if v is not None and not isinstance(v, bool)]
+  assert main.main(["train", *flags, "--accumulate", "2", "--out",
+                    str(tmp_path / "acc")]) == 0
+  assert "loss pel+ce, 2 micro-batches per step" in capsys.readouterr().out
+  rows = {}
+  for run in ("plain", "acc"):
+    with (tmp_path / run / "train_curve.csv").open() as f:
+      rows[run] = next(csv.DictReader(f))
+  assert json.loads((tmp_path / "acc/metrics.json").read_text())[
+      "config"]["accumulate"] == 2
+  np.testing.assert_allclose(float(rows["acc"]["loss"]),
+                             float(rows["plain"]["loss"]), rtol=1e-5)
+  assert rows["acc"]["train_iou"] == rows["plain"]["train_iou"]
 
 
 def test_accumulate_refuses_uneven_parts(tmp_path):

@@ -210,7 +210,9 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   curve = rundir.Curve(workdir / "train_curve.csv", start, main_host)
   say(f"training {cfg.steps} steps on {jax.device_count()} device(s)"
       f" (jit + Mesh), {len(train_ds.images)} train / {len(val_ds.images)}"
-      f" val images, patch {patch}, loss {cfg.loss}")
+      f" val images, patch {patch}, loss {cfg.loss}"
+      + (f", {cfg.accumulate} micro-batches per step" if cfg.accumulate > 1
+         else ""))
   step, window_cm, tick, ticks = start, 0, time.time(), 0
   try:
     for step in range(start, cfg.steps):
