@@ -21,20 +21,24 @@ import argparse
 import functools
 import pathlib
 import sys
-import time
 
 from flax import nnx
 import jax
-import numpy as np
 import optax
 
+# The repository root (the example) and benchmarks/ (the shared measuring).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import bench_accumulate
+
 from examples.unet import accumulate
 from examples.unet import configs
 from examples.unet import data
 from examples.unet import losses
 from examples.unet import models
 from examples.unet import train
+
+PLAIN = "plain step (K=1)"
 
 
 def steps(cfg, ks):
@@ -44,7 +48,7 @@ def steps(cfg, ks):
   model = models.make_model(cfg, 1)
   optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
-  variants = {"plain step (K=1)": functools.partial(
+  variants = {PLAIN: functools.partial(
       train.train_step, loss_fn=losses.make_loss(cfg),
       num_classes=cfg.classes)}
   for k in ks:
@@ -64,33 +68,14 @@ def steps(cfg, ks):
 
 def run(cfg, ks, rounds):
   fns, args = steps(cfg, ks)
-  rows, times = {}, {name: [] for name in fns}
-  ref = None
-  for name, fn in fns.items():
-    temp = fn.lower(*args).compile().memory_analysis().temp_size_in_bytes
-    loss = float(jax.block_until_ready(fn(*args))[0])
-    ref = loss if ref is None else ref
-    rows[name] = dict(temp=temp, err=abs(loss - ref))
-  for _ in range(rounds):  # Round-robin: every variant sees the same load.
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times[name].append(time.perf_counter() - start)
-  for name in fns:
-    rows[name]["ms"] = 1e3 * float(np.median(times[name]))
-  return rows
+  ref = float(fns[PLAIN](*args)[0])
+  return bench_accumulate.measure(
+      fns, args, rounds, lambda out: abs(float(out[0]) - ref))
 
 
 def table(rows):
-  base = next(iter(rows.values()))
-  lines = ["| step | time (ms) | vs K=1 | XLA temp (MiB) | vs K=1"
-           " | loss diff |", "|---|---|---|---|---|---|"]
-  for name, r in rows.items():
-    lines.append(
-        f"| {name} | {r['ms']:.1f} | {r['ms'] / base['ms']:.2f}x |"
-        f" {r['temp'] / 2**20:.2f} | {r['temp'] / max(base['temp'], 1):.2f}x"
-        f" | {r['err']:.1e} |")
-  return "\n".join(lines)
+  return bench_accumulate.table(rows, base=PLAIN, base_label="K=1",
+                                time_label="step", err_label="loss diff")
 
 
 def main():
