@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from examples.unet import configs
+from examples.unet import losses
 import pel_jax
-from examples.unet import configs, losses
 
 
 def test_parse_loss():
