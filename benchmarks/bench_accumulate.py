@@ -47,15 +47,16 @@ def variants(shape, hidden, num_classes, ks):
   return out, (params, x, y)
 
 
-def run(shape, hidden, num_classes, ks, rounds):
-  fns, args = variants(shape, hidden, num_classes, ks)
-  _, ref = fns["plain value_and_grad"](*args)
+def measure(fns, args, rounds, error):
+  """`{name: dict(temp, err, ms)}` for jitted `fns` on `args`.
+
+  XLA's temporary bytes of each compiled function, `error(output)`, and the
+  median time, all variants timed round-robin in the same rounds.
+  """
   rows, times = {}, {name: [] for name in fns}
   for name, fn in fns.items():
     temp = fn.lower(*args).compile().memory_analysis().temp_size_in_bytes
-    _, grads = jax.block_until_ready(fn(*args))
-    err = max(float(jnp.max(jnp.abs(grads[k] - ref[k]))) for k in ref)
-    rows[name] = dict(temp=temp, err=err)
+    rows[name] = dict(temp=temp, err=error(jax.block_until_ready(fn(*args))))
   for _ in range(rounds):  # Round-robin: every variant sees the same load.
     for name, fn in fns.items():
       start = time.perf_counter()
@@ -66,14 +67,23 @@ def run(shape, hidden, num_classes, ks, rounds):
   return rows
 
 
-def table(rows):
-  base = rows["plain value_and_grad"]
-  lines = ["| variant | value+grad (ms) | vs plain | XLA temp (MiB) | vs plain"
-           " | max abs grad diff |", "|---|---|---|---|---|---|"]
+def run(shape, hidden, num_classes, ks, rounds):
+  fns, args = variants(shape, hidden, num_classes, ks)
+  _, ref = fns["plain value_and_grad"](*args)
+  return measure(fns, args, rounds, lambda out: max(
+      float(jnp.max(jnp.abs(out[1][k] - ref[k]))) for k in ref))
+
+
+def table(rows, base="plain value_and_grad", base_label="plain",
+          time_label="value+grad", err_label="max abs grad diff"):
+  """A Markdown table of `measure`'s rows, as ratios to the row `base`."""
+  ref = rows[base]
+  lines = [f"| variant | {time_label} (ms) | vs {base_label} | XLA temp (MiB)"
+           f" | vs {base_label} | {err_label} |", "|---|---|---|---|---|---|"]
   for name, r in rows.items():
     lines.append(
-        f"| {name} | {r['ms']:.1f} | {r['ms'] / base['ms']:.2f}x |"
-        f" {r['temp'] / 2**20:.1f} | {r['temp'] / max(base['temp'], 1):.2f}x"
+        f"| {name} | {r['ms']:.1f} | {r['ms'] / ref['ms']:.2f}x |"
+        f" {r['temp'] / 2**20:.1f} | {r['temp'] / max(ref['temp'], 1):.2f}x"
         f" | {r['err']:.1e} |")
   return "\n".join(lines)
 

@@ -4,6 +4,8 @@ trained run (`run_dir`); the other modules' tests are examples_unet_<module>_tes
 """
 
 import csv
+import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -22,8 +24,9 @@ import tifffile
 from flax import nnx
 from PIL import Image
 
-from examples.unet import (checkpoint, configs, data, interrupts, losses, main,
-                           models, predict, rundir, train)
+from examples.unet import (accumulate, checkpoint, configs, data, inference,
+                           interrupts, losses, main, models, predict, rundir,
+                           train)
 from examples_unet_helpers import params_of, tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -113,6 +116,104 @@ def test_data_parallel_step_matches_one_device(loss):
   for k in reference:
     np.testing.assert_allclose(got[k], reference[k], rtol=1e-5, atol=1e-6,
                                err_msg=k)
+
+
+def _steps(cfg, micro, sharded, steps=3):
+  """(loss, confusion, |grad|) per SGD step, and the params after them.
+
+  micro=None: the plain `train_step` on one device, the reference.
+  Plain SGD: Adam's first steps (g / |g|) would magnify rounding where g ~ 0.
+  """
+  ds = data.synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
+  model = models.make_model(cfg, 1)
+  optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param)
+  stats_loss = losses.make_stats_loss(cfg)
+  if sharded:
+    parallel = train.DataParallel(losses.make_loss(cfg), cfg.classes,
+                                  micro=micro, stats_loss=stats_loss)
+    parallel.replicate(model, optimizer)
+    step = parallel.step
+  elif micro is None:
+    step = nnx.jit(functools.partial(
+        train.train_step, loss_fn=losses.make_loss(cfg),
+        num_classes=cfg.classes))
+  else:
+    step = nnx.jit(functools.partial(
+        accumulate.train_step, stats_loss=stats_loss,
+        num_classes=cfg.classes, micro=micro))
+  out = []
+  with jax.default_device(jax.devices()[0]):
+    for i in range(steps):
+      batch = data.train_batch(ds, cfg.seed, i, cfg.batch_size, 16)
+      out.append([inference.to_host(x) for x in step(model, optimizer, batch)])
+  return out, params_of(model)
+
+
+def _assert_same_run(got, reference):
+  (got_steps, got_params), (ref_steps, ref_params) = got, reference
+  for (loss, cm, gnorm), (ref_loss, ref_cm, ref_gnorm) in zip(got_steps,
+                                                              ref_steps):
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(gnorm, ref_gnorm, rtol=1e-4)
+    np.testing.assert_array_equal(cm, ref_cm)
+  for k in ref_params:
+    np.testing.assert_allclose(got_params[k], ref_params[k], rtol=1e-4,
+                               atol=1e-6, err_msg=k)
+
+
+def test_accumulate_matches_the_whole_batch():
+  """K micro-batches: the losses, counts and params of the whole-batch run."""
+  cfg = tiny(batch_size=32, num_train=16)
+  reference = _steps(cfg, None, sharded=False)
+  assert reference[0][0][0] > 0 and reference[0][0][2] > 0
+  assert not np.allclose(reference[0][0][0], reference[0][-1][0])  # it moves
+  for k in (1, 2, 4):
+    _assert_same_run(_steps(cfg, k, sharded=False), reference)
+    _assert_same_run(_steps(cfg, k, sharded=True), reference)
+
+
+def test_accumulate_per_sample_region_loss():
+  """batch_dice=False: per-sample stats stacked, then the mean over samples."""
+  cfg = tiny(batch_size=16, loss="tversky+0.5*ce", batch_dice=False,
+             classes=3)
+  _assert_same_run(_steps(cfg, 2, sharded=True, steps=2),
+                   _steps(cfg, None, sharded=False, steps=2))
+
+
+def test_accumulate_flag_runs_the_same_first_step(tmp_path, capsys):
+  """`main.py --accumulate 2`: the run loop logs the whole batch's loss/IoU."""
+  args = dict(steps=1, batch_size=16, figures=0)
+  train.train_and_evaluate(tiny(**args), tmp_path / "plain", quiet=True)
+  flags = [f"--{k.replace('_', '-')}={v}" for k, v in
+           dataclasses.asdict(tiny(**args)).items()
+           if v is not None and not isinstance(v, bool)]
+  assert main.main(["train", *flags, "--accumulate", "2", "--out",
+                    str(tmp_path / "acc")]) == 0
+  assert "loss pel+ce, 2 micro-batches per step" in capsys.readouterr().out
+  rows = {}
+  for run in ("plain", "acc"):
+    with (tmp_path / run / "train_curve.csv").open() as f:
+      rows[run] = next(csv.DictReader(f))
+  assert json.loads((tmp_path / "acc/metrics.json").read_text())[
+      "config"]["accumulate"] == 2
+  np.testing.assert_allclose(float(rows["acc"]["loss"]),
+                             float(rows["plain"]["loss"]), rtol=1e-5)
+  assert rows["acc"]["train_iou"] == rows["plain"]["train_iou"]
+
+
+def test_accumulate_refuses_uneven_parts(tmp_path):
+  with pytest.raises(ValueError, match=r"--accumulate 3: .* --batch-size 8"
+                     r" over 8 device\(s\) is 1 rows each"):
+    train.train_and_evaluate(tiny(accumulate=3), tmp_path, quiet=True)
+  with pytest.raises(ValueError, match="--accumulate 2: .* --batch-size 8"):
+    train.train_and_evaluate(tiny(accumulate=2), tmp_path, quiet=True)
+  with pytest.raises(ValueError, match="--accumulate 2 with --norm batch"):
+    train.train_and_evaluate(tiny(accumulate=2, batch_size=16, norm="batch"),
+                             tmp_path, quiet=True)
+  with pytest.raises(ValueError, match="--accumulate 3: .* --batch-size 8"
+                     r" over 1 device\(s\) is 8 rows each"):
+    accumulate.micro_batches(np.zeros((8, 4)), 3, 1)
+  assert not any(tmp_path.iterdir())  # refused before writing anything
 
 
 def _free_port() -> int:

@@ -30,6 +30,7 @@ class Config:
   # optimisation
   steps: int = _opt(300, "training steps")
   batch_size: int = _opt(8, "global batch size (divisible by the device count)")
+  accumulate: int = _opt(1, "micro-batches per step: the global batch in K parts, exact batch-PEL/CE gradient (K divides the per-device batch)")
   lr: float = _opt(3e-3, "peak learning rate (AdamW, linear warmup + cosine decay)")
   warmup: int = _opt(50, "warmup steps")
   weight_decay: float = _opt(1e-4, "AdamW weight decay")

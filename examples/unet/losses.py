@@ -7,9 +7,11 @@ One home for the PEL authors' setting (`AUTHORS_PEL`) and the loss names
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -89,3 +91,70 @@ def make_loss(cfg) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return total
 
   return loss
+
+
+# fp/fn weights that the fixed-weight variants pass to `pel_loss`.
+_FIXED_WEIGHTS = {"dice": (0.5, 0.5), "jaccard": (1.0, 1.0)}
+
+
+def region_options(name: str, cfg) -> dict:
+  """The `pel_loss` options that equal `region_loss_fn(name, cfg)`.
+
+  One dict serves `pel_jax.region_stats` and `pel_jax.loss_from_stats`.
+  """
+  if name == "pel":
+    return dict(region_loss_fn(name, cfg).keywords)
+  if name == "tversky":
+    defaults = inspect.signature(pel_jax.tversky_loss).parameters
+    fp, fn = (defaults[k].default if v is None else v
+              for k, v in (("fp_weight", cfg.fp_weight),
+                           ("fn_weight", cfg.fn_weight)))
+  else:
+    fp, fn = _FIXED_WEIGHTS[name]
+  return dict(exponent=1.0, scale=1.0, fp_weight=fp, fn_weight=fn)
+
+
+class StatsLoss(NamedTuple):
+  """`make_loss` split into additive statistics and the loss of their sum.
+
+  `loss(stats(logits, labels))` is `make_loss(cfg)(logits, labels)`, and the
+  statistics of micro-batches added leaf by leaf (or stacked along a new
+  leading axis, when `stack`: per-sample region losses) give the loss of
+  the whole batch: what `pel_jax.accumulated_value_and_grad` takes.
+  """
+  stats: Callable[[jax.Array, jax.Array], list]
+  loss: Callable[[list], jax.Array]
+  stack: bool
+
+
+def make_stats_loss(cfg) -> StatsLoss:
+  """`make_loss(cfg)` as a `StatsLoss`: CE as a sum and a pixel count."""
+  terms = [(w, name, None if name == "ce" else dict(
+      region_options(name, cfg), from_logits=True, batch=cfg.batch_dice))
+           for w, name in parse_loss(cfg.loss)]
+  stack = not cfg.batch_dice
+
+  def stats(logits: jax.Array, labels: jax.Array) -> list:
+    logits = logits.astype(jnp.float32)
+    out = []
+    for _, _, o in terms:
+      if o is None:  # the pixel mean as a sum and a count: both add up
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        out.append((ce.sum(), jnp.asarray(ce.size, jnp.float32)))
+      else:
+        out.append(pel_jax.region_stats(logits, labels, **o))
+    return out
+
+  def loss(stats: list) -> jax.Array:
+    total = 0.0
+    for (w, _, o), s in zip(terms, stats):
+      if o is None:
+        value = s[0].sum() / s[1].sum()  # stacked [K] or summed: the same
+      else:
+        if stack:  # [K, B/K, C] -> [B, C]: samples concatenated
+          s = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), s)
+        value = pel_jax.loss_from_stats(s, **o)
+      total = total + w * value
+    return total
+
+  return StatsLoss(stats, loss, stack)

@@ -24,8 +24,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import checkpoint, configs, data, inference, interrupts, losses, metrics
-from . import models, rundir
+from . import accumulate, checkpoint, configs, data, inference, interrupts
+from . import losses, metrics, models, rundir
 
 AXIS = "data"
 
@@ -62,13 +62,21 @@ def train_step(model, optimizer, batch, loss_fn, num_classes: int):
 class DataParallel:
   """`jit` over a Mesh of every device: the batch sharded, the state replicated."""
 
-  def __init__(self, loss_fn, num_classes: int):
+  def __init__(self, loss_fn, num_classes: int, *, micro: int = 1,
+               stats_loss: losses.StatsLoss | None = None):
+    """`micro` > 1 (`--accumulate`): `accumulate.train_step` on `stats_loss`."""
     self.mesh = Mesh(np.array(jax.devices()), (AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
-    self._step = nnx.jit(
-        functools.partial(train_step, loss_fn=loss_fn, num_classes=num_classes),
-        donate_argnames=("model", "optimizer"))
+    if micro == 1:
+      step = functools.partial(train_step, loss_fn=loss_fn,
+                               num_classes=num_classes)
+    else:
+      step = functools.partial(
+          accumulate.train_step, stats_loss=stats_loss,
+          num_classes=num_classes, micro=micro,
+          devices=self.mesh.size, sharding=self.batch_sharding)
+    self._step = nnx.jit(step, donate_argnames=("model", "optimizer"))
 
   def put(self, x) -> jax.Array:
     """Host array (identical on every host) -> global replicated array."""
@@ -150,6 +158,12 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   if cfg.batch_size % jax.device_count():
     raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the"
                      f" {jax.device_count()} devices")
+  accumulate.check(cfg.batch_size, cfg.accumulate, jax.device_count())
+  if cfg.accumulate > 1 and cfg.norm == "batch":
+    raise ValueError(
+        f"--accumulate {cfg.accumulate} with --norm batch: batch norm"
+        " statistics would be those of each micro-batch, so the step would"
+        " not be the whole batch's; use --norm group, layer or none")
   main_host = jax.process_index() == 0
   say = (lambda *a, **k: None) if quiet or not main_host else print
   say("preparing data (reading and checking every file) ...", flush=True)
@@ -163,7 +177,9 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   ckpts = checkpoint.Checkpoints(workdir / "checkpoints")
   arch = models.architecture(cfg, train_ds.in_channels)
   start = _start(cfg, ckpts, model, optimizer, arch, say)
-  parallel = DataParallel(losses.make_loss(cfg), cfg.classes)
+  parallel = DataParallel(losses.make_loss(cfg), cfg.classes,
+                          micro=cfg.accumulate,
+                          stats_loss=losses.make_stats_loss(cfg))
   parallel.replicate(model, optimizer)
   nproc, pid = jax.process_count(), jax.process_index()
   part = slice(pid * cfg.batch_size // nproc, (pid + 1) * cfg.batch_size // nproc)
@@ -194,7 +210,9 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   curve = rundir.Curve(workdir / "train_curve.csv", start, main_host)
   say(f"training {cfg.steps} steps on {jax.device_count()} device(s)"
       f" (jit + Mesh), {len(train_ds.images)} train / {len(val_ds.images)}"
-      f" val images, patch {patch}, loss {cfg.loss}")
+      f" val images, patch {patch}, loss {cfg.loss}"
+      + (f", {cfg.accumulate} micro-batches per step" if cfg.accumulate > 1
+         else ""))
   step, window_cm, tick, ticks = start, 0, time.time(), 0
   try:
     for step in range(start, cfg.steps):
