@@ -48,19 +48,25 @@ def steps(cfg, ks):
   model = models.make_model(cfg, 1)
   optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
-  variants = {PLAIN: functools.partial(
-      train.train_step, loss_fn=losses.make_loss(cfg),
-      num_classes=cfg.classes)}
+  variants = {
+    PLAIN: functools.partial(
+      train.train_step, loss_fn=losses.make_loss(cfg), num_classes=cfg.classes
+    )
+  }
   for k in ks:
     variants[f"accumulate K={k}"] = functools.partial(
-        accumulate.train_step, stats_loss=losses.make_stats_loss(cfg),
-        num_classes=cfg.classes, micro=k)
+      accumulate.train_step,
+      stats_loss=losses.make_stats_loss(cfg),
+      num_classes=cfg.classes,
+      micro=k,
+    )
 
   def pure(step):  # no donation: every round starts from the same state
     def run(state, batch):
       model, optimizer = nnx.merge(graphdef, state)
       loss, _, _ = step(model, optimizer, batch)
       return loss, nnx.state((model, optimizer))
+
     return jax.jit(run)
 
   return {name: pure(step) for name, step in variants.items()}, (state, batch)
@@ -70,12 +76,14 @@ def run(cfg, ks, rounds):
   fns, args = steps(cfg, ks)
   ref = float(fns[PLAIN](*args)[0])
   return bench_accumulate.measure(
-      fns, args, rounds, lambda out: abs(float(out[0]) - ref))
+    fns, args, rounds, lambda out: abs(float(out[0]) - ref)
+  )
 
 
 def table(rows):
-  return bench_accumulate.table(rows, base=PLAIN, base_label="K=1",
-                                time_label="step", err_label="loss diff")
+  return bench_accumulate.table(
+    rows, base=PLAIN, base_label="K=1", time_label="step", err_label="loss diff"
+  )
 
 
 def main():
@@ -88,9 +96,11 @@ def main():
   else:
     cfg = configs.get_config(image_size=64, batch_size=16, width=8, depth=3)
   ks = (1, 2, 4)
-  print(f"UNet width {cfg.width} depth {cfg.depth}, batch {cfg.batch_size} x"
-        f" {cfg.image_size}^2, loss {cfg.loss}, {jax.devices()[0].platform},"
-        f" median of {a.rounds} rounds")
+  print(
+    f"UNet width {cfg.width} depth {cfg.depth}, batch {cfg.batch_size} x"
+    f" {cfg.image_size}^2, loss {cfg.loss}, {jax.devices()[0].platform},"
+    f" median of {a.rounds} rounds"
+  )
   print(table(run(cfg, ks, a.rounds)))
 
 

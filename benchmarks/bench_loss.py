@@ -16,6 +16,7 @@ rounds (medians), so ratios stay meaningful on a noisy, shared machine.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import dataclasses
 import datetime
 import json
@@ -23,7 +24,6 @@ import os
 import platform
 import sys
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,47 +45,66 @@ class Case:
 def full_cases() -> list[Case]:
   b = (16, 512, 512, 1)
   return [
-      Case("binary probs f32", b, logits=False),
-      Case("binary logits f32", b),
-      Case("binary probs bf16", b, "bfloat16", logits=False),
-      Case("binary logits bf16", b, "bfloat16"),
-      Case("8-class logits, int labels", (8, 256, 256, 8), int_labels=True),
-      Case("21-class logits, int labels", (8, 256, 256, 21), int_labels=True),
-      Case("3D 2-class logits, int labels", (2, 128, 128, 128, 2),
-           int_labels=True),
+    Case("binary probs f32", b, logits=False),
+    Case("binary logits f32", b),
+    Case("binary probs bf16", b, "bfloat16", logits=False),
+    Case("binary logits bf16", b, "bfloat16"),
+    Case("8-class logits, int labels", (8, 256, 256, 8), int_labels=True),
+    Case("21-class logits, int labels", (8, 256, 256, 21), int_labels=True),
+    Case(
+      "3D 2-class logits, int labels", (2, 128, 128, 128, 2), int_labels=True
+    ),
   ]
 
 
 def quick_cases() -> list[Case]:
   return [
-      dataclasses.replace(c, shape=s)
-      for c, s in zip(full_cases(), [
-          (4, 256, 256, 1), (4, 256, 256, 1), (4, 256, 256, 1),
-          (4, 256, 256, 1), (2, 128, 128, 8), (2, 128, 128, 21),
-          (1, 64, 64, 64, 2)])
+    dataclasses.replace(c, shape=s)
+    for c, s in zip(
+      full_cases(),
+      [
+        (4, 256, 256, 1),
+        (4, 256, 256, 1),
+        (4, 256, 256, 1),
+        (4, 256, 256, 1),
+        (2, 128, 128, 8),
+        (2, 128, 128, 21),
+        (1, 64, 64, 64, 2),
+      ],
+    )
   ]
 
 
 def tiny_cases() -> list[Case]:
-  return [dataclasses.replace(c, shape=(2,) + (8,) * (len(c.shape) - 2)
-                              + c.shape[-1:]) for c in full_cases()]
+  return [
+    dataclasses.replace(
+      c, shape=(2,) + (8,) * (len(c.shape) - 2) + c.shape[-1:]
+    )
+    for c in full_cases()
+  ]
 
 
 # Class counts of the sweep (`--classes all`). At one size, the 2D and 3D
 # cases have the same number of pixels, so rows differ only in C or layout.
 SWEEP_CLASSES = (1, 2, 4, 8, 16, 21, 32, 64, 128)
 _SWEEP_PIXELS = {
-    "full": {2: (4, 128, 128), 3: (2, 32, 32, 32)},
-    "quick": {2: (2, 64, 64), 3: (1, 16, 16, 32)},
-    "tiny": {2: (2, 8, 8), 3: (2, 4, 4, 4)},
+  "full": {2: (4, 128, 128), 3: (2, 32, 32, 32)},
+  "quick": {2: (2, 64, 64), 3: (1, 16, 16, 32)},
+  "tiny": {2: (2, 8, 8), 3: (2, 4, 4, 4)},
 }
 
 
 def sweep_cases(classes, size: str = "full", dims=(2, 3)) -> list[Case]:
   """Logits with integer labels, one case per class count and dimensionality."""
-  return [Case(f"{c}-class {d}D logits, int labels",
-               _SWEEP_PIXELS[size][d] + (c,), int_labels=True)
-          for d in dims for c in classes]
+  return [
+    Case(
+      f"{c}-class {d}D logits, int labels",
+      _SWEEP_PIXELS[size][d] + (c,),
+      int_labels=True,
+    )
+    for d in dims
+    for c in classes
+  ]
 
 
 # ----------------------------------------------------------------- variants
@@ -130,26 +149,42 @@ def variants(case: Case) -> dict[str, tuple[Callable, str]]:
   """name -> (loss(x, targets, onehot), kind); kind picks what a*b means."""
   lg = case.logits
   out = {
-      "pel_jax": (lambda x, t, oh: pel_jax.pel_loss(x, t, from_logits=lg),
-                  "loss"),
-      "pel_jax batch=True": (lambda x, t, oh: pel_jax.pel_loss(
-          x, t, from_logits=lg, batch=True), "loss"),
-      "plain jnp autodiff": (lambda x, t, oh: plain_pel(x, oh, logits=lg),
-                             "loss"),
-      "pel_jax dice (n=1)": (lambda x, t, oh: pel_jax.dice_loss(
-          x, t, from_logits=lg, smooth_nr=1.0, smooth_dr=1.0), "loss"),
+    "pel_jax": (
+      lambda x, t, oh: pel_jax.pel_loss(x, t, from_logits=lg),
+      "loss",
+    ),
+    "pel_jax batch=True": (
+      lambda x, t, oh: pel_jax.pel_loss(x, t, from_logits=lg, batch=True),
+      "loss",
+    ),
+    "plain jnp autodiff": (
+      lambda x, t, oh: plain_pel(x, oh, logits=lg),
+      "loss",
+    ),
+    "pel_jax dice (n=1)": (
+      lambda x, t, oh: pel_jax.dice_loss(
+        x, t, from_logits=lg, smooth_nr=1.0, smooth_dr=1.0
+      ),
+      "loss",
+    ),
   }
   if lg:  # optax's apply_softmax=False checks values: it cannot be jitted.
-    out["optax dice (one-hot)"] = (lambda x, t, oh: jnp.mean(
-        optax.losses.dice_loss(x, oh, apply_softmax=True)), "loss")
+    out["optax dice (one-hot)"] = (
+      lambda x, t, oh: jnp.mean(
+        optax.losses.dice_loss(x, oh, apply_softmax=True)
+      ),
+      "loss",
+    )
   return out
 
 
 def sweep_variants(case: Case) -> dict[str, tuple[Callable, str]]:
   """The class-count sweep compares pel_jax with optax and plain autodiff."""
   every = variants(case)
-  return {k: every[k] for k in ("pel_jax", "plain jnp autodiff",
-                                "optax dice (one-hot)")}
+  return {
+    k: every[k]
+    for k in ("pel_jax", "plain jnp autodiff", "optax dice (one-hot)")
+  }
 
 
 MONAI = "MONAI DiceLoss (torch CPU, 2 threads)"
@@ -158,8 +193,8 @@ MONAI = "MONAI DiceLoss (torch CPU, 2 threads)"
 def monai_missing() -> str | None:
   """Why the MONAI row cannot run here, or None when it can."""
   try:
-    import monai.losses  # pylint: disable=import-outside-toplevel,unused-import
-    import torch  # pylint: disable=import-outside-toplevel,unused-import
+    import monai.losses  # noqa: F401
+    import torch  # noqa: F401
   except ImportError as e:
     return f"torch and monai are not both importable ({e})"
   return None
@@ -173,8 +208,9 @@ def monai_step(case: Case, x, targets) -> Callable[[], object]:
   integer labels go through MONAI's own `to_onehot_y`.
   """
   # pylint: disable=import-outside-toplevel
-  import torch
   from monai.losses import DiceLoss
+  import torch
+
   torch.set_num_threads(2)
   dtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
   first = (0, x.ndim - 1) + tuple(range(1, x.ndim - 1))
@@ -187,8 +223,9 @@ def monai_step(case: Case, x, targets) -> Callable[[], object]:
     yt = torch.from_numpy(np.asarray(targets, np.int64)[:, None].copy())
     options["to_onehot_y"] = True
   else:
-    yt = torch.from_numpy(np.asarray(targets, np.float32).transpose(first)
-                          .copy()).to(dtype)
+    yt = torch.from_numpy(
+      np.asarray(targets, np.float32).transpose(first).copy()
+    ).to(dtype)
   loss_fn = DiceLoss(**options)
 
   def step():
@@ -203,8 +240,12 @@ def monai_step(case: Case, x, targets) -> Callable[[], object]:
 # ------------------------------------------------------------------ timing
 
 
-def _time_round_robin(fns: dict[str, Callable], args: dict[str, tuple],
-                      rounds: int, min_sample_s: float):
+def _time_round_robin(
+  fns: dict[str, Callable],
+  args: dict[str, tuple],
+  rounds: int,
+  min_sample_s: float,
+):
   inner = {}
   for k, f in fns.items():
     jax.block_until_ready(f(*args[k]))  # compile + warm up
@@ -231,8 +272,13 @@ def _temp_bytes(fn, *args) -> int | None:
     return None
 
 
-def run_case(case: Case, rounds: int, min_sample_s: float,
-             variant_set=variants, monai: bool = False) -> list[dict]:
+def run_case(
+  case: Case,
+  rounds: int,
+  min_sample_s: float,
+  variant_set=variants,
+  monai: bool = False,
+) -> list[dict]:
   """Rows of one case: every variant timed in the same interleaved rounds.
 
   `monai` adds MONAI's DiceLoss (see `monai_missing`) to the rounds.
@@ -245,26 +291,42 @@ def run_case(case: Case, rounds: int, min_sample_s: float,
     vg = jax.value_and_grad(lambda x, t, oh, loss=loss: loss(x, t, oh))
     fns[name] = jax.jit(vg)
     args[name] = (x, targets, onehot)
-    temps[name] = _temp_bytes(jax.grad(lambda x, t, oh, loss=loss: loss(
-        x, t, oh)), x, targets, onehot)
+    temps[name] = _temp_bytes(
+      jax.grad(lambda x, t, oh, loss=loss: loss(x, t, oh)), x, targets, onehot
+    )
   temps["a * b (roofline)"] = _temp_bytes(lambda a, b: a * b, x, other)
   if monai:
-    fns[MONAI], args[MONAI], temps[MONAI] = monai_step(case, x, targets), (), None
+    fns[MONAI], args[MONAI], temps[MONAI] = (
+      monai_step(case, x, targets),
+      (),
+      None,
+    )
   ms = _time_round_robin(fns, args, rounds, min_sample_s)
   grad_bytes = x.size * x.dtype.itemsize
   rows = []
   for name in fns:
-    rows.append(dict(
-        case=case.name, shape=list(case.shape), dtype=case.dtype,
-        variant=name, ms=ms[name],
+    rows.append(
+      dict(
+        case=case.name,
+        shape=list(case.shape),
+        dtype=case.dtype,
+        variant=name,
+        ms=ms[name],
         vs_roofline=ms[name] / ms["a * b (roofline)"],
         over_pel=ms[name] / ms["pel_jax"],
         plain_over_this=ms["plain jnp autodiff"] / ms[name],
-        optax_over_this=(ms["optax dice (one-hot)"] / ms[name]
-                         if "optax dice (one-hot)" in ms else None),
-        temp_bytes=temps[name], grad_bytes=grad_bytes,
-        temp_over_grad=(None if temps[name] is None
-                        else temps[name] / grad_bytes)))
+        optax_over_this=(
+          ms["optax dice (one-hot)"] / ms[name]
+          if "optax dice (one-hot)" in ms
+          else None
+        ),
+        temp_bytes=temps[name],
+        grad_bytes=grad_bytes,
+        temp_over_grad=(
+          None if temps[name] is None else temps[name] / grad_bytes
+        ),
+      )
+    )
   return rows
 
 
@@ -290,10 +352,13 @@ def median_rows(runs: list[list[dict]]) -> list[dict]:
 def unet_share(quick: bool, rounds: int) -> dict:
   """Train-step time of the example UNet with CE only and with CE + PEL."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
+
+  sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
   try:
     from examples.unet.models import UNet  # pylint: disable=import-outside-toplevel
+
     source = "examples.unet.models.UNet"
   except Exception as e:  # pylint: disable=broad-except
     return {"error": f"examples.unet not importable: {e!r}"}
@@ -301,8 +366,7 @@ def unet_share(quick: bool, rounds: int) -> dict:
     b, hw, width, depth, classes = 2, 64, 8, 2, 8
   else:
     b, hw, width, depth, classes = 8, 256, 32, 4, 8
-  model = UNet(3, classes, width=width, depth=depth,
-               rngs=nnx.Rngs(0))
+  model = UNet(3, classes, width=width, depth=depth, rngs=nnx.Rngs(0))
   opt = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
   x = jax.random.normal(jax.random.PRNGKey(1), (b, hw, hw, 3))
   y = jax.random.randint(jax.random.PRNGKey(2), (b, hw, hw), 0, classes)
@@ -316,9 +380,11 @@ def unet_share(quick: bool, rounds: int) -> dict:
         if with_pel:
           ce = ce + pel_jax.pel_loss(logits, y, from_logits=True)
         return ce
+
       loss, grads = nnx.value_and_grad(loss_fn)(model)
       opt.update(model, grads)
       return loss
+
     return step
 
   steps = {"CE": make_step(False), "CE + PEL": make_step(True)}
@@ -333,17 +399,24 @@ def unet_share(quick: bool, rounds: int) -> dict:
   ms = {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
   logits_shape = (b, hw, hw, classes)
   lx = jax.random.normal(jax.random.PRNGKey(3), logits_shape)
-  vg = jax.jit(jax.value_and_grad(
-      lambda l: pel_jax.pel_loss(l, y, from_logits=True)))
-  pel_ms = _time_round_robin({"pel": vg}, {"pel": (lx,)}, rounds * 3,
-                             0.05)["pel"]
-  return dict(model=source, input=[b, hw, hw, 3], width=width, depth=depth,
-              classes=classes, step_ce_ms=ms["CE"],
-              step_ce_pel_ms=ms["CE + PEL"],
-              share_from_difference=(ms["CE + PEL"] - ms["CE"])
-              / ms["CE + PEL"],
-              pel_value_grad_ms=pel_ms,
-              share_isolated=pel_ms / ms["CE + PEL"])
+  vg = jax.jit(
+    jax.value_and_grad(lambda z: pel_jax.pel_loss(z, y, from_logits=True))
+  )
+  pel_ms = _time_round_robin({"pel": vg}, {"pel": (lx,)}, rounds * 3, 0.05)[
+    "pel"
+  ]
+  return dict(
+    model=source,
+    input=[b, hw, hw, 3],
+    width=width,
+    depth=depth,
+    classes=classes,
+    step_ce_ms=ms["CE"],
+    step_ce_pel_ms=ms["CE + PEL"],
+    share_from_difference=(ms["CE + PEL"] - ms["CE"]) / ms["CE + PEL"],
+    pel_value_grad_ms=pel_ms,
+    share_isolated=pel_ms / ms["CE + PEL"],
+  )
 
 
 # ------------------------------------------------------------------ output
@@ -360,13 +433,19 @@ def machine() -> dict:
   except OSError:
     pass
   dev = jax.devices()[0]
-  info = dict(cpu=cpu, cores=os.cpu_count(), jax=jax.__version__,
-              backend=jax.default_backend(), device=str(dev.device_kind),
-              date=datetime.date.today().isoformat(),
-              load=" ".join(f"{v:.2f}" for v in os.getloadavg()))
+  info = dict(
+    cpu=cpu,
+    cores=os.cpu_count(),
+    jax=jax.__version__,
+    backend=jax.default_backend(),
+    device=str(dev.device_kind),
+    date=datetime.date.today().isoformat(),
+    load=" ".join(f"{v:.2f}" for v in os.getloadavg()),
+  )
   if monai_missing() is None:
     import monai  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
+
     info.update(monai=monai.__version__, torch=torch.__version__)
   return info
 
@@ -382,17 +461,20 @@ def _opt(v):
 
 
 def table(rows: list[dict]) -> str:
-  head = ("| case | variant | ms | × a*b | ÷ pel_jax | plain autodiff ÷ this |"
-          " optax dice ÷ this | grad temp | temp ÷ grad |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+  head = (
+    "| case | variant | ms | × a*b | ÷ pel_jax | plain autodiff ÷ this |"
+    " optax dice ÷ this | grad temp | temp ÷ grad |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  )
   lines = [head]
   for r in rows:
     shape = "×".join(map(str, r["shape"]))
     lines.append(
-        f"| {r['case']} [{shape}] | {r['variant']} | {r['ms']:.2f} |"
-        f" {r['vs_roofline']:.2f} | {r['over_pel']:.2f} |"
-        f" {r['plain_over_this']:.2f} | {_opt(r['optax_over_this'])} |"
-        f" {_fmt_bytes(r['temp_bytes'])} | {_opt(r['temp_over_grad'])} |")
+      f"| {r['case']} [{shape}] | {r['variant']} | {r['ms']:.2f} |"
+      f" {r['vs_roofline']:.2f} | {r['over_pel']:.2f} |"
+      f" {r['plain_over_this']:.2f} | {_opt(r['optax_over_this'])} |"
+      f" {_fmt_bytes(r['temp_bytes'])} | {_opt(r['temp_over_grad'])} |"
+    )
   return "\n".join(lines)
 
 
@@ -401,19 +483,25 @@ def sweep_table(rows: list[dict]) -> str:
   by_case = {}
   for r in rows:
     by_case.setdefault(r["case"], {})[r["variant"]] = r
-  head = ("| case | pel_jax ms | optax dice ms | plain autodiff ms |"
-          " optax ÷ pel_jax | plain ÷ pel_jax | pel_jax temp ÷ grad |"
-          " optax temp ÷ grad |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+  head = (
+    "| case | pel_jax ms | optax dice ms | plain autodiff ms |"
+    " optax ÷ pel_jax | plain ÷ pel_jax | pel_jax temp ÷ grad |"
+    " optax temp ÷ grad |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+  )
   lines = [head]
   for case, v in by_case.items():
-    pel, opt, plain = (v["pel_jax"], v["optax dice (one-hot)"],
-                       v["plain jnp autodiff"])
+    pel, opt, plain = (
+      v["pel_jax"],
+      v["optax dice (one-hot)"],
+      v["plain jnp autodiff"],
+    )
     shape = "×".join(map(str, pel["shape"]))
     lines.append(
-        f"| {case} [{shape}] | {pel['ms']:.2f} | {opt['ms']:.2f} |"
-        f" {plain['ms']:.2f} | {pel['optax_over_this']:.2f} |"
-        f" {pel['plain_over_this']:.2f} | {_opt(pel['temp_over_grad'])} |"
-        f" {_opt(opt['temp_over_grad'])} |")
+      f"| {case} [{shape}] | {pel['ms']:.2f} | {opt['ms']:.2f} |"
+      f" {plain['ms']:.2f} | {pel['optax_over_this']:.2f} |"
+      f" {pel['plain_over_this']:.2f} | {_opt(pel['temp_over_grad'])} |"
+      f" {_opt(opt['temp_over_grad'])} |"
+    )
   return "\n".join(lines)
 
 
@@ -427,8 +515,10 @@ def save(path: str, text: str, overwrite: bool) -> None:
     with open(path, mode) as f:
       f.write(text)
   except FileExistsError:
-    raise SystemExit(f"{path} exists: pass --overwrite to replace it, or"
-                     " choose another --json path") from None
+    raise SystemExit(
+      f"{path} exists: pass --overwrite to replace it, or"
+      " choose another --json path"
+    ) from None
 
 
 def parse_classes(text: str) -> tuple[int, ...]:
@@ -440,7 +530,8 @@ def parse_classes(text: str) -> tuple[int, ...]:
     classes = ()
   if not classes or min(classes) < 1:
     raise argparse.ArgumentTypeError(
-        f"--classes takes 'all' or positive integers like 2,8,21; got {text!r}")
+      f"--classes takes 'all' or positive integers like 2,8,21; got {text!r}"
+    )
   return classes
 
 
@@ -448,32 +539,59 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   size = ap.add_mutually_exclusive_group()
   size.add_argument("--quick", action="store_true", help="small shapes")
-  size.add_argument("--tiny", action="store_true",
-                    help="toy shapes: checks the harness, times nothing useful")
-  ap.add_argument("--classes", type=parse_classes, default=None,
-                  help="class-count sweep instead of the suite: 'all' ("
-                  + ",".join(map(str, SWEEP_CLASSES)) + ") or a list")
-  ap.add_argument("--dims", default="2,3",
-                  help="sweep dimensionalities (default 2,3)")
-  ap.add_argument("--only", default=None,
-                  help="run only the suite cases whose name contains this")
+  size.add_argument(
+    "--tiny",
+    action="store_true",
+    help="toy shapes: checks the harness, times nothing useful",
+  )
+  ap.add_argument(
+    "--classes",
+    type=parse_classes,
+    default=None,
+    help="class-count sweep instead of the suite: 'all' ("
+    + ",".join(map(str, SWEEP_CLASSES))
+    + ") or a list",
+  )
+  ap.add_argument(
+    "--dims", default="2,3", help="sweep dimensionalities (default 2,3)"
+  )
+  ap.add_argument(
+    "--only",
+    default=None,
+    help="run only the suite cases whose name contains this",
+  )
   ap.add_argument("--json", default=None, help="save the numbers to this file")
-  ap.add_argument("--overwrite", action="store_true",
-                  help="let --json replace an existing file")
-  ap.add_argument("--write-results", action="store_true",
-                  help="replace the committed results_cpu[_classes].{json,md}"
-                  " (full sizes, whole suite only)")
+  ap.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="let --json replace an existing file",
+  )
+  ap.add_argument(
+    "--write-results",
+    action="store_true",
+    help="replace the committed results_cpu[_classes].{json,md}"
+    " (full sizes, whole suite only)",
+  )
   ap.add_argument("--rounds", type=int, default=None)
   ap.add_argument("--no-unet", action="store_true")
-  ap.add_argument("--no-monai", action="store_true",
-                  help="leave out MONAI's DiceLoss even when importable")
-  ap.add_argument("--repeat", type=int, default=None,
-                  help="whole-suite runs; medians reported (default 3, quick 1)")
+  ap.add_argument(
+    "--no-monai",
+    action="store_true",
+    help="leave out MONAI's DiceLoss even when importable",
+  )
+  ap.add_argument(
+    "--repeat",
+    type=int,
+    default=None,
+    help="whole-suite runs; medians reported (default 3, quick 1)",
+  )
   args = ap.parse_args(argv)
   small = args.quick or args.tiny
   if args.write_results and (small or args.only):
-    ap.error("--write-results replaces the committed full-size results: it"
-             " cannot be combined with --quick, --tiny or --only")
+    ap.error(
+      "--write-results replaces the committed full-size results: it"
+      " cannot be combined with --quick, --tiny or --only"
+    )
   if args.json and os.path.exists(args.json) and not args.overwrite:
     ap.error(f"--json {args.json} exists: pass --overwrite to replace it")
   rounds = args.rounds or (1 if args.tiny else 7 if args.quick else 25)
@@ -485,8 +603,9 @@ def main(argv=None):
     cases, variant_set = sweep_cases(args.classes, sized, dims), sweep_variants
     stem = "results_cpu_classes"
   else:
-    cases = {"tiny": tiny_cases, "quick": quick_cases,
-             "full": full_cases}[sized]()
+    cases = {"tiny": tiny_cases, "quick": quick_cases, "full": full_cases}[
+      sized
+    ]()
     cases = [c for c in cases if args.only is None or args.only in c.name]
     variant_set, stem = variants, "results_cpu"
   if not cases:
@@ -494,38 +613,54 @@ def main(argv=None):
   missing = "left out (--no-monai)" if args.no_monai else monai_missing()
   monai = not args.classes and missing is None
   info = machine()
-  out = [f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']},"
-         f" backend {info['backend']} ({info['device']}), {info['date']},"
-         f" load average {info['load']}"]
+  out = [
+    f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']},"
+    f" backend {info['backend']} ({info['device']}), {info['date']},"
+    f" load average {info['load']}"
+  ]
   print(out[0], flush=True)
   runs = []
   for i in range(repeat):
     rows = []
     for case in cases:
       rows += run_case(case, rounds, sample_s, variant_set, monai)
-      print(f"  run {i + 1}/{repeat} done: {case.name}", file=sys.stderr,
-            flush=True)
+      print(
+        f"  run {i + 1}/{repeat} done: {case.name}", file=sys.stderr, flush=True
+      )
     runs.append(rows)
   rows = median_rows(runs)
   out.append(f"Medians of {repeat} whole-suite run(s), {rounds} rounds each.")
   out.append(sweep_table(rows) if args.classes else table(rows))
   if not args.classes:
-    out.append(f"MONAI row: {missing}" if missing else
-               f"MONAI row: monai {info.get('monai')}, torch {info.get('torch')}")
+    out.append(
+      f"MONAI row: {missing}"
+      if missing
+      else f"MONAI row: monai {info.get('monai')}, torch {info.get('torch')}"
+    )
   unet = None
   if not (args.no_unet or args.classes or args.only):
     unet = unet_share(small, 3 if small else 5)
     out.append("UNet train step: " + json.dumps(unet, indent=1))
   print("\n".join(out[1:]))
-  payload = json.dumps(dict(machine=info, size=sized, rounds=rounds,
-                            repeat=repeat, rows=rows, runs=runs, unet=unet),
-                       indent=1)
+  payload = json.dumps(
+    dict(
+      machine=info,
+      size=sized,
+      rounds=rounds,
+      repeat=repeat,
+      rows=rows,
+      runs=runs,
+      unet=unet,
+    ),
+    indent=1,
+  )
   if args.json:
     save(args.json, payload, args.overwrite)
   if args.write_results:
     save(os.path.join(_HERE, stem + ".json"), payload, overwrite=True)
-    save(os.path.join(_HERE, stem + ".md"), "\n".join(out) + "\n",
-         overwrite=True)
+    save(
+      os.path.join(_HERE, stem + ".md"), "\n".join(out) + "\n", overwrite=True
+    )
   return rows, unet
 
 

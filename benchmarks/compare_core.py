@@ -37,8 +37,11 @@ from pel_jax import _loss  # pylint: disable=g-import-not-at-top,wrong-import-po
 def load_core(rev: str):
   """The module `pel_jax/_core.py` as it was at git revision `rev`."""
   source = subprocess.run(
-      ["git", "show", f"{rev}:pel_jax/_core.py"], check=True,
-      capture_output=True, text=True).stdout
+    ["git", "show", f"{rev}:pel_jax/_core.py"],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout
   path = os.path.join(tempfile.mkdtemp(), "base_core.py")
   with open(path, "w") as f:
     f.write(source)
@@ -52,15 +55,21 @@ def load_core(rev: str):
 def cases(quick: bool) -> list[bench_loss.Case]:
   scale = 4 if quick else 1
   return [
-      bench_loss.Case("binary logits f32", (16 // scale, 512, 512, 1)),
-      bench_loss.Case("2-class logits, int labels",
-                      (16 // scale, 512, 512, 2), int_labels=True),
-      bench_loss.Case("8-class logits, int labels",
-                      (8 // scale, 256, 256, 8), int_labels=True),
-      bench_loss.Case("21-class logits, int labels",
-                      (8 // scale, 256, 256, 21), int_labels=True),
-      bench_loss.Case("3D 2-class logits, int labels",
-                      (2, 128 // scale, 128, 128, 2), int_labels=True),
+    bench_loss.Case("binary logits f32", (16 // scale, 512, 512, 1)),
+    bench_loss.Case(
+      "2-class logits, int labels", (16 // scale, 512, 512, 2), int_labels=True
+    ),
+    bench_loss.Case(
+      "8-class logits, int labels", (8 // scale, 256, 256, 8), int_labels=True
+    ),
+    bench_loss.Case(
+      "21-class logits, int labels", (8 // scale, 256, 256, 21), int_labels=True
+    ),
+    bench_loss.Case(
+      "3D 2-class logits, int labels",
+      (2, 128 // scale, 128, 128, 2),
+      int_labels=True,
+    ),
   ]
 
 
@@ -96,33 +105,40 @@ def main(argv=None):
   ap.add_argument("--quick", action="store_true")
   args = ap.parse_args(argv)
   cores = {"old": load_core(args.base), "new": _loss._core}
-  print("| case | batch | old ms | new ms | new ÷ old | temp ÷ grad,"
-        " value+grad old → new | temp ÷ grad, grad old → new |")
+  print(
+    "| case | batch | old ms | new ms | new ÷ old | temp ÷ grad,"
+    " value+grad old → new | temp ÷ grad, grad old → new |"
+  )
   print("|---|---|---:|---:|---:|---|---|")
   for case in cases(args.quick):
     x, t, _, _ = bench_loss.make_inputs(case)
     fns, temps = {}, {}
     for batch in (False, True):
       loss = lambda x, t, b=batch: pel_jax.pel_loss(  # pylint: disable=g-long-lambda
-          x, t, from_logits=True, batch=b)
+        x, t, from_logits=True, batch=b
+      )
       for name, core in cores.items():
         k = (name, batch)
         fns[k] = compiled(core, jax.value_and_grad(loss), x, t)
         temps[k] = (
-            fns[k].memory_analysis().temp_size_in_bytes,
-            compiled(core, jax.grad(loss), x, t)
-            .memory_analysis().temp_size_in_bytes)
+          fns[k].memory_analysis().temp_size_in_bytes,
+          compiled(core, jax.grad(loss), x, t)
+          .memory_analysis()
+          .temp_size_in_bytes,
+        )
     for f in fns.values():
       jax.block_until_ready(f(x, t))
     ms = shuffled_medians(fns, {k: (x, t) for k in fns}, args.rounds)
     size = x.size * x.dtype.itemsize
     for batch in (False, True):
       o, n = ("old", batch), ("new", batch)
-      print(f"| {case.name} {list(case.shape)} | {batch} | {ms[o]:.2f} |"
-            f" {ms[n]:.2f} | {ms[n] / ms[o]:.2f} |"
-            f" {temps[o][0] / size:.2f} → {temps[n][0] / size:.2f} |"
-            f" {temps[o][1] / size:.2f} → {temps[n][1] / size:.2f} |",
-            flush=True)
+      print(
+        f"| {case.name} {list(case.shape)} | {batch} | {ms[o]:.2f} |"
+        f" {ms[n]:.2f} | {ms[n] / ms[o]:.2f} |"
+        f" {temps[o][0] / size:.2f} → {temps[n][0] / size:.2f} |"
+        f" {temps[o][1] / size:.2f} → {temps[n][1] / size:.2f} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

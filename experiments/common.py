@@ -14,26 +14,28 @@ import functools
 import pathlib
 import time
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
-import pel_jax
 from examples.unet import data as data_lib
-from examples.unet import models
 from examples.unet import inference
 from examples.unet import losses as example_losses
+from examples.unet import models
+import pel_jax
 
 # The authors' setting without its exponent (each arm sets n).
-AUTHORS = {k: v for k, v in example_losses.AUTHORS_PEL.items()
-           if k != "exponent"}
+AUTHORS = {
+  k: v for k, v in example_losses.AUTHORS_PEL.items() if k != "exponent"
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """A training loss: `kind` in dice|pel|ce, plus optional CE."""
+
   kind: str
   exponent: float = 1.0
   ce: bool = False
@@ -48,22 +50,31 @@ def region_loss(logits, labels, spec: LossSpec):
   if spec.kind == "dice":
     return pel_jax.dice_loss(logits, labels, from_logits=True, batch=True)
   if spec.kind == "pel":
-    return pel_jax.pel_loss(logits, labels, from_logits=True,
-                            exponent=spec.exponent, **AUTHORS)
+    return pel_jax.pel_loss(
+      logits, labels, from_logits=True, exponent=spec.exponent, **AUTHORS
+    )
   raise ValueError(spec.kind)
 
 
 def total_loss(logits, labels, spec: LossSpec):
   loss = region_loss(logits, labels, spec)
   if spec.ce:
-    loss = loss + optax.softmax_cross_entropy_with_integer_labels(
-        logits, labels).mean()
+    loss = (
+      loss
+      + optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    )
   return loss
 
 
 # ---------------------------------------------------------------- data/model
-def make_data(data_dir: str | None, image_size: int, n_train: int, n_val: int,
-              data_seed: int = 0, classes: int = 2):
+def make_data(
+  data_dir: str | None,
+  image_size: int,
+  n_train: int,
+  n_val: int,
+  data_seed: int = 0,
+  classes: int = 2,
+):
   """(train, val, test) datasets; test is None unless the folder has one.
 
   `data_dir` unset: the example's synthetic set (binary). A folder with
@@ -76,8 +87,11 @@ def make_data(data_dir: str | None, image_size: int, n_train: int, n_val: int,
   if data_dir and (pathlib.Path(data_dir) / "train").is_dir():
     root = pathlib.Path(data_dir)
     load = lambda s: data_lib.load_folder(root / s, classes, binary)
-    return (load("train"), load("val"),
-            load("test") if (root / "test").is_dir() else None)
+    return (
+      load("train"),
+      load("val"),
+      load("test") if (root / "test").is_dir() else None,
+    )
   if data_dir:
     ds = data_lib.load_folder(data_dir, classes, binary=binary)
     return (*data_lib.split(ds, 0.25, data_seed), None)
@@ -86,10 +100,17 @@ def make_data(data_dir: str | None, image_size: int, n_train: int, n_val: int,
   return train, val, None
 
 
-def make_model(in_channels: int, width: int, depth: int, seed: int = 0,
-               classes: int = 2):
-  model = models.UNet(in_channels, classes, width=width, depth=depth,
-                      norm="group", rngs=nnx.Rngs(seed))
+def make_model(
+  in_channels: int, width: int, depth: int, seed: int = 0, classes: int = 2
+):
+  model = models.UNet(
+    in_channels,
+    classes,
+    width=width,
+    depth=depth,
+    norm="group",
+    rngs=nnx.Rngs(seed),
+  )
   return nnx.split(model)  # (graphdef, state): state is all parameters
 
 
@@ -102,15 +123,30 @@ def _train_step(graphdef, spec: LossSpec, lr: float):
   def step(params, opt_state, x, y):
     def f(p):
       return total_loss(nnx.merge(graphdef, p)(x), y, spec)
+
     loss, grads = jax.value_and_grad(f)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
+
   return tx, step
 
 
-def train(graphdef, params, ds, spec: LossSpec, *, steps: int, lr: float,
-          seed: int, batch_size: int, patch: int, start_step: int = 0,
-          opt_state=None, eval_fn=None, eval_every: int = 0):
+def train(
+  graphdef,
+  params,
+  ds,
+  spec: LossSpec,
+  *,
+  steps: int,
+  lr: float,
+  seed: int,
+  batch_size: int,
+  patch: int,
+  start_step: int = 0,
+  opt_state=None,
+  eval_fn=None,
+  eval_every: int = 0,
+):
   """`steps` Adam steps on batches `train_batch(ds, seed, k)`.
 
   Returns (params, opt_state, history); `eval_fn(params) -> dict` is called
@@ -161,6 +197,7 @@ class Timer:
 # --------------------------------------------------------------- base model
 def save_params(path, params) -> None:
   import pickle  # pylint: disable=import-outside-toplevel
+
   pure = jax.tree.map(np.asarray, nnx.to_pure_dict(params))
   with open(path, "wb") as f:
     pickle.dump(pure, f)
@@ -168,6 +205,7 @@ def save_params(path, params) -> None:
 
 def load_params(path, like):
   import pickle  # pylint: disable=import-outside-toplevel
+
   with open(path, "rb") as f:
     pure = pickle.load(f)
   params = jax.tree.map(lambda x: x, like)
@@ -175,11 +213,24 @@ def load_params(path, like):
   return params
 
 
-def train_until_plateau(graphdef, params, ds, val, spec: LossSpec, *,
-                        max_steps: int, lr: float, seed: int, batch_size: int,
-                        patch: int, depth: int, eval_every: int,
-                        patience: int = 3, min_delta: float = 0.003,
-                        log=print):
+def train_until_plateau(
+  graphdef,
+  params,
+  ds,
+  val,
+  spec: LossSpec,
+  *,
+  max_steps: int,
+  lr: float,
+  seed: int,
+  batch_size: int,
+  patch: int,
+  depth: int,
+  eval_every: int,
+  patience: int = 3,
+  min_delta: float = 0.003,
+  log=print,
+):
   """Trains until validation IoU has not improved by `min_delta` for
   `patience` evaluations (or `max_steps`); returns the last parameters.
 
@@ -190,14 +241,26 @@ def train_until_plateau(graphdef, params, ds, val, spec: LossSpec, *,
   step = 0
   while step < max_steps:
     n = min(eval_every, max_steps - step)
-    params, opt_state, _ = train(graphdef, params, ds, spec, steps=n, lr=lr,
-                                 seed=seed, batch_size=batch_size, patch=patch,
-                                 start_step=step, opt_state=opt_state)
+    params, opt_state, _ = train(
+      graphdef,
+      params,
+      ds,
+      spec,
+      steps=n,
+      lr=lr,
+      seed=seed,
+      batch_size=batch_size,
+      patch=patch,
+      start_step=step,
+      opt_state=opt_state,
+    )
     step += n
     m = evaluate(graphdef, params, val, depth)
     history.append({"step": step, **m})
-    log(f"  base step {step}: IoU {m['iou']:.4f} Dice {m['dice']:.4f}"
-        f" BF1 {m['bf1']:.4f}")
+    log(
+      f"  base step {step}: IoU {m['iou']:.4f} Dice {m['dice']:.4f}"
+      f" BF1 {m['bf1']:.4f}"
+    )
     if m["iou"] > best + min_delta:
       best, since = m["iou"], 0
     else:

@@ -28,10 +28,28 @@ from experiments import finetune_study
 SETS = tuple(fetch_lib.DATASETS)
 # Real-data settings: 96-px training crops of the 256-px tiles / fluorescence
 # images, the recipe's patches at half that, 8 paired seeds.
-REAL = ["--seeds", "8", "--image-size", "96", "--patch-size", "48",
-        "--base-steps", "3000", "--eval-every", "150", "--patience", "3",
-        "--finetune-steps", "200", "--width", "8", "--depth", "3",
-        "--batch-size", "8"]
+REAL = [
+  "--seeds",
+  "8",
+  "--image-size",
+  "96",
+  "--patch-size",
+  "48",
+  "--base-steps",
+  "3000",
+  "--eval-every",
+  "150",
+  "--patience",
+  "3",
+  "--finetune-steps",
+  "200",
+  "--width",
+  "8",
+  "--depth",
+  "3",
+  "--batch-size",
+  "8",
+]
 SYNTHETIC = pathlib.Path(__file__).with_name("results") / "results.json"
 ROWS = [a.name for a in finetune_study.ARMS if a.name != finetune_study.CONTROL]
 PAIR = "pel_n3+ce_patch - dice+ce_patch"
@@ -40,16 +58,27 @@ PAIR = "pel_n3+ce_patch - dice+ce_patch"
 def parse_args(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--out", default="runs/real")
-  ap.add_argument("--data-root", default="data",
-                  help="fetched sets live in DATA_ROOT/NAME")
-  ap.add_argument("--sets", default=",".join(SETS),
-                  help="comma-separated subset of " + ", ".join(SETS))
-  ap.add_argument("--quick", action="store_true",
-                  help="finetune_study's --quick settings (smoke test)")
-  ap.add_argument("--wheel-dir", default=None,
-                  help="keep/reuse the downloaded wheels here")
-  ap.add_argument("study_args", nargs="*",
-                  help="after --: extra finetune_study flags for every set")
+  ap.add_argument(
+    "--data-root", default="data", help="fetched sets live in DATA_ROOT/NAME"
+  )
+  ap.add_argument(
+    "--sets",
+    default=",".join(SETS),
+    help="comma-separated subset of " + ", ".join(SETS),
+  )
+  ap.add_argument(
+    "--quick",
+    action="store_true",
+    help="finetune_study's --quick settings (smoke test)",
+  )
+  ap.add_argument(
+    "--wheel-dir", default=None, help="keep/reuse the downloaded wheels here"
+  )
+  ap.add_argument(
+    "study_args",
+    nargs="*",
+    help="after --: extra finetune_study flags for every set",
+  )
   args = ap.parse_args(argv)
   sets = args.sets.split(",")
   unknown = [s for s in sets if s not in SETS]
@@ -75,41 +104,73 @@ def _delta(result: dict, arm: str, metric: str) -> dict | None:
 def side_by_side(results: dict[str, dict], metric: str) -> str:
   """Markdown: arms (rows) x sets (columns), paired Δ`metric` vs control."""
   names = list(results)
-  rows = [f"| Δ{finetune_study.LABELS[metric]} vs dice [95% CI] | "
-          + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  rows = [
+    f"| Δ{finetune_study.LABELS[metric]} vs dice [95% CI] | "
+    + " | ".join(names)
+    + " |",
+    "|---" * (len(names) + 1) + "|",
+  ]
   for arm in ROWS + [PAIR]:
-    rows.append(f"| {arm} | " + " | ".join(
-        _cell(_delta(results[n], arm, metric)) for n in names) + " |")
-  seeds = ", ".join(f"{n}: {len(next(iter(r['per_seed'].values())))}"
-                    for n, r in results.items())
+    rows.append(
+      f"| {arm} | "
+      + " | ".join(_cell(_delta(results[n], arm, metric)) for n in names)
+      + " |"
+    )
+  seeds = ", ".join(
+    f"{n}: {len(next(iter(r['per_seed'].values())))}"
+    for n, r in results.items()
+  )
   return "\n".join(rows) + f"\n\nPaired seeds per set: {seeds}.\n"
 
 
 def report(results: dict[str, dict], synthetic: dict | None) -> str:
-  both = ({"synthetic (committed run)": synthetic} if synthetic else {}) | results
-  parts = ["# PEL fine-tuning study: synthetic and real nuclei sets\n",
-           "Points; Δ = paired difference to the `dice` control (same seeds,"
-           " same batches), 95% t interval over seeds. Real sets: metrics on"
-           " the test split (the base's plateau was read on val); synthetic:"
-           " validation set. he-types: mean over the 3 nucleus types.\n",
-           "## Pixel IoU\n", side_by_side(both, "iou"),
-           "## Pixel Dice\n", side_by_side(both, "dice"),
-           "## Boundary F1 (2 px)\n", side_by_side(both, "bf1")]
-  with_objects = {n: r for n, r in results.items()
-                  if "aji" in finetune_study.metric_names(r["per_seed"])}
+  both = (
+    {"synthetic (committed run)": synthetic} if synthetic else {}
+  ) | results
+  parts = [
+    "# PEL fine-tuning study: synthetic and real nuclei sets\n",
+    "Points; Δ = paired difference to the `dice` control (same seeds,"
+    " same batches), 95% t interval over seeds. Real sets: metrics on"
+    " the test split (the base's plateau was read on val); synthetic:"
+    " validation set. he-types: mean over the 3 nucleus types.\n",
+    "## Pixel IoU\n",
+    side_by_side(both, "iou"),
+    "## Pixel Dice\n",
+    side_by_side(both, "dice"),
+    "## Boundary F1 (2 px)\n",
+    side_by_side(both, "bf1"),
+  ]
+  with_objects = {
+    n: r
+    for n, r in results.items()
+    if "aji" in finetune_study.metric_names(r["per_seed"])
+  }
   if with_objects:
-    parts += ["## Nucleus detection F1 (IoU ≥ 0.5)\n",
-              side_by_side(with_objects, "object_f1"),
-              "## AJI (aggregated Jaccard index)\n",
-              side_by_side(with_objects, "aji")]
-  base = ["| set | base steps | " + " | ".join(
-      finetune_study.LABELS[m] for m in common.METRICS) + " | minutes |",
-          "|---" * (len(common.METRICS) + 3) + "|"]
+    parts += [
+      "## Nucleus detection F1 (IoU ≥ 0.5)\n",
+      side_by_side(with_objects, "object_f1"),
+      "## AJI (aggregated Jaccard index)\n",
+      side_by_side(with_objects, "aji"),
+    ]
+  base = [
+    "| set | base steps | "
+    + " | ".join(finetune_study.LABELS[m] for m in common.METRICS)
+    + " | minutes |",
+    "|---" * (len(common.METRICS) + 3) + "|",
+  ]
   for n, r in both.items():
-    base.append(f"| {n} | {r['base']['steps']} | " + " | ".join(
+    base.append(
+      f"| {n} | {r['base']['steps']} | "
+      + " | ".join(
         f"{100 * r['base'][m]:.2f}" if m in r["base"] else "—"
-        for m in common.METRICS) + f" | {r['seconds']['total'] / 60:.1f} |")
-  parts += ["## Base models (Dice + CE at the plateau)\n", "\n".join(base) + "\n"]
+        for m in common.METRICS
+      )
+      + f" | {r['seconds']['total'] / 60:.1f} |"
+    )
+  parts += [
+    "## Base models (Dice + CE at the plateau)\n",
+    "\n".join(base) + "\n",
+  ]
   return "\n".join(parts)
 
 
@@ -121,15 +182,29 @@ def main(argv=None, fetcher=fetch_lib.fetch):
   results = {}
   for name in args.sets:
     fetcher(name, root / name, wheel_dir=args.wheel_dir)
-    study_argv = (["--out", str(out / name), "--data", str(root / name),
-                   "--classes", str(fetch_lib.DATASETS[name].classes)]
-                  + (["--quick"] if args.quick else REAL) + args.study_args)
-    print(f"== {name}: python -m experiments.finetune_study "
-          + " ".join(study_argv), flush=True)
+    study_argv = (
+      [
+        "--out",
+        str(out / name),
+        "--data",
+        str(root / name),
+        "--classes",
+        str(fetch_lib.DATASETS[name].classes),
+      ]
+      + (["--quick"] if args.quick else REAL)
+      + args.study_args
+    )
+    print(
+      f"== {name}: python -m experiments.finetune_study "
+      + " ".join(study_argv),
+      flush=True,
+    )
     results[name] = finetune_study.main(study_argv)
   synthetic = json.loads(SYNTHETIC.read_text()) if SYNTHETIC.is_file() else None
   text = report(results, synthetic)
-  text += f"\nTotal wall time {timer() / 60:.1f} min ({', '.join(args.sets)}).\n"
+  text += (
+    f"\nTotal wall time {timer() / 60:.1f} min ({', '.join(args.sets)}).\n"
+  )
   (out / "real_results.md").write_text(text)
   print(text)
   return results

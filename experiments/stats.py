@@ -19,15 +19,22 @@ def betainc(a: float, b: float, x: float) -> float:
     return 1.0
   if x > (a + 1) / (a + b + 2):  # the fraction converges fast on this side
     return 1.0 - betainc(b, a, 1.0 - x)
-  log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-               + a * math.log(x) + b * math.log1p(-x))
+  log_front = (
+    math.lgamma(a + b)
+    - math.lgamma(a)
+    - math.lgamma(b)
+    + a * math.log(x)
+    + b * math.log1p(-x)
+  )
   tiny, eps = 1e-300, 1e-15
   c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
   d = 1.0 / (d if abs(d) > tiny else tiny)
   f = d
   for m in range(1, 500):
-    for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+    for num in (
+      m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+      -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+    ):
       d = 1.0 + num * d
       d = 1.0 / (d if abs(d) > tiny else tiny)
       c = 1.0 + num / c
@@ -74,9 +81,21 @@ def paired_ci(treatment, control, level: float = 0.95) -> dict:
   n = d.size
   mean = float(d.mean())
   if n < 2:
-    return {"mean": mean, "sd": float("nan"), "n": n, "lo": float("nan"),
-            "hi": float("nan"), "half_width": float("nan")}
+    return {
+      "mean": mean,
+      "sd": float("nan"),
+      "n": n,
+      "lo": float("nan"),
+      "hi": float("nan"),
+      "half_width": float("nan"),
+    }
   sd = float(d.std(ddof=1))
   half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-  return {"mean": mean, "sd": sd, "n": n, "lo": mean - half,
-          "hi": mean + half, "half_width": half}
+  return {
+    "mean": mean,
+    "sd": sd,
+    "n": n,
+    "lo": mean - half,
+    "hi": mean + half,
+    "half_width": half,
+  }

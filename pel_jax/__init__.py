@@ -17,14 +17,14 @@ from pel_jax._variants import tversky_loss
 __version__ = "0.1.0"
 
 __all__ = (
-    "accumulated_value_and_grad",
-    "check_labels",
-    "dice_loss",
-    "global_sum",
-    "jaccard_loss",
-    "loss_from_stats",
-    "pel_loss",
-    "region_stats",
-    "tversky_loss",
-    "weight_map",
+  "accumulated_value_and_grad",
+  "check_labels",
+  "dice_loss",
+  "global_sum",
+  "jaccard_loss",
+  "loss_from_stats",
+  "pel_loss",
+  "region_stats",
+  "tversky_loss",
+  "weight_map",
 )

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 PyTree = Any
 
 
 def accumulated_value_and_grad(
-    stats_fn: Callable[[PyTree, PyTree], PyTree],
-    loss_fn: Callable[[PyTree], jax.Array],
-    params: PyTree,
-    microbatches: PyTree,
-    *,
-    stack: bool = False,
+  stats_fn: Callable[[PyTree, PyTree], PyTree],
+  loss_fn: Callable[[PyTree], jax.Array],
+  params: PyTree,
+  microbatches: PyTree,
+  *,
+  stack: bool = False,
 ) -> tuple[jax.Array, PyTree]:
   r"""Loss and parameter gradient of a ratio loss over K micro-batches, exactly.
 
@@ -91,9 +92,9 @@ def accumulated_value_and_grad(
   sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
   if len(sizes) != 1 or None in sizes:
     raise ValueError(
-        "every leaf of `microbatches` needs the same leading (micro-batch)"
-        f" axis; got leading sizes {sorted(map(str, sizes))} for shapes"
-        f" {[jnp.shape(x) for x in leaves]}."
+      "every leaf of `microbatches` needs the same leading (micro-batch)"
+      f" axis; got leading sizes {sorted(map(str, sizes))} for shapes"
+      f" {[jnp.shape(x) for x in leaves]}."
     )
 
   def stats_of(mb):
@@ -104,13 +105,13 @@ def accumulated_value_and_grad(
   else:
     first = jax.tree.map(lambda x: x[0], microbatches)
     zeros = jax.tree.map(
-        lambda s: jnp.zeros(s.shape, s.dtype),
-        jax.eval_shape(stats_of, first),
+      lambda s: jnp.zeros(s.shape, s.dtype),
+      jax.eval_shape(stats_of, first),
     )
     stats, _ = lax.scan(
-        lambda acc, mb: (jax.tree.map(jnp.add, acc, stats_of(mb)), None),
-        zeros,
-        microbatches,
+      lambda acc, mb: (jax.tree.map(jnp.add, acc, stats_of(mb)), None),
+      zeros,
+      microbatches,
     )
 
   loss, loss_vjp = jax.vjp(loss_fn, stats)

@@ -26,17 +26,20 @@ def layout_hint(p_shape, t_shape=None) -> str:
   small = len(p_shape) >= 4 and 0 < p_shape[1] <= 16
   if small and p_shape[-1] >= 4 * p_shape[1]:
     hints.append(
-        f" `predictions` {tuple(p_shape)} look channels-first ([B, C, *spatial]"
-        f" with C = {p_shape[1]}): pel_jax takes the class axis last; use"
-        " `jnp.moveaxis(predictions, 1, -1)`."
+      f" `predictions` {tuple(p_shape)} look channels-first ([B, C, *spatial]"
+      f" with C = {p_shape[1]}): pel_jax takes the class axis last; use"
+      " `jnp.moveaxis(predictions, 1, -1)`."
     )
-  if t_shape is not None and len(t_shape) == len(p_shape) + 1:
-    if tuple(t_shape[:-1]) == tuple(p_shape):
-      hints.append(
-          f" `predictions` {tuple(p_shape)} seem to lack the class axis that"
-          f" `targets` {tuple(t_shape)} have: for one binary channel use"
-          " `predictions[..., None]`."
-      )
+  if (
+    t_shape is not None
+    and len(t_shape) == len(p_shape) + 1
+    and tuple(t_shape[:-1]) == tuple(p_shape)
+  ):
+    hints.append(
+      f" `predictions` {tuple(p_shape)} seem to lack the class axis that"
+      f" `targets` {tuple(t_shape)} have: for one binary channel use"
+      " `predictions[..., None]`."
+    )
   return "".join(hints)
 
 
@@ -44,27 +47,27 @@ def check_predictions(predictions) -> None:
   dtype = jnp.result_type(predictions)
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
-        "`predictions` must be floating point (probabilities or logits), got"
-        f" {_describe(predictions)}."
+      "`predictions` must be floating point (probabilities or logits), got"
+      f" {_describe(predictions)}."
     )
   shape = np.shape(predictions)
   if len(shape) < 3:
     raise ValueError(
-        "`predictions` must have shape [batch, *spatial, num_classes] with at"
-        f" least one spatial axis, got {_describe(predictions)}."
-        " A binary output without a class axis takes one:"
-        " `predictions[..., None]`."
+      "`predictions` must have shape [batch, *spatial, num_classes] with at"
+      f" least one spatial axis, got {_describe(predictions)}."
+      " A binary output without a class axis takes one:"
+      " `predictions[..., None]`."
     )
   if shape[-1] == 0:
     raise ValueError(
-        f"`predictions` {shape} have no class (the last axis, num_classes, is"
-        f" 0); they must be [batch, *spatial, num_classes].{layout_hint(shape)}"
+      f"`predictions` {shape} have no class (the last axis, num_classes, is"
+      f" 0); they must be [batch, *spatial, num_classes].{layout_hint(shape)}"
     )
   if shape[0] == 0:
     raise ValueError(
-        f"`predictions` {shape} have an empty batch (axis 0): the loss of no"
-        " sample is undefined (a mean over nothing). Skip the call, or pad"
-        " the batch and leave the padding out with `where`."
+      f"`predictions` {shape} have an empty batch (axis 0): the loss of no"
+      " sample is undefined (a mean over nothing). Skip the call, or pad"
+      " the batch and leave the padding out with `where`."
     )
 
 
@@ -78,53 +81,53 @@ def check_targets(predictions, targets, ignore_index) -> None:
       hint = layout_hint(p_shape, t_shape)
       if t_shape == p_shape:
         hint += (
-            " Integer targets of the predictions' shape look one-hot: pass"
-            " them as float, or pass the ids `[batch, *spatial]`."
+          " Integer targets of the predictions' shape look one-hot: pass"
+          " them as float, or pass the ids `[batch, *spatial]`."
         )
       elif t_shape == p_shape[:1] + p_shape[2:] and not hint:
         hint = (
-            " They match `predictions` without axis 1: predictions are"
-            " probably channels-first; move the class axis last."
+          " They match `predictions` without axis 1: predictions are"
+          " probably channels-first; move the class axis last."
         )
       raise ValueError(
-          "Integer class-id `targets` must have shape [batch, *spatial] ="
-          f" {p_shape[:-1]} (predictions {p_shape} without the class axis),"
-          f" got {t_shape}.{hint}"
+        "Integer class-id `targets` must have shape [batch, *spatial] ="
+        f" {p_shape[:-1]} (predictions {p_shape} without the class axis),"
+        f" got {t_shape}.{hint}"
       )
   elif jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.bool_:
     if ignore_index is not None:
       raise ValueError(
-          "`ignore_index` needs integer class-id targets; got float targets of"
-          f" {_describe(targets)}. Use `where` to mask float targets."
+        "`ignore_index` needs integer class-id targets; got float targets of"
+        f" {_describe(targets)}. Use `where` to mask float targets."
       )
     if len(t_shape) == len(p_shape) and t_shape[:-1] == p_shape[:-1]:
       if t_shape[-1] != p_shape[-1]:
         raise ValueError(
-            f"Class-count mismatch: `predictions` {p_shape} has {p_shape[-1]}"
-            f" classes but float `targets` {t_shape} has {t_shape[-1]}."
+          f"Class-count mismatch: `predictions` {p_shape} has {p_shape[-1]}"
+          f" classes but float `targets` {t_shape} has {t_shape[-1]}."
         )
     elif t_shape != p_shape:
       hint = layout_hint(p_shape, t_shape)
       if len(t_shape) == len(p_shape) and t_shape == (
-          p_shape[:1] + p_shape[-1:] + p_shape[1:-1]
+        p_shape[:1] + p_shape[-1:] + p_shape[1:-1]
       ):
         hint += (
-            " `targets` are `predictions` with the class axis first"
-            " (channels-first): use `jnp.moveaxis(targets, 1, -1)`."
+          " `targets` are `predictions` with the class axis first"
+          " (channels-first): use `jnp.moveaxis(targets, 1, -1)`."
         )
       elif t_shape == p_shape[:-1]:
         hint += (
-            " Without a class axis they look like class ids or a mask: pass"
-            " ids as integers, or a one-channel mask as `targets[..., None]`."
+          " Without a class axis they look like class ids or a mask: pass"
+          " ids as integers, or a one-channel mask as `targets[..., None]`."
         )
       raise ValueError(
-          "Float `targets` must have the shape of `predictions`"
-          f" {p_shape} (one-hot, multi-hot or soft labels), got {t_shape}."
-          f" Integer class ids take shape [batch, *spatial].{hint}"
+        "Float `targets` must have the shape of `predictions`"
+        f" {p_shape} (one-hot, multi-hot or soft labels), got {t_shape}."
+        f" Integer class ids take shape [batch, *spatial].{hint}"
       )
   else:
     raise TypeError(
-        f"`targets` must be float, bool or integer, got {_describe(targets)}."
+      f"`targets` must be float, bool or integer, got {_describe(targets)}."
     )
   check_ignore_index(dtype if integer else None, ignore_index)
 
@@ -134,17 +137,17 @@ def check_ignore_index(dtype, ignore_index) -> None:
   if ignore_index is None:
     return
   if not isinstance(ignore_index, numbers.Integral) or isinstance(
-      ignore_index, bool
+    ignore_index, bool
   ):
     raise TypeError(
-        f"`ignore_index` must be a Python int or None, got {ignore_index!r}."
+      f"`ignore_index` must be a Python int or None, got {ignore_index!r}."
     )
   if dtype is not None:
     info = np.iinfo(dtype)
     if not info.min <= ignore_index <= info.max:
       raise ValueError(
-          f"`ignore_index={ignore_index}` cannot occur in `targets` of dtype"
-          f" {dtype} (range [{info.min}, {info.max}]): it would ignore nothing."
+        f"`ignore_index={ignore_index}` cannot occur in `targets` of dtype"
+        f" {dtype} (range [{info.min}, {info.max}]): it would ignore nothing."
       )
 
 
@@ -158,22 +161,22 @@ def check_label_args(targets, num_classes, ignore_index) -> int:
   if not jnp.issubdtype(dtype, jnp.integer):
     raise TypeError(f"`targets` must be integer ids, got {_describe(targets)}.")
   if (
-      not isinstance(num_classes, numbers.Integral)
-      or isinstance(num_classes, bool)
-      or num_classes < 1
+    not isinstance(num_classes, numbers.Integral)
+    or isinstance(num_classes, bool)
+    or num_classes < 1
   ):
     raise ValueError(
-        "`num_classes` must be a Python int >= 1 (the class axis of the"
-        f" predictions; 1 is binary, ids 0 and 1), got {num_classes!r}."
+      "`num_classes` must be a Python int >= 1 (the class axis of the"
+      f" predictions; 1 is binary, ids 0 and 1), got {num_classes!r}."
     )
   check_ignore_index(dtype, ignore_index)
   return max(int(num_classes), 2)
 
 
 _STATIC_HOW = (
-    " Under `jax.jit`, mark it static (`jax.jit(f, static_argnames=(...))`)"
-    " or close over it (`functools.partial`) instead of passing it as a"
-    " traced argument."
+  " Under `jax.jit`, mark it static (`jax.jit(f, static_argnames=(...))`)"
+  " or close over it (`functools.partial`) instead of passing it as a"
+  " traced argument."
 )
 
 
@@ -181,8 +184,8 @@ def check_number(name: str, value, *, positive: bool = False) -> float:
   """A static hyperparameter: a real Python/NumPy number, >= 0 (or > 0)."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise TypeError(
-        f"`{name}` must be a Python number (it is static: changing it"
-        f" recompiles), got {type(value).__name__} {value!r}.{_STATIC_HOW}"
+      f"`{name}` must be a Python number (it is static: changing it"
+      f" recompiles), got {type(value).__name__} {value!r}.{_STATIC_HOW}"
     )
   value = float(value)
   if not np.isfinite(value) or value < 0 or (positive and value == 0):
@@ -206,9 +209,9 @@ def check_representable(predictions, compute_dtype, **values: float) -> None:
       limit = big
     if value > limit:
       raise ValueError(
-          f"`{name}={value}` would overflow {jnp.dtype(compute_dtype).name},"
-          " the dtype the loss is computed in for `predictions` of"
-          f" {_describe(predictions)}: it must be <= {limit:.3g}."
+        f"`{name}={value}` would overflow {jnp.dtype(compute_dtype).name},"
+        " the dtype the loss is computed in for `predictions` of"
+        f" {_describe(predictions)}: it must be <= {limit:.3g}."
       )
 
 
@@ -218,8 +221,8 @@ def check_flag(name: str, value) -> bool:
     return bool(value)
   if hasattr(value, "shape") or not isinstance(value, numbers.Integral):
     raise TypeError(
-        f"`{name}` must be a static Python bool (it selects the"
-        f" computation), got {type(value).__name__} {value!r}.{_STATIC_HOW}"
+      f"`{name}` must be a static Python bool (it selects the"
+      f" computation), got {type(value).__name__} {value!r}.{_STATIC_HOW}"
     )
   return bool(value)
 
@@ -230,9 +233,9 @@ def check_mask(predictions, where) -> None:
   want = np.shape(predictions)[:-1]
   if np.shape(where) != want:
     raise ValueError(
-        f"`where` must have shape [batch, *spatial] = {want} (predictions"
-        f" {np.shape(predictions)} without the class axis), got"
-        f" {np.shape(where)}.{layout_hint(np.shape(predictions))}"
+      f"`where` must have shape [batch, *spatial] = {want} (predictions"
+      f" {np.shape(predictions)} without the class axis), got"
+      f" {np.shape(where)}.{layout_hint(np.shape(predictions))}"
     )
   if jnp.result_type(where) != jnp.bool_:
     raise TypeError(f"`where` must be a bool array, got {_describe(where)}.")
@@ -244,13 +247,13 @@ def check_class_weights(predictions, class_weights) -> None:
   num_classes = np.shape(predictions)[-1]
   if np.shape(class_weights) != (num_classes,):
     raise ValueError(
-        f"`class_weights` must have shape ({num_classes},), one weight per"
-        " class of `predictions` (background included), got shape"
-        f" {np.shape(class_weights)}.{layout_hint(np.shape(predictions))}"
+      f"`class_weights` must have shape ({num_classes},), one weight per"
+      " class of `predictions` (background included), got shape"
+      f" {np.shape(class_weights)}.{layout_hint(np.shape(predictions))}"
     )
   if not jnp.issubdtype(jnp.result_type(class_weights), jnp.number):
     raise TypeError(
-        f"`class_weights` must be numeric, got {_describe(class_weights)}."
+      f"`class_weights` must be numeric, got {_describe(class_weights)}."
     )
 
 
@@ -259,22 +262,21 @@ def resolve_activation(predictions, from_logits: bool, activation):
   num_classes = np.shape(predictions)[-1]
   if activation is not None and activation not in ACTIVATIONS:
     raise ValueError(
-        f"`activation` must be one of {ACTIVATIONS} or None, got"
-        f" {activation!r}."
+      f"`activation` must be one of {ACTIVATIONS} or None, got {activation!r}."
     )
   if not from_logits:
     if activation is not None:
       raise ValueError(
-          f"`activation={activation!r}` applies to logits: pass"
-          " `from_logits=True` too."
+        f"`activation={activation!r}` applies to logits: pass"
+        " `from_logits=True` too."
       )
     return None
   if activation is None:
     activation = "sigmoid" if num_classes == 1 else "softmax"
   if activation == "softmax" and num_classes == 1:
     raise ValueError(
-        "`activation='softmax'` over a single class is constant; predictions"
-        f" {np.shape(predictions)} need 'sigmoid' or >= 2 classes."
+      "`activation='softmax'` over a single class is constant; predictions"
+      f" {np.shape(predictions)} need 'sigmoid' or >= 2 classes."
     )
   return activation
 
@@ -282,12 +284,12 @@ def resolve_activation(predictions, from_logits: bool, activation):
 def check_options(predictions, reduction, include_background) -> None:
   if reduction not in REDUCTIONS:
     raise ValueError(
-        f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}."
+      f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}."
     )
   if not include_background and np.shape(predictions)[-1] < 2:
     raise ValueError(
-        "`include_background=False` drops class 0, which leaves no class for"
-        f" predictions of shape {np.shape(predictions)}."
+      "`include_background=False` drops class 0, which leaves no class for"
+      f" predictions of shape {np.shape(predictions)}."
     )
 
 
@@ -297,14 +299,14 @@ ABSENT_CLASSES = ("count", "exclude")
 
 
 def check_family(
-    *,
-    scale: float,
-    class_weights,
-    generalized,
-    average,
-    absent_classes,
-    focal_gamma,
-    log_loss: bool,
+  *,
+  scale: float,
+  class_weights,
+  generalized,
+  average,
+  absent_classes,
+  focal_gamma,
+  log_loss: bool,
 ) -> float | None:
   """Checks the Dice-family options together; returns `focal_gamma` as float.
 
@@ -315,45 +317,48 @@ def check_family(
   (`generalized`, `average="micro"`).
   """
   for name, value, allowed in (
-      ("generalized", generalized, GENERALIZED),
-      ("average", average, AVERAGES),
-      ("absent_classes", absent_classes, ABSENT_CLASSES),
+    ("generalized", generalized, GENERALIZED),
+    ("average", average, AVERAGES),
+    ("absent_classes", absent_classes, ABSENT_CLASSES),
   ):
     if value not in allowed:
       raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
   if generalized is not None and average == "micro":
     raise ValueError(
-        f"`generalized={generalized!r}` and `average='micro'` both define"
-        " the single ratio over classes; micro is `generalized='uniform'`."
-        " Pass one of them."
+      f"`generalized={generalized!r}` and `average='micro'` both define"
+      " the single ratio over classes; micro is `generalized='uniform'`."
+      " Pass one of them."
     )
   single = (
-      f"generalized={generalized!r}" if generalized is not None
-      else "average='micro'" if average == "micro" else None
+    f"generalized={generalized!r}"
+    if generalized is not None
+    else "average='micro'"
+    if average == "micro"
+    else None
   )
   if single is not None and class_weights is not None:
     raise ValueError(
-        f"`class_weights` weight per-class losses; `{single}` computes one"
-        " ratio over all classes, so there is no per-class loss to weight."
+      f"`class_weights` weight per-class losses; `{single}` computes one"
+      " ratio over all classes, so there is no per-class loss to weight."
     )
   if single is not None and absent_classes == "exclude":
     raise ValueError(
-        f"`absent_classes='exclude'` leaves classes out of the mean over"
-        f" classes; `{single}` has no such mean (absent classes add nothing"
-        " to its sums)."
+      f"`absent_classes='exclude'` leaves classes out of the mean over"
+      f" classes; `{single}` has no such mean (absent classes add nothing"
+      " to its sums)."
     )
   if focal_gamma is not None:
     focal_gamma = check_number("focal_gamma", focal_gamma, positive=True)
   for name, on in (("log_loss", log_loss), ("focal_gamma", focal_gamma)):
     if on is not None and on is not False and scale != 1:
       raise ValueError(
-          f"`{name}` needs `scale=1` (the per-class ratio then lies in"
-          f" [0, 1]); got scale={scale}."
+        f"`{name}` needs `scale=1` (the per-class ratio then lies in"
+        f" [0, 1]); got scale={scale}."
       )
   if log_loss and focal_gamma is not None:
     raise ValueError(
-        "`log_loss=True` and `focal_gamma` are two different per-class"
-        " transforms of the ratio; pass one of them."
+      "`log_loss=True` and `focal_gamma` are two different per-class"
+      " transforms of the ratio; pass one of them."
     )
   return focal_gamma
 
@@ -364,15 +369,15 @@ def check_cross_entropy(ce_weight: float, activation, reduction) -> None:
     return
   if activation is None:
     raise ValueError(
-        f"`ce_weight={ce_weight}` computes the cross-entropy from the"
-        " log-probabilities of logits: pass logits with `from_logits=True`"
-        " (log of probabilities is not finite at p = 0)."
+      f"`ce_weight={ce_weight}` computes the cross-entropy from the"
+      " log-probabilities of logits: pass logits with `from_logits=True`"
+      " (log of probabilities is not finite at p = 0)."
     )
   if reduction == "none":
     raise ValueError(
-        f"`ce_weight={ce_weight}` adds one cross-entropy mean to the reduced"
-        " loss; `reduction='none'` has no single value to add it to. Use"
-        " 'mean' or 'sum'."
+      f"`ce_weight={ce_weight}` adds one cross-entropy mean to the reduced"
+      " loss; `reduction='none'` has no single value to add it to. Use"
+      " 'mean' or 'sum'."
     )
 
 
@@ -380,10 +385,10 @@ def check_soft_labels(soft_labels: bool, squared: bool) -> None:
   """`soft_labels` (the L1 TP) has no meaning over squared sums."""
   if soft_labels and squared:
     raise ValueError(
-        "`soft_labels=True` cannot be combined with `squared=True`: the L1"
-        " TP sum min(p, g) over the denominator sum p^2 + sum g^2 makes the"
-        " loss negative at p = g. With squared sums the soft-label form is"
-        " MONAI's L2 one, TP = (sum p^2 + sum g^2 - sum (p - g)^2) / 2 ="
-        " sum p g: pass `squared=True` alone (for exponent 1 and Dice weights"
-        " its minimum is exactly at p = g)."
+      "`soft_labels=True` cannot be combined with `squared=True`: the L1"
+      " TP sum min(p, g) over the denominator sum p^2 + sum g^2 makes the"
+      " loss negative at p = g. With squared sums the soft-label form is"
+      " MONAI's L2 one, TP = (sum p^2 + sum g^2 - sum (p - g)^2) / 2 ="
+      " sum p g: pass `squared=True` alone (for exponent 1 and Dice weights"
+      " its minimum is exactly at p = g)."
     )

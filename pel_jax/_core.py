@@ -20,8 +20,8 @@ import operator
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,7 @@ _TUNED_PLATFORMS = ("cpu",)
 def _per_platform(tuned, plain, *args):
   """`tuned(*args)` when lowered for `_TUNED_PLATFORMS`, else `plain(*args)`."""
   return lax.platform_dependent(
-      *args, **{name: tuned for name in _TUNED_PLATFORMS}, default=plain
+    *args, **{name: tuned for name in _TUNED_PLATFORMS}, default=plain
   )
 
 
@@ -109,7 +109,7 @@ def _reduce_classes(op, x: jax.Array) -> jax.Array:
   if x.shape[-1] > _UNROLL_CLASSES:
     return _per_platform(functools.partial(_fold_classes, op), plain, x)
   unrolled = lambda x: functools.reduce(
-      op, [x[..., c : c + 1] for c in range(x.shape[-1])]
+    op, [x[..., c : c + 1] for c in range(x.shape[-1])]
   )
   return _per_platform(unrolled, plain, x)
 
@@ -187,7 +187,7 @@ def _is_label(targets: jax.Array, num_classes: int) -> jax.Array:
     targets = targets.astype(jnp.int32)
   ndim = targets.ndim + 1
   classes = lax.broadcasted_iota(
-      targets.dtype, (1,) * (ndim - 1) + (num_classes,), ndim - 1
+    targets.dtype, (1,) * (ndim - 1) + (num_classes,), ndim - 1
   )
   return targets[..., None] == classes
 
@@ -238,10 +238,10 @@ def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
 def _variadic_sum(operands, axes: tuple[int, ...]):
   zero = jnp.zeros((), operands[0].dtype)
   return lax.reduce(
-      tuple(operands),
-      (zero,) * len(operands),
-      lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
-      axes,
+    tuple(operands),
+    (zero,) * len(operands),
+    lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
+    axes,
   )
 
 
@@ -270,10 +270,12 @@ def _staged_sum(reduce, operands, first: int, size: int):
     rows, rest = divmod(size, _ROWS)
     if rest:
       head = size - rest
-      remainders.append(reduce(
+      remainders.append(
+        reduce(
           [lax.slice_in_dim(x, head, size, axis=first) for x in operands],
           (first,),
-      ))
+        )
+      )
       operands = [lax.slice_in_dim(x, 0, head, axis=first) for x in operands]
     shape = operands[0].shape
     split = shape[:first] + (_ROWS, rows) + shape[first + 1 :]
@@ -312,21 +314,21 @@ def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
   linear, so tangents are summed plainly, laid out the same way.
   """
   return _per_platform(
-      lambda *xs: _sum_flat(_variadic_sum, axes, xs),
-      lambda *xs: tuple(_variadic_sum(xs, axes)),
-      *operands,
+    lambda *xs: _sum_flat(_variadic_sum, axes, xs),
+    lambda *xs: tuple(_variadic_sum(xs, axes)),
+    *operands,
   )
 
 
 @_sum_together.defjvp
 def _sum_together_jvp(axes, primals, tangents):
   return (
-      _sum_together(axes, *primals),
-      _per_platform(
-          lambda *ts: _sum_flat(_separate_sums, axes, ts),
-          lambda *ts: _separate_sums(ts, axes),
-          *tangents,
-      ),
+    _sum_together(axes, *primals),
+    _per_platform(
+      lambda *ts: _sum_flat(_separate_sums, axes, ts),
+      lambda *ts: _separate_sums(ts, axes),
+      *tangents,
+    ),
   )
 
 
@@ -433,8 +435,9 @@ def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   per_pixel = 1 if cfg.activation == "softmax" else px.p.shape[-1]
   if px.w is None:
     shape = px.p.shape[: axes[0]]
-    return jnp.full(shape, math.prod(px.p.shape[axes[0] : -1]) * per_pixel,
-                    px.p.dtype)
+    return jnp.full(
+      shape, math.prod(px.p.shape[axes[0] : -1]) * per_pixel, px.p.dtype
+    )
   # Counted in integers: exact past float32's 2^24.
   kept = jnp.sum(px.w.astype(jnp.int32), axes + (px.w.ndim - 1,))
   return (kept * per_pixel).astype(px.p.dtype)
@@ -459,7 +462,7 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
 
 
 def stats_backward(
-    cfg: StatsConfig, predictions, targets, mask, stats, cotangent
+  cfg: StatsConfig, predictions, targets, mask, stats, cotangent
 ):
   """`(d_predictions, d_targets)` from the cotangent of each region sum.
 
@@ -480,7 +483,7 @@ def stats_backward(
   pixels = (cotangent.tp.shape[0],) + (1,) * (p.ndim - 2) + (p.shape[-1],)
   # (`count` has no gradient: it depends on the mask only.)
   ct = jax.tree.map(
-      lambda c: c.reshape(pixels), cotangent._replace(ce=None, count=None)
+    lambda c: c.reshape(pixels), cotangent._replace(ce=None, count=None)
   )
   if cfg.cross_entropy:
     ct = ct._replace(ce=cotangent.ce.reshape(pixels[:-1] + (1,)))
@@ -525,7 +528,9 @@ def stats_backward(
   d_targets = None
   if not jnp.issubdtype(targets.dtype, jnp.integer):
     if cfg.soft_labels:
-      d_g = jnp.where(below, ct.numer * (1 - n) * _power(r, n), ct.tp + ct.numer)
+      d_g = jnp.where(
+        below, ct.numer * (1 - n) * _power(r, n), ct.tp + ct.numer
+      )
     else:
       d_g = ct.tp * p + ct.numer * p_n
     d_g = d_g + ct.sum_g
@@ -559,7 +564,7 @@ def _region_sums_fwd(cfg: StatsConfig, predictions, targets, mask):
 def _region_sums_bwd(cfg: StatsConfig, residuals, cotangent):
   predictions, targets, mask, stats = residuals
   d_predictions, d_targets = stats_backward(
-      cfg, predictions, targets, mask, stats, cotangent
+    cfg, predictions, targets, mask, stats, cotangent
   )
   return d_predictions, d_targets, None
 

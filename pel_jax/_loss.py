@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 import functools
 import inspect
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.experimental import checkify
+import jax.numpy as jnp
+import numpy as np
 
 from pel_jax import _checks
 from pel_jax import _core
@@ -19,32 +20,32 @@ ArrayLike = jax.typing.ArrayLike
 
 
 def pel_loss(
-    predictions: ArrayLike,
-    targets: ArrayLike,
-    *,
-    exponent: float = 3.0,
-    scale: float = 1.0,
-    fp_weight: float = 1.0,
-    fn_weight: float = 1.0,
-    smooth_nr: float = 1e-5,
-    smooth_dr: float = 1e-5,
-    from_logits: bool = False,
-    activation: str | None = None,
-    class_weights: ArrayLike | None = None,
-    include_background: bool = True,
-    where: ArrayLike | None = None,
-    ignore_index: int | None = None,
-    batch: bool = False,
-    reduction: str = "mean",
-    axis_name: Hashable | None = None,
-    generalized: str | None = None,
-    squared: bool = False,
-    soft_labels: bool = False,
-    focal_gamma: float | None = None,
-    log_loss: bool = False,
-    absent_classes: str = "count",
-    average: str = "macro",
-    ce_weight: float = 0.0,
+  predictions: ArrayLike,
+  targets: ArrayLike,
+  *,
+  exponent: float = 3.0,
+  scale: float = 1.0,
+  fp_weight: float = 1.0,
+  fn_weight: float = 1.0,
+  smooth_nr: float = 1e-5,
+  smooth_dr: float = 1e-5,
+  from_logits: bool = False,
+  activation: str | None = None,
+  class_weights: ArrayLike | None = None,
+  include_background: bool = True,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
+  batch: bool = False,
+  reduction: str = "mean",
+  axis_name: Hashable | None = None,
+  generalized: str | None = None,
+  squared: bool = False,
+  soft_labels: bool = False,
+  focal_gamma: float | None = None,
+  log_loss: bool = False,
+  absent_classes: str = "count",
+  average: str = "macro",
+  ce_weight: float = 0.0,
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -183,8 +184,8 @@ def _options(options: dict[str, Any], caller: str) -> dict[str, Any]:
   unknown = sorted(set(options) - set(_OPTION_NAMES))
   if unknown:
     raise TypeError(
-        f"{caller}() got unknown option(s) {unknown}; it takes `pel_loss`'s"
-        " keyword options."
+      f"{caller}() got unknown option(s) {unknown}; it takes `pel_loss`'s"
+      " keyword options."
     )
   return {**_OPTION_DEFAULTS, **options}
 
@@ -203,56 +204,54 @@ def _configs(predictions, targets, o: dict[str, Any]):
   from_logits = _checks.check_flag("from_logits", o["from_logits"])
   batch = _checks.check_flag("batch", o["batch"])
   include_background = _checks.check_flag(
-      "include_background", o["include_background"]
+    "include_background", o["include_background"]
   )
   _checks.check_class_weights(predictions, o["class_weights"])
   _checks.check_options(predictions, o["reduction"], include_background)
   scale = _checks.check_number("scale", o["scale"], positive=True)
   focal_gamma = _checks.check_family(
-      scale=scale,
-      class_weights=o["class_weights"],
-      generalized=o["generalized"],
-      average=o["average"],
-      absent_classes=o["absent_classes"],
-      focal_gamma=o["focal_gamma"],
-      log_loss=_checks.check_flag("log_loss", o["log_loss"]),
+    scale=scale,
+    class_weights=o["class_weights"],
+    generalized=o["generalized"],
+    average=o["average"],
+    absent_classes=o["absent_classes"],
+    focal_gamma=o["focal_gamma"],
+    log_loss=_checks.check_flag("log_loss", o["log_loss"]),
   )
   ce_weight = _checks.check_number("ce_weight", o["ce_weight"])
   activation = _checks.resolve_activation(
-      predictions, from_logits, o["activation"]
+    predictions, from_logits, o["activation"]
   )
   _checks.check_cross_entropy(ce_weight, activation, o["reduction"])
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
   _checks.check_soft_labels(soft_labels, squared)
   if targets is not None and jnp.issubdtype(
-      jnp.result_type(targets), jnp.integer
+    jnp.result_type(targets), jnp.integer
   ):
     soft_labels = False  # Class ids are hard labels: the L1 form is the same.
   stats_cfg = _core.StatsConfig(
-      exponent=_checks.check_number("exponent", o["exponent"], positive=True),
-      activation=activation,
-      batch=batch,
-      ignore_index=o["ignore_index"],
-      axis_name=o["axis_name"],
-      squared=squared,
-      soft_labels=soft_labels,
-      cross_entropy=ce_weight > 0,
+    exponent=_checks.check_number("exponent", o["exponent"], positive=True),
+    activation=activation,
+    batch=batch,
+    ignore_index=o["ignore_index"],
+    axis_name=o["axis_name"],
+    squared=squared,
+    soft_labels=soft_labels,
+    cross_entropy=ce_weight > 0,
   )
   ratio_cfg = _core.RatioConfig(
-      scale=scale,
-      fp_weight=_checks.check_number("fp_weight", o["fp_weight"]),
-      fn_weight=_checks.check_number("fn_weight", o["fn_weight"]),
-      smooth_nr=_checks.check_number("smooth_nr", o["smooth_nr"]),
-      smooth_dr=_checks.check_number("smooth_dr", o["smooth_dr"]),
-      squared=squared,
-      include_background=include_background,
-      generalized=(
-          "uniform" if o["average"] == "micro" else o["generalized"]
-      ),
-      focal_gamma=focal_gamma,
-      log_loss=bool(o["log_loss"]),
-      absent_classes=o["absent_classes"],
+    scale=scale,
+    fp_weight=_checks.check_number("fp_weight", o["fp_weight"]),
+    fn_weight=_checks.check_number("fn_weight", o["fn_weight"]),
+    smooth_nr=_checks.check_number("smooth_nr", o["smooth_nr"]),
+    smooth_dr=_checks.check_number("smooth_dr", o["smooth_dr"]),
+    squared=squared,
+    include_background=include_background,
+    generalized=("uniform" if o["average"] == "micro" else o["generalized"]),
+    focal_gamma=focal_gamma,
+    log_loss=bool(o["log_loss"]),
+    absent_classes=o["absent_classes"],
   )
   return stats_cfg, ratio_cfg
 
@@ -260,7 +259,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
 def _stats_inputs(predictions, targets, where, o):
   """Checked arrays and configs of a call that reads pixels."""
   predictions, targets, where, class_weights = _as_array_likes(
-      predictions, targets, where, o["class_weights"]
+    predictions, targets, where, o["class_weights"]
   )
   o = {**o, "class_weights": class_weights}
   _checks.check_predictions(predictions)
@@ -268,14 +267,14 @@ def _stats_inputs(predictions, targets, where, o):
   _checks.check_mask(predictions, where)
   stats_cfg, ratio_cfg = _configs(predictions, targets, o)
   _checks.check_representable(
-      predictions,
-      _core.compute_dtype(jnp.result_type(predictions)),
-      exponent=stats_cfg.exponent,
-      scale=ratio_cfg.scale,
-      fp_weight=ratio_cfg.fp_weight,
-      fn_weight=ratio_cfg.fn_weight,
-      smooth_nr=ratio_cfg.smooth_nr,
-      smooth_dr=ratio_cfg.smooth_dr,
+    predictions,
+    _core.compute_dtype(jnp.result_type(predictions)),
+    exponent=stats_cfg.exponent,
+    scale=ratio_cfg.scale,
+    fp_weight=ratio_cfg.fp_weight,
+    fn_weight=ratio_cfg.fn_weight,
+    smooth_nr=ratio_cfg.smooth_nr,
+    smooth_dr=ratio_cfg.smooth_dr,
   )
   predictions = jnp.asarray(predictions)
   targets = jnp.asarray(targets)
@@ -287,7 +286,7 @@ def _stats_inputs(predictions, targets, where, o):
 
 def _pel_loss(predictions, targets, **o):
   predictions, targets, mask, stats_cfg, ratio_cfg, class_weights = (
-      _stats_inputs(predictions, targets, o["where"], o)
+    _stats_inputs(predictions, targets, o["where"], o)
   )
   stats = _core.region_sums(stats_cfg, predictions, targets, mask)
   return _loss_of_sums(stats, ratio_cfg, class_weights, o)
@@ -303,12 +302,16 @@ def _loss_of_sums(stats, ratio_cfg, class_weights, o):
     losses = losses * weights
   per_sample = ratio_cfg.generalized is not None
   loss = _reduce(
-      losses, present, o["reduction"], bool(o["batch"]), o["axis_name"],
-      per_sample,
+    losses,
+    present,
+    o["reduction"],
+    bool(o["batch"]),
+    o["axis_name"],
+    per_sample,
   )
   if o["ce_weight"]:
     loss = loss + o["ce_weight"] * _cross_entropy(
-        stats, o["reduction"], bool(o["batch"]), o["axis_name"]
+      stats, o["reduction"], bool(o["batch"]), o["axis_name"]
     )
   return loss
 
@@ -331,7 +334,7 @@ def _cross_entropy(stats, reduction, batch, axis_name):
 
 
 def region_stats(
-    predictions: ArrayLike, targets: ArrayLike, **options: Any
+  predictions: ArrayLike, targets: ArrayLike, **options: Any
 ) -> _core.RegionStats:
   r"""The per-class region sums `pel_loss` computes its ratio from.
 
@@ -395,7 +398,7 @@ def region_stats(
   """
   o = _options(options, "region_stats")
   predictions, targets, mask, stats_cfg, _, _ = _stats_inputs(
-      predictions, targets, o["where"], o
+    predictions, targets, o["where"], o
   )
   stats = _core.region_sums(stats_cfg, predictions, targets, mask)
   if stats_cfg.batch:
@@ -452,31 +455,31 @@ def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
   o = _options(options, "loss_from_stats")
   if not isinstance(stats, _core.RegionStats):
     raise TypeError(
-        "`stats` must be the RegionStats that `region_stats` returns, got"
-        f" {type(stats).__name__}."
+      "`stats` must be the RegionStats that `region_stats` returns, got"
+      f" {type(stats).__name__}."
     )
   want = 1 if o["batch"] else 2
   if np.ndim(stats.tp) != want:
     raise ValueError(
-        f"`stats` leaves must be {'[C]' if o['batch'] else '[B, C]'} with"
-        f" batch={bool(o['batch'])}, got tp of shape {np.shape(stats.tp)}."
+      f"`stats` leaves must be {'[C]' if o['batch'] else '[B, C]'} with"
+      f" batch={bool(o['batch'])}, got tp of shape {np.shape(stats.tp)}."
     )
   if (stats.ce is not None) != bool(o["ce_weight"]):
     raise ValueError(
-        f"`stats` were computed with{'' if stats.ce is not None else 'out'}"
-        f" cross-entropy sums but `loss_from_stats` got"
-        f" ce_weight={o['ce_weight']!r}; pass the same ce_weight to both."
+      f"`stats` were computed with{'' if stats.ce is not None else 'out'}"
+      f" cross-entropy sums but `loss_from_stats` got"
+      f" ce_weight={o['ce_weight']!r}; pass the same ce_weight to both."
     )
   if (stats.sum_p2 is not None) != bool(o["squared"]):
     raise ValueError(
-        f"`stats` were computed with squared={stats.sum_p2 is not None}"
-        f" but `loss_from_stats` got squared={o['squared']!r}."
+      f"`stats` were computed with squared={stats.sum_p2 is not None}"
+      f" but `loss_from_stats` got squared={o['squared']!r}."
     )
   (class_weights,) = _as_array_likes(o["class_weights"])
   o = {**o, "class_weights": class_weights}
   # The sums stand in for predictions: they carry the class axis.
   fake = jax.ShapeDtypeStruct(
-      (1, 1) + np.shape(stats.tp)[-1:], jnp.result_type(stats.tp)
+    (1, 1) + np.shape(stats.tp)[-1:], jnp.result_type(stats.tp)
   )
   _, ratio_cfg = _configs(fake, None, o)
   if o["batch"]:
@@ -577,19 +580,19 @@ def _global_sum_bwd(axis_name, x, cotangent):
 _global_sum.defvjp(_global_sum_fwd, _global_sum_bwd)
 
 _OPTION_DEFAULTS = {
-    name: p.default
-    for name, p in inspect.signature(pel_loss).parameters.items()
-    if p.kind == inspect.Parameter.KEYWORD_ONLY
+  name: p.default
+  for name, p in inspect.signature(pel_loss).parameters.items()
+  if p.kind == inspect.Parameter.KEYWORD_ONLY
 }
 _OPTION_NAMES = tuple(_OPTION_DEFAULTS)
 
 
 def weight_map(
-    predictions: ArrayLike,
-    targets: ArrayLike,
-    *,
-    loss_fn: Callable[..., jax.Array] | None = None,
-    **loss_kwargs: Any,
+  predictions: ArrayLike,
+  targets: ArrayLike,
+  *,
+  loss_fn: Callable[..., jax.Array] | None = None,
+  **loss_kwargs: Any,
 ) -> jax.Array:
   r"""Per-pixel gradient weight of a PEL-family loss, `[B, *spatial]`.
 
@@ -620,14 +623,14 @@ def weight_map(
     (2, 8, 8)
   """
   loss_fn = pel_loss if loss_fn is None else loss_fn
-  grad = jax.grad(
-      lambda x: jnp.sum(loss_fn(x, targets, **loss_kwargs))
-  )(jnp.asarray(predictions))
+  grad = jax.grad(lambda x: jnp.sum(loss_fn(x, targets, **loss_kwargs)))(
+    jnp.asarray(predictions)
+  )
   return jnp.sum(jnp.abs(grad), axis=-1)
 
 
 def check_labels(
-    targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
+  targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
 ) -> None:
   """Checks that integer class ids are valid for `num_classes` classes.
 
@@ -683,10 +686,8 @@ def check_labels(
   if num_classes == 1:
     allowed = "{{0, 1}} (one class: binary, 1 = foreground)"
   checkify.check(
-      jnp.all(valid),
-      f"targets hold a class id outside {allowed}: {{value}} at flat index"
-      " {i}",
-      value=targets.reshape(-1)[bad],
-      i=bad,
+    jnp.all(valid),
+    f"targets hold a class id outside {allowed}: {{value}} at flat index {{i}}",
+    value=targets.reshape(-1)[bad],
+    i=bad,
   )
-

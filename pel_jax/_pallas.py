@@ -42,11 +42,11 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
+import jax.numpy as jnp
 
 from pel_jax import _core
 
@@ -63,8 +63,7 @@ def _next_power_of_2(n: int) -> int:
 class _Layout:
   """Static sizes of one call: groups G, pixels P, classes C and padded."""
 
-  def __init__(self, cfg, shape: tuple[int, ...],
-               block_rows: int | None):
+  def __init__(self, cfg, shape: tuple[int, ...], block_rows: int | None):
     self.classes = shape[-1]
     pixels = math.prod(shape[:-1])
     self.groups = 1 if cfg.batch else shape[0]
@@ -113,8 +112,9 @@ class _Block:
 
   def __init__(self, cfg, layout, dtype, x_ref, t_ref, m_ref):
     rows, width = layout.rows, layout.padded_classes
-    row = (pl.program_id(1) * rows
-           + lax.broadcasted_iota(jnp.int32, (rows, 1), 0))
+    row = pl.program_id(1) * rows + lax.broadcasted_iota(
+      jnp.int32, (rows, 1), 0
+    )
     col = lax.broadcasted_iota(jnp.int32, (1, width), 1)
     real = col < layout.classes
     keep = row < layout.pixels
@@ -158,16 +158,22 @@ def _platform_call(kernel, out_shape, grid, in_specs, out_specs, *arrays):
   """`pallas_call` compiled for the backend lowering it: Triton, Mosaic TPU,
   or the interpreter elsewhere (CPU)."""
   call = functools.partial(
-      pl.pallas_call, kernel, out_shape=out_shape, grid=grid,
-      in_specs=in_specs, out_specs=out_specs)
+    pl.pallas_call,
+    kernel,
+    out_shape=out_shape,
+    grid=grid,
+    in_specs=in_specs,
+    out_specs=out_specs,
+  )
   parallel = ("parallel", "parallel")
   return lax.platform_dependent(
-      *arrays,
-      cuda=lambda *a: call(compiler_params=pltriton.CompilerParams())(*a),
-      rocm=lambda *a: call(compiler_params=pltriton.CompilerParams())(*a),
-      tpu=lambda *a: call(compiler_params=pltpu.CompilerParams(
-          dimension_semantics=parallel))(*a),
-      default=lambda *a: call(interpret=True)(*a),
+    *arrays,
+    cuda=lambda *a: call(compiler_params=pltriton.CompilerParams())(*a),
+    rocm=lambda *a: call(compiler_params=pltriton.CompilerParams())(*a),
+    tpu=lambda *a: call(
+      compiler_params=pltpu.CompilerParams(dimension_semantics=parallel)
+    )(*a),
+    default=lambda *a: call(interpret=True)(*a),
   )
 
 
@@ -175,7 +181,8 @@ def _check_supported(cfg) -> None:
   for option in ("squared", "soft_labels"):
     if getattr(cfg, option, False):
       raise NotImplementedError(
-          f"pel_jax._pallas: {option}=True sums are not implemented")
+        f"pel_jax._pallas: {option}=True sums are not implemented"
+      )
 
 
 def _four(cotangent):
@@ -185,8 +192,9 @@ def _four(cotangent):
   return tuple(cotangent)
 
 
-def region_stats(cfg, predictions, targets, mask,
-                 *, block_rows: int | None = None):
+def region_stats(
+  cfg, predictions, targets, mask, *, block_rows: int | None = None
+):
   """The four per-class sums `(TP, sum p, sum g, N)`, each `[G, C]`.
 
   `block_rows` (a power of two, at least 8) overrides the pixels per block.
@@ -200,23 +208,39 @@ def region_stats(cfg, predictions, targets, mask,
   def kernel(*refs):
     x_ref, t_ref = refs[:2]
     m_ref = refs[2] if has_mask else None
-    out_refs = refs[2 + has_mask:]
+    out_refs = refs[2 + has_mask :]
     px = _Block(cfg, layout, dtype, x_ref, t_ref, m_ref)
     terms = (px.p * px.g, px.p * px.w, px.g, px.p_n * px.g)
     for ref, term in zip(out_refs, terms):
       ref[...] = jnp.sum(term, axis=0).reshape(ref.shape)
 
   part = jax.ShapeDtypeStruct(
-      (layout.groups, layout.blocks, 1, layout.padded_classes), dtype)
-  part_spec = pl.BlockSpec((1, 1, 1, layout.padded_classes),
-                           lambda g, i: (g, i, 0, 0))
-  parts = _platform_call(kernel, (part,) * 4, (layout.groups, layout.blocks),
-                         specs, (part_spec,) * 4, *arrays)
-  return tuple(s.sum(axis=1)[:, 0, :layout.classes] for s in parts)
+    (layout.groups, layout.blocks, 1, layout.padded_classes), dtype
+  )
+  part_spec = pl.BlockSpec(
+    (1, 1, 1, layout.padded_classes), lambda g, i: (g, i, 0, 0)
+  )
+  parts = _platform_call(
+    kernel,
+    (part,) * 4,
+    (layout.groups, layout.blocks),
+    specs,
+    (part_spec,) * 4,
+    *arrays,
+  )
+  return tuple(s.sum(axis=1)[:, 0, : layout.classes] for s in parts)
 
 
-def region_stats_bwd(cfg, predictions, targets, mask, stats, cotangent,
-                     *, block_rows: int | None = None):
+def region_stats_bwd(
+  cfg,
+  predictions,
+  targets,
+  mask,
+  stats,
+  cotangent,
+  *,
+  block_rows: int | None = None,
+):
   """`(d_predictions, d_targets)` of `region_stats` for a cotangent of it.
 
   With `(a, b, c, d)` the cotangents of `(TP, sum p, sum g, N)`, per pixel
@@ -240,16 +264,20 @@ def region_stats_bwd(cfg, predictions, targets, mask, stats, cotangent,
   float_targets = not jnp.issubdtype(targets.dtype, jnp.integer)
   n = cfg.exponent
   # [G, C] cotangents -> [G, 1, padded C]; padded classes get 0.
-  cts = [jnp.pad(jnp.asarray(c, dtype).reshape(layout.groups, 1, -1),
-                 ((0, 0), (0, 0), (0, width - layout.classes)))
-         for c in _four(cotangent)]
+  cts = [
+    jnp.pad(
+      jnp.asarray(c, dtype).reshape(layout.groups, 1, -1),
+      ((0, 0), (0, 0), (0, width - layout.classes)),
+    )
+    for c in _four(cotangent)
+  ]
   ct_spec = pl.BlockSpec((1, 1, width), lambda g, i: (g, 0, 0))
 
   def kernel(*refs):
     x_ref, t_ref = refs[:2]
     m_ref = refs[2] if has_mask else None
-    ct_tp, ct_p, ct_g, ct_n = (r[0] for r in refs[2 + has_mask:6 + has_mask])
-    out_refs = refs[6 + has_mask:]
+    ct_tp, ct_p, ct_g, ct_n = (r[0] for r in refs[2 + has_mask : 6 + has_mask])
+    out_refs = refs[6 + has_mask :]
     px = _Block(cfg, layout, dtype, x_ref, t_ref, m_ref)
     p, g, w, p_n = px.p, px.g, px.w, px.p_n
     linear = ct_tp * g + ct_p
@@ -269,18 +297,25 @@ def region_stats_bwd(cfg, predictions, targets, mask, stats, cotangent,
 
   def full(x):
     return jax.ShapeDtypeStruct(
-        (layout.groups, layout.padded_pixels, width), x.dtype)
+      (layout.groups, layout.padded_pixels, width), x.dtype
+    )
 
   wide = specs[0]
   out_shape = (full(predictions),)
   if float_targets:
     out_shape += (full(targets),)
-  grads = _platform_call(kernel, out_shape, (layout.groups, layout.blocks),
-                         specs + [ct_spec] * 4, (wide,) * len(out_shape),
-                         *arrays, *cts)
+  grads = _platform_call(
+    kernel,
+    out_shape,
+    (layout.groups, layout.blocks),
+    specs + [ct_spec] * 4,
+    (wide,) * len(out_shape),
+    *arrays,
+    *cts,
+  )
 
   def unblock(d, like):
-    return d[:, :layout.pixels, :layout.classes].reshape(like.shape)
+    return d[:, : layout.pixels, : layout.classes].reshape(like.shape)
 
   d_predictions = unblock(grads[0], predictions)
   d_targets = unblock(grads[1], targets) if float_targets else None

@@ -5,13 +5,17 @@ import pathlib
 
 from examples.unet import configs
 
-_PATH = (pathlib.Path(__file__).parent.parent / "benchmarks"
-         / "bench_accumulate_example.py")
+_PATH = (
+  pathlib.Path(__file__).parent.parent
+  / "benchmarks"
+  / "bench_accumulate_example.py"
+)
 
 
 def test_rows_and_same_loss():
-  spec = importlib.util.spec_from_file_location("bench_accumulate_example",
-                                                _PATH)
+  spec = importlib.util.spec_from_file_location(
+    "bench_accumulate_example", _PATH
+  )
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
   cfg = configs.get_config(image_size=8, batch_size=4, width=2, depth=1)

@@ -3,8 +3,9 @@
 import importlib.util
 import pathlib
 
-_PATH = (pathlib.Path(__file__).parent.parent / "benchmarks"
-         / "bench_accumulate.py")
+_PATH = (
+  pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_accumulate.py"
+)
 
 
 def test_rows_and_exact_gradients():
@@ -12,8 +13,11 @@ def test_rows_and_exact_gradients():
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
   rows = bench.run((4, 4, 4, 3), 5, 3, (1, 2), rounds=1)
-  assert set(rows) == {"plain value_and_grad", "accumulated K=1",
-                       "accumulated K=2"}
+  assert set(rows) == {
+    "plain value_and_grad",
+    "accumulated K=1",
+    "accumulated K=2",
+  }
   assert all(r["ms"] > 0 and r["temp"] >= 0 for r in rows.values())
   assert all(r["err"] < 1e-5 for r in rows.values())  # float32 gradients.
   assert "| accumulated K=2 |" in bench.table(rows)

@@ -13,8 +13,14 @@ from tests import reference
 
 _DIR = pathlib.Path(__file__).parent.parent / "benchmarks"
 _PATH = _DIR / "bench_loss.py"
-_ONE_CASE = ["--tiny", "--only", "binary logits f32", "--no-unet",
-             "--rounds", "1"]
+_ONE_CASE = [
+  "--tiny",
+  "--only",
+  "binary logits f32",
+  "--no-unet",
+  "--rounds",
+  "1",
+]
 _SMALLEST = ["--tiny", "--classes", "2", "--dims", "2", "--rounds", "1"]
 
 
@@ -27,8 +33,11 @@ def _bench():
 
 
 def _snapshot(folder: pathlib.Path) -> dict:
-  return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in folder.iterdir() if p.is_file()}
+  return {
+    p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in folder.iterdir()
+    if p.is_file()
+  }
 
 
 def test_suite_has_every_row():
@@ -38,8 +47,13 @@ def test_suite_has_every_row():
     rows += bench.run_case(case, rounds=1, min_sample_s=0.0)
   names = {(r["case"], r["variant"]) for r in rows}
   for case in bench.tiny_cases()[1:2] + bench.tiny_cases()[4:5]:
-    expected = {"a * b (roofline)", "pel_jax", "pel_jax batch=True",
-                "plain jnp autodiff", "pel_jax dice (n=1)"}
+    expected = {
+      "a * b (roofline)",
+      "pel_jax",
+      "pel_jax batch=True",
+      "plain jnp autodiff",
+      "pel_jax dice (n=1)",
+    }
     if case.logits:
       expected.add("optax dice (one-hot)")
     assert {v for c, v in names if c == case.name} == expected
@@ -57,16 +71,24 @@ def test_class_sweep_rows_and_table():
     with pytest.raises(Exception, match="--classes"):
       bench.parse_classes(bad)
   cases = bench.sweep_cases((1, 3), "tiny")
-  assert [c.shape for c in cases] == [(2, 8, 8, 1), (2, 8, 8, 3),
-                                      (2, 4, 4, 4, 1), (2, 4, 4, 4, 3)]
+  assert [c.shape for c in cases] == [
+    (2, 8, 8, 1),
+    (2, 8, 8, 3),
+    (2, 4, 4, 4, 1),
+    (2, 4, 4, 4, 3),
+  ]
   assert all(c.int_labels and c.logits for c in cases)
   rows = []
   for case in cases[1:3]:
-    rows += bench.run_case(case, rounds=1, min_sample_s=0.0,
-                           variant_set=bench.sweep_variants)
+    rows += bench.run_case(
+      case, rounds=1, min_sample_s=0.0, variant_set=bench.sweep_variants
+    )
   assert {r["variant"] for r in rows} == {
-      "a * b (roofline)", "pel_jax", "plain jnp autodiff",
-      "optax dice (one-hot)"}
+    "a * b (roofline)",
+    "pel_jax",
+    "plain jnp autodiff",
+    "optax dice (one-hot)",
+  }
   lines = bench.sweep_table(rows).splitlines()
   assert len(lines) == 2 + 2  # header, rule, one line per case
   assert lines[2].startswith("| 3-class 2D logits, int labels [2×8×8×3] |")
@@ -80,7 +102,8 @@ def test_default_run_writes_nothing(tmp_path, monkeypatch, capsys):
   rows, _ = bench.main(_SMALLEST)
   assert {r["case"] for r in rows} == {"2-class 2D logits, int labels"}
   assert "| 2-class 2D logits, int labels [2×8×8×2] |" in (
-      capsys.readouterr().out)
+    capsys.readouterr().out
+  )
   assert _snapshot(_DIR) == before
   assert not list(tmp_path.iterdir())
 
@@ -98,7 +121,10 @@ def test_json_refuses_to_replace_a_file_unless_asked(tmp_path):
   bench.main(_SMALLEST + ["--json", str(out), "--overwrite"])
   saved = json.loads(out.read_text())
   assert saved["size"] == "tiny"
-  assert {r["variant"] for r in saved["rows"]} >= {"pel_jax", "a * b (roofline)"}
+  assert {r["variant"] for r in saved["rows"]} >= {
+    "pel_jax",
+    "a * b (roofline)",
+  }
   fresh = tmp_path / "new.json"
   bench.main(_SMALLEST + ["--json", str(fresh)])
   assert json.loads(fresh.read_text())["rows"]
@@ -120,8 +146,17 @@ def test_write_results_replaces_both_result_files(tmp_path, monkeypatch):
   monkeypatch.setattr(bench, "full_cases", lambda: tiny)
   monkeypatch.setattr(bench, "_HERE", str(tmp_path))
   (tmp_path / "results_cpu.json").write_text("old")
-  bench.main(["--write-results", "--no-unet", "--no-monai", "--rounds", "1",
-              "--repeat", "1"])
+  bench.main(
+    [
+      "--write-results",
+      "--no-unet",
+      "--no-monai",
+      "--rounds",
+      "1",
+      "--repeat",
+      "1",
+    ]
+  )
   saved = json.loads((tmp_path / "results_cpu.json").read_text())
   assert {r["case"] for r in saved["rows"]} == {"binary logits f32"}
   table = (tmp_path / "results_cpu.md").read_text()
@@ -138,7 +173,8 @@ def test_monai_row_is_skipped_with_a_note_without_torch(monkeypatch, capsys):
   assert {r["case"] for r in rows} == {"binary logits f32"}
   assert bench.MONAI not in {r["variant"] for r in rows}
   assert "MONAI row: torch and monai are not both importable" in (
-      capsys.readouterr().out)
+    capsys.readouterr().out
+  )
 
 
 def test_monai_row_computes_dice():
@@ -150,15 +186,26 @@ def test_monai_row_computes_dice():
     x, targets, _, _ = bench.make_inputs(case)
     loss = float(bench.monai_step(case, x, targets)())
     expected = reference.pel_numpy(
-        np.asarray(x), np.asarray(targets), exponent=1.0, fp_weight=0.5,
-        fn_weight=0.5, from_logits=True)
+      np.asarray(x),
+      np.asarray(targets),
+      exponent=1.0,
+      fp_weight=0.5,
+      fn_weight=0.5,
+      from_logits=True,
+    )
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 def test_median_rows_takes_per_field_medians():
   bench = _bench()
-  runs = [[dict(case="c", variant="v", ms=float(ms), vs_roofline=float(r),
-                temp_bytes=7)] for ms, r in ((3, 1.5), (1, 4.0), (2, 2.0))]
+  runs = [
+    [
+      dict(
+        case="c", variant="v", ms=float(ms), vs_roofline=float(r), temp_bytes=7
+      )
+    ]
+    for ms, r in ((3, 1.5), (1, 4.0), (2, 2.0))
+  ]
   (row,) = bench.median_rows(runs)
   assert (row["ms"], row["vs_roofline"]) == (2.0, 2.0)
   assert (row["case"], row["variant"], row["temp_bytes"]) == ("c", "v", 7)

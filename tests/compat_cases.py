@@ -18,8 +18,9 @@ targets `[B, 1, *S]` ids or `[B, C, *S]` one-hot/soft.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,9 +49,17 @@ def _chlast(x):
 
 
 def _needs(opts):
-  family = {"generalized", "squared", "soft_labels", "focal_gamma",
-            "log_loss", "absent_classes", "average", "ce_weight",
-            "ce_label_smoothing"}
+  family = {
+    "generalized",
+    "squared",
+    "soft_labels",
+    "focal_gamma",
+    "log_loss",
+    "absent_classes",
+    "average",
+    "ce_weight",
+    "ce_label_smoothing",
+  }
   return frozenset(k for k in opts if k in family)
 
 
@@ -68,8 +77,12 @@ def monai_options(loss, kw, num_classes):
     opts.update(from_logits=True, activation="softmax")
   snr, sdr = kw.get("smooth_nr", 1e-5), kw.get("smooth_dr", 1e-5)
   if loss == "TverskyLoss":  # Same smoothing; MONAI's defaults are 0.5/0.5.
-    opts.update(fp_weight=kw.get("alpha", 0.5), fn_weight=kw.get("beta", 0.5),
-                smooth_nr=snr, smooth_dr=sdr)
+    opts.update(
+      fp_weight=kw.get("alpha", 0.5),
+      fn_weight=kw.get("beta", 0.5),
+      smooth_nr=snr,
+      smooth_dr=sdr,
+    )
   else:  # MONAI's 2 TP + s over sum p + sum g + s: our smoothing is s / 2.
     w = 1.0 if kw.get("jaccard") else 0.5
     opts.update(fp_weight=w, fn_weight=w, smooth_nr=snr / 2, smooth_dr=sdr / 2)
@@ -136,137 +149,372 @@ _Y4 = [[[1.0, 0.0, 0.0]], [[1.0, 1.0, 0.0]]]
 
 # (kwargs, x, y, expected[, other_act]) exactly as in MONAI's TEST_CASES.
 _MONAI_DICE = [
-    (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1, 0.307576),
-    (dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.416657),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=True), _SOFT, _SOFT, 0.0),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=False), _SOFT, _SOFT,
-     0.307773),
-    (dict(include_background=False, to_onehot_y=True, smooth_nr=0,
-          smooth_dr=0), _X3, _Y3, 0.0),
-    (dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, 0.435050),
-    (dict(to_onehot_y=True, sigmoid=True, reduction="none", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4,
-     [[[0.296529], [0.415136]], [[0.599976], [0.428559]]]),
-    (dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, 0.383713),
-    (dict(to_onehot_y=True, softmax=True, reduction="sum", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4, 1.534853),
-    (dict(sigmoid=True, squared_pred=True), _X1, _Y1, 0.178337),
-    (dict(sigmoid=True, jaccard=True), _X1, _Y1, 0.470451),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.999963, np.tanh),
-    (dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4), _X4, _Y4,
-     -8.522593, _log_softmax),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4, batch=True), _X2B, _Y2, 0.774718,
-     np.tanh),
-    (dict(smooth_nr=0, smooth_dr=1e-4, batch=True), _X2B, _Y2, 0.774733,
-     np.tanh),
-    (dict(smooth_nr=0, smooth_dr=1e-4, batch=False), _X2B, _Y2, 0.840058,
-     np.tanh),
-    (dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4, weight=(0, 1)),
-     _X4, _Y4, -8.268515, _log_softmax),
+  (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1, 0.307576),
+  (dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.416657),
+  (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=True), _SOFT, _SOFT, 0.0),
+  (
+    dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=False),
+    _SOFT,
+    _SOFT,
+    0.307773,
+  ),
+  (
+    dict(include_background=False, to_onehot_y=True, smooth_nr=0, smooth_dr=0),
+    _X3,
+    _Y3,
+    0.0,
+  ),
+  (
+    dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    0.435050,
+  ),
+  (
+    dict(
+      to_onehot_y=True,
+      sigmoid=True,
+      reduction="none",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    [[[0.296529], [0.415136]], [[0.599976], [0.428559]]],
+  ),
+  (
+    dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    0.383713,
+  ),
+  (
+    dict(
+      to_onehot_y=True,
+      softmax=True,
+      reduction="sum",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    1.534853,
+  ),
+  (dict(sigmoid=True, squared_pred=True), _X1, _Y1, 0.178337),
+  (dict(sigmoid=True, jaccard=True), _X1, _Y1, 0.470451),
+  (dict(smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.999963, np.tanh),
+  (
+    dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    -8.522593,
+    _log_softmax,
+  ),
+  (
+    dict(smooth_nr=1e-4, smooth_dr=1e-4, batch=True),
+    _X2B,
+    _Y2,
+    0.774718,
+    np.tanh,
+  ),
+  (dict(smooth_nr=0, smooth_dr=1e-4, batch=True), _X2B, _Y2, 0.774733, np.tanh),
+  (
+    dict(smooth_nr=0, smooth_dr=1e-4, batch=False),
+    _X2B,
+    _Y2,
+    0.840058,
+    np.tanh,
+  ),
+  (
+    dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4, weight=(0, 1)),
+    _X4,
+    _Y4,
+    -8.268515,
+    _log_softmax,
+  ),
 ]
 
 _MONAI_GDL = [
-    (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1, 0.307576),
-    (dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.416597),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=True), _SOFT, _SOFT, 0.0),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=False), _SOFT, _SOFT,
-     0.307748),
-    (dict(include_background=False, to_onehot_y=True, smooth_nr=0.0,
-          smooth_dr=0.0), _X3, _Y3, 0.0),
-    (dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, 0.469964),
-    (dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, 0.414507),
-    (dict(to_onehot_y=True, softmax=True, reduction="sum", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4, 0.829015),
-    (dict(to_onehot_y=True, softmax=True, reduction="none", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4, [[[0.273476]], [[0.555539]]]),
-    (dict(include_background=False, to_onehot_y=True, smooth_nr=1e-8,
-          smooth_dr=1e-8), _X3, [[[0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]], 0.0),
-    (dict(to_onehot_y=True, softmax=True, w_type="simple", smooth_nr=0,
-          smooth_dr=0), [[[0.0, 10.0, 10.0, 10.0], [10.0, 0.0, 0.0, 0.0]]],
-     [[[1, 1, 0, 0]]], 0.250023),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.99970, np.tanh),
-    (dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4), _X4, _Y4,
-     -0.097833, _log_softmax),
+  (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1, 0.307576),
+  (dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.416597),
+  (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=True), _SOFT, _SOFT, 0.0),
+  (
+    dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=False),
+    _SOFT,
+    _SOFT,
+    0.307748,
+  ),
+  (
+    dict(
+      include_background=False, to_onehot_y=True, smooth_nr=0.0, smooth_dr=0.0
+    ),
+    _X3,
+    _Y3,
+    0.0,
+  ),
+  (
+    dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    0.469964,
+  ),
+  (
+    dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    0.414507,
+  ),
+  (
+    dict(
+      to_onehot_y=True,
+      softmax=True,
+      reduction="sum",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    0.829015,
+  ),
+  (
+    dict(
+      to_onehot_y=True,
+      softmax=True,
+      reduction="none",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    [[[0.273476]], [[0.555539]]],
+  ),
+  (
+    dict(
+      include_background=False, to_onehot_y=True, smooth_nr=1e-8, smooth_dr=1e-8
+    ),
+    _X3,
+    [[[0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]],
+    0.0,
+  ),
+  (
+    dict(
+      to_onehot_y=True, softmax=True, w_type="simple", smooth_nr=0, smooth_dr=0
+    ),
+    [[[0.0, 10.0, 10.0, 10.0], [10.0, 0.0, 0.0, 0.0]]],
+    [[[1, 1, 0, 0]]],
+    0.250023,
+  ),
+  (dict(smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.99970, np.tanh),
+  (
+    dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    -0.097833,
+    _log_softmax,
+  ),
 ]
 
 _MONAI_TVERSKY = [
-    (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1, 0.307576),
-    (dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.416657),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=True), _SOFT, _SOFT, 0.0),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=False), _SOFT, _SOFT,
-     0.307773),
-    (dict(include_background=False, to_onehot_y=True, smooth_nr=0,
-          smooth_dr=0), _X3, _Y3, 0.0),
-    (dict(include_background=False, to_onehot_y=True, smooth_nr=0,
-          smooth_dr=1e-3), _X3, _Y3, 0.000999),
-    (dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, 0.435050),
-    (dict(to_onehot_y=True, sigmoid=True, batch=True), _X4, _Y4, 0.422979),
-    (dict(to_onehot_y=True, sigmoid=True, reduction="sum", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4, 1.74013),
-    (dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, 0.383713),
-    (dict(to_onehot_y=True, softmax=True, reduction="none", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4,
-     [[0.210961, 0.295339], [0.599952, 0.428547]]),
-    (dict(sigmoid=True, alpha=0.3, beta=0.7, smooth_nr=1e-6, smooth_dr=1e-6),
-     _X1, _Y1, 0.3589),
-    (dict(sigmoid=True, alpha=0.7, beta=0.3, smooth_nr=1e-6, smooth_dr=1e-6),
-     _X1, _Y1, 0.247366),
-    (dict(smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.999963, np.tanh),
-    (dict(smooth_nr=0, smooth_dr=1e-3, batch=True), _X2, _Y2, 0.999963,
-     np.tanh),
-    (dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4), _X4, _Y4,
-     -8.533317, _log_softmax),
+  (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1, 0.307576),
+  (dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.416657),
+  (dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=True), _SOFT, _SOFT, 0.0),
+  (
+    dict(smooth_nr=1e-4, smooth_dr=1e-4, soft_label=False),
+    _SOFT,
+    _SOFT,
+    0.307773,
+  ),
+  (
+    dict(include_background=False, to_onehot_y=True, smooth_nr=0, smooth_dr=0),
+    _X3,
+    _Y3,
+    0.0,
+  ),
+  (
+    dict(
+      include_background=False, to_onehot_y=True, smooth_nr=0, smooth_dr=1e-3
+    ),
+    _X3,
+    _Y3,
+    0.000999,
+  ),
+  (
+    dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    0.435050,
+  ),
+  (dict(to_onehot_y=True, sigmoid=True, batch=True), _X4, _Y4, 0.422979),
+  (
+    dict(
+      to_onehot_y=True,
+      sigmoid=True,
+      reduction="sum",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    1.74013,
+  ),
+  (
+    dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    0.383713,
+  ),
+  (
+    dict(
+      to_onehot_y=True,
+      softmax=True,
+      reduction="none",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    [[0.210961, 0.295339], [0.599952, 0.428547]],
+  ),
+  (
+    dict(sigmoid=True, alpha=0.3, beta=0.7, smooth_nr=1e-6, smooth_dr=1e-6),
+    _X1,
+    _Y1,
+    0.3589,
+  ),
+  (
+    dict(sigmoid=True, alpha=0.7, beta=0.3, smooth_nr=1e-6, smooth_dr=1e-6),
+    _X1,
+    _Y1,
+    0.247366,
+  ),
+  (dict(smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2, 0.999963, np.tanh),
+  (dict(smooth_nr=0, smooth_dr=1e-3, batch=True), _X2, _Y2, 0.999963, np.tanh),
+  (
+    dict(to_onehot_y=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    -8.533317,
+    _log_softmax,
+  ),
 ]
 
 # (kwargs, x, y, mask, expected) from MONAI's MaskedDiceLoss TEST_CASES.
 _MONAI_MASKED = [
-    (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1,
-     [[[[0.0, 0.0], [1.0, 1.0]]]], 0.500),
-    (dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4), _X2, _Y2,
-     [[[[1.0, 1.0], [1.0, 1.0]]], [[[1.0, 1.0], [0.0, 0.0]]]], 0.422969),
-    (dict(include_background=False, to_onehot_y=True, smooth_nr=0,
-          smooth_dr=0), _X3, _Y3, [[[1.0, 1.0, 1.0]], [[0.0, 1.0, 0.0]]], 0.0),
-    (dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, [[[1.0, 1.0, 0.0]]], 0.47033),
-    (dict(to_onehot_y=True, sigmoid=True, reduction="none", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4, None,
-     [[[0.296529], [0.415136]], [[0.599976], [0.428559]]]),
-    (dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
-     _X4, _Y4, None, 0.383713),
-    (dict(to_onehot_y=True, softmax=True, reduction="sum", smooth_nr=1e-4,
-          smooth_dr=1e-4), _X4, _Y4, None, 1.534853),
-    (dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6), _X1, _Y1, None,
-     0.307576),
-    (dict(sigmoid=True, squared_pred=True, smooth_nr=1e-5, smooth_dr=1e-5),
-     _X1, _Y1, None, 0.178337),
-    (dict(sigmoid=True, jaccard=True, smooth_nr=1e-5, smooth_dr=1e-5),
-     _X1, _Y1, None, 0.470451),
+  (
+    dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6),
+    _X1,
+    _Y1,
+    [[[[0.0, 0.0], [1.0, 1.0]]]],
+    0.500,
+  ),
+  (
+    dict(sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X2,
+    _Y2,
+    [[[[1.0, 1.0], [1.0, 1.0]]], [[[1.0, 1.0], [0.0, 0.0]]]],
+    0.422969,
+  ),
+  (
+    dict(include_background=False, to_onehot_y=True, smooth_nr=0, smooth_dr=0),
+    _X3,
+    _Y3,
+    [[[1.0, 1.0, 1.0]], [[0.0, 1.0, 0.0]]],
+    0.0,
+  ),
+  (
+    dict(to_onehot_y=True, sigmoid=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    [[[1.0, 1.0, 0.0]]],
+    0.47033,
+  ),
+  (
+    dict(
+      to_onehot_y=True,
+      sigmoid=True,
+      reduction="none",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    None,
+    [[[0.296529], [0.415136]], [[0.599976], [0.428559]]],
+  ),
+  (
+    dict(to_onehot_y=True, softmax=True, smooth_nr=1e-4, smooth_dr=1e-4),
+    _X4,
+    _Y4,
+    None,
+    0.383713,
+  ),
+  (
+    dict(
+      to_onehot_y=True,
+      softmax=True,
+      reduction="sum",
+      smooth_nr=1e-4,
+      smooth_dr=1e-4,
+    ),
+    _X4,
+    _Y4,
+    None,
+    1.534853,
+  ),
+  (
+    dict(sigmoid=True, smooth_nr=1e-6, smooth_dr=1e-6),
+    _X1,
+    _Y1,
+    None,
+    0.307576,
+  ),
+  (
+    dict(sigmoid=True, squared_pred=True, smooth_nr=1e-5, smooth_dr=1e-5),
+    _X1,
+    _Y1,
+    None,
+    0.178337,
+  ),
+  (
+    dict(sigmoid=True, jaccard=True, smooth_nr=1e-5, smooth_dr=1e-5),
+    _X1,
+    _Y1,
+    None,
+    0.470451,
+  ),
 ]
 
 
 def _monai_cases():
-  tables = (("DiceLoss", "test_dice_loss.py", _MONAI_DICE),
-            ("GeneralizedDiceLoss", "test_generalized_dice_loss.py",
-             _MONAI_GDL),
-            ("TverskyLoss", "test_tversky_loss.py", _MONAI_TVERSKY))
+  tables = (
+    ("DiceLoss", "test_dice_loss.py", _MONAI_DICE),
+    ("GeneralizedDiceLoss", "test_generalized_dice_loss.py", _MONAI_GDL),
+    ("TverskyLoss", "test_tversky_loss.py", _MONAI_TVERSKY),
+  )
   rtols = {"TverskyLoss": 1e-4}  # MONAI's own tolerances: 1e-5, Tversky 1e-4.
   for loss, path, table in tables:
     for i, (kw, x, y, expected, *act) in enumerate(table):
       run, needs = monai(loss, kw, x, y, other_act=act[0] if act else None)
-      yield Case(f"monai_{loss}_{i}", f"{MONAI}: tests/losses/{path}"
-                 f" TEST_CASES[{i}]", run, expected, rtols.get(loss, 1e-5),
-                 1e-6, needs)
+      yield Case(
+        f"monai_{loss}_{i}",
+        f"{MONAI}: tests/losses/{path} TEST_CASES[{i}]",
+        run,
+        expected,
+        rtols.get(loss, 1e-5),
+        1e-6,
+        needs,
+      )
   for i, (kw, x, y, mask, expected) in enumerate(_MONAI_MASKED):
     run, needs = monai("MaskedDiceLoss", kw, x, y, mask=mask)
-    yield Case(f"monai_MaskedDiceLoss_{i}", f"{MONAI}: tests/losses/"
-               f"test_masked_dice_loss.py TEST_CASES[{i}]", run, expected,
-               1e-5, 1e-6, needs)
+    yield Case(
+      f"monai_MaskedDiceLoss_{i}",
+      f"{MONAI}: tests/losses/test_masked_dice_loss.py TEST_CASES[{i}]",
+      run,
+      expected,
+      1e-5,
+      1e-6,
+      needs,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -305,16 +553,33 @@ def monai_dice_ce(kw, x, y):
 
 
 _DICE_CE = [
-    (dict(to_onehot_y=True), _X3, _Y3, 0.3133),
-    (dict(to_onehot_y=False), _X3, _X3, 0.3133),
-    (dict(to_onehot_y=False), _X3, np.asarray(_X3, np.uint8), 0.3133),
-    (dict(include_background=False, to_onehot_y=True, weight=(1.0, 1.0)),
-     [[[100.0, 100.0, 0.0], [0.0, 0.0, 1.0]], [[1.0, 0.0, 1.0],
-                                                [0.0, 1.0, 0.0]]], _Y3, 0.2088),
-    (dict(include_background=False, to_onehot_y=True, weight=(1.0, 1.0),
-          lambda_dice=1.0, lambda_ce=2.0),
-     [[[100.0, 100.0, 0.0], [0.0, 0.0, 1.0]], [[1.0, 0.0, 1.0],
-                                                [0.0, 1.0, 0.0]]], _Y3, 0.4176),
+  (dict(to_onehot_y=True), _X3, _Y3, 0.3133),
+  (dict(to_onehot_y=False), _X3, _X3, 0.3133),
+  (dict(to_onehot_y=False), _X3, np.asarray(_X3, np.uint8), 0.3133),
+  (
+    dict(include_background=False, to_onehot_y=True, weight=(1.0, 1.0)),
+    [
+      [[100.0, 100.0, 0.0], [0.0, 0.0, 1.0]],
+      [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]],
+    ],
+    _Y3,
+    0.2088,
+  ),
+  (
+    dict(
+      include_background=False,
+      to_onehot_y=True,
+      weight=(1.0, 1.0),
+      lambda_dice=1.0,
+      lambda_ce=2.0,
+    ),
+    [
+      [[100.0, 100.0, 0.0], [0.0, 0.0, 1.0]],
+      [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]],
+    ],
+    _Y3,
+    0.4176,
+  ),
 ]
 
 
@@ -323,24 +588,44 @@ def _dice_ce_cases():
     kw = dict(kw)
     if kw.get("weight") is not None and not kw.get("include_background", 1):
       kw["weight"] = kw["weight"][1:]  # DiceCELoss gives Dice weight[1:].
-    yield Case(f"monai_DiceCELoss_{i}", f"{MONAI}: tests/losses/"
-               f"test_dice_ce_loss.py TEST_CASES[{i}]", monai_dice_ce(kw, x, y),
-               expected, 1e-4, 1e-4)
+    yield Case(
+      f"monai_DiceCELoss_{i}",
+      f"{MONAI}: tests/losses/test_dice_ce_loss.py TEST_CASES[{i}]",
+      monai_dice_ce(kw, x, y),
+      expected,
+      1e-4,
+      1e-4,
+    )
 
 
 def _dice_ce_unsupported():
   """DiceCELoss cases with CE options pel_jax does not offer (listed only)."""
+
   def run():
     raise NotImplementedError("no pel_jax equivalent")
 
   path = f"{MONAI}: tests/losses/test_dice_ce_loss.py TEST_CASES"
   # [5]: weight=(0, 1), include_background=False: torch's class-weighted CE
   # mean (sum w_y l / sum w_y).
-  yield Case("monai_DiceCELoss_5", path + "[5]", run, 0.3133, 1e-4, 1e-4,
-             frozenset({"ce_class_weights"}))
+  yield Case(
+    "monai_DiceCELoss_5",
+    path + "[5]",
+    run,
+    0.3133,
+    1e-4,
+    1e-4,
+    frozenset({"ce_class_weights"}),
+  )
   # [6]: C = 1, sigmoid=True, weight=(0.5,): BCEWithLogits pos_weight.
-  yield Case("monai_DiceCELoss_6", path + "[6]", run, 1.445239, 1e-4, 1e-4,
-             frozenset({"bce_pos_weight"}))
+  yield Case(
+    "monai_DiceCELoss_6",
+    path + "[6]",
+    run,
+    1.445239,
+    1e-4,
+    1e-4,
+    frozenset({"bce_pos_weight"}),
+  )
 
 
 def _fused_ce_case():
@@ -356,9 +641,15 @@ def _fused_ce_case():
     fused = pel_jax.pel_loss(logits, ids, ce_weight=0.5, **opts)
     return np.ravel(fused - 0.5 * np.mean(ce))
 
-  yield Case("monai_DiceLoss_7_fused_ce", f"{MONAI}: tests/losses/"
-             "test_dice_loss.py TEST_CASES[7] (+ 0.5 optax CE)", run,
-             0.383713, 1e-5, 1e-6, frozenset({"ce_weight"}))
+  yield Case(
+    "monai_DiceLoss_7_fused_ce",
+    f"{MONAI}: tests/losses/test_dice_loss.py TEST_CASES[7] (+ 0.5 optax CE)",
+    run,
+    0.383713,
+    1e-5,
+    1e-6,
+    frozenset({"ce_weight"}),
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -366,8 +657,19 @@ def _fused_ce_case():
 # ----------------------------------------------------------------------------
 
 
-def smp(loss, mode, y_pred, y_true, *, from_logits=True, smooth=0.0,
-        log_loss=False, ignore_index=None, alpha=0.5, beta=0.5):
+def smp(
+  loss,
+  mode,
+  y_pred,
+  y_true,
+  *,
+  from_logits=True,
+  smooth=0.0,
+  log_loss=False,
+  ignore_index=None,
+  alpha=0.5,
+  beta=0.5,
+):
   """pel_jax equivalent of smp `loss(mode, ...)(y_pred, y_true)`.
 
   smp sums over the batch too (batch=True), smooths like pel_jax (no factor
@@ -422,102 +724,199 @@ def _smp_score(kind, y_pred, y_true, dims=None):
   else:  # dims=[1] on [rows, pixels]: rows are classes.
     x, t = y_pred.T[None], y_true.T[None]
   w = 1.0 if kind == "jaccard" else 0.5
-  opts = dict(exponent=1.0, fp_weight=w, fn_weight=w, smooth_nr=0.0,
-              smooth_dr=0.0)
+  opts = dict(
+    exponent=1.0, fp_weight=w, fn_weight=w, smooth_nr=0.0, smooth_dr=0.0
+  )
   return lambda: np.ravel(1.0 - pel_jax.pel_loss(x, t, **opts))
 
 
 def _smp_cases():
   path = f"{SMP}: tests/test_losses.py::"
   score_cases = [
-      ("jaccard", "test_soft_jaccard_score", None, [
-          ([1, 1, 1, 1], [1, 1, 1, 1], 1.0),
-          ([0, 1, 1, 0], [0, 1, 1, 0], 1.0),
-          ([1, 1, 1, 1], [1, 1, 0, 0], 0.5)]),
-      ("jaccard", "test_soft_jaccard_score_2", [1], [
-          ([[1, 1, 0, 0], [0, 0, 1, 1]], [[1, 1, 0, 0], [0, 0, 1, 1]], 1.0),
-          ([[1, 1, 0, 0], [0, 0, 1, 1]], [[0, 0, 1, 0], [0, 1, 0, 0]], 0.0),
-          ([[1, 1, 0, 0], [0, 0, 0, 1]], [[1, 1, 0, 0], [0, 0, 0, 0]], 0.5)]),
-      ("dice", "test_soft_dice_score", None, [
-          ([1, 1, 1, 1], [1, 1, 1, 1], 1.0),
-          ([0, 1, 1, 0], [0, 1, 1, 0], 1.0),
-          ([1, 1, 1, 1], [1, 1, 0, 0], 2.0 / 3.0)]),
-      ("dice", "test_soft_tversky_score", None, [  # alpha = beta = 0.5.
-          ([1, 1, 1, 1], [1, 1, 1, 1], 1.0),
-          ([0, 1, 1, 0], [0, 1, 1, 0], 1.0),
-          ([1, 1, 1, 1], [1, 1, 0, 0], 2.0 / 3.0)]),
+    (
+      "jaccard",
+      "test_soft_jaccard_score",
+      None,
+      [
+        ([1, 1, 1, 1], [1, 1, 1, 1], 1.0),
+        ([0, 1, 1, 0], [0, 1, 1, 0], 1.0),
+        ([1, 1, 1, 1], [1, 1, 0, 0], 0.5),
+      ],
+    ),
+    (
+      "jaccard",
+      "test_soft_jaccard_score_2",
+      [1],
+      [
+        ([[1, 1, 0, 0], [0, 0, 1, 1]], [[1, 1, 0, 0], [0, 0, 1, 1]], 1.0),
+        ([[1, 1, 0, 0], [0, 0, 1, 1]], [[0, 0, 1, 0], [0, 1, 0, 0]], 0.0),
+        ([[1, 1, 0, 0], [0, 0, 0, 1]], [[1, 1, 0, 0], [0, 0, 0, 0]], 0.5),
+      ],
+    ),
+    (
+      "dice",
+      "test_soft_dice_score",
+      None,
+      [
+        ([1, 1, 1, 1], [1, 1, 1, 1], 1.0),
+        ([0, 1, 1, 0], [0, 1, 1, 0], 1.0),
+        ([1, 1, 1, 1], [1, 1, 0, 0], 2.0 / 3.0),
+      ],
+    ),
+    (
+      "dice",
+      "test_soft_tversky_score",
+      None,
+      [  # alpha = beta = 0.5.
+        ([1, 1, 1, 1], [1, 1, 1, 1], 1.0),
+        ([0, 1, 1, 0], [0, 1, 1, 0], 1.0),
+        ([1, 1, 1, 1], [1, 1, 0, 0], 2.0 / 3.0),
+      ],
+    ),
   ]
   for kind, test, dims, rows in score_cases:
     for i, (y_true, y_pred, expected) in enumerate(rows):
       run = _smp_score(kind, y_pred, y_true, dims)
       if dims is not None:
         run = (lambda r: lambda: np.mean(r()))(run)
-      yield Case(f"smp_{test}_{i}", path + test + f"[{i}]", run, expected,
-                 1e-5, 1e-5)
+      yield Case(
+        f"smp_{test}_{i}", path + test + f"[{i}]", run, expected, 1e-5, 1e-5
+      )
   binary = [  # (y_pred, y_true, expected): shared by Dice, Tversky, Jaccard.
-      ([1.0, 1.0, 1.0], [1, 1, 1], 0.0),
-      ([1.0, 0.0, 1.0], [1, 0, 1], 0.0),
-      ([0.0, 0.0, 0.0], [0, 0, 0], 0.0),
-      ([1.0, 1.0, 1.0], [0, 0, 0], 0.0),  # No target: smp's loss is 0.
-      ([1.0, 0.0, 1.0], [0, 1, 0], 1.0),
-      ([0.0, 0.0, 0.0], [1, 1, 1], 1.0),
+    ([1.0, 1.0, 1.0], [1, 1, 1], 0.0),
+    ([1.0, 0.0, 1.0], [1, 0, 1], 0.0),
+    ([0.0, 0.0, 0.0], [0, 0, 0], 0.0),
+    ([1.0, 1.0, 1.0], [0, 0, 0], 0.0),  # No target: smp's loss is 0.
+    ([1.0, 0.0, 1.0], [0, 1, 0], 1.0),
+    ([0.0, 0.0, 0.0], [1, 1, 1], 1.0),
   ]
-  for loss, test in (("DiceLoss", "test_dice_loss_binary"),
-                     ("TverskyLoss", "test_tversky_loss_binary"),
-                     ("JaccardLoss", "test_binary_jaccard_loss")):
+  for loss, test in (
+    ("DiceLoss", "test_dice_loss_binary"),
+    ("TverskyLoss", "test_tversky_loss_binary"),
+    ("JaccardLoss", "test_binary_jaccard_loss"),
+  ):
     for i, (y_pred, y_true, expected) in enumerate(binary):
-      run, needs = smp(loss, "binary", np.reshape(y_pred, (1, 1, 1, -1)),
-                       np.reshape(y_true, (1, 1, 1, -1)), from_logits=False)
-      yield Case(f"smp_{test}_{i}", path + test + f"[{i}]", run, expected,
-                 0.0, 1e-5, needs)
+      run, needs = smp(
+        loss,
+        "binary",
+        np.reshape(y_pred, (1, 1, 1, -1)),
+        np.reshape(y_true, (1, 1, 1, -1)),
+        from_logits=False,
+      )
+      yield Case(
+        f"smp_{test}_{i}",
+        path + test + f"[{i}]",
+        run,
+        expected,
+        0.0,
+        1e-5,
+        needs,
+      )
   multiclass = [
-      ([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]], [[0, 0, 1, 1]], 0.0),
-      ([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]], [[1, 1, 0, 0]], 1.0),
-      ([[[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]], [[1, 1, 0, 0]],
-       1.0 - 1.0 / 3.0),
+    ([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]], [[0, 0, 1, 1]], 0.0),
+    ([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]], [[1, 1, 0, 0]], 1.0),
+    (
+      [[[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]],
+      [[1, 1, 0, 0]],
+      1.0 - 1.0 / 3.0,
+    ),
   ]
   for i, (y_pred, y_true, expected) in enumerate(multiclass):
-    run, needs = smp("JaccardLoss", "multiclass", y_pred, y_true,
-                     from_logits=False)
-    yield Case(f"smp_test_multiclass_jaccard_loss_{i}",
-               path + f"test_multiclass_jaccard_loss[{i}]", run, expected,
-               0.0, 1e-5, needs)
+    run, needs = smp(
+      "JaccardLoss", "multiclass", y_pred, y_true, from_logits=False
+    )
+    yield Case(
+      f"smp_test_multiclass_jaccard_loss_{i}",
+      path + f"test_multiclass_jaccard_loss[{i}]",
+      run,
+      expected,
+      0.0,
+      1e-5,
+      needs,
+    )
   a = [[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]]
   multilabel = [
-      (a, a, 0.0),
-      (a, 1.0 - np.asarray(a), 1.0),
-      ([[[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]]],
-       [[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]]], 1.0 - 1.0 / 3.0),
+    (a, a, 0.0),
+    (a, 1.0 - np.asarray(a), 1.0),
+    (
+      [[[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]]],
+      [[[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]]],
+      1.0 - 1.0 / 3.0,
+    ),
   ]
   for i, (y_pred, y_true, expected) in enumerate(multilabel):
-    run, needs = smp("JaccardLoss", "multilabel", y_pred, y_true,
-                     from_logits=False)
-    yield Case(f"smp_test_multilabel_jaccard_loss_{i}",
-               path + f"test_multilabel_jaccard_loss[{i}]", run, expected,
-               0.0, 1e-5, needs)
+    run, needs = smp(
+      "JaccardLoss", "multilabel", y_pred, y_true, from_logits=False
+    )
+    yield Case(
+      f"smp_test_multilabel_jaccard_loss_{i}",
+      path + f"test_multilabel_jaccard_loss[{i}]",
+      run,
+      expected,
+      0.0,
+      1e-5,
+      needs,
+    )
   # smp publishes no case for log_loss or ignore_index; these two reuse the
   # published "1 - 1/3" multiclass input with values worked out by hand
   # from segmentation_models_pytorch/losses/jaccard.py.
   hand = f"hand-computed from {SMP}: segmentation_models_pytorch/losses/"
   y_pred = [[[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]]
   # Both classes: I = 1, union = 3: -log(1/3) each.
-  run, needs = smp("JaccardLoss", "multiclass", y_pred, [[1, 1, 0, 0]],
-                   from_logits=False, log_loss=True)
-  yield Case("smp_jaccard_multiclass_log_loss", hand + "jaccard.py "
-             "(log_loss=True)", run, np.log(3.0), 1e-12, 0.0, needs)
+  run, needs = smp(
+    "JaccardLoss",
+    "multiclass",
+    y_pred,
+    [[1, 1, 0, 0]],
+    from_logits=False,
+    log_loss=True,
+  )
+  yield Case(
+    "smp_jaccard_multiclass_log_loss",
+    hand + "jaccard.py (log_loss=True)",
+    run,
+    np.log(3.0),
+    1e-12,
+    0.0,
+    needs,
+  )
   # Pixel 3 ignored: class 0 pred {0, 2} true {2}: 1/2; class 1 pred {1}
   # true {0, 1}: 1/2; loss 1 - 1/2.
-  run, needs = smp("JaccardLoss", "multiclass", y_pred, [[1, 1, 0, 255]],
-                   from_logits=False, ignore_index=255)
-  yield Case("smp_jaccard_multiclass_ignore_index", hand + "jaccard.py "
-             "(ignore_index=255)", run, 0.5, 1e-12, 0.0, needs)
+  run, needs = smp(
+    "JaccardLoss",
+    "multiclass",
+    y_pred,
+    [[1, 1, 0, 255]],
+    from_logits=False,
+    ignore_index=255,
+  )
+  yield Case(
+    "smp_jaccard_multiclass_ignore_index",
+    hand + "jaccard.py (ignore_index=255)",
+    run,
+    0.5,
+    1e-12,
+    0.0,
+    needs,
+  )
   # Binary, pixel 1 ignored: pred {0, 2}, true {0}: Dice 2/3.
-  run, needs = smp("DiceLoss", "binary", np.reshape([1.0, 1.0, 1.0],
-                                                    (1, 1, 1, 3)),
-                   np.reshape([1, -1, 0], (1, 1, 1, 3)), from_logits=False,
-                   ignore_index=-1)
-  yield Case("smp_dice_binary_ignore_index", hand + "dice.py "
-             "(binary, ignore_index=-1)", run, 1.0 / 3.0, 1e-12, 0.0, needs)
+  run, needs = smp(
+    "DiceLoss",
+    "binary",
+    np.reshape([1.0, 1.0, 1.0], (1, 1, 1, 3)),
+    np.reshape([1, -1, 0], (1, 1, 1, 3)),
+    from_logits=False,
+    ignore_index=-1,
+  )
+  yield Case(
+    "smp_dice_binary_ignore_index",
+    hand + "dice.py (binary, ignore_index=-1)",
+    run,
+    1.0 / 3.0,
+    1e-12,
+    0.0,
+    needs,
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -525,8 +924,18 @@ def _smp_cases():
 # ----------------------------------------------------------------------------
 
 
-def kornia(loss, pred, target, *, average="micro", eps=1e-8, weight=None,
-           ignore_index=-100, alpha=0.5, beta=0.5):
+def kornia(
+  loss,
+  pred,
+  target,
+  *,
+  average="micro",
+  eps=1e-8,
+  weight=None,
+  ignore_index=-100,
+  alpha=0.5,
+  beta=0.5,
+):
   """pel_jax equivalent of kornia `loss(pred, target, ...)` (softmax logits).
 
   kornia's Dice is 2 I / (card + eps) per sample: our smooth_dr = eps / 2;
@@ -542,8 +951,13 @@ def kornia(loss, pred, target, *, average="micro", eps=1e-8, weight=None,
   x = np.broadcast_to(_chlast(pred), (bs,) + _chlast(pred).shape[1:])
   t = np.broadcast_to(target, (bs,) + target.shape[1:]).astype(np.int32)
   num_classes = x.shape[-1]
-  opts = dict(exponent=1.0, from_logits=True, activation="softmax",
-              smooth_nr=0.0, ignore_index=ignore_index)
+  opts = dict(
+    exponent=1.0,
+    from_logits=True,
+    activation="softmax",
+    smooth_nr=0.0,
+    ignore_index=ignore_index,
+  )
   if loss == "dice_loss":
     opts.update(fp_weight=0.5, fn_weight=0.5, smooth_dr=eps / 2)
     if average == "micro":
@@ -551,10 +965,10 @@ def kornia(loss, pred, target, *, average="micro", eps=1e-8, weight=None,
     if weight is not None:
       w = np.asarray(weight, np.float64)
       opts["class_weights"] = (
-          w if average == "micro" else w * num_classes / np.sum(w))
+        w if average == "micro" else w * num_classes / np.sum(w)
+      )
   else:
-    opts.update(fp_weight=alpha, fn_weight=beta, smooth_dr=eps,
-                average="micro")
+    opts.update(fp_weight=alpha, fn_weight=beta, smooth_dr=eps, average="micro")
   run = lambda: np.ravel(pel_jax.pel_loss(x, t, **opts))
   needs = _needs(opts)
   if weight is not None and average == "micro":
@@ -566,53 +980,98 @@ def _kornia_cases():
   dice = f"{KORNIA}: tests/losses/test_dice.py::TestDiceLoss::"
   tversky = f"{KORNIA}: tests/losses/test_tversky.py::TestTverskyLoss::"
   # test_all_zeros: class 0 at logit 10, the others 1, all labels 0.
-  zeros = np.ones((2, 3, 1, 2)); zeros[:, 0] = 10.0
+  zeros = np.ones((2, 3, 1, 2))
+  zeros[:, 0] = 10.0
   labels0 = np.zeros((2, 1, 2), np.int64)
   for ignore in (-100, None):
-    for loss, path, kw in (("dice_loss", dice, {}),
-                           ("tversky_loss", tversky, {})):
+    for loss, path, kw in (
+      ("dice_loss", dice, {}),
+      ("tversky_loss", tversky, {}),
+    ):
       run, needs = kornia(loss, zeros, labels0, ignore_index=ignore, **kw)
-      yield Case(f"kornia_{loss}_all_zeros_{ignore}", path +
-                 f"test_all_zeros[{ignore}]", run, 0.0, 1e-3, 1e-3, needs)
+      yield Case(
+        f"kornia_{loss}_all_zeros_{ignore}",
+        path + f"test_all_zeros[{ignore}]",
+        run,
+        0.0,
+        1e-3,
+        1e-3,
+        needs,
+      )
   e1, e10 = np.exp(1.0), np.exp(10.0)
   # test_averaging_micro (logits batch 1, labels batch 2: broadcast).
   logits = np.zeros((1, 2, 4, 1))
   logits[:, 0, 0:3], logits[:, 0, 3:4] = 10.0, 1.0
   logits[:, 1, 0:3], logits[:, 1, 3:4] = 1.0, 10.0
   inter = (3.0 * e10 + e1) / (e1 + e10)
-  run, needs = kornia("dice_loss", logits, np.zeros((2, 4, 1), np.int64),
-                      average="micro")
-  yield Case("kornia_dice_averaging_micro", dice + "test_averaging_micro",
-             run, 1.0 - 2.0 * inter / (8.0 + 1e-8), 1e-3, 1e-3, needs)
+  run, needs = kornia(
+    "dice_loss", logits, np.zeros((2, 4, 1), np.int64), average="micro"
+  )
+  yield Case(
+    "kornia_dice_averaging_micro",
+    dice + "test_averaging_micro",
+    run,
+    1.0 - 2.0 * inter / (8.0 + 1e-8),
+    1e-3,
+    1e-3,
+    needs,
+  )
   # test_averaging_macro.
   logits = np.zeros((1, 2, 1, 4))
   logits[:, 0, :, 0:3], logits[:, 0, :, 3:4] = 10.0, 1.0
   logits[:, 1, :, 0:3], logits[:, 1, :, 3:4] = 1.0, 10.0
   card1 = 4.0 + inter
   card2 = (1.0 * e10 + 3.0 * e1) / (e1 + e10)
-  expected = ((1.0 - 2.0 * inter / (card1 + 1e-8))
-              + (1.0 - 0.0 / (card2 + 1e-8))) / 2.0
-  run, needs = kornia("dice_loss", logits, np.zeros((2, 1, 4), np.int64),
-                      average="macro")
-  yield Case("kornia_dice_averaging_macro", dice + "test_averaging_macro",
-             run, expected, 1e-3, 1e-3, needs)
+  expected = (
+    (1.0 - 2.0 * inter / (card1 + 1e-8)) + (1.0 - 0.0 / (card2 + 1e-8))
+  ) / 2.0
+  run, needs = kornia(
+    "dice_loss", logits, np.zeros((2, 1, 4), np.int64), average="macro"
+  )
+  yield Case(
+    "kornia_dice_averaging_macro",
+    dice + "test_averaging_macro",
+    run,
+    expected,
+    1e-3,
+    1e-3,
+    needs,
+  )
   # test_weight: class 0 right, class 1 wrong, class 2 2/3 right.
   logits = np.zeros((4, 3, 1, 4))
   logits[:, 0, :, 0] = 100.0
   logits[:, 2, :, 1:] = 100.0
   labels = np.broadcast_to(np.array([0, 1, 2, 2]), (4, 1, 4))
   for avg in ("micro", "macro"):
-    for weight, expected in (((1.0, 0.0, 0.0), 0.0), ((0.0, 1.0, 0.0), 1.0),
-                             ((0.0, 0.0, 1.0), 0.2)):
-      run, needs = kornia("dice_loss", logits, labels, average=avg,
-                          weight=weight)
-      yield Case(f"kornia_dice_weight_{avg}_{weight}", dice +
-                 f"test_weight[{avg}]", run, expected, 1e-3, 1e-3,
-                 needs)
-  run, needs = kornia("dice_loss", logits, labels, average="macro",
-                      weight=(0.3, 0.7, 0.0))
-  yield Case("kornia_dice_weight_macro_nonbinary", dice + "test_weight[macro]",
-             run, 0.7, 1e-3, 1e-3, needs)
+    for weight, expected in (
+      ((1.0, 0.0, 0.0), 0.0),
+      ((0.0, 1.0, 0.0), 1.0),
+      ((0.0, 0.0, 1.0), 0.2),
+    ):
+      run, needs = kornia(
+        "dice_loss", logits, labels, average=avg, weight=weight
+      )
+      yield Case(
+        f"kornia_dice_weight_{avg}_{weight}",
+        dice + f"test_weight[{avg}]",
+        run,
+        expected,
+        1e-3,
+        1e-3,
+        needs,
+      )
+  run, needs = kornia(
+    "dice_loss", logits, labels, average="macro", weight=(0.3, 0.7, 0.0)
+  )
+  yield Case(
+    "kornia_dice_weight_macro_nonbinary",
+    dice + "test_weight[macro]",
+    run,
+    0.7,
+    1e-3,
+    1e-3,
+    needs,
+  )
   # test_ignore_index: pixels 2, 3 ignored; the kept ones 1 right, 1 wrong.
   logits = np.zeros((2, 2, 1, 4))
   logits[:, 0, :, 0] = 100.0
@@ -622,8 +1081,15 @@ def _kornia_cases():
     labels[..., 2:] = ignore
     for loss, path in (("dice_loss", dice), ("tversky_loss", tversky)):
       run, needs = kornia(loss, logits, labels, ignore_index=ignore)
-      yield Case(f"kornia_{loss}_ignore_index_{ignore}", path +
-                 f"test_ignore_index[{ignore}]", run, 0.5, 1e-3, 1e-3, needs)
+      yield Case(
+        f"kornia_{loss}_ignore_index_{ignore}",
+        path + f"test_ignore_index[{ignore}]",
+        run,
+        0.5,
+        1e-3,
+        1e-3,
+        needs,
+      )
 
 
 # ----------------------------------------------------------------------------
@@ -649,8 +1115,9 @@ def keras(loss, y_true, y_pred, *, axis=None, alpha=0.5, beta=0.5):
     opts = dict(fp_weight=0.5, fn_weight=0.5, smooth_dr=0.5e-7)
   else:
     opts = dict(fp_weight=alpha, fn_weight=beta, smooth_dr=1e-7)
-  opts.update(exponent=1.0, smooth_nr=0.0,
-              reduction="mean" if axis is None else "none")
+  opts.update(
+    exponent=1.0, smooth_nr=0.0, reduction="mean" if axis is None else "none"
+  )
   return lambda: np.ravel(pel_jax.pel_loss(x, t, **opts))
 
 
@@ -662,27 +1129,68 @@ def _keras_cases():
   ta = [[[[1.0], [1.0]], [[0.0], [0.0]]], [[[1.0], [1.0]], [[0.0], [0.0]]]]
   pa = [[[[0.0], [1.0]], [[0.0], [1.0]]], [[[0.4], [0.0]], [[0.0], [0.9]]]]
   cases = [
-      ("Dice", "DiceTest::test_correctness", t1, p1, {}, -0.55555546),
-      ("Dice", "DiceTest::test_binary_segmentation", tb, pb, {}, 0.77777773),
-      ("Dice", "DiceTest::test_binary_segmentation_with_axis", ta, pa,
-       dict(axis=(1, 2, 3)), [0.5, 0.75757575]),
-      ("Tversky", "TverskyTest::test_correctness", t1, p1, {}, -0.55555558),
-      ("Tversky", "TverskyTest::test_correctness_custom_coefficients", t1, p1,
-       dict(alpha=0.2, beta=0.8), -0.94444442),
-      ("Tversky", "TverskyTest::test_binary_segmentation", tb, pb, {},
-       0.77777779),
-      ("Tversky", "TverskyTest::test_binary_segmentation_with_axis", ta, pa,
-       dict(axis=(1, 2, 3)), [0.5, 0.75757575]),
-      ("Tversky", "TverskyTest::test_binary_segmentation_custom_coefficients",
-       tb, pb, dict(alpha=0.2, beta=0.8), 0.76190472),
-      ("Tversky",
-       "TverskyTest::test_binary_segmentation_custom_coefficients_with_axis",
-       ta, pa, dict(axis=(1, 2, 3), alpha=0.2, beta=0.8), [0.5, 0.78494626]),
+    ("Dice", "DiceTest::test_correctness", t1, p1, {}, -0.55555546),
+    ("Dice", "DiceTest::test_binary_segmentation", tb, pb, {}, 0.77777773),
+    (
+      "Dice",
+      "DiceTest::test_binary_segmentation_with_axis",
+      ta,
+      pa,
+      dict(axis=(1, 2, 3)),
+      [0.5, 0.75757575],
+    ),
+    ("Tversky", "TverskyTest::test_correctness", t1, p1, {}, -0.55555558),
+    (
+      "Tversky",
+      "TverskyTest::test_correctness_custom_coefficients",
+      t1,
+      p1,
+      dict(alpha=0.2, beta=0.8),
+      -0.94444442,
+    ),
+    (
+      "Tversky",
+      "TverskyTest::test_binary_segmentation",
+      tb,
+      pb,
+      {},
+      0.77777779,
+    ),
+    (
+      "Tversky",
+      "TverskyTest::test_binary_segmentation_with_axis",
+      ta,
+      pa,
+      dict(axis=(1, 2, 3)),
+      [0.5, 0.75757575],
+    ),
+    (
+      "Tversky",
+      "TverskyTest::test_binary_segmentation_custom_coefficients",
+      tb,
+      pb,
+      dict(alpha=0.2, beta=0.8),
+      0.76190472,
+    ),
+    (
+      "Tversky",
+      "TverskyTest::test_binary_segmentation_custom_coefficients_with_axis",
+      ta,
+      pa,
+      dict(axis=(1, 2, 3), alpha=0.2, beta=0.8),
+      [0.5, 0.78494626],
+    ),
   ]
   for loss, test, y_true, y_pred, kw, expected in cases:
     # Keras' assertAllClose: rtol = atol = 1e-6.
-    yield Case(f"keras_{test.replace('::', '_')}", path + test,
-               keras(loss, y_true, y_pred, **kw), expected, 1e-6, 1e-6)
+    yield Case(
+      f"keras_{test.replace('::', '_')}",
+      path + test,
+      keras(loss, y_true, y_pred, **kw),
+      expected,
+      1e-6,
+      1e-6,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -697,9 +1205,15 @@ def nnunet(x, y, *, batch_dice=False, do_bg=True, smooth=1.0, loss_mask=None):
   pel_jax's Dice with smoothing s / 2, minus 1. Its `apply_nonlin` is the
   softmax (from_logits=True) and its `loss_mask` is `where`.
   """
-  opts = dict(exponent=1.0, fp_weight=0.5, fn_weight=0.5,
-              smooth_nr=smooth / 2, smooth_dr=smooth / 2, batch=batch_dice,
-              include_background=do_bg)
+  opts = dict(
+    exponent=1.0,
+    fp_weight=0.5,
+    fn_weight=0.5,
+    smooth_nr=smooth / 2,
+    smooth_dr=smooth / 2,
+    batch=batch_dice,
+    include_background=do_bg,
+  )
   if loss_mask is not None:
     opts["where"] = np.asarray(loss_mask, bool)
   x = np.asarray(x, np.float64)
@@ -714,36 +1228,69 @@ def _nnunet_cases():
   # class 1: TP 0.8 FP 0.4 FN 0.2: (1.6 + 1) / (1.6 + 0.6 + 1) = 13/16.
   p = [[[0.2, 0.8], [0.6, 0.4]]]
   y = [[1, 0]]
-  yield Case("nnunet_soft_dice", hand + " (smooth=1)", nnunet(p, y),
-             -(11 / 14 + 13 / 16) / 2, 1e-12)
-  yield Case("nnunet_soft_dice_no_bg", hand + " (do_bg=False)",
-             nnunet(p, y, do_bg=False), -13 / 16, 1e-12)
+  yield Case(
+    "nnunet_soft_dice",
+    hand + " (smooth=1)",
+    nnunet(p, y),
+    -(11 / 14 + 13 / 16) / 2,
+    1e-12,
+  )
+  yield Case(
+    "nnunet_soft_dice_no_bg",
+    hand + " (do_bg=False)",
+    nnunet(p, y, do_bg=False),
+    -13 / 16,
+    1e-12,
+  )
   # smooth=0: class 0: 1.2/1.8 = 2/3, class 1: 1.6/2.2 = 8/11.
-  yield Case("nnunet_soft_dice_smooth0", hand + " (smooth=0)",
-             nnunet(p, y, smooth=0.0), -(2 / 3 + 8 / 11) / 2, 1e-12)
+  yield Case(
+    "nnunet_soft_dice_smooth0",
+    hand + " (smooth=0)",
+    nnunet(p, y, smooth=0.0),
+    -(2 / 3 + 8 / 11) / 2,
+    1e-12,
+  )
   # batch_dice over two samples, the second (p = 0.5 everywhere, labels 0,
   # 0): class 0 sums TP 0.6 + 1, FP 0.2, FN 0.4 + 1: (3.2 + 1)/(3.2 + 1.6 +
   # 1) = 21/29; class 1 TP 0.8, FP 0.4 + 1, FN 0.2: (1.6 + 1)/(1.6 + 1.6 +
   # 1) = 13/21.
   p2 = [[[0.2, 0.8], [0.6, 0.4]], [[0.5, 0.5], [0.5, 0.5]]]
   y2 = [[1, 0], [0, 0]]
-  yield Case("nnunet_batch_dice", hand + " (batch_dice=True)",
-             nnunet(p2, y2, batch_dice=True), -(21 / 29 + 13 / 21) / 2, 1e-12)
+  yield Case(
+    "nnunet_batch_dice",
+    hand + " (batch_dice=True)",
+    nnunet(p2, y2, batch_dice=True),
+    -(21 / 29 + 13 / 21) / 2,
+    1e-12,
+  )
   # loss_mask drops pixel 1: class 0 TP 0 FP 0.2 FN 0: 1/1.2;
   # class 1 TP 0.8 FP 0 FN 0.2: 2.6/2.8.
-  yield Case("nnunet_loss_mask", hand + " (loss_mask)",
-             nnunet(p, y, loss_mask=[[True, False]]),
-             -(1 / 1.2 + 13 / 14) / 2, 1e-12)
+  yield Case(
+    "nnunet_loss_mask",
+    hand + " (loss_mask)",
+    nnunet(p, y, loss_mask=[[True, False]]),
+    -(1 / 1.2 + 13 / 14) / 2,
+    1e-12,
+  )
 
 
 def all_cases():
-  return (list(_monai_cases()) + list(_dice_ce_cases())
-          + list(_dice_ce_unsupported()) + list(_fused_ce_case())
-          + list(_smp_cases()) + list(_kornia_cases()) + list(_keras_cases())
-          + list(_nnunet_cases()))
+  return (
+    list(_monai_cases())
+    + list(_dice_ce_cases())
+    + list(_dice_ce_unsupported())
+    + list(_fused_ce_case())
+    + list(_smp_cases())
+    + list(_kornia_cases())
+    + list(_keras_cases())
+    + list(_nnunet_cases())
+  )
 
 
 def pending(available):
   """The cases that need a keyword not in `available`, by name."""
-  return [(c.name, sorted(c.needs - available)) for c in all_cases()
-          if not c.needs <= available]
+  return [
+    (c.name, sorted(c.needs - available))
+    for c in all_cases()
+    if not c.needs <= available
+  ]

@@ -18,26 +18,48 @@ from tests import compat_cases
 
 # The issue-10 keywords this branch's pel_loss has. The cases that need
 # another one are not collected; `compat_cases.pending(AVAILABLE)` lists them.
-AVAILABLE = frozenset({"generalized", "squared", "soft_labels", "focal_gamma",
-                       "log_loss", "absent_classes", "average", "ce_weight"})
+AVAILABLE = frozenset(
+  {
+    "generalized",
+    "squared",
+    "soft_labels",
+    "focal_gamma",
+    "log_loss",
+    "absent_classes",
+    "average",
+    "ce_weight",
+  }
+)
 
 _CASES = [c for c in compat_cases.all_cases() if c.needs <= AVAILABLE]
 
 
 class PublishedValuesTest(parameterized.TestCase):
-
   @parameterized.named_parameters((c.name, c) for c in _CASES)
   def test_case(self, case):
     with jax.enable_x64(True):
       got = case.run()
     np.testing.assert_allclose(
-        got, np.ravel(case.expected), rtol=case.rtol, atol=case.atol,
-        err_msg=case.source)
+      got,
+      np.ravel(case.expected),
+      rtol=case.rtol,
+      atol=case.atol,
+      err_msg=case.source,
+    )
 
   def test_every_peer_has_collected_cases(self):
-    prefixes = ("monai_DiceLoss", "monai_GeneralizedDiceLoss",
-                "monai_TverskyLoss", "monai_MaskedDiceLoss", "monai_DiceCELoss",
-                "smp_", "keras_", "nnunet_", "kornia_dice", "kornia_tversky")
+    prefixes = (
+      "monai_DiceLoss",
+      "monai_GeneralizedDiceLoss",
+      "monai_TverskyLoss",
+      "monai_MaskedDiceLoss",
+      "monai_DiceCELoss",
+      "smp_",
+      "keras_",
+      "nnunet_",
+      "kornia_dice",
+      "kornia_tversky",
+    )
     for prefix in prefixes:
       self.assertTrue(any(c.name.startswith(prefix) for c in _CASES), prefix)
 
@@ -63,11 +85,22 @@ class ConventionsTest(absltest.TestCase):
     x = np.moveaxis(np.asarray(compat_cases._X1), 1, -1)
     y = np.moveaxis(np.asarray(compat_cases._Y1), 1, -1)
     with jax.enable_x64(True):
-      ours = float(pel_jax.tversky_loss(x, y, from_logits=True,
-                                        smooth_nr=1e-6, smooth_dr=1e-6))
-      monai = float(pel_jax.tversky_loss(x, y, from_logits=True,
-                                         fp_weight=0.5, fn_weight=0.5,
-                                         smooth_nr=1e-6, smooth_dr=1e-6))
+      ours = float(
+        pel_jax.tversky_loss(
+          x, y, from_logits=True, smooth_nr=1e-6, smooth_dr=1e-6
+        )
+      )
+      monai = float(
+        pel_jax.tversky_loss(
+          x,
+          y,
+          from_logits=True,
+          fp_weight=0.5,
+          fn_weight=0.5,
+          smooth_nr=1e-6,
+          smooth_dr=1e-6,
+        )
+      )
     np.testing.assert_allclose(monai, 0.307576, rtol=1e-5)
     self.assertGreater(abs(ours - 0.307576), 1e-3)
 
@@ -78,8 +111,11 @@ class ConventionsTest(absltest.TestCase):
     y = np.moveaxis(np.asarray(compat_cases._Y1), 1, -1)
     where = np.array([[[False, False], [True, True]]])
     with jax.enable_x64(True):
-      got = float(pel_jax.dice_loss(x, y, from_logits=True, where=where,
-                                    smooth_nr=5e-7, smooth_dr=5e-7))
+      got = float(
+        pel_jax.dice_loss(
+          x, y, from_logits=True, where=where, smooth_nr=5e-7, smooth_dr=5e-7
+        )
+      )
     # Kept: p = sigmoid(-1), sigmoid(1), g = 1, 1: 2 * 1 / (1 + 2).
     np.testing.assert_allclose(got, 1.0 - 2.0 / 3.0, rtol=1e-5)
 
@@ -88,11 +124,13 @@ class OptaxLiveTest(parameterized.TestCase):
   """optax.losses.dice_loss, run: same smoothing form, per-sample mean."""
 
   @parameterized.parameters(
-      dict(num_classes=1, kw=dict()),
-      dict(num_classes=3, kw=dict(smooth=0.5)),
-      dict(num_classes=4, kw=dict(alpha=0.3, beta=0.7, smooth=1e-3)),
-      dict(num_classes=3, kw=dict(class_weights=(0.5, 1.0, 2.0),
-                                  ignore_background=True)),
+    dict(num_classes=1, kw=dict()),
+    dict(num_classes=3, kw=dict(smooth=0.5)),
+    dict(num_classes=4, kw=dict(alpha=0.3, beta=0.7, smooth=1e-3)),
+    dict(
+      num_classes=3,
+      kw=dict(class_weights=(0.5, 1.0, 2.0), ignore_background=True),
+    ),
   )
   def test_matches_optax(self, num_classes, kw):
     rng = np.random.default_rng(num_classes)
@@ -101,18 +139,25 @@ class OptaxLiveTest(parameterized.TestCase):
       targets = (rng.uniform(size=x.shape) < 0.4).astype(np.float64)
     else:
       targets = np.eye(num_classes)[rng.integers(0, num_classes, x.shape[:-1])]
-    opts = dict(exponent=1.0, from_logits=True, reduction="none",
-                fp_weight=kw.get("alpha", 0.5), fn_weight=kw.get("beta", 0.5),
-                smooth_nr=kw.get("smooth", 1.0),
-                smooth_dr=kw.get("smooth", 1.0),
-                include_background=not kw.get("ignore_background", False))
+    opts = dict(
+      exponent=1.0,
+      from_logits=True,
+      reduction="none",
+      fp_weight=kw.get("alpha", 0.5),
+      fn_weight=kw.get("beta", 0.5),
+      smooth_nr=kw.get("smooth", 1.0),
+      smooth_dr=kw.get("smooth", 1.0),
+      include_background=not kw.get("ignore_background", False),
+    )
     if "class_weights" in kw:
       opts["class_weights"] = np.asarray(kw["class_weights"])
-    optax_kw = {k: (np.asarray(v) if k == "class_weights" else v)
-                for k, v in kw.items()}
+    optax_kw = {
+      k: (np.asarray(v) if k == "class_weights" else v) for k, v in kw.items()
+    }
     with jax.enable_x64(True):
-      expected = optax.losses.dice_loss(x, targets, reduction="none",
-                                        **optax_kw)
+      expected = optax.losses.dice_loss(
+        x, targets, reduction="none", **optax_kw
+      )
       got = pel_jax.pel_loss(x, targets, **opts)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
 

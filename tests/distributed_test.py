@@ -4,16 +4,14 @@ Every device must return the global (one-device) loss, and its gradient must
 be its slice of the one-device gradient over the whole batch (no N factor).
 """
 
-import functools
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
 import pel_jax
 from tests import reference
@@ -22,10 +20,10 @@ _N = 8
 _SHAPE = (_N, 4, 3, 3)  # Global batch of 8: one sample per device.
 
 _SETTINGS = (
-    ("per_sample_mean", dict(batch=False, reduction="mean")),
-    ("per_sample_sum", dict(batch=False, reduction="sum")),
-    ("batch_mean", dict(batch=True, reduction="mean")),
-    ("batch_sum", dict(batch=True, reduction="sum")),
+  ("per_sample_mean", dict(batch=False, reduction="mean")),
+  ("per_sample_sum", dict(batch=False, reduction="sum")),
+  ("batch_mean", dict(batch=True, reduction="mean")),
+  ("batch_sum", dict(batch=True, reduction="sum")),
 )
 
 
@@ -38,8 +36,13 @@ def _data(seed=0):
 
 
 def _common(settings):
-  return dict(from_logits=True, exponent=2.0, ignore_index=2,
-              class_weights=np.array([1.0, 2.0, 0.5], np.float32), **settings)
+  return dict(
+    from_logits=True,
+    exponent=2.0,
+    ignore_index=2,
+    class_weights=np.array([1.0, 2.0, 0.5], np.float32),
+    **settings,
+  )
 
 
 def _one_device(p, t, m, kw):
@@ -47,7 +50,8 @@ def _one_device(p, t, m, kw):
   loss, grad = jax.jit(jax.value_and_grad(f))(p)
   # Anchor the one-device result to the oracle.
   np.testing.assert_allclose(
-      loss, reference.pel_numpy(p, t, where=m, **kw), atol=2e-5, rtol=2e-5)
+    loss, reference.pel_numpy(p, t, where=m, **kw), atol=2e-5, rtol=2e-5
+  )
   return loss, grad
 
 
@@ -56,7 +60,9 @@ def _local(kw):
 
 
 def _mesh(explicit=False):
-  kind = jax.sharding.AxisType.Explicit if explicit else jax.sharding.AxisType.Auto
+  kind = (
+    jax.sharding.AxisType.Explicit if explicit else jax.sharding.AxisType.Auto
+  )
   return jax.make_mesh((_N,), ("d",), axis_types=(kind,))
 
 
@@ -65,12 +71,13 @@ def _shard(mesh, *arrays):
 
 
 _MESH_SETTINGS = tuple(
-    (f"{name}_{mesh}", settings, mesh == "explicit")
-    for name, settings in _SETTINGS for mesh in ("auto", "explicit"))
+  (f"{name}_{mesh}", settings, mesh == "explicit")
+  for name, settings in _SETTINGS
+  for mesh in ("auto", "explicit")
+)
 
 
 class DataParallelTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*_SETTINGS)
   def test_pmap(self, settings):
     p, t, m = _data()
@@ -78,12 +85,15 @@ class DataParallelTest(parameterized.TestCase):
     want_loss, want_grad = _one_device(p, t, m, kw)
     split = lambda a: a.reshape((_N, 1) + a.shape[1:])
     loss, grad = jax.pmap(jax.value_and_grad(_local(kw)), axis_name="d")(
-        split(p), split(t), split(m))
+      split(p), split(t), split(m)
+    )
     chex.assert_shape(loss, (_N,))
-    chex.assert_trees_all_close(loss, jnp.full((_N,), want_loss), rtol=1e-6,
-                                atol=1e-7)
-    chex.assert_trees_all_close(grad.reshape(_SHAPE), want_grad, rtol=1e-5,
-                                atol=2e-7)
+    chex.assert_trees_all_close(
+      loss, jnp.full((_N,), want_loss), rtol=1e-6, atol=1e-7
+    )
+    chex.assert_trees_all_close(
+      grad.reshape(_SHAPE), want_grad, rtol=1e-5, atol=2e-7
+    )
 
   @parameterized.named_parameters(*_MESH_SETTINGS)
   def test_shard_map(self, settings, explicit):
@@ -94,15 +104,21 @@ class DataParallelTest(parameterized.TestCase):
     p, t, m = _shard(mesh, p, t, m)
     specs = (P("d"), P("d"), P("d"))
     # Gradient taken per shard inside shard_map.
-    inner = jax.jit(jax.shard_map(
-        jax.value_and_grad(_local(kw)), mesh=mesh, in_specs=specs,
-        out_specs=(P(), P("d"))))
+    inner = jax.jit(
+      jax.shard_map(
+        jax.value_and_grad(_local(kw)),
+        mesh=mesh,
+        in_specs=specs,
+        out_specs=(P(), P("d")),
+      )
+    )
     loss, grad = inner(p, t, m)
     chex.assert_trees_all_close(loss, want_loss, rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(grad, want_grad, rtol=1e-5, atol=2e-7)
     # Gradient of the shard_map-ed (replicated) loss from outside.
-    sharded_loss = jax.shard_map(_local(kw), mesh=mesh, in_specs=specs,
-                                 out_specs=P())
+    sharded_loss = jax.shard_map(
+      _local(kw), mesh=mesh, in_specs=specs, out_specs=P()
+    )
     loss, grad = jax.jit(jax.value_and_grad(sharded_loss))(p, t, m)
     chex.assert_trees_all_close(loss, want_loss, rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(grad, want_grad, rtol=1e-5, atol=2e-7)
@@ -115,9 +131,15 @@ class DataParallelTest(parameterized.TestCase):
     kw = _common(settings)
     want_loss, want_grad = _one_device(p, t, m, kw)
     mesh = _mesh()
-    inner = jax.jit(jax.shard_map(
-        jax.value_and_grad(_local(kw)), mesh=mesh, in_specs=(P("d"),) * 3,
-        out_specs=(P(), P("d")), check_vma=False))
+    inner = jax.jit(
+      jax.shard_map(
+        jax.value_and_grad(_local(kw)),
+        mesh=mesh,
+        in_specs=(P("d"),) * 3,
+        out_specs=(P(), P("d")),
+        check_vma=False,
+      )
+    )
     loss, grad = inner(*_shard(mesh, p, t, m))
     chex.assert_trees_all_close(loss, want_loss, rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(grad, want_grad, rtol=1e-5, atol=2e-7)
@@ -139,12 +161,15 @@ class DataParallelTest(parameterized.TestCase):
     kw = _common(settings)
     want_loss, want_grad = _one_device(p, t, m, kw)
     split = lambda a: a.reshape((_N, 1) + a.shape[1:])
-    loss, grad = jax.jit(jax.vmap(jax.value_and_grad(_local(kw)),
-                                  axis_name="d"))(split(p), split(t), split(m))
-    chex.assert_trees_all_close(loss, jnp.full((_N,), want_loss), rtol=1e-6,
-                                atol=1e-7)
-    chex.assert_trees_all_close(grad.reshape(_SHAPE), want_grad, rtol=1e-5,
-                                atol=2e-7)
+    loss, grad = jax.jit(
+      jax.vmap(jax.value_and_grad(_local(kw)), axis_name="d")
+    )(split(p), split(t), split(m))
+    chex.assert_trees_all_close(
+      loss, jnp.full((_N,), want_loss), rtol=1e-6, atol=1e-7
+    )
+    chex.assert_trees_all_close(
+      grad.reshape(_SHAPE), want_grad, rtol=1e-5, atol=2e-7
+    )
 
   @parameterized.parameters(False, True)
   def test_reduction_none(self, batch):
@@ -153,8 +178,12 @@ class DataParallelTest(parameterized.TestCase):
     kw = _common(dict(batch=batch, reduction="none"))
     want = reference.pel_numpy(p, t, where=m, **kw)
     mesh = _mesh()
-    f = jax.shard_map(_local(kw), mesh=mesh, in_specs=(P("d"),) * 3,
-                      out_specs=P() if batch else P("d"))
+    f = jax.shard_map(
+      _local(kw),
+      mesh=mesh,
+      in_specs=(P("d"),) * 3,
+      out_specs=P() if batch else P("d"),
+    )
     got = jax.jit(f)(*_shard(mesh, p, t, m))
     chex.assert_shape(got, want.shape)
     chex.assert_trees_all_close(got, want, atol=2e-5, rtol=2e-5)
@@ -165,17 +194,23 @@ class DataParallelTest(parameterized.TestCase):
     p, t, m = _data(2)
     kw = _common(dict(batch=False, reduction="mean"))
     offset = jnp.zeros((3,), jnp.float32)
-    one = jax.jit(jax.grad(
-        lambda o: pel_jax.pel_loss(p + o, t, where=m, **kw)))(offset)
+    one = jax.jit(
+      jax.grad(lambda o: pel_jax.pel_loss(p + o, t, where=m, **kw))
+    )(offset)
     split = lambda a: a.reshape((4, 2) + a.shape[1:])
     per_device = jax.pmap(
-        jax.grad(lambda o, x, y, w: pel_jax.pel_loss(
-            x + o, y, where=w, axis_name="d", **kw)),
-        axis_name="d", in_axes=(None, 0, 0, 0),
-        devices=jax.devices()[:4])(offset, split(p), split(t), split(m))
-    chex.assert_trees_all_close(jnp.sum(per_device, 0), one, rtol=1e-5,
-                                atol=2e-7)
-
+      jax.grad(
+        lambda o, x, y, w: pel_jax.pel_loss(
+          x + o, y, where=w, axis_name="d", **kw
+        )
+      ),
+      axis_name="d",
+      in_axes=(None, 0, 0, 0),
+      devices=jax.devices()[:4],
+    )(offset, split(p), split(t), split(m))
+    chex.assert_trees_all_close(
+      jnp.sum(per_device, 0), one, rtol=1e-5, atol=2e-7
+    )
 
 
 class GlobalSumTest(absltest.TestCase):
@@ -186,14 +221,20 @@ class GlobalSumTest(absltest.TestCase):
     mean = lambda v: pel_jax.global_sum(v, "d") / _N
     value, grad = jax.pmap(jax.value_and_grad(mean), axis_name="d")(x)
     # d mean(x) / d x_i = 1/N on one device; plain psum would give 1 (N-fold).
-    np.testing.assert_allclose(value, np.full(_N, np.mean(np.arange(1, _N + 1))))
+    np.testing.assert_allclose(
+      value, np.full(_N, np.mean(np.arange(1, _N + 1)))
+    )
     np.testing.assert_allclose(grad, np.full(_N, 1.0 / _N))
 
   def test_global_mean_shard_map(self):
     mesh = _mesh(False)
     x = jax.device_put(jnp.arange(1.0, _N + 1.0), NamedSharding(mesh, P("d")))
-    mean = jax.shard_map(lambda v: pel_jax.global_sum(v.sum(), "d") / _N,
-                         mesh=mesh, in_specs=P("d"), out_specs=P())
+    mean = jax.shard_map(
+      lambda v: pel_jax.global_sum(v.sum(), "d") / _N,
+      mesh=mesh,
+      in_specs=P("d"),
+      out_specs=P(),
+    )
     value, grad = jax.jit(jax.value_and_grad(mean))(x)
     np.testing.assert_allclose(value, np.mean(np.arange(1, _N + 1)))
     np.testing.assert_allclose(grad, np.full(_N, 1.0 / _N))
@@ -202,11 +243,17 @@ class GlobalSumTest(absltest.TestCase):
     mesh = _mesh(False)
     x = jax.device_put(jnp.arange(1.0, _N + 1.0), NamedSharding(mesh, P("d")))
     for check_vma in (True, False):
-      grad = jax.jit(jax.shard_map(
+      grad = jax.jit(
+        jax.shard_map(
           jax.grad(lambda v: pel_jax.global_sum(v.sum(), "d") / _N),
-          mesh=mesh, in_specs=P("d"), out_specs=P("d"),
-          check_vma=check_vma))(x)
+          mesh=mesh,
+          in_specs=P("d"),
+          out_specs=P("d"),
+          check_vma=check_vma,
+        )
+      )(x)
       np.testing.assert_allclose(grad, np.full(_N, 1.0 / _N))
+
 
 if __name__ == "__main__":
   absltest.main()

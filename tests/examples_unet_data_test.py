@@ -1,21 +1,27 @@
 """Tests of examples/unet/data.py: synthetic set, folder loader and its checks."""
 
+from examples_unet_helpers import bad_data
+from examples_unet_helpers import write_pair
 import numpy as np
+from PIL import Image
 import pytest
 import tifffile
-from PIL import Image
 
-from examples.unet import configs, data
-from examples_unet_helpers import bad_data, write_pair
+from examples.unet import configs
+from examples.unet import data
 
 
 def test_synthetic_is_deterministic_and_imbalanced():
   a, b = data.synthetic(3, 2, 48, 3), data.synthetic(3, 2, 48, 3)
   np.testing.assert_array_equal(a.images[1], b.images[1])
-  counts = np.bincount(np.concatenate([m.ravel() for m in a.masks]), minlength=3)
+  counts = np.bincount(
+    np.concatenate([m.ravel() for m in a.masks]), minlength=3
+  )
   assert counts[0] > 3 * counts[1] > 0 and counts[2] > 0
   batch = data.train_batch(a, 3, 5, 4, 32)
-  np.testing.assert_array_equal(batch["mask"], data.train_batch(a, 3, 5, 4, 32)["mask"])
+  np.testing.assert_array_equal(
+    batch["mask"], data.train_batch(a, 3, 5, 4, 32)["mask"]
+  )
 
 
 def test_folder_loader_round_trip(tmp_path):
@@ -36,12 +42,23 @@ def test_folder_loader_round_trip(tmp_path):
   np.testing.assert_array_equal(ds.masks[0], gray8 > 128)
   train_ds, val_ds = data.split(ds, 0.3, seed=0)
   assert sorted(train_ds.names + val_ds.names) == ["a", "b", "c"]
-  assert len(val_ds.names) == 1 and data.split(ds, 0.3, 0)[1].names == val_ds.names
+  assert (
+    len(val_ds.names) == 1 and data.split(ds, 0.3, 0)[1].names == val_ds.names
+  )
 
 
-@pytest.mark.parametrize("case", ["missing_mask", "size_mismatch", "unreadable",
-                                  "empty", "label_too_large", "negative_label",
-                                  "duplicate_stem"])
+@pytest.mark.parametrize(
+  "case",
+  [
+    "missing_mask",
+    "size_mismatch",
+    "unreadable",
+    "empty",
+    "label_too_large",
+    "negative_label",
+    "duplicate_stem",
+  ],
+)
 def test_bad_data_names_the_file(tmp_path, case):
   root, message = bad_data(tmp_path, case)
   with pytest.raises(data.DataError, match=message):
@@ -50,13 +67,21 @@ def test_bad_data_names_the_file(tmp_path, case):
 
 def test_tiny_image_is_named(tmp_path):
   root = tmp_path / "data"
-  write_pair(root, "big", np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8))
-  write_pair(root, "tiny", np.zeros((3, 40), np.uint8), np.zeros((3, 40), np.uint8))
+  write_pair(
+    root, "big", np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)
+  )
+  write_pair(
+    root, "tiny", np.zeros((3, 40), np.uint8), np.zeros((3, 40), np.uint8)
+  )
   cfg = configs.get_config(data=str(root), val_data=str(root), depth=2)
-  with pytest.raises(data.DataError, match=r"images/tiny.png: image size \(3, 40\)"):
+  with pytest.raises(
+    data.DataError, match=r"images/tiny.png: image size \(3, 40\)"
+  ):
     data.load(cfg)
   cfg.patch_size = 16
-  with pytest.raises(data.DataError, match=r"images/tiny.png: image size \(3, 40\)"):
+  with pytest.raises(
+    data.DataError, match=r"images/tiny.png: image size \(3, 40\)"
+  ):
     data.load(cfg)
 
 
@@ -70,7 +95,9 @@ def test_alpha_and_float_images(tmp_path):
   Image.fromarray(la, "LA").save(tmp_path / "la.png")
   tifffile.imwrite(tmp_path / "unit.tif", unit)
   tifffile.imwrite(tmp_path / "raw.tif", raw)
-  got = {p.stem: data.to_float(data.read_image(p), p) for p in tmp_path.iterdir()}
+  got = {
+    p.stem: data.to_float(data.read_image(p), p) for p in tmp_path.iterdir()
+  }
   np.testing.assert_allclose(got["la"][..., 0], gray / 255, rtol=1e-6)
   assert got["la"].shape == (8, 8, 1)
   np.testing.assert_array_equal(got["unit"][..., 0], unit)

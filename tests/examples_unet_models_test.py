@@ -1,10 +1,10 @@
 """Tests of examples/unet/models.py."""
 
+from examples_unet_helpers import tiny
 import jax
 import numpy as np
 
 from examples.unet import models
-from examples_unet_helpers import tiny
 
 
 def test_model_shapes_and_mixed_precision():

@@ -11,10 +11,7 @@ def _img(rows):
 
 
 def test_label_uses_8_connectivity():
-  m = _img(["1100",
-            "0010",
-            "0000",
-            "1001"])
+  m = _img(["1100", "0010", "0000", "1001"])
   lab = om.label(m)
   # the diagonal touch joins the first three pixels; two isolated corners
   assert lab.max() == 3
@@ -23,10 +20,7 @@ def test_label_uses_8_connectivity():
 
 
 def test_components_splits_ids_and_renumbers():
-  ids = _img(["2200",
-              "0000",
-              "0022",
-              "5000"])
+  ids = _img(["2200", "0000", "0022", "5000"])
   out = om.components(ids)
   # id 2 has two separate pieces -> 1 and 2; id 5 -> 3
   np.testing.assert_array_equal(out, _img(["1100", "0000", "0022", "3000"]))
@@ -34,16 +28,10 @@ def test_components_splits_ids_and_renumbers():
 
 def test_counts_hand_computed():
   # truth: A (4 px, top-left 2x2), B (2 px), C (1 px)
-  true = _img(["1100",
-               "1100",
-               "0000",
-               "2203"])
+  true = _img(["1100", "1100", "0000", "2203"])
   # pred: P1 = A plus one pixel (IoU 4/5), P2 covers one pixel of B (IoU 1/2),
   # P3 a false positive far away; C is missed.
-  pred = _img(["1110",
-               "1100",
-               "0004",
-               "2000"])
+  pred = _img(["1110", "1100", "0004", "2000"])
   c = om.counts(true, pred)
   # matches: A-P1 (0.8 >= 0.5), B-P2 (0.5 >= 0.5) -> TP 2; FP P4; FN C
   assert (c["tp"], c["fp"], c["fn"]) == (2, 1, 1)
@@ -69,22 +57,20 @@ def test_aji_prediction_picked_by_two_true_objects():
 
 
 def test_below_half_iou_is_not_a_detection():
-  true = _img(["1110"])   # 3 px
-  pred = _img(["0111"])   # IoU 2/4 = 0.5 -> match
+  true = _img(["1110"])  # 3 px
+  pred = _img(["0111"])  # IoU 2/4 = 0.5 -> match
   assert om.counts(true, pred)["tp"] == 1
-  pred = _img(["0011"])   # IoU 1/4 -> no match
+  pred = _img(["0011"])  # IoU 1/4 -> no match
   c = om.counts(true, pred)
   assert (c["tp"], c["fp"], c["fn"]) == (0, 1, 1)
   assert (c["aji_c"], c["aji_u"]) == (1, 4)
 
 
 def test_image_counts_labels_the_predicted_mask():
-  true = _img(["1100",
-               "0000",
-               "0022"])
-  pred_mask = _img(["1100",
-                    "0000",
-                    "0011"])   # class ids, not instances: two components
+  true = _img(["1100", "0000", "0022"])
+  pred_mask = _img(
+    ["1100", "0000", "0011"]
+  )  # class ids, not instances: two components
   c = om.image_counts(true, pred_mask)
   assert (c["tp"], c["fp"], c["fn"], c["aji_c"], c["aji_u"]) == (2, 0, 0, 4, 4)
 
@@ -108,7 +94,11 @@ def test_shape_mismatch_is_a_clear_error():
 def test_folder_instances_reach_the_evaluation(tmp_path):
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  from examples.unet import data, inference, models  # pylint: disable=import-outside-toplevel
+
+  from examples.unet import data  # pylint: disable=import-outside-toplevel
+  from examples.unet import inference  # pylint: disable=import-outside-toplevel
+  from examples.unet import models  # pylint: disable=import-outside-toplevel
+
   root = tmp_path / "set"
   for sub in ("images", "masks", "instances"):
     (root / sub).mkdir(parents=True)
@@ -117,8 +107,11 @@ def test_folder_instances_reach_the_evaluation(tmp_path):
   inst[2:6, 2:6], inst[9:14, 8:12] = 1, 2
   for k in range(2):
     Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(
-        root / "images" / f"a{k}.png")
-    Image.fromarray((inst > 0).astype(np.uint8)).save(root / "masks" / f"a{k}.png")
+      root / "images" / f"a{k}.png"
+    )
+    Image.fromarray((inst > 0).astype(np.uint8)).save(
+      root / "masks" / f"a{k}.png"
+    )
     Image.fromarray(inst).save(root / "instances" / f"a{k}.png")
   ds = data.load_folder(root, 2)
   np.testing.assert_array_equal(ds.instances[1], inst)
@@ -132,6 +125,7 @@ def test_folder_instances_reach_the_evaluation(tmp_path):
   assert summary["val_objects_true"] == 4
   # without instances/ the object metrics are absent
   import shutil  # pylint: disable=import-outside-toplevel
+
   shutil.rmtree(root / "instances")
   no_inst = data.load_folder(root, 2)
   assert no_inst.instances is None
@@ -140,11 +134,17 @@ def test_folder_instances_reach_the_evaluation(tmp_path):
 
 def test_instance_image_of_wrong_size_is_a_data_error(tmp_path):
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   from examples.unet import data  # pylint: disable=import-outside-toplevel
+
   for sub in ("images", "masks", "instances"):
     (tmp_path / sub).mkdir()
-  Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "a.png")
+  Image.fromarray(np.zeros((8, 8), np.uint8)).save(
+    tmp_path / "images" / "a.png"
+  )
   Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "a.png")
-  Image.fromarray(np.zeros((8, 9), np.uint16)).save(tmp_path / "instances" / "a.png")
+  Image.fromarray(np.zeros((8, 9), np.uint16)).save(
+    tmp_path / "instances" / "a.png"
+  )
   with pytest.raises(data.DataError, match=r"instances/a.png: instance ids"):
     data.load_folder(tmp_path, 2)

@@ -15,19 +15,29 @@ import socket
 import subprocess
 import sys
 
+from examples_unet_helpers import params_of
+from examples_unet_helpers import tiny
+from flax import nnx
 import jax
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from PIL import Image
 import pytest
 import tifffile
-from flax import nnx
-from PIL import Image
 
-from examples.unet import (accumulate, checkpoint, configs, data, inference,
-                           interrupts, losses, main, models, predict, rundir,
-                           train)
-from examples_unet_helpers import params_of, tiny
+from examples.unet import accumulate
+from examples.unet import checkpoint
+from examples.unet import configs
+from examples.unet import data
+from examples.unet import inference
+from examples.unet import interrupts
+from examples.unet import losses
+from examples.unet import main
+from examples.unet import models
+from examples.unet import predict
+from examples.unet import rundir
+from examples.unet import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,16 +75,34 @@ def test_progress_is_plain_lines_in_a_log(tmp_path, capsys):
   assert "\r" not in out
   lines = out.splitlines()
   assert [ln.split("|")[0] for ln in lines if ln.startswith("step")] == [
-      "step      1/2 ", "step      2/2 "]
+    "step      1/2 ",
+    "step      2/2 ",
+  ]
 
 
 def test_predict_folder(run_dir, tmp_path):
   rng = np.random.default_rng(0)
   (tmp_path / "in").mkdir()
-  Image.fromarray(rng.integers(0, 255, (40, 52), np.uint8)).save(tmp_path / "in/a.png")
-  tifffile.imwrite(tmp_path / "in/b.tif", rng.integers(0, 65535, (20, 24), np.uint16))
-  assert main.main(["predict", "--checkpoint", str(run_dir), "--input",
-                    str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 0
+  Image.fromarray(rng.integers(0, 255, (40, 52), np.uint8)).save(
+    tmp_path / "in/a.png"
+  )
+  tifffile.imwrite(
+    tmp_path / "in/b.tif", rng.integers(0, 65535, (20, 24), np.uint16)
+  )
+  assert (
+    main.main(
+      [
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+      ]
+    )
+    == 0
+  )
   a, b = (np.asarray(Image.open(tmp_path / f"out/{n}.png")) for n in "ab")
   assert a.shape == (40, 52) and b.shape == (20, 24) and a.max() <= 1
   # Visible: a palette PNG whose values are the ids, shown black and white.
@@ -105,7 +133,8 @@ def _one_step(sharded: bool, loss: str):
   else:
     with jax.default_device(jax.devices()[0]):
       nnx.jit(train.train_step, static_argnames=("loss_fn", "num_classes"))(
-          model, optimizer, batch, loss_fn=loss_fn, num_classes=2)
+        model, optimizer, batch, loss_fn=loss_fn, num_classes=2
+      )
   return params_of(model)
 
 
@@ -114,8 +143,9 @@ def test_data_parallel_step_matches_one_device(loss):
   assert jax.device_count() == 8
   reference, got = _one_step(False, loss), _one_step(True, loss)
   for k in reference:
-    np.testing.assert_allclose(got[k], reference[k], rtol=1e-5, atol=1e-6,
-                               err_msg=k)
+    np.testing.assert_allclose(
+      got[k], reference[k], rtol=1e-5, atol=1e-6, err_msg=k
+    )
 
 
 def _steps(cfg, micro, sharded, steps=3):
@@ -129,18 +159,26 @@ def _steps(cfg, micro, sharded, steps=3):
   optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param)
   stats_loss = losses.make_stats_loss(cfg)
   if sharded:
-    parallel = train.DataParallel(losses.make_loss(cfg), cfg.classes,
-                                  micro=micro, stats_loss=stats_loss)
+    parallel = train.DataParallel(
+      losses.make_loss(cfg), cfg.classes, micro=micro, stats_loss=stats_loss
+    )
     parallel.replicate(model, optimizer)
     step = parallel.step
   elif micro is None:
-    step = nnx.jit(functools.partial(
-        train.train_step, loss_fn=losses.make_loss(cfg),
-        num_classes=cfg.classes))
+    step = nnx.jit(
+      functools.partial(
+        train.train_step, loss_fn=losses.make_loss(cfg), num_classes=cfg.classes
+      )
+    )
   else:
-    step = nnx.jit(functools.partial(
-        accumulate.train_step, stats_loss=stats_loss,
-        num_classes=cfg.classes, micro=micro))
+    step = nnx.jit(
+      functools.partial(
+        accumulate.train_step,
+        stats_loss=stats_loss,
+        num_classes=cfg.classes,
+        micro=micro,
+      )
+    )
   out = []
   with jax.default_device(jax.devices()[0]):
     for i in range(steps):
@@ -151,14 +189,16 @@ def _steps(cfg, micro, sharded, steps=3):
 
 def _assert_same_run(got, reference):
   (got_steps, got_params), (ref_steps, ref_params) = got, reference
-  for (loss, cm, gnorm), (ref_loss, ref_cm, ref_gnorm) in zip(got_steps,
-                                                              ref_steps):
+  for (loss, cm, gnorm), (ref_loss, ref_cm, ref_gnorm) in zip(
+    got_steps, ref_steps
+  ):
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     np.testing.assert_allclose(gnorm, ref_gnorm, rtol=1e-4)
     np.testing.assert_array_equal(cm, ref_cm)
   for k in ref_params:
-    np.testing.assert_allclose(got_params[k], ref_params[k], rtol=1e-4,
-                               atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(
+      got_params[k], ref_params[k], rtol=1e-4, atol=1e-6, err_msg=k
+    )
 
 
 def test_accumulate_matches_the_whole_batch():
@@ -174,44 +214,63 @@ def test_accumulate_matches_the_whole_batch():
 
 def test_accumulate_per_sample_region_loss():
   """batch_dice=False: per-sample stats stacked, then the mean over samples."""
-  cfg = tiny(batch_size=16, loss="tversky+0.5*ce", batch_dice=False,
-             classes=3)
-  _assert_same_run(_steps(cfg, 2, sharded=True, steps=2),
-                   _steps(cfg, None, sharded=False, steps=2))
+  cfg = tiny(batch_size=16, loss="tversky+0.5*ce", batch_dice=False, classes=3)
+  _assert_same_run(
+    _steps(cfg, 2, sharded=True, steps=2),
+    _steps(cfg, None, sharded=False, steps=2),
+  )
 
 
 def test_accumulate_flag_runs_the_same_first_step(tmp_path, capsys):
   """`main.py --accumulate 2`: the run loop logs the whole batch's loss/IoU."""
   args = dict(steps=1, batch_size=16, figures=0)
   train.train_and_evaluate(tiny(**args), tmp_path / "plain", quiet=True)
-  flags = [f"--{k.replace('_', '-')}={v}" for k, v in
-           dataclasses.asdict(tiny(**args)).items()
-           if v is not None and not isinstance(v, bool)]
-  assert main.main(["train", *flags, "--accumulate", "2", "--out",
-                    str(tmp_path / "acc")]) == 0
+  flags = [
+    f"--{k.replace('_', '-')}={v}"
+    for k, v in dataclasses.asdict(tiny(**args)).items()
+    if v is not None and not isinstance(v, bool)
+  ]
+  assert (
+    main.main(
+      ["train", *flags, "--accumulate", "2", "--out", str(tmp_path / "acc")]
+    )
+    == 0
+  )
   assert "loss pel+ce, 2 micro-batches per step" in capsys.readouterr().out
   rows = {}
   for run in ("plain", "acc"):
     with (tmp_path / run / "train_curve.csv").open() as f:
       rows[run] = next(csv.DictReader(f))
-  assert json.loads((tmp_path / "acc/metrics.json").read_text())[
-      "config"]["accumulate"] == 2
-  np.testing.assert_allclose(float(rows["acc"]["loss"]),
-                             float(rows["plain"]["loss"]), rtol=1e-5)
+  assert (
+    json.loads((tmp_path / "acc/metrics.json").read_text())["config"][
+      "accumulate"
+    ]
+    == 2
+  )
+  np.testing.assert_allclose(
+    float(rows["acc"]["loss"]), float(rows["plain"]["loss"]), rtol=1e-5
+  )
   assert rows["acc"]["train_iou"] == rows["plain"]["train_iou"]
 
 
 def test_accumulate_refuses_uneven_parts(tmp_path):
-  with pytest.raises(ValueError, match=r"--accumulate 3: .* --batch-size 8"
-                     r" over 8 device\(s\) is 1 rows each"):
+  with pytest.raises(
+    ValueError,
+    match=r"--accumulate 3: .* --batch-size 8"
+    r" over 8 device\(s\) is 1 rows each",
+  ):
     train.train_and_evaluate(tiny(accumulate=3), tmp_path, quiet=True)
   with pytest.raises(ValueError, match="--accumulate 2: .* --batch-size 8"):
     train.train_and_evaluate(tiny(accumulate=2), tmp_path, quiet=True)
   with pytest.raises(ValueError, match="--accumulate 2 with --norm batch"):
-    train.train_and_evaluate(tiny(accumulate=2, batch_size=16, norm="batch"),
-                             tmp_path, quiet=True)
-  with pytest.raises(ValueError, match="--accumulate 3: .* --batch-size 8"
-                     r" over 1 device\(s\) is 8 rows each"):
+    train.train_and_evaluate(
+      tiny(accumulate=2, batch_size=16, norm="batch"), tmp_path, quiet=True
+    )
+  with pytest.raises(
+    ValueError,
+    match="--accumulate 3: .* --batch-size 8"
+    r" over 1 device\(s\) is 8 rows each",
+  ):
     accumulate.micro_batches(np.zeros((8, 4)), 3, 1)
   assert not any(tmp_path.iterdir())  # refused before writing anything
 
@@ -226,10 +285,23 @@ def test_two_processes_match_one_process(tmp_path):
   """jax.distributed on CPU (gloo): 2 processes x 2 devices vs one process."""
   port = _free_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = [subprocess.Popen(
-      [sys.executable, str(ROOT / "tests/examples_unet_worker.py"), str(port),
-       str(i), str(tmp_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(ROOT / "tests/examples_unet_worker.py"),
+        str(port),
+        str(i),
+        str(tmp_path),
+      ],
+      env=env,
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   try:
     logs = [p.communicate(timeout=240)[0] for p in procs]
   finally:
@@ -239,17 +311,28 @@ def test_two_processes_match_one_process(tmp_path):
     assert p.returncode == 0, log[-3000:]
 
   # The same computation in this process, on one device, on the full batch.
-  cfg = configs.get_config(image_size=16, num_train=4, width=4, depth=1,
-                           batch_size=8, warmup=0, steps=3)
+  cfg = configs.get_config(
+    image_size=16,
+    num_train=4,
+    width=4,
+    depth=1,
+    batch_size=8,
+    warmup=0,
+    steps=3,
+  )
   ds = data.synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
   batch = data.train_batch(ds, cfg.seed, 0, cfg.batch_size, 16)
-  logits = np.random.default_rng(1).normal(size=(8, 16, 16, 2)).astype(np.float32)
-  pel = losses.region_loss_fn("pel", cfg)(logits, batch["mask"],
-                                          from_logits=True, batch=True)
+  logits = (
+    np.random.default_rng(1).normal(size=(8, 16, 16, 2)).astype(np.float32)
+  )
+  pel = losses.region_loss_fn("pel", cfg)(
+    logits, batch["mask"], from_logits=True, batch=True
+  )
   model = models.make_model(cfg, 1)
   optimizer = train.make_optimizer(cfg, model)
-  loss, _, _ = nnx.jit(train.train_step, static_argnames=("loss_fn", "num_classes"))(
-      model, optimizer, batch, loss_fn=losses.make_loss(cfg), num_classes=2)
+  loss, _, _ = nnx.jit(
+    train.train_step, static_argnames=("loss_fn", "num_classes")
+  )(model, optimizer, batch, loss_fn=losses.make_loss(cfg), num_classes=2)
   want = {"param:" + k: v for k, v in params_of(model).items()}
   for i in range(2):
     got = np.load(tmp_path / f"process_{i}.npz")
@@ -289,7 +372,9 @@ def test_interrupt_then_resume_is_bit_exact(tmp_path, monkeypatch):
   cfg.steps = 4  # below the latest checkpoint (6): refused, nothing replaced
   with pytest.raises(ValueError, match="already at step 6"):
     train.train_and_evaluate(cfg, tmp_path / "resumed", quiet=True)
-  assert checkpoint.Checkpoints(tmp_path / "resumed").manager.all_steps()[-1] == 6
+  assert (
+    checkpoint.Checkpoints(tmp_path / "resumed").manager.all_steps()[-1] == 6
+  )
 
 
 def _curve_steps(run_dir) -> list[int]:
@@ -320,8 +405,10 @@ def test_curve_rows_survive_a_hard_kill(tmp_path, monkeypatch):
 @pytest.fixture
 def sigterm_not_fatal():
   """Old behaviour would kill pytest: make an unhandled SIGTERM an error."""
+
   def fail(signum, frame):
     raise RuntimeError("SIGTERM reached the default handler")
+
   previous = signal.signal(signal.SIGTERM, fail)
   yield
   signal.signal(signal.SIGTERM, previous)
@@ -337,8 +424,9 @@ def test_sigterm_saves_like_ctrl_c(tmp_path, monkeypatch, sigterm_not_fatal):
 
   monkeypatch.setattr(data, "train_batch", term_at_2)
   with pytest.raises(interrupts.Interrupted) as got:
-    train.train_and_evaluate(tiny(figures=0, ckpt_every=100), tmp_path,
-                             quiet=True)
+    train.train_and_evaluate(
+      tiny(figures=0, ckpt_every=100), tmp_path, quiet=True
+    )
   assert got.value.signum == signal.SIGTERM
   assert checkpoint.Checkpoints(tmp_path).latest_step() == 3  # step 2 finished
   assert _curve_steps(tmp_path) == [1, 2, 3]
@@ -349,11 +437,14 @@ def test_reused_out_is_refused_or_moved_aside(run_dir, tmp_path):
   out = tmp_path / "run"
   shutil.copytree(run_dir, out)
   first = saved_params(out)
-  with pytest.raises(rundir.OutputError, match="not empty.*--resume.*--overwrite"):
+  with pytest.raises(
+    rundir.OutputError, match="not empty.*--resume.*--overwrite"
+  ):
     train.train_and_evaluate(tiny(steps=2, figures=0, seed=1), out, quiet=True)
   assert main.main(["--out", str(out), "--steps", "1"]) == 2
-  train.train_and_evaluate(tiny(steps=2, figures=0, seed=1, overwrite=True),
-                           out, quiet=True)
+  train.train_and_evaluate(
+    tiny(steps=2, figures=0, seed=1, overwrite=True), out, quiet=True
+  )
   new, moved = saved_params(out), saved_params(tmp_path / "run.previous-1")
   assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
   for k in first:
@@ -365,16 +456,28 @@ def test_incompatible_and_corrupt_checkpoints(run_dir, tmp_path):
   model = models.make_model(tiny(width=8), 1)
   ckpts = checkpoint.Checkpoints(run_dir, create=False)
   with pytest.raises(checkpoint.CheckpointError, match=r"incompatible.*width"):
-    checkpoint.restore(ckpts, model, architecture={
-        "classes": 2, "width": 8, "depth": 1, "norm": "group", "in_channels": 1})
-  with pytest.raises(checkpoint.CheckpointError, match="no checkpoint directory"):
+    checkpoint.restore(
+      ckpts,
+      model,
+      architecture={
+        "classes": 2,
+        "width": 8,
+        "depth": 1,
+        "norm": "group",
+        "in_channels": 1,
+      },
+    )
+  with pytest.raises(
+    checkpoint.CheckpointError, match="no checkpoint directory"
+  ):
     checkpoint.load_model(tmp_path / "nowhere")
 
   broken = tmp_path / "broken"
   (broken / "checkpoints").mkdir(parents=True)
   step_dir = broken / "checkpoints" / "8"
-  subprocess.run(["cp", "-r", str(run_dir / "checkpoints" / "8"), str(step_dir)],
-                 check=True)
+  subprocess.run(
+    ["cp", "-r", str(run_dir / "checkpoints" / "8"), str(step_dir)], check=True
+  )
   for f in (step_dir / "model").rglob("*"):
     if f.is_file() and "ocdbt" in str(f.relative_to(step_dir)):
       f.write_bytes(b"garbage")
@@ -388,8 +491,11 @@ def _flip_a_saved_bit(run_dir) -> None:
   The arrays are stored compressed, so the flip goes through Orbax: the
   effect is what a flipped bit in the decompressed data would give.
   """
-  step_dir = run_dir / "checkpoints" / str(
-      checkpoint.Checkpoints(run_dir, create=False).latest_step())
+  step_dir = (
+    run_dir
+    / "checkpoints"
+    / str(checkpoint.Checkpoints(run_dir, create=False).latest_step())
+  )
   ckptr = ocp.StandardCheckpointer()
   tree = ckptr.restore(step_dir / "model")
   leaves, treedef = jax.tree_util.tree_flatten(tree)
@@ -405,7 +511,9 @@ def test_bit_flipped_checkpoint_is_refused(run_dir, tmp_path):
   out = tmp_path / "run"
   shutil.copytree(run_dir, out)
   _flip_a_saved_bit(out)
-  with pytest.raises(checkpoint.CheckpointError, match="differ from their checksums"):
+  with pytest.raises(
+    checkpoint.CheckpointError, match="differ from their checksums"
+  ):
     checkpoint.load_model(out)
   with pytest.raises(checkpoint.CheckpointError, match="corrupt checkpoint"):
     train.train_and_evaluate(tiny(steps=8, resume=True), out, quiet=True)
@@ -423,8 +531,9 @@ def test_non_finite_loss_stops_without_saving(tmp_path, monkeypatch):
   monkeypatch.setattr(data, "train_batch", nan_from_step_4)
   out = tmp_path / "run"
   with pytest.raises(train.DivergenceError, match="step 5.*latest: step 3"):
-    train.train_and_evaluate(tiny(steps=9, figures=0, ckpt_every=3,
-                                  log_every=3), out, quiet=True)
+    train.train_and_evaluate(
+      tiny(steps=9, figures=0, ckpt_every=3, log_every=3), out, quiet=True
+    )
   ckpts = checkpoint.Checkpoints(out, create=False)
   assert ckpts.manager.all_steps() == [3]
   assert all(np.isfinite(v).all() for v in saved_params(out).values())

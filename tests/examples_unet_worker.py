@@ -19,19 +19,28 @@ import jax
 
 port, pid, out = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
-                           num_processes=2, process_id=pid,
-                           initialization_timeout=60)
+jax.distributed.initialize(
+  coordinator_address=f"127.0.0.1:{port}",
+  num_processes=2,
+  process_id=pid,
+  initialization_timeout=60,
+)
 
-import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
+import numpy as np  # noqa: E402
 
-from examples.unet import configs, data, inference, losses, models, train  # noqa: E402
+from examples.unet import configs  # noqa: E402
+from examples.unet import data  # noqa: E402
+from examples.unet import inference  # noqa: E402
+from examples.unet import losses  # noqa: E402
+from examples.unet import models  # noqa: E402
+from examples.unet import train  # noqa: E402
 
 # The same tiny setting as test_two_processes_match_one_process() in
 # examples_unet_test.py.
-cfg = configs.get_config(image_size=16, num_train=4, width=4, depth=1,
-                         batch_size=8, warmup=0, steps=3)
+cfg = configs.get_config(
+  image_size=16, num_train=4, width=4, depth=1, batch_size=8, warmup=0, steps=3
+)
 ds = data.synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
 local = slice(4 * pid, 4 * pid + 4)  # this host's half of the global batch
 batch = data.train_batch(ds, cfg.seed, 0, cfg.batch_size, 16, local)
@@ -44,18 +53,26 @@ optimizer = train.make_optimizer(cfg, model)
 parallel = train.DataParallel(losses.make_loss(cfg), cfg.classes)
 parallel.replicate(model, optimizer)
 x = jax.make_array_from_process_local_data(parallel.batch_sharding, logits)
-y = jax.make_array_from_process_local_data(parallel.batch_sharding,
-                                           batch["mask"])
-jit_pel = jax.jit(lambda x, y: pel(x, y, from_logits=True, batch=True),
-                  out_shardings=parallel.replicated)(x, y)
+y = jax.make_array_from_process_local_data(
+  parallel.batch_sharding, batch["mask"]
+)
+jit_pel = jax.jit(
+  lambda x, y: pel(x, y, from_logits=True, batch=True),
+  out_shardings=parallel.replicated,
+)(x, y)
 pmap_pel = jax.pmap(
-    lambda x, y: pel(x, y, from_logits=True, batch=True, axis_name="d"),
-    axis_name="d")(logits.reshape(2, 2, 16, 16, 2),
-                   batch["mask"].reshape(2, 2, 16, 16))
+  lambda x, y: pel(x, y, from_logits=True, batch=True, axis_name="d"),
+  axis_name="d",
+)(logits.reshape(2, 2, 16, 16, 2), batch["mask"].reshape(2, 2, 16, 16))
 loss, _, _ = parallel.step(model, optimizer, batch)
 params = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
-np.savez(out / f"process_{pid}.npz", jit_pel=inference.to_host(jit_pel),
-         pmap_pel=np.asarray(pmap_pel)[0], loss=inference.to_host(loss),
-         **{"param:" + jax.tree_util.keystr(k): inference.to_host(v)
-            for k, v in params})
+np.savez(
+  out / f"process_{pid}.npz",
+  jit_pel=inference.to_host(jit_pel),
+  pmap_pel=np.asarray(pmap_pel)[0],
+  loss=inference.to_host(loss),
+  **{
+    "param:" + jax.tree_util.keystr(k): inference.to_host(v) for k, v in params
+  },
+)
 jax.distributed.shutdown()

@@ -3,8 +3,8 @@
 import json
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from examples.unet import data
 from experiments import real_study
@@ -24,10 +24,15 @@ def _fake_fetch(calls):
         im, m = data.synthetic_example(3, k, 32, classes)
         k += 1
         Image.fromarray((im[..., 0] * 255).astype(np.uint8)).save(
-            out / split / "images" / f"t{k}.png")
-        Image.fromarray(m.astype(np.uint8)).save(out / split / "masks" / f"t{k}.png")
+          out / split / "images" / f"t{k}.png"
+        )
+        Image.fromarray(m.astype(np.uint8)).save(
+          out / split / "masks" / f"t{k}.png"
+        )
         Image.fromarray(m.astype(np.uint16)).save(
-            out / split / "instances" / f"t{k}.png")
+          out / split / "instances" / f"t{k}.png"
+        )
+
   return fetcher
 
 
@@ -36,9 +41,20 @@ def test_quick_real_study(tmp_path):
   calls = []
   out = tmp_path / "real"
   results = real_study.main(
-      ["--out", str(out), "--data-root", str(tmp_path / "data"), "--quick",
-       "--sets", "he-types", "--", "--arms",
-       "dice,pel_n3+ce_patch,dice+ce_patch"], fetcher=_fake_fetch(calls))
+    [
+      "--out",
+      str(out),
+      "--data-root",
+      str(tmp_path / "data"),
+      "--quick",
+      "--sets",
+      "he-types",
+      "--",
+      "--arms",
+      "dice,pel_n3+ce_patch,dice+ce_patch",
+    ],
+    fetcher=_fake_fetch(calls),
+  )
   assert calls == [("he-types", str(tmp_path / "data" / "he-types"), None)]
   res = json.loads((out / "he-types" / "results.json").read_text())
   assert res["eval_split"] == "test"
@@ -47,7 +63,10 @@ def test_quick_real_study(tmp_path):
   assert set(row) == {"seed", "iou", "dice", "bf1", "object_f1", "aji"}
   assert (out / "he-types" / "overlays.png").stat().st_size > 0
   assert results["he-types"]["summary"].keys() == {
-      "dice", "pel_n3+ce_patch", "dice+ce_patch"}
+    "dice",
+    "pel_n3+ce_patch",
+    "dice+ce_patch",
+  }
   text = (out / "real_results.md").read_text()
   assert "## AJI (aggregated Jaccard index)" in text
   assert "| synthetic (committed run) | he-types |" in text

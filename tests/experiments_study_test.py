@@ -9,15 +9,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import pel_jax
 from experiments import gradient_analysis as ga
 from experiments import stats
+import pel_jax
 
 
-@pytest.mark.parametrize("q,df,want", [
-    (0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 4, 2.7764),
-    (0.975, 9, 2.2622), (0.975, 30, 2.0423), (0.95, 10, 1.8125),
-    (0.995, 5, 4.0321), (0.025, 4, -2.7764)])
+@pytest.mark.parametrize(
+  "q,df,want",
+  [
+    (0.975, 1, 12.7062),
+    (0.975, 2, 4.3027),
+    (0.975, 4, 2.7764),
+    (0.975, 9, 2.2622),
+    (0.975, 30, 2.0423),
+    (0.95, 10, 1.8125),
+    (0.995, 5, 4.0321),
+    (0.025, 4, -2.7764),
+  ],
+)
 def test_t_quantile_table(q, df, want):
   assert stats.t_quantile(q, df) == pytest.approx(want, abs=1e-4)
 
@@ -45,23 +54,33 @@ def _random_case(seed=0, shape=(2, 6, 7)):
   return p, g
 
 
-@pytest.mark.parametrize("n,s,a,b", [(1.0, 1.0, 0.5, 0.5), (3.0, 10.0, 0.5, 0.5),
-                                     (0.5, 10.0, 0.5, 0.5), (2.0, 1.0, 1.0, 1.0),
-                                     (3.0, 2.0, 0.3, 0.7)])
+@pytest.mark.parametrize(
+  "n,s,a,b",
+  [
+    (1.0, 1.0, 0.5, 0.5),
+    (3.0, 10.0, 0.5, 0.5),
+    (0.5, 10.0, 0.5, 0.5),
+    (2.0, 1.0, 1.0, 1.0),
+    (3.0, 2.0, 0.3, 0.7),
+  ],
+)
 def test_closed_form_dl_dp_matches_jax(n, s, a, b):
   p, g = _random_case()
   kw = dict(exponent=n, scale=s, fp_weight=a, fn_weight=b, batch=True)
-  grad = jax.grad(lambda x: pel_jax.pel_loss(x, jnp.asarray(g[..., None]), **kw))(
-      jnp.asarray(p[..., None]))
+  grad = jax.grad(
+    lambda x: pel_jax.pel_loss(x, jnp.asarray(g[..., None]), **kw)
+  )(jnp.asarray(p[..., None]))
   d, r = ga.channel_sums(p, g, n=n, alpha=a, beta=b)
   want = ga.dl_dp(p, g, n=n, s=s, alpha=a, beta=b, d=d, r=r)
-  np.testing.assert_allclose(np.asarray(grad)[..., 0], want, rtol=2e-4,
-                             atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(grad)[..., 0], want, rtol=2e-4, atol=1e-7
+  )
   # background pixels: one value, s R alpha / D, whatever their p
   assert np.allclose(want[g == 0], s * r * a / d)
   # foreground pixels: -(s/D) [n p^(n-1) - R (1 - beta)]
   np.testing.assert_allclose(
-      want[g == 1], -(s / d) * (n * p[g == 1]**(n - 1) - r * (1 - b)))
+    want[g == 1], -(s / d) * (n * p[g == 1] ** (n - 1) - r * (1 - b))
+  )
 
 
 @pytest.mark.parametrize("name", list(ga.LOSSES))
@@ -70,12 +89,20 @@ def test_closed_form_binary_softmax_logits_match_jax(name):
   logits = rng.normal(0, 2, (2, 8, 8, 2)).astype(np.float32)
   y = (rng.random((2, 8, 8)) < 0.3).astype(np.int32)
   kw = ga.LOSSES[name]
-  grad = np.asarray(jax.grad(lambda x: pel_jax.pel_loss(
-      x, y, from_logits=True, batch=True, **kw))(jnp.asarray(logits)))
+  grad = np.asarray(
+    jax.grad(
+      lambda x: pel_jax.pel_loss(x, y, from_logits=True, batch=True, **kw)
+    )(jnp.asarray(logits))
+  )
   p1 = np.asarray(jax.nn.softmax(jnp.asarray(logits), -1))[..., 1]
   _, _, dz = ga.binary_softmax_grads(
-      p1, y, n=kw["exponent"], s=kw["scale"], alpha=kw["fp_weight"],
-      beta=kw["fn_weight"])
+    p1,
+    y,
+    n=kw["exponent"],
+    s=kw["scale"],
+    alpha=kw["fp_weight"],
+    beta=kw["fn_weight"],
+  )
   np.testing.assert_allclose(grad[..., 1], dz, rtol=1e-3, atol=1e-7)
   np.testing.assert_allclose(grad[..., 0], -dz, rtol=1e-3, atol=1e-7)
 
@@ -93,21 +120,40 @@ def test_shares_are_fractions():
 
 def test_quick_study_end_to_end(tmp_path):
   from experiments import finetune_study  # pylint: disable=import-outside-toplevel
+
   out = tmp_path / "study"
-  finetune_study.main(["--out", str(out), "--quick", "--seeds", "2",
-                       "--arms", "dice,pel_n3+ce_patch"])
-  for f in ("results.json", "results.csv", "results.md", "bars.png",
-            "gradient_curves.png", "weight_maps.png", "gradient_shares.json"):
+  finetune_study.main(
+    [
+      "--out",
+      str(out),
+      "--quick",
+      "--seeds",
+      "2",
+      "--arms",
+      "dice,pel_n3+ce_patch",
+    ]
+  )
+  for f in (
+    "results.json",
+    "results.csv",
+    "results.md",
+    "bars.png",
+    "gradient_curves.png",
+    "weight_maps.png",
+    "gradient_shares.json",
+  ):
     assert (out / f).stat().st_size > 0, f
   res = json.loads((out / "results.json").read_text())
   assert set(res["summary"]) == {"dice", "pel_n3+ce_patch"}
-  for arm, rows in res["per_seed"].items():
+  for rows in res["per_seed"].values():
     assert len(rows) == 2
     for r in rows:
       assert 0 <= r["iou"] <= r["dice"] <= 1
   d = res["summary"]["pel_n3+ce_patch"]["iou"]["delta"]
-  diffs = [a["iou"] - b["iou"] for a, b in zip(
-      res["per_seed"]["pel_n3+ce_patch"], res["per_seed"]["dice"])]
+  diffs = [
+    a["iou"] - b["iou"]
+    for a, b in zip(res["per_seed"]["pel_n3+ce_patch"], res["per_seed"]["dice"])
+  ]
   assert d["mean"] == pytest.approx(np.mean(diffs))
   with open(out / "results.csv") as f:
     rows = list(csv.DictReader(f))
@@ -117,17 +163,29 @@ def test_quick_study_end_to_end(tmp_path):
 
 def test_quick_study_on_a_folder_of_mixed_sizes(tmp_path):
   from PIL import Image  # pylint: disable=import-outside-toplevel
+
   from examples.unet import data  # pylint: disable=import-outside-toplevel
   from experiments import finetune_study  # pylint: disable=import-outside-toplevel
+
   root = tmp_path / "data"
   (root / "images").mkdir(parents=True)
   (root / "masks").mkdir()
   for i in range(8):
     im, m = data.synthetic_example(5, i, 48 if i % 2 else 40, 3)
     Image.fromarray((im[..., 0] * 255).astype(np.uint8)).save(
-        root / "images" / f"x{i}.png")
+      root / "images" / f"x{i}.png"
+    )
     Image.fromarray((m * 7).astype(np.uint8)).save(root / "masks" / f"x{i}.png")
-  res = finetune_study.main(["--out", str(tmp_path / "out"), "--quick",
-                             "--data", str(root), "--arms", "dice"])
+  res = finetune_study.main(
+    [
+      "--out",
+      str(tmp_path / "out"),
+      "--quick",
+      "--data",
+      str(root),
+      "--arms",
+      "dice",
+    ]
+  )
   assert len(res["per_seed"]["dice"]) == 2
   assert (tmp_path / "out" / "weight_maps.png").stat().st_size > 0

@@ -29,64 +29,149 @@ _L = dict(from_logits=True)
 # name, prediction kind, target kind, options ("mask": a random `where`,
 # "absent": class 2 never in the targets).
 _CASES = (
-    ("gen_square", "softmax", "int", dict(generalized="square", exponent=1.0,
-                                          mask=True, absent=True)),
-    ("gen_simple_batch_n3", "softmax", "int", dict(generalized="simple",
-                                                   batch=True, absent=True)),
-    ("gen_uniform_none", "softmax", "onehot", dict(generalized="uniform",
-                                                   exponent=2.0,
-                                                   reduction="none")),
-    ("gen_nobg_ignore", "softmax", "int", dict(
-        generalized="square", include_background=False, ignore_index=1,
-        exponent=1.0)),
-    ("squared_multilabel", "sigmoid", "multihot", dict(
-        squared=True, exponent=1.0, fp_weight=0.3, fn_weight=0.7, mask=True)),
-    ("squared_soft_n2", "softmax", "soft", dict(squared=True, exponent=2.0)),
-    ("soft", "sigmoid", "soft", dict(soft_labels=True, exponent=1.0,
-                                     mask=True)),
-    ("soft_n2", "softmax", "soft", dict(soft_labels=True, exponent=2.0)),
-    ("soft_n05_batch", "sigmoid", "soft", dict(soft_labels=True,
-                                               exponent=0.5, batch=True)),
-    ("focal", "softmax", "int", dict(focal_gamma=0.75, exponent=1.0,
-                                     fp_weight=0.3, fn_weight=0.7)),
-    ("focal_n3_cw", "softmax", "int", dict(focal_gamma=2.0, class_weights=_CW)),
-    ("log", "softmax", "int", dict(log_loss=True, exponent=1.0)),
-    ("log_batch_none", "sigmoid", "multihot", dict(
-        log_loss=True, exponent=1.0, batch=True, reduction="none")),
-    ("log_generalized", "softmax", "int", dict(generalized="simple",
-                                               log_loss=True, exponent=1.0)),
-    ("exclude", "softmax", "int", dict(absent_classes="exclude",
-                                       exponent=1.0, absent=True)),
-    ("exclude_none", "softmax", "int", dict(
-        absent_classes="exclude", reduction="none", absent=True)),
-    ("exclude_sum_batch", "softmax", "onehot", dict(
-        absent_classes="exclude", reduction="sum", batch=True, absent=True)),
-    ("exclude_cw_nobg", "softmax", "int", dict(
-        absent_classes="exclude", class_weights=_CW, include_background=False,
-        absent=True)),
-    ("micro", "softmax", "int", dict(average="micro", exponent=1.0,
-                                     mask=True)),
-    ("micro_none_nobg", "sigmoid", "multihot", dict(
-        average="micro", exponent=1.0, reduction="none",
-        include_background=False)),
-    ("micro_focal_batch", "softmax", "int", dict(
-        average="micro", focal_gamma=2.0, batch=True)),
-    ("ce_ids_ignore_mask", "softmax", "int", dict(
-        ce_weight=0.7, ignore_index=1, mask=True)),
-    ("ce_soft", "softmax", "soft", dict(ce_weight=0.7, exponent=1.0)),
-    ("ce_sigmoid_mask", "sigmoid", "multihot", dict(ce_weight=0.4,
-                                                    exponent=2.0, mask=True)),
-    ("ce_sum_generalized_batch", "softmax", "int", dict(
-        ce_weight=0.3, reduction="sum", generalized="simple", batch=True,
-        exponent=1.0)),
-    ("ce_exclude", "softmax", "int", dict(ce_weight=1.0,
-                                          absent_classes="exclude",
-                                          absent=True)),
+  (
+    "gen_square",
+    "softmax",
+    "int",
+    dict(generalized="square", exponent=1.0, mask=True, absent=True),
+  ),
+  (
+    "gen_simple_batch_n3",
+    "softmax",
+    "int",
+    dict(generalized="simple", batch=True, absent=True),
+  ),
+  (
+    "gen_uniform_none",
+    "softmax",
+    "onehot",
+    dict(generalized="uniform", exponent=2.0, reduction="none"),
+  ),
+  (
+    "gen_nobg_ignore",
+    "softmax",
+    "int",
+    dict(
+      generalized="square",
+      include_background=False,
+      ignore_index=1,
+      exponent=1.0,
+    ),
+  ),
+  (
+    "squared_multilabel",
+    "sigmoid",
+    "multihot",
+    dict(squared=True, exponent=1.0, fp_weight=0.3, fn_weight=0.7, mask=True),
+  ),
+  ("squared_soft_n2", "softmax", "soft", dict(squared=True, exponent=2.0)),
+  ("soft", "sigmoid", "soft", dict(soft_labels=True, exponent=1.0, mask=True)),
+  ("soft_n2", "softmax", "soft", dict(soft_labels=True, exponent=2.0)),
+  (
+    "soft_n05_batch",
+    "sigmoid",
+    "soft",
+    dict(soft_labels=True, exponent=0.5, batch=True),
+  ),
+  (
+    "focal",
+    "softmax",
+    "int",
+    dict(focal_gamma=0.75, exponent=1.0, fp_weight=0.3, fn_weight=0.7),
+  ),
+  ("focal_n3_cw", "softmax", "int", dict(focal_gamma=2.0, class_weights=_CW)),
+  ("log", "softmax", "int", dict(log_loss=True, exponent=1.0)),
+  (
+    "log_batch_none",
+    "sigmoid",
+    "multihot",
+    dict(log_loss=True, exponent=1.0, batch=True, reduction="none"),
+  ),
+  (
+    "log_generalized",
+    "softmax",
+    "int",
+    dict(generalized="simple", log_loss=True, exponent=1.0),
+  ),
+  (
+    "exclude",
+    "softmax",
+    "int",
+    dict(absent_classes="exclude", exponent=1.0, absent=True),
+  ),
+  (
+    "exclude_none",
+    "softmax",
+    "int",
+    dict(absent_classes="exclude", reduction="none", absent=True),
+  ),
+  (
+    "exclude_sum_batch",
+    "softmax",
+    "onehot",
+    dict(absent_classes="exclude", reduction="sum", batch=True, absent=True),
+  ),
+  (
+    "exclude_cw_nobg",
+    "softmax",
+    "int",
+    dict(
+      absent_classes="exclude",
+      class_weights=_CW,
+      include_background=False,
+      absent=True,
+    ),
+  ),
+  ("micro", "softmax", "int", dict(average="micro", exponent=1.0, mask=True)),
+  (
+    "micro_none_nobg",
+    "sigmoid",
+    "multihot",
+    dict(
+      average="micro", exponent=1.0, reduction="none", include_background=False
+    ),
+  ),
+  (
+    "micro_focal_batch",
+    "softmax",
+    "int",
+    dict(average="micro", focal_gamma=2.0, batch=True),
+  ),
+  (
+    "ce_ids_ignore_mask",
+    "softmax",
+    "int",
+    dict(ce_weight=0.7, ignore_index=1, mask=True),
+  ),
+  ("ce_soft", "softmax", "soft", dict(ce_weight=0.7, exponent=1.0)),
+  (
+    "ce_sigmoid_mask",
+    "sigmoid",
+    "multihot",
+    dict(ce_weight=0.4, exponent=2.0, mask=True),
+  ),
+  (
+    "ce_sum_generalized_batch",
+    "softmax",
+    "int",
+    dict(
+      ce_weight=0.3,
+      reduction="sum",
+      generalized="simple",
+      batch=True,
+      exponent=1.0,
+    ),
+  ),
+  (
+    "ce_exclude",
+    "softmax",
+    "int",
+    dict(ce_weight=1.0, absent_classes="exclude", absent=True),
+  ),
 )
 
 
 class FamilyOracleTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*_CASES)
   def test_matches_oracle(self, pred_kind, target_kind, options):
     rng = np.random.default_rng(len(options) + 7 * len(pred_kind))
@@ -105,8 +190,8 @@ class FamilyOracleTest(parameterized.TestCase):
     with jax.enable_x64(True):
       got = pel_jax.pel_loss(x, t, **kw)
     np.testing.assert_allclose(
-        got, reference_family.family_numpy(x, t, **kw), rtol=1e-10,
-        atol=1e-12)
+      got, reference_family.family_numpy(x, t, **kw), rtol=1e-10, atol=1e-12
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ _SHAPE = (2, 6, 5, 1)
 
 
 def _value_and_grad(x, t, **kw):
-  return jax.jit(jax.value_and_grad(
-      lambda a: pel_jax.pel_loss(a, t, **kw)))(x)
+  return jax.jit(jax.value_and_grad(lambda a: pel_jax.pel_loss(a, t, **kw)))(x)
 
 
 class BinaryTest(parameterized.TestCase):
@@ -38,7 +37,8 @@ class BinaryTest(parameterized.TestCase):
     np.testing.assert_allclose(inverted, 1.0, atol=1e-5)
 
   @parameterized.product(
-      kind=("probs", "sigmoid"), exponent=(0.5, 1.0, 3.0), batch=(False, True))
+    kind=("probs", "sigmoid"), exponent=(0.5, 1.0, 3.0), batch=(False, True)
+  )
   def test_equals_float_mask(self, kind, exponent, batch):
     # Oracle: the float target (labels == 1), values and gradients; ids
     # other than 0/1 (here 2 and 7) are background, ignore_index is left out.
@@ -73,10 +73,10 @@ class NarrowIdDtypeTest(parameterized.TestCase):
   """The class index must not wrap in the ids' dtype (uint8: 256 -> 0)."""
 
   @parameterized.named_parameters(
-      # uint8, 257 classes: id 0 also counted as class 256 before.
-      ("uint8_257", np.uint8, 257, [0, 1, 255, 0]),
-      # int8, 130 classes: ids -128, -127 matched classes 128, 129 before.
-      ("int8_130", np.int8, 130, [-128, -127, 127, 5]),
+    # uint8, 257 classes: id 0 also counted as class 256 before.
+    ("uint8_257", np.uint8, 257, [0, 1, 255, 0]),
+    # int8, 130 classes: ids -128, -127 matched classes 128, 129 before.
+    ("int8_130", np.int8, 130, [-128, -127, 127, 5]),
   )
   def test_matches_wide_ids(self, dtype, num_classes, values):
     rng = np.random.default_rng(1)
@@ -85,12 +85,16 @@ class NarrowIdDtypeTest(parameterized.TestCase):
     ids = np.array(values, dtype).reshape(shape[:-1])
     kw = dict(from_logits=True, reduction="none", batch=True)
     loss = lambda a: pel_jax.pel_loss(a, ids, **kw)
-    got, grad = jax.jit(lambda a: (loss(a), jax.grad(
-        lambda b: jnp.sum(loss(b)))(a)))(x)
+    got, grad = jax.jit(
+      lambda a: (loss(a), jax.grad(lambda b: jnp.sum(loss(b)))(a))
+    )(x)
     want = reference.pel_numpy(x, ids.astype(np.int64), **kw)
     np.testing.assert_allclose(got, want, atol=2e-6, rtol=2e-6)
-    want_grad = jax.jit(jax.grad(lambda a: jnp.sum(reference.pel_jnp(
-        a, ids.astype(np.int32), **kw))))(x)
+    want_grad = jax.jit(
+      jax.grad(
+        lambda a: jnp.sum(reference.pel_jnp(a, ids.astype(np.int32), **kw))
+      )
+    )(x)
     chex.assert_trees_all_close(grad, want_grad, atol=1e-6, rtol=2e-4)
 
   def test_check_labels_no_overflow(self):

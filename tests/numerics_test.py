@@ -16,12 +16,10 @@ _SHAPE = (2, 4, 3, 3)
 
 
 def _value_and_grad(x, t, **kw):
-  return jax.jit(jax.value_and_grad(
-      lambda p: pel_jax.pel_loss(p, t, **kw)))(x)
+  return jax.jit(jax.value_and_grad(lambda p: pel_jax.pel_loss(p, t, **kw)))(x)
 
 
 class SaturationTest(parameterized.TestCase):
-
   @parameterized.parameters(0.1, 0.5, 1.0, 2.0, 3.0)
   def test_probabilities_exactly_zero_and_one(self, n):
     rng = np.random.default_rng(0)
@@ -35,13 +33,16 @@ class SaturationTest(parameterized.TestCase):
       for batch in (False, True):
         loss, grad = _value_and_grad(p, targets, exponent=n, batch=batch)
         np.testing.assert_allclose(
-            loss, reference.pel_numpy(p, targets, exponent=n, batch=batch),
-            atol=2e-5)
+          loss,
+          reference.pel_numpy(p, targets, exponent=n, batch=batch),
+          atol=2e-5,
+        )
         chex.assert_tree_all_finite(grad)
     # Soft targets (gradient w.r.t. both) at p in {0, 1}.
     soft = reference.make_targets(rng, _SHAPE, "soft")
-    grads = jax.grad(lambda a, b: pel_jax.pel_loss(a, b, exponent=n),
-                     (0, 1))(p, soft)
+    grads = jax.grad(lambda a, b: pel_jax.pel_loss(a, b, exponent=n), (0, 1))(
+      p, soft
+    )
     chex.assert_tree_all_finite(grads)
 
   @parameterized.parameters(0.1, 0.5, 3.0)
@@ -49,12 +50,14 @@ class SaturationTest(parameterized.TestCase):
     p = np.zeros(_SHAPE, np.float32)
     ids = reference.make_targets(np.random.default_rng(1), _SHAPE, "int")
     loss, grad = _value_and_grad(p, ids, exponent=n)
-    np.testing.assert_allclose(loss, reference.pel_numpy(p, ids, exponent=n),
-                               atol=2e-5)
+    np.testing.assert_allclose(
+      loss, reference.pel_numpy(p, ids, exponent=n), atol=2e-5
+    )
     chex.assert_tree_all_finite(grad)
 
   @parameterized.product(
-      activation=("sigmoid", "softmax"), n=(0.1, 0.5, 1.0, 3.0))
+    activation=("sigmoid", "softmax"), n=(0.1, 0.5, 1.0, 3.0)
+  )
   def test_huge_logits(self, activation, n):
     rng = np.random.default_rng(2)
     ids = reference.make_targets(rng, _SHAPE, "int")
@@ -63,14 +66,17 @@ class SaturationTest(parameterized.TestCase):
     for targets in (ids, reference.make_targets(rng, _SHAPE, "soft")):
       loss, grad = _value_and_grad(x, targets, **kw)
       np.testing.assert_allclose(
-          loss, reference.pel_numpy(x, targets, **kw), atol=2e-5)
+        loss, reference.pel_numpy(x, targets, **kw), atol=2e-5
+      )
       chex.assert_tree_all_finite(grad)
       with jax.enable_x64(True):
         x64 = jnp.asarray(x, jnp.float64)
-        loss64, grad64 = jax.jit(jax.value_and_grad(
-            lambda p: pel_jax.pel_loss(p, targets, **kw)))(x64)
+        loss64, grad64 = jax.jit(
+          jax.value_and_grad(lambda p: pel_jax.pel_loss(p, targets, **kw))
+        )(x64)
         np.testing.assert_allclose(
-            loss64, reference.pel_numpy(x, targets, **kw), atol=1e-12)
+          loss64, reference.pel_numpy(x, targets, **kw), atol=1e-12
+        )
         chex.assert_tree_all_finite(grad64)
 
   def test_saturated_softmax_gradient_is_zero_when_right(self):
@@ -84,7 +90,6 @@ class SaturationTest(parameterized.TestCase):
 
 
 class EmptyTest(parameterized.TestCase):
-
   @parameterized.parameters(1.0, 0.5, 3.0)
   def test_empty_prediction_of_empty_target(self, scale):
     # Default smoothing: ratio (0 + eps)/(0 + eps) = 1, loss 1 - s.
@@ -92,10 +97,12 @@ class EmptyTest(parameterized.TestCase):
     g = np.zeros(_SHAPE, np.float32)
     for batch in (False, True):
       for targets in (g, np.full(_SHAPE[:-1], 7, np.int32)):  # Out-of-range.
-        got = pel_jax.pel_loss(p, targets, scale=scale, batch=batch,
-                               reduction="none")
-        np.testing.assert_allclose(got, np.full(got.shape, 1.0 - scale),
-                                   atol=1e-6)
+        got = pel_jax.pel_loss(
+          p, targets, scale=scale, batch=batch, reduction="none"
+        )
+        np.testing.assert_allclose(
+          got, np.full(got.shape, 1.0 - scale), atol=1e-6
+        )
 
   @parameterized.parameters(0.5, 3.0)
   def test_all_masked(self, n):
@@ -108,12 +115,14 @@ class EmptyTest(parameterized.TestCase):
       loss, grad = _value_and_grad(p, ids, **kw)
       # Nothing counted: ratio 1 (eps/eps, or the empty-class rule) -> 0.
       np.testing.assert_allclose(loss, 0.0, atol=1e-6)
-      np.testing.assert_allclose(loss, reference.pel_numpy(p, ids, **kw),
-                                 atol=1e-6)
+      np.testing.assert_allclose(
+        loss, reference.pel_numpy(p, ids, **kw), atol=1e-6
+      )
       np.testing.assert_array_equal(grad, np.zeros_like(grad))
     # All pixels ignored through ignore_index.
-    loss, grad = _value_and_grad(p, np.full(_SHAPE[:-1], 9, np.int32),
-                                 ignore_index=9, exponent=n)
+    loss, grad = _value_and_grad(
+      p, np.full(_SHAPE[:-1], 9, np.int32), ignore_index=9, exponent=n
+    )
     np.testing.assert_allclose(loss, 0.0, atol=1e-6)
     np.testing.assert_array_equal(grad, np.zeros_like(grad))
 
@@ -145,8 +154,7 @@ class EmptyTest(parameterized.TestCase):
     g = np.zeros((1, 3, 3, 1), np.float32)
     kw = dict(from_logits=True, smooth_nr=0.0, smooth_dr=0.0)
     loss, grad = _value_and_grad(x, g, **kw)
-    np.testing.assert_allclose(loss, reference.pel_numpy(x, g, **kw),
-                               atol=1e-6)
+    np.testing.assert_allclose(loss, reference.pel_numpy(x, g, **kw), atol=1e-6)
     chex.assert_tree_all_finite(grad)
 
   def test_empty_target_full_prediction(self):
@@ -154,7 +162,8 @@ class EmptyTest(parameterized.TestCase):
     p = np.ones((1, 2, 2, 1), np.float32)
     g = np.zeros((1, 2, 2, 1), np.float32)
     np.testing.assert_allclose(
-        pel_jax.pel_loss(p, g), 1.0 - 1e-5 / (4.0 + 1e-5), rtol=1e-6)
+      pel_jax.pel_loss(p, g), 1.0 - 1e-5 / (4.0 + 1e-5), rtol=1e-6
+    )
 
 
 class NonFiniteInputTest(parameterized.TestCase):
@@ -165,9 +174,9 @@ class NonFiniteInputTest(parameterized.TestCase):
   """
 
   @parameterized.named_parameters(
-      ("probs", "probs", {}),
-      ("sigmoid", "sigmoid", dict(from_logits=True, activation="sigmoid")),
-      ("softmax", "softmax", dict(from_logits=True)),
+    ("probs", "probs", {}),
+    ("sigmoid", "sigmoid", dict(from_logits=True, activation="sigmoid")),
+    ("softmax", "softmax", dict(from_logits=True)),
   )
   def test_nan_prediction_propagates(self, kind, kw):
     rng = np.random.default_rng(5)
@@ -181,13 +190,16 @@ class NonFiniteInputTest(parameterized.TestCase):
     np.testing.assert_allclose(got, want, atol=2e-5)
     self.assertTrue(np.isnan(pel_jax.pel_loss(p, ids, **kw)))
 
-
   @parameterized.named_parameters(
-      ("probs_where", "probs", {}, "where"),
-      ("sigmoid_where", "sigmoid", dict(from_logits=True, activation="sigmoid"),
-       "where"),
-      ("softmax_ignore", "softmax", dict(from_logits=True), "ignore"),
-      ("soft_targets_where", "softmax", dict(from_logits=True), "soft"),
+    ("probs_where", "probs", {}, "where"),
+    (
+      "sigmoid_where",
+      "sigmoid",
+      dict(from_logits=True, activation="sigmoid"),
+      "where",
+    ),
+    ("softmax_ignore", "softmax", dict(from_logits=True), "ignore"),
+    ("soft_targets_where", "softmax", dict(from_logits=True), "soft"),
   )
   def test_nan_at_excluded_pixel_is_left_out(self, kind, kw, how):
     rng = np.random.default_rng(6)
@@ -217,8 +229,9 @@ class NonFiniteInputTest(parameterized.TestCase):
     np.testing.assert_array_equal(grad[0, 1, 1], 0.0)
 
 
-def _closed_form(q, counts, pixels, *, exponent, scale, fp_weight, fn_weight,
-                 smooth=1e-5):
+def _closed_form(
+  q, counts, pixels, *, exponent, scale, fp_weight, fn_weight, smooth=1e-5
+):
   """float64 PEL of a prediction constant per class: p = q_c at every pixel.
 
   With `counts[c]` pixels labelled c out of `pixels`: TP = q count,
@@ -226,8 +239,9 @@ def _closed_form(q, counts, pixels, *, exponent, scale, fp_weight, fn_weight,
   """
   q, counts = np.asarray(q, np.float64), np.asarray(counts, np.float64)
   tp = q * counts
-  denom = (tp + fp_weight * (q * pixels - tp) + fn_weight * (counts - tp)
-           + smooth)
+  denom = (
+    tp + fp_weight * (q * pixels - tp) + fn_weight * (counts - tp) + smooth
+  )
   return 1.0 - scale * (q**exponent * counts + smooth) / denom
 
 
@@ -235,13 +249,13 @@ def _closed_form(q, counts, pixels, *, exponent, scale, fp_weight, fn_weight,
 # a power of 16 times 4, a prime (4194301), per-sample primes (2053^2), a
 # batch sum of 3 x 1398101 (= 4194303, odd), bfloat16.
 _LARGE = (
-    ("one_class", (16, 512, 512, 1), True, jnp.float32),
-    ("two_classes", (16, 512, 512, 2), True, jnp.float32),
-    ("two_classes_bf16", (16, 512, 512, 2), True, jnp.bfloat16),
-    ("one_class_prime", (1, 4194301, 1), False, jnp.float32),
-    ("two_classes_prime", (1, 4194301, 2), True, jnp.float32),
-    ("eight_classes_prime_sides", (1, 2053, 2053, 8), False, jnp.float32),
-    ("three_classes_odd_batch", (3, 1398101, 3), True, jnp.float32),
+  ("one_class", (16, 512, 512, 1), True, jnp.float32),
+  ("two_classes", (16, 512, 512, 2), True, jnp.float32),
+  ("two_classes_bf16", (16, 512, 512, 2), True, jnp.bfloat16),
+  ("one_class_prime", (1, 4194301, 1), False, jnp.float32),
+  ("two_classes_prime", (1, 4194301, 2), True, jnp.float32),
+  ("eight_classes_prime_sides", (1, 2053, 2053, 8), False, jnp.float32),
+  ("three_classes_odd_batch", (3, 1398101, 3), True, jnp.float32),
 )
 
 
@@ -258,7 +272,7 @@ class LargeSumAccuracyTest(parameterized.TestCase):
     c = shape[-1]
     q = np.asarray(jnp.asarray(0.3 + 0.05 * np.arange(c), dtype), np.float64)
     p = jnp.broadcast_to(jnp.asarray(q, dtype), shape)
-    pixels = math.prod(shape[:-1 if batch else -1][0 if batch else 1:])
+    pixels = math.prod(shape[: -1 if batch else -1][0 if batch else 1 :])
     # Labels cycle through 0..C (id C: no class); C = 1 takes 0/1 floats.
     cycle = np.arange(math.prod(shape[:-1])) % (c + 1)
     if c == 1:
@@ -266,8 +280,9 @@ class LargeSumAccuracyTest(parameterized.TestCase):
     else:
       targets = cycle.reshape(shape[:-1]).astype(np.int32)
     kw = dict(exponent=3.0, scale=10.0, fp_weight=0.5, fn_weight=0.5)
-    got = jax.jit(lambda a, b: pel_jax.pel_loss(
-        a, b, batch=batch, reduction="none", **kw))(p, targets)
+    got = jax.jit(
+      lambda a, b: pel_jax.pel_loss(a, b, batch=batch, reduction="none", **kw)
+    )(p, targets)
     groups = cycle.reshape(shape[0] if not batch else 1, -1)
     for i, row in enumerate(np.asarray(got).reshape(-1, c)):
       if c == 1:
@@ -275,7 +290,8 @@ class LargeSumAccuracyTest(parameterized.TestCase):
       else:
         counts = np.bincount(groups[i], minlength=c + 1)[:c]
       np.testing.assert_allclose(
-          row, _closed_form(q, counts, pixels, **kw), rtol=0, atol=1e-5)
+        row, _closed_form(q, counts, pixels, **kw), rtol=0, atol=1e-5
+      )
 
   def test_constant_logits_authors_setting(self):
     # The issue's case: the authors' setting on [16, 512, 512, 2] logits.
@@ -285,15 +301,24 @@ class LargeSumAccuracyTest(parameterized.TestCase):
     x = jnp.broadcast_to(jnp.asarray(logits), shape)
     ids = (np.arange(math.prod(shape[:-1])) % 3).reshape(shape[:-1])
     kw = dict(exponent=3.0, scale=10.0, fp_weight=0.5, fn_weight=0.5)
-    got = jax.jit(lambda a, b: pel_jax.pel_loss(
-        a, b, from_logits=True, batch=True, smooth_nr=0.0, smooth_dr=0.0,
-        reduction="none", **kw))(x, ids.astype(np.int32))
+    got = jax.jit(
+      lambda a, b: pel_jax.pel_loss(
+        a,
+        b,
+        from_logits=True,
+        batch=True,
+        smooth_nr=0.0,
+        smooth_dr=0.0,
+        reduction="none",
+        **kw,
+      )
+    )(x, ids.astype(np.int32))
     counts = np.bincount(ids.ravel(), minlength=3)[:2]
     np.testing.assert_allclose(
-        got, _closed_form(q, counts, ids.size, smooth=0.0, **kw), atol=1e-5)
+      got, _closed_form(q, counts, ids.size, smooth=0.0, **kw), atol=1e-5
+    )
 
-  @parameterized.parameters((2, 17, 3), (3, 4099, 2), (2, 5, 7, 3),
-                            (2, 33, 70))
+  @parameterized.parameters((2, 17, 3), (3, 4099, 2), (2, 5, 7, 3), (2, 33, 70))
   def test_remainders_random(self, *shape):
     # Sizes off multiples of 16 at some stage: every remainder must add up,
     # values and gradients (softmax over up to 70 classes).
@@ -303,12 +328,15 @@ class LargeSumAccuracyTest(parameterized.TestCase):
     for batch in (False, True):
       kw = dict(batch=batch, reduction="none", from_logits=True, exponent=2.0)
       loss = lambda a, kw=kw: pel_jax.pel_loss(a, ids, **kw)
-      got, grad = jax.jit(lambda a: (loss(a), jax.grad(
-          lambda b: jnp.sum(loss(b)))(a)))(x)
-      np.testing.assert_allclose(got, reference.pel_numpy(x, ids, **kw),
-                                 atol=2e-6, rtol=2e-6)
-      want = jax.jit(jax.grad(
-          lambda a, kw=kw: jnp.sum(reference.pel_jnp(a, ids, **kw))))(x)
+      got, grad = jax.jit(
+        lambda a: (loss(a), jax.grad(lambda b: jnp.sum(loss(b)))(a))
+      )(x)
+      np.testing.assert_allclose(
+        got, reference.pel_numpy(x, ids, **kw), atol=2e-6, rtol=2e-6
+      )
+      want = jax.jit(
+        jax.grad(lambda a, kw=kw: jnp.sum(reference.pel_jnp(a, ids, **kw)))
+      )(x)
       np.testing.assert_allclose(grad, want, atol=1e-6, rtol=2e-4)
 
   def test_forward_over_reverse_with_remainders(self):
@@ -317,10 +345,10 @@ class LargeSumAccuracyTest(parameterized.TestCase):
     shape = (1, 37, 2)
     p = reference.make_predictions(rng, shape)
     g = reference.make_targets(rng, shape, "soft")
-    hess = jax.jit(jax.hessian(
-        lambda a: pel_jax.pel_loss(a, g, batch=True)))(p)
-    want = jax.jit(jax.hessian(
-        lambda a: reference.pel_jnp(a, g, batch=True)))(p)
+    hess = jax.jit(jax.hessian(lambda a: pel_jax.pel_loss(a, g, batch=True)))(p)
+    want = jax.jit(jax.hessian(lambda a: reference.pel_jnp(a, g, batch=True)))(
+      p
+    )
     np.testing.assert_allclose(hess, want, atol=1e-5, rtol=1e-3)
 
 

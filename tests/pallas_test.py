@@ -22,21 +22,56 @@ from tests import reference
 # of 8 give several blocks and a padded last one; classes are padded to a
 # power of two (3 -> 4, 5 -> 8).
 _CASES = (
-    ("probs_onehot_n3", (2, 5, 4, 3), "probs", "onehot", dict(exponent=3.0)),
-    ("probs_int_n05_mask", (2, 5, 4, 3), "probs", "int",
-     dict(exponent=0.5, mask=True)),
-    ("probs_soft_n1_batch_3d", (2, 3, 2, 3, 2), "probs", "soft",
-     dict(exponent=1.0, batch=True)),
-    ("sigmoid_binary_n3_mask", (2, 6, 5, 1), "sigmoid", "multihot",
-     dict(exponent=3.0, activation="sigmoid", mask=True)),
-    ("sigmoid_multi_soft_n25", (2, 4, 3, 2), "sigmoid", "soft",
-     dict(exponent=2.5, activation="sigmoid")),
-    ("softmax_int_n3_ignore_batch", (2, 5, 4, 5), "softmax", "int",
-     dict(exponent=3.0, activation="softmax", ignore_index=2, batch=True)),
-    ("softmax_int_n1", (2, 5, 4, 3), "softmax", "int",
-     dict(exponent=1.0, activation="softmax")),
-    ("softmax_soft_n05_mask", (2, 4, 3, 3), "softmax", "soft",
-     dict(exponent=0.5, activation="softmax", mask=True)),
+  ("probs_onehot_n3", (2, 5, 4, 3), "probs", "onehot", dict(exponent=3.0)),
+  (
+    "probs_int_n05_mask",
+    (2, 5, 4, 3),
+    "probs",
+    "int",
+    dict(exponent=0.5, mask=True),
+  ),
+  (
+    "probs_soft_n1_batch_3d",
+    (2, 3, 2, 3, 2),
+    "probs",
+    "soft",
+    dict(exponent=1.0, batch=True),
+  ),
+  (
+    "sigmoid_binary_n3_mask",
+    (2, 6, 5, 1),
+    "sigmoid",
+    "multihot",
+    dict(exponent=3.0, activation="sigmoid", mask=True),
+  ),
+  (
+    "sigmoid_multi_soft_n25",
+    (2, 4, 3, 2),
+    "sigmoid",
+    "soft",
+    dict(exponent=2.5, activation="sigmoid"),
+  ),
+  (
+    "softmax_int_n3_ignore_batch",
+    (2, 5, 4, 5),
+    "softmax",
+    "int",
+    dict(exponent=3.0, activation="softmax", ignore_index=2, batch=True),
+  ),
+  (
+    "softmax_int_n1",
+    (2, 5, 4, 3),
+    "softmax",
+    "int",
+    dict(exponent=1.0, activation="softmax"),
+  ),
+  (
+    "softmax_soft_n05_mask",
+    (2, 4, 3, 3),
+    "softmax",
+    "soft",
+    dict(exponent=0.5, activation="softmax", mask=True),
+  ),
 )
 
 
@@ -56,8 +91,11 @@ _SMOOTH = 1e-5  # smooth_nr = smooth_dr of the reference losses.
 
 def _cfg(activation=None, exponent=3.0, batch=False, ignore_index=None):
   return _core.StatsConfig(
-      exponent=exponent, activation=activation, batch=batch,
-      ignore_index=ignore_index)
+    exponent=exponent,
+    activation=activation,
+    batch=batch,
+    ignore_index=ignore_index,
+  )
 
 
 def _sums(xp, p, g, keep, cfg):
@@ -71,8 +109,7 @@ def _sums(xp, p, g, keep, cfg):
 
 def _oracle_stats(x, t, m, cfg):
   """float64 sums from the oracle's own p and g."""
-  p = reference.np_probabilities(x, cfg.activation is not None,
-                                 cfg.activation)
+  p = reference.np_probabilities(x, cfg.activation is not None, cfg.activation)
   g, keep = reference.np_targets(t, p.shape[-1], cfg.ignore_index)
   return _sums(np, p, g, keep if m is None else keep & m, cfg)
 
@@ -121,14 +158,14 @@ def _pallas_loss(cfg, x, t, m):
 
 
 class PallasTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*_CASES)
   def test_stats_match_float64_oracle(self, shape, pk, tk, options):
     options = dict(options)
     x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
     cfg = _cfg(**options)
-    got = jax.jit(functools.partial(_pallas.region_stats, cfg,
-                                    block_rows=8))(x, t, m)
+    got = jax.jit(functools.partial(_pallas.region_stats, cfg, block_rows=8))(
+      x, t, m
+    )
     for g, e in zip(got, _oracle_stats(x, t, m, cfg)):
       self.assertEqual(g.dtype, jnp.float32)
       np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=1e-5)
@@ -141,8 +178,9 @@ class PallasTest(parameterized.TestCase):
     stats = _oracle_stats(x, t, m, cfg)
     rng = np.random.default_rng(1)
     ct = tuple(rng.standard_normal(s.shape).astype(np.float32) for s in stats)
-    d_x, d_t = jax.jit(functools.partial(
-        _pallas.region_stats_bwd, cfg, block_rows=8))(x, t, m, stats, ct)
+    d_x, d_t = jax.jit(
+      functools.partial(_pallas.region_stats_bwd, cfg, block_rows=8)
+    )(x, t, m, stats, ct)
     integer = tk == "int"
     with jax.enable_x64(True):
       x64 = jnp.asarray(x, jnp.float64)
@@ -164,12 +202,27 @@ class PallasTest(parameterized.TestCase):
       np.testing.assert_allclose(np.asarray(d_t), e_t, rtol=1e-4, atol=1e-5)
 
   @parameterized.named_parameters(
-      ("softmax_int_ignore", (2, 5, 4, 3), "softmax", "int",
-       dict(exponent=3.0, from_logits=True, ignore_index=1)),
-      ("sigmoid_binary_batch", (2, 6, 5, 1), "sigmoid", "multihot",
-       dict(exponent=2.0, from_logits=True, batch=True)),
-      ("probs_soft_mask_n05", (2, 4, 3, 2), "probs", "soft",
-       dict(exponent=0.5, mask=True)),
+    (
+      "softmax_int_ignore",
+      (2, 5, 4, 3),
+      "softmax",
+      "int",
+      dict(exponent=3.0, from_logits=True, ignore_index=1),
+    ),
+    (
+      "sigmoid_binary_batch",
+      (2, 6, 5, 1),
+      "sigmoid",
+      "multihot",
+      dict(exponent=2.0, from_logits=True, batch=True),
+    ),
+    (
+      "probs_soft_mask_n05",
+      (2, 4, 3, 2),
+      "probs",
+      "soft",
+      dict(exponent=0.5, mask=True),
+    ),
   )
   def test_loss_and_gradient_match_reference(self, shape, pk, tk, options):
     """PEL built on the Pallas sums: pel_numpy values, pel_jnp gradients."""
@@ -179,20 +232,30 @@ class PallasTest(parameterized.TestCase):
     activation = None
     if from_logits:
       activation = "sigmoid" if shape[-1] == 1 else "softmax"
-    cfg = _cfg(activation=activation, exponent=options["exponent"],
-               batch=options.get("batch", False),
-               ignore_index=options.get("ignore_index"))
-    loss, grad = jax.jit(jax.value_and_grad(
-        lambda x: _pallas_loss(cfg, x, t, m)))(x)
+    cfg = _cfg(
+      activation=activation,
+      exponent=options["exponent"],
+      batch=options.get("batch", False),
+      ignore_index=options.get("ignore_index"),
+    )
+    loss, grad = jax.jit(
+      jax.value_and_grad(lambda x: _pallas_loss(cfg, x, t, m))
+    )(x)
     kwargs = dict(options, from_logits=from_logits, where=m)
     np.testing.assert_allclose(
-        float(loss), reference.pel_numpy(x, t, **kwargs), rtol=2e-5)
+      float(loss), reference.pel_numpy(x, t, **kwargs), rtol=2e-5
+    )
     expected = jax.grad(lambda x: reference.pel_jnp(x, t, **kwargs))(x)
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
 
   def test_extreme_logits_and_masked_nan_stay_finite(self):
-    x = np.array([[[-1e4, 0.0, 1e4], [50.0, -50.0, 0.0]],
-                  [[np.nan, 1.0, 2.0], [0.0, 0.0, 0.0]]], np.float32)
+    x = np.array(
+      [
+        [[-1e4, 0.0, 1e4], [50.0, -50.0, 0.0]],
+        [[np.nan, 1.0, 2.0], [0.0, 0.0, 0.0]],
+      ],
+      np.float32,
+    )
     t = np.array([[0, 2], [1, 1]], np.int32)
     m = np.array([[True, True], [False, True]])  # The NaN pixel is excluded.
     cfg = _cfg(activation="softmax", exponent=0.5)
@@ -217,11 +280,12 @@ class PallasTest(parameterized.TestCase):
     x, t, _ = _inputs((2, 4, 3, 3), "softmax", "int", False)
     cfg = _cfg(activation="softmax")
     stats = _pallas.region_stats(cfg, x, t, None)
-    ct = tuple(np.random.default_rng(3).standard_normal(s.shape, np.float32)
-               for s in stats)
+    ct = tuple(
+      np.random.default_rng(3).standard_normal(s.shape, np.float32)
+      for s in stats
+    )
     as_tuple, _ = _pallas.region_stats_bwd(cfg, x, t, None, stats, ct)
-    as_record, _ = _pallas.region_stats_bwd(cfg, x, t, None, stats,
-                                            Stats(*ct))
+    as_record, _ = _pallas.region_stats_bwd(cfg, x, t, None, stats, Stats(*ct))
     np.testing.assert_array_equal(as_record, as_tuple)
 
     class Squared(NamedTuple):
@@ -244,8 +308,9 @@ class PallasTest(parameterized.TestCase):
     self.assertEqual(layout.rows, 128)  # min(4096 / 32, next power of 2)
     self.assertEqual((layout.blocks, layout.padded_pixels), (1, 128))
     batch = _pallas._Layout(_cfg(batch=True), (2, 10, 10, 1), 8)
-    self.assertEqual((batch.groups, batch.pixels, batch.padded_classes),
-                     (1, 200, 1))
+    self.assertEqual(
+      (batch.groups, batch.pixels, batch.padded_classes), (1, 200, 1)
+    )
     self.assertEqual((batch.rows, batch.blocks), (8, 25))
 
   @parameterized.parameters("cuda", "tpu")
@@ -261,15 +326,17 @@ class PallasTest(parameterized.TestCase):
     stats = _oracle_stats(x, t, m, cfg)
     ct = tuple(np.ones_like(s, np.float32) for s in stats)
     calls = (
-        (functools.partial(_pallas.region_stats, cfg), (x, t, m)),
-        (functools.partial(_pallas.region_stats_bwd, cfg), (x, t, m, stats,
-                                                            ct)),
-        (functools.partial(_pallas.region_stats_bwd, _cfg(exponent=3.0)),
-         (f, f, None, stats, ct)),
+      (functools.partial(_pallas.region_stats, cfg), (x, t, m)),
+      (functools.partial(_pallas.region_stats_bwd, cfg), (x, t, m, stats, ct)),
+      (
+        functools.partial(_pallas.region_stats_bwd, _cfg(exponent=3.0)),
+        (f, f, None, stats, ct),
+      ),
     )
     for fn, args in calls:
-      text = jax.jit(fn).trace(*args).lower(
-          lowering_platforms=(platform,)).as_text()
+      text = (
+        jax.jit(fn).trace(*args).lower(lowering_platforms=(platform,)).as_text()
+      )
       self.assertIn("custom_call", text)
 
 

@@ -22,20 +22,49 @@ from tests import reference
 # name, prediction shape, prediction kind, target kind, options. Sizes past
 # 16 rows (with remainders) exercise the staged sums of the CPU form.
 _CASES = (
-    ("softmax_int_n3", (2, 5, 4, 8), "softmax", "int",
-     dict(exponent=3.0, from_logits=True)),
-    ("softmax_int_n05_batch_mask_3d", (2, 3, 4, 3, 3), "softmax", "int",
-     dict(exponent=0.5, from_logits=True, batch=True, mask=True,
-          ignore_index=2)),
-    ("sigmoid_binary_n3_batch", (2, 20, 21, 1), "sigmoid", "multihot",
-     dict(exponent=3.0, from_logits=True, batch=True)),
-    ("probs_soft_n1p7_mask", (2, 5, 4, 3), "probs", "soft",
-     dict(exponent=1.7, mask=True, fp_weight=0.3, fn_weight=0.7)),
-    # Past _UNROLL_CLASSES: folded in halves, with odd widths (37, 9).
-    ("softmax_int_n3_37_classes", (2, 3, 4, 37), "softmax", "int",
-     dict(exponent=3.0, from_logits=True)),
-    ("softmax_soft_n05_37_classes", (2, 3, 2, 37), "softmax", "soft",
-     dict(exponent=0.5, from_logits=True, batch=True)),
+  (
+    "softmax_int_n3",
+    (2, 5, 4, 8),
+    "softmax",
+    "int",
+    dict(exponent=3.0, from_logits=True),
+  ),
+  (
+    "softmax_int_n05_batch_mask_3d",
+    (2, 3, 4, 3, 3),
+    "softmax",
+    "int",
+    dict(exponent=0.5, from_logits=True, batch=True, mask=True, ignore_index=2),
+  ),
+  (
+    "sigmoid_binary_n3_batch",
+    (2, 20, 21, 1),
+    "sigmoid",
+    "multihot",
+    dict(exponent=3.0, from_logits=True, batch=True),
+  ),
+  (
+    "probs_soft_n1p7_mask",
+    (2, 5, 4, 3),
+    "probs",
+    "soft",
+    dict(exponent=1.7, mask=True, fp_weight=0.3, fn_weight=0.7),
+  ),
+  # Past _UNROLL_CLASSES: folded in halves, with odd widths (37, 9).
+  (
+    "softmax_int_n3_37_classes",
+    (2, 3, 4, 37),
+    "softmax",
+    "int",
+    dict(exponent=3.0, from_logits=True),
+  ),
+  (
+    "softmax_soft_n05_37_classes",
+    (2, 3, 2, 37),
+    "softmax",
+    "soft",
+    dict(exponent=0.5, from_logits=True, batch=True),
+  ),
 )
 _FORMS = (("cpu_tuned", False), ("plain", True))
 
@@ -50,11 +79,11 @@ def _inputs(shape, pred_kind, target_kind, mask):
 def _plain_form(forced: bool):
   """Context in which the core lowers its plain form on the CPU too."""
   return mock.patch.object(
-      _core, "_TUNED_PLATFORMS", () if forced else _core._TUNED_PLATFORMS)
+    _core, "_TUNED_PLATFORMS", () if forced else _core._TUNED_PLATFORMS
+  )
 
 
 class BothFormsTest(parameterized.TestCase):
-
   @parameterized.product(case=_CASES, form=_FORMS)
   def test_value_and_gradient_match_references(self, case, form):
     _, shape, pk, tk, options = case
@@ -62,10 +91,12 @@ class BothFormsTest(parameterized.TestCase):
     x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
     options["where"] = m
     with _plain_form(form[1]):
-      loss, grad = jax.jit(jax.value_and_grad(
-          lambda x: pel_jax.pel_loss(x, t, **options)))(x)
+      loss, grad = jax.jit(
+        jax.value_and_grad(lambda x: pel_jax.pel_loss(x, t, **options))
+      )(x)
     np.testing.assert_allclose(
-        float(loss), reference.pel_numpy(x, t, **options), rtol=1e-5)
+      float(loss), reference.pel_numpy(x, t, **options), rtol=1e-5
+    )
     expected = jax.grad(lambda x: reference.pel_jnp(x, t, **options))(x)
     np.testing.assert_allclose(grad, expected, rtol=2e-4, atol=1e-6)
 
@@ -82,28 +113,35 @@ class BothFormsTest(parameterized.TestCase):
 
 
 class ClassReductionTest(parameterized.TestCase):
-
-  @parameterized.product(width=(1, 2, 3, 8, 24, 25, 37, 64, 100),
-                         forced=(False, True))
+  @parameterized.product(
+    width=(1, 2, 3, 8, 24, 25, 37, 64, 100), forced=(False, True)
+  )
   def test_sum_and_max_over_classes(self, width, forced):
     x = np.random.default_rng(width).standard_normal((3, 2, width))
     x = x.astype(np.float32)
     with _plain_form(forced):
-      total, peak = jax.jit(lambda x: (
+      total, peak = jax.jit(
+        lambda x: (
           _core._reduce_classes(jnp.add, x),
-          _core._reduce_classes(jnp.maximum, x)))(x)
+          _core._reduce_classes(jnp.maximum, x),
+        )
+      )(x)
     self.assertEqual(total.shape, (3, 2, 1))
-    np.testing.assert_allclose(total[..., 0], x.astype(np.float64).sum(-1),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      total[..., 0], x.astype(np.float64).sum(-1), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_array_equal(peak[..., 0], x.max(-1))
 
 
 class LoweringTest(parameterized.TestCase):
-
   def _count(self, fn, args, platform, op):
     # A fresh function each time: jit's trace cache would ignore the patch.
-    text = jax.jit(lambda *a: fn(*a)).trace(*args).lower(
-        lowering_platforms=(platform,)).as_text()
+    text = (
+      jax.jit(lambda *a: fn(*a))
+      .trace(*args)
+      .lower(lowering_platforms=(platform,))
+      .as_text()
+    )
     return text.count(op)
 
   @parameterized.parameters("cuda", "tpu")

@@ -12,13 +12,16 @@ import pel_jax
 from tests import reference
 
 _SETTINGS = hypothesis.settings(
-    max_examples=25, deadline=None, derandomize=True, database=None,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+  max_examples=25,
+  deadline=None,
+  derandomize=True,
+  database=None,
+  suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 
 _EXPONENTS = st.one_of(
-    st.sampled_from([0.5, 1.0, 2.0, 3.0]),
-    st.floats(0.3, 4.0, allow_nan=False),
+  st.sampled_from([0.5, 1.0, 2.0, 3.0]),
+  st.floats(0.3, 4.0, allow_nan=False),
 )
 
 
@@ -36,18 +39,19 @@ def _problems(draw):
   dtype = draw(st.sampled_from([jnp.float32, jnp.bfloat16, jnp.float16]))
   kinds = ["probs", "sigmoid"] + (["softmax"] if num_classes > 1 else [])
   kind = draw(st.sampled_from(kinds))
-  target_kind = draw(st.sampled_from(
-      ["int", "onehot", "multihot", "soft", "bool"]))
+  target_kind = draw(
+    st.sampled_from(["int", "onehot", "multihot", "soft", "bool"])
+  )
   seed = draw(st.integers(0, 2**31 - 1))
   kw = dict(
-      exponent=draw(_EXPONENTS),
-      scale=draw(st.sampled_from([1.0, 0.5, 2.0])),
-      fp_weight=draw(_WEIGHTS),
-      fn_weight=draw(_WEIGHTS),
-      smooth_nr=draw(st.sampled_from([0.0, 1e-5, 0.1, 1.0])),
-      smooth_dr=draw(st.sampled_from([0.0, 1e-5, 0.1, 1.0])),
-      batch=draw(st.booleans()),
-      reduction=draw(st.sampled_from(["mean", "sum", "none"])),
+    exponent=draw(_EXPONENTS),
+    scale=draw(st.sampled_from([1.0, 0.5, 2.0])),
+    fp_weight=draw(_WEIGHTS),
+    fn_weight=draw(_WEIGHTS),
+    smooth_nr=draw(st.sampled_from([0.0, 1e-5, 0.1, 1.0])),
+    smooth_dr=draw(st.sampled_from([0.0, 1e-5, 0.1, 1.0])),
+    batch=draw(st.booleans()),
+    reduction=draw(st.sampled_from(["mean", "sum", "none"])),
   )
   if kind != "probs":
     kw["from_logits"] = True
@@ -67,8 +71,7 @@ def _problems(draw):
   if use_mask:
     kw["where"] = reference.make_mask(rng, shape)
   if use_weights:
-    kw["class_weights"] = rng.uniform(0.1, 2.0, num_classes).astype(
-        np.float32)
+    kw["class_weights"] = rng.uniform(0.1, 2.0, num_classes).astype(np.float32)
   if use_ignore:
     kw["ignore_index"] = int(rng.integers(0, num_classes))
   return x, t, kw
@@ -86,7 +89,6 @@ def _rounded_np(a):
 
 
 class PropertyTest(absltest.TestCase):
-
   @_SETTINGS
   @hypothesis.given(_problems())
   def test_matches_oracle_and_is_finite(self, problem):
@@ -95,25 +97,31 @@ class PropertyTest(absltest.TestCase):
     argnums = (0, 1) if soft else 0
     # One compiled program per example (eager dispatch would compile every
     # primitive for every new shape).
-    got, grads = jax.jit(jax.value_and_grad(
-        lambda a, b: jnp.sum(pel_jax.pel_loss(a, b, **kw)), argnums))(x, t)
+    got, grads = jax.jit(
+      jax.value_and_grad(
+        lambda a, b: jnp.sum(pel_jax.pel_loss(a, b, **kw)), argnums
+      )
+    )(x, t)
     loss = _loss_fn(kw)(x, t, kw.get("where"))
     want = reference.pel_numpy(np.asarray(x), _rounded_np(t), **kw)
     self.assertEqual(loss.shape, np.shape(want))
     self.assertEqual(loss.dtype, jnp.float32)
-    np.testing.assert_allclose(loss, want, rtol=2e-4, atol=2e-4,
-                               err_msg=str(kw))
+    np.testing.assert_allclose(
+      loss, want, rtol=2e-4, atol=2e-4, err_msg=str(kw)
+    )
     np.testing.assert_allclose(got, np.sum(want), rtol=2e-4, atol=2e-4)
     chex.assert_tree_all_finite(grads)
     gx = grads[0] if soft else grads
     self.assertEqual(gx.dtype, x.dtype)
     # float32 gradients against autodiff of the reference (denominator > 0).
     if x.dtype == jnp.float32 and kw["smooth_dr"] > 0:
-      want_gx = jax.jit(jax.grad(
-          lambda a: jnp.sum(reference.pel_jnp(a, t, **kw))))(x)
+      want_gx = jax.jit(
+        jax.grad(lambda a: jnp.sum(reference.pel_jnp(a, t, **kw)))
+      )(x)
       scale = float(jnp.max(jnp.abs(want_gx))) + 1e-12
-      np.testing.assert_allclose(gx, want_gx, rtol=2e-3, atol=2e-4 * scale,
-                                 err_msg=str(kw))
+      np.testing.assert_allclose(
+        gx, want_gx, rtol=2e-3, atol=2e-4 * scale, err_msg=str(kw)
+      )
 
   @_SETTINGS
   @hypothesis.given(_problems(), st.randoms(use_true_random=False))
@@ -129,7 +137,7 @@ class PropertyTest(absltest.TestCase):
 
     def shuffle(a, spatial_rank, perm):
       a = np.asarray(a)
-      flat = a.reshape((a.shape[0], n_pix) + a.shape[1 + spatial_rank:])
+      flat = a.reshape((a.shape[0], n_pix) + a.shape[1 + spatial_rank :])
       return flat[:, perm].reshape(a.shape)
 
     rank = len(shape) - 2
@@ -137,15 +145,21 @@ class PropertyTest(absltest.TestCase):
     where = kw.get("where")
     f = _loss_fn(kw)
     base = f(x, t, where)
-    moved = f(jnp.asarray(shuffle(x, rank, perm_pix)),
-              shuffle(t_np, rank, perm_pix),
-              None if where is None else shuffle(where, rank, perm_pix))
+    moved = f(
+      jnp.asarray(shuffle(x, rank, perm_pix)),
+      shuffle(t_np, rank, perm_pix),
+      None if where is None else shuffle(where, rank, perm_pix),
+    )
     np.testing.assert_allclose(moved, base, rtol=1e-5, atol=1e-5)
     if not kw["batch"]:
-      rows = f(jnp.asarray(np.asarray(x)[perm_b]), t_np[perm_b],
-               None if where is None else where[perm_b])
-      np.testing.assert_allclose(rows, np.asarray(base)[perm_b], rtol=1e-6,
-                                 atol=1e-6)
+      rows = f(
+        jnp.asarray(np.asarray(x)[perm_b]),
+        t_np[perm_b],
+        None if where is None else where[perm_b],
+      )
+      np.testing.assert_allclose(
+        rows, np.asarray(base)[perm_b], rtol=1e-6, atol=1e-6
+      )
 
 
 if __name__ == "__main__":

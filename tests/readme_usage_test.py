@@ -35,19 +35,32 @@ def test_usage_snippet_runs_and_masks_the_cross_entropy(capsys):
 
   # With non-zero parameters: PEL (the library) plus an independent float64 CE.
   rng = np.random.default_rng(0)
-  params = {"w": rng.normal(size=(3, 2)).astype(np.float32),
-            "b": rng.normal(size=2).astype(np.float32)}
+  params = {
+    "w": rng.normal(size=(3, 2)).astype(np.float32),
+    "b": rng.normal(size=2).astype(np.float32),
+  }
   images, labels = np.asarray(ns["images"]), np.asarray(ns["labels"])
   valid = labels != 255
   assert (~valid).sum() == 2 * 16 * 4
   logits = images @ params["w"] + params["b"]
-  pel = pel_jax.pel_loss(logits, labels, from_logits=True, exponent=3.0,
-                         scale=10.0, fp_weight=0.5, fn_weight=0.5, batch=True,
-                         ignore_index=255)
+  pel = pel_jax.pel_loss(
+    logits,
+    labels,
+    from_logits=True,
+    exponent=3.0,
+    scale=10.0,
+    fp_weight=0.5,
+    fn_weight=0.5,
+    batch=True,
+    ignore_index=255,
+  )
   got = ns["loss_fn"](params, images, labels)
-  np.testing.assert_allclose(got, float(pel) + _ce64(logits, labels, valid),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    got, float(pel) + _ce64(logits, labels, valid), rtol=1e-5
+  )
   # Ignored pixels count nowhere: changing their images changes nothing.
   moved = images.copy()
   moved[~valid] += 100.0
-  np.testing.assert_allclose(ns["loss_fn"](params, moved, labels), got, rtol=1e-6)
+  np.testing.assert_allclose(
+    ns["loss_fn"](params, moved, labels), got, rtol=1e-6
+  )

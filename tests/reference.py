@@ -21,7 +21,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-
 # ----------------------------------------------------------------------------
 # NumPy float64 oracle.
 # ----------------------------------------------------------------------------
@@ -76,23 +75,23 @@ def np_reduce(losses, reduction):
 
 
 def pel_numpy(
-    predictions,
-    targets,
-    *,
-    exponent=3.0,
-    scale=1.0,
-    fp_weight=1.0,
-    fn_weight=1.0,
-    smooth_nr=1e-5,
-    smooth_dr=1e-5,
-    from_logits=False,
-    activation=None,
-    class_weights=None,
-    include_background=True,
-    where=None,
-    ignore_index=None,
-    batch=False,
-    reduction="mean",
+  predictions,
+  targets,
+  *,
+  exponent=3.0,
+  scale=1.0,
+  fp_weight=1.0,
+  fn_weight=1.0,
+  smooth_nr=1e-5,
+  smooth_dr=1e-5,
+  from_logits=False,
+  activation=None,
+  class_weights=None,
+  include_background=True,
+  where=None,
+  ignore_index=None,
+  batch=False,
+  reduction="mean",
 ):
   """float64 NumPy PEL; per-sample `[B, C]` (or `[C]`) losses, then reduced."""
   p = np_probabilities(predictions, from_logits, activation)
@@ -108,7 +107,9 @@ def pel_numpy(
   numer = np.sum(w * p**exponent * g, axis=axes)
   denom = tp + fp_weight * fp + fn_weight * fn + smooth_dr
   empty = denom == 0
-  ratio = np.where(empty, 1.0, (numer + smooth_nr) / np.where(empty, 1.0, denom))
+  ratio = np.where(
+    empty, 1.0, (numer + smooth_nr) / np.where(empty, 1.0, denom)
+  )
   losses = 1.0 - scale * ratio
   if class_weights is not None:
     losses = losses * np.asarray(class_weights, np.float64)
@@ -123,23 +124,23 @@ def pel_numpy(
 
 
 def pel_jnp(
-    predictions,
-    targets,
-    *,
-    exponent=3.0,
-    scale=1.0,
-    fp_weight=1.0,
-    fn_weight=1.0,
-    smooth_nr=1e-5,
-    smooth_dr=1e-5,
-    from_logits=False,
-    activation=None,
-    class_weights=None,
-    include_background=True,
-    where=None,
-    ignore_index=None,
-    batch=False,
-    reduction="mean",
+  predictions,
+  targets,
+  *,
+  exponent=3.0,
+  scale=1.0,
+  fp_weight=1.0,
+  fn_weight=1.0,
+  smooth_nr=1e-5,
+  smooth_dr=1e-5,
+  from_logits=False,
+  activation=None,
+  class_weights=None,
+  include_background=True,
+  where=None,
+  ignore_index=None,
+  batch=False,
+  reduction="mean",
 ):
   """The same formula with `jnp`, differentiable by plain autodiff.
 
@@ -207,7 +208,7 @@ def seed_vectorized(p, g, n):
   p, g = np.asarray(p, np.float64), np.asarray(g, np.float64)
   axes = tuple(range(1, p.ndim - 1))
   return 1.0 - np.sum(p**n * g, axis=axes) / (
-      np.sum(p, axis=axes) + np.sum(g, axis=axes)
+    np.sum(p, axis=axes) + np.sum(g, axis=axes)
   )
 
 

@@ -61,8 +61,7 @@ def _sums(p, g, w, axes, exponent, squared, soft_labels):
     numer = tp
   elif soft_labels:  # sum w g min(p/g, 1)^n: = TP at n = 1, = G at p = g.
     safe_g = np.where(g > 0, g, 1.0)
-    numer = s(np.where(g > 0, g * np.minimum(p / safe_g, 1.0) ** exponent,
-                       0.0))
+    numer = s(np.where(g > 0, g * np.minimum(p / safe_g, 1.0) ** exponent, 0.0))
   else:
     numer = s(p**exponent * g)
   return numer, tp, big_p - tp, big_g - tp, s(g)
@@ -93,8 +92,9 @@ def _ratio(numer, denom, smooth_nr, smooth_dr):
   return np.where(empty, 1.0, (numer + smooth_nr) / np.where(empty, 1.0, denom))
 
 
-def _cross_entropy(x, g, keep, from_logits, activation, label_smoothing,
-                   reduction):
+def _cross_entropy(
+  x, g, keep, from_logits, activation, label_smoothing, reduction
+):
   """Cross-entropy over the kept pixels: mean, or sum for "sum" (float64)."""
   x = np.asarray(x, np.float64)
   num_classes = x.shape[-1]
@@ -123,32 +123,32 @@ def _cross_entropy(x, g, keep, from_logits, activation, label_smoothing,
 
 
 def family_numpy(
-    predictions,
-    targets,
-    *,
-    exponent=3.0,
-    scale=1.0,
-    fp_weight=1.0,
-    fn_weight=1.0,
-    smooth_nr=1e-5,
-    smooth_dr=1e-5,
-    from_logits=False,
-    activation=None,
-    class_weights=None,
-    include_background=True,
-    where=None,
-    ignore_index=None,
-    batch=False,
-    reduction="mean",
-    generalized=None,
-    squared=False,
-    soft_labels=False,
-    focal_gamma=None,
-    log_loss=False,
-    absent_classes="count",
-    average="macro",
-    ce_weight=0.0,
-    ce_label_smoothing=0.0,
+  predictions,
+  targets,
+  *,
+  exponent=3.0,
+  scale=1.0,
+  fp_weight=1.0,
+  fn_weight=1.0,
+  smooth_nr=1e-5,
+  smooth_dr=1e-5,
+  from_logits=False,
+  activation=None,
+  class_weights=None,
+  include_background=True,
+  where=None,
+  ignore_index=None,
+  batch=False,
+  reduction="mean",
+  generalized=None,
+  squared=False,
+  soft_labels=False,
+  focal_gamma=None,
+  log_loss=False,
+  absent_classes="count",
+  average="macro",
+  ce_weight=0.0,
+  ce_label_smoothing=0.0,
 ):
   """float64 loss of the family; see the module docstring for the formulas.
 
@@ -168,7 +168,7 @@ def family_numpy(
     w_cls = 0
   axes = tuple(range(0 if batch else 1, p.ndim - 1))
   numer, tp, fp, fn, g_sum = _sums(
-      p, g, w, axes, exponent, squared, soft_labels
+    p, g, w, axes, exponent, squared, soft_labels
   )
   denom = tp + fp_weight * fp + fn_weight * fn
   cw = None
@@ -183,7 +183,7 @@ def family_numpy(
     if cw is not None:
       wts = wts * cw
     ratio = _ratio(
-        np.sum(wts * numer, -1), np.sum(wts * denom, -1), smooth_nr, smooth_dr
+      np.sum(wts * numer, -1), np.sum(wts * denom, -1), smooth_nr, smooth_dr
     )
     present = np.ones_like(ratio)
   else:
@@ -212,7 +212,12 @@ def family_numpy(
     out = reference.np_reduce(losses, reduction)
   if ce_weight:
     out = out + ce_weight * _cross_entropy(
-        predictions, reference.np_targets(targets, num_classes)[0], keep,
-        from_logits, activation, ce_label_smoothing, reduction,
+      predictions,
+      reference.np_targets(targets, num_classes)[0],
+      keep,
+      from_logits,
+      activation,
+      ce_label_smoothing,
+      reduction,
     )
   return out

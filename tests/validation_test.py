@@ -15,124 +15,369 @@ _SOFT = np.full((2, 5, 4, 3), 0.5, np.float32)
 
 # name, predictions, targets, kwargs, error, regex (the argument and shapes).
 _BAD = (
-    ("shape_mismatch", _P, np.zeros((2, 5, 3, 3), np.float32), {}, ValueError,
-     r"`targets`.*\(2, 5, 4, 3\).*\(2, 5, 3, 3\)"),
-    ("shape_mismatch_rank", _P, np.zeros((2, 5, 4, 3, 1), np.float32), {},
-     ValueError, r"`targets`.*\(2, 5, 4, 3\).*\(2, 5, 4, 3, 1\)"),
-    ("class_count_mismatch", _P, np.zeros((2, 5, 4, 2), np.float32), {},
-     ValueError, r"[Cc]lass.*`predictions` \(2, 5, 4, 3\).*\(2, 5, 4, 2\)"),
-    ("int_targets_wrong_rank", _P, np.zeros((2, 5, 4, 1), np.int32), {},
-     ValueError, r"`targets`.*\(2, 5, 4\).*\(2, 5, 4, 1\)"),
-    ("int_targets_wrong_spatial", _P, np.zeros((2, 4, 5), np.int32), {},
-     ValueError, r"`targets`.*\(2, 5, 4\).*\(2, 4, 5\)"),
-    ("float_targets_ignore_index", _P, _SOFT, dict(ignore_index=0),
-     ValueError, r"`ignore_index`.*\(2, 5, 4, 3\)"),
-    ("ignore_index_not_int", _P, _IDS, dict(ignore_index=1.5), TypeError,
-     r"`ignore_index`"),
-    ("exponent_zero", _P, _IDS, dict(exponent=0.0), ValueError,
-     r"`exponent`.*> 0"),
-    ("exponent_negative", _P, _IDS, dict(exponent=-1.0), ValueError,
-     r"`exponent`"),
-    ("exponent_nan", _P, _IDS, dict(exponent=float("nan")), ValueError,
-     r"`exponent`"),
-    ("scale_zero", _P, _IDS, dict(scale=0.0), ValueError, r"`scale`"),
-    ("fp_weight_negative", _P, _IDS, dict(fp_weight=-0.1), ValueError,
-     r"`fp_weight`"),
-    ("fn_weight_negative", _P, _IDS, dict(fn_weight=-0.1), ValueError,
-     r"`fn_weight`"),
-    ("smooth_nr_negative", _P, _IDS, dict(smooth_nr=-1e-5), ValueError,
-     r"`smooth_nr`"),
-    ("smooth_dr_negative", _P, _IDS, dict(smooth_dr=-1e-5), ValueError,
-     r"`smooth_dr`"),
-    ("smooth_inf", _P, _IDS, dict(smooth_dr=float("inf")), ValueError,
-     r"`smooth_dr`"),
-    ("unknown_reduction", _P, _IDS, dict(reduction="max"), ValueError,
-     r"`reduction`.*'max'"),
-    ("unknown_activation", _P, _IDS, dict(from_logits=True, activation="relu"),
-     ValueError, r"`activation`.*'relu'"),
-    ("activation_without_logits", _P, _IDS, dict(activation="softmax"),
-     ValueError, r"activation.*from_logits"),
-    ("softmax_single_class", _P[..., :1], _IDS,
-     dict(from_logits=True, activation="softmax"), ValueError,
-     r"softmax.*\(2, 5, 4, 1\)"),
-    ("class_weights_length", _P, _IDS,
-     dict(class_weights=np.ones(2, np.float32)), ValueError,
-     r"`class_weights`.*\(3,\).*\(2,\)"),
-    ("class_weights_rank", _P, _IDS,
-     dict(class_weights=np.ones((1, 3), np.float32)), ValueError,
-     r"`class_weights`.*\(1, 3\)"),
-    ("where_wrong_shape", _P, _IDS, dict(where=np.ones((2, 5), bool)),
-     ValueError, r"`where`.*\(2, 5, 4\).*\(2, 5\)"),
-    ("where_with_class_axis", _P, _IDS,
-     dict(where=np.ones((2, 5, 4, 3), bool)), ValueError,
-     r"`where`.*\(2, 5, 4, 3\)"),
-    ("where_not_bool", _P, _IDS, dict(where=np.ones((2, 5, 4), np.float32)),
-     TypeError, r"`where`.*float32"),
-    ("predictions_int", _P.astype(np.int32), _IDS, {}, TypeError,
-     r"`predictions`.*int32"),
-    ("predictions_bool", _P > 0, _IDS, {}, TypeError, r"`predictions`.*bool"),
-    ("predictions_no_spatial", _P[:, 0, 0], _IDS[:, 0, 0], {}, ValueError,
-     r"`predictions`.*\(2, 3\)"),
-    ("targets_complex", _P, _SOFT.astype(np.complex64), {}, TypeError,
-     r"`targets`"),
-    ("no_background_single_class", _P[..., :1], _IDS,
-     dict(include_background=False), ValueError,
-     r"include_background.*\(2, 5, 4, 1\)"),
-    ("exponent_string", _P, _IDS, dict(exponent="3"), TypeError,
-     r"`exponent`"),
-    ("scale_none", _P, _IDS, dict(scale=None), TypeError, r"`scale`"),
-    ("fp_weight_bool", _P, _IDS, dict(fp_weight=True), TypeError,
-     r"`fp_weight`"),
-    ("smooth_array", _P, _IDS, dict(smooth_nr=np.array([1e-5])), TypeError,
-     r"`smooth_nr`"),
-    ("fn_weight_complex", _P, _IDS, dict(fn_weight=1j), TypeError,
-     r"`fn_weight`"),
-    # Issue 9 item 5: no class, no sample, overflowing hyperparameters.
-    ("no_classes", np.zeros((2, 5, 4, 0), np.float32), _IDS, {}, ValueError,
-     r"`predictions` \(2, 5, 4, 0\).*no class"),
-    ("empty_batch", np.zeros((0, 5, 4, 3), np.float32),
-     np.zeros((0, 5, 4), np.int32), {}, ValueError,
-     r"`predictions` \(0, 5, 4, 3\).*empty batch"),
-    ("smooth_overflows_float32", _P, _IDS,
-     dict(smooth_nr=1e39, smooth_dr=1e39), ValueError,
-     r"`smooth_nr=1e\+39`.*float32"),
-    ("weight_overflows_float32", _P, _IDS, dict(fp_weight=1e38), ValueError,
-     r"`fp_weight=1e\+38`.*float32.*\(2, 5, 4, 3\)"),
-    ("smooth_overflows_bfloat16", _P.astype(jnp.bfloat16), _IDS,
-     dict(smooth_dr=1e38), ValueError,
-     r"`smooth_dr=1e\+38`.*float32.*bfloat16"),
-    ("batch_not_a_bool", _P, _IDS, dict(batch="yes"), TypeError,
-     r"`batch`.*static Python bool"),
-    # Issue 9 item 6: layout mistakes name the likely cause.
-    ("channels_first_predictions_ids", np.zeros((2, 3, 16, 16), np.float32),
-     np.zeros((2, 16, 16), np.int32), {}, ValueError,
-     r"\(2, 3, 16, 16\) look channels-first.*moveaxis"),
-    ("channels_first_float_targets", np.zeros((2, 16, 12, 3), np.float32),
-     np.zeros((2, 3, 16, 12), np.float32), {}, ValueError,
-     r"class axis first.*moveaxis\(targets, 1, -1\)"),
-    ("one_hot_integer_targets", _P, np.zeros((2, 5, 4, 3), np.int32), {},
-     ValueError, r"look one-hot"),
-    ("predictions_without_class_axis", np.zeros((2, 16, 16), np.float32),
-     np.zeros((2, 16, 16, 1), np.float32), {}, ValueError,
-     r"lack the class axis.*predictions\[\.\.\., None\]"),
-    ("mask_without_class_axis", np.zeros((2, 16, 16, 1), np.float32),
-     np.zeros((2, 16, 16), np.float32), {}, ValueError,
-     r"targets\[\.\.\., None\]"),
-    ("channels_first_where", np.zeros((2, 2, 32, 32), np.float32),
-     np.zeros((2, 2, 32), np.int32), dict(where=np.ones((2, 32, 32), bool)),
-     ValueError, r"`where`.*look channels-first"),
-    ("channels_first_class_weights", np.zeros((2, 2, 32, 32), np.float32),
-     np.zeros((2, 2, 32), np.int32),
-     dict(class_weights=np.ones(2, np.float32)), ValueError,
-     r"`class_weights`.*look channels-first"),
-    ("rank_two_predictions", np.zeros((2, 16), np.float32),
-     np.zeros((2,), np.int32), {}, ValueError,
-     r"`predictions`.*\(2, 16\).*predictions\[\.\.\., None\]"),
+  (
+    "shape_mismatch",
+    _P,
+    np.zeros((2, 5, 3, 3), np.float32),
+    {},
+    ValueError,
+    r"`targets`.*\(2, 5, 4, 3\).*\(2, 5, 3, 3\)",
+  ),
+  (
+    "shape_mismatch_rank",
+    _P,
+    np.zeros((2, 5, 4, 3, 1), np.float32),
+    {},
+    ValueError,
+    r"`targets`.*\(2, 5, 4, 3\).*\(2, 5, 4, 3, 1\)",
+  ),
+  (
+    "class_count_mismatch",
+    _P,
+    np.zeros((2, 5, 4, 2), np.float32),
+    {},
+    ValueError,
+    r"[Cc]lass.*`predictions` \(2, 5, 4, 3\).*\(2, 5, 4, 2\)",
+  ),
+  (
+    "int_targets_wrong_rank",
+    _P,
+    np.zeros((2, 5, 4, 1), np.int32),
+    {},
+    ValueError,
+    r"`targets`.*\(2, 5, 4\).*\(2, 5, 4, 1\)",
+  ),
+  (
+    "int_targets_wrong_spatial",
+    _P,
+    np.zeros((2, 4, 5), np.int32),
+    {},
+    ValueError,
+    r"`targets`.*\(2, 5, 4\).*\(2, 4, 5\)",
+  ),
+  (
+    "float_targets_ignore_index",
+    _P,
+    _SOFT,
+    dict(ignore_index=0),
+    ValueError,
+    r"`ignore_index`.*\(2, 5, 4, 3\)",
+  ),
+  (
+    "ignore_index_not_int",
+    _P,
+    _IDS,
+    dict(ignore_index=1.5),
+    TypeError,
+    r"`ignore_index`",
+  ),
+  (
+    "exponent_zero",
+    _P,
+    _IDS,
+    dict(exponent=0.0),
+    ValueError,
+    r"`exponent`.*> 0",
+  ),
+  (
+    "exponent_negative",
+    _P,
+    _IDS,
+    dict(exponent=-1.0),
+    ValueError,
+    r"`exponent`",
+  ),
+  (
+    "exponent_nan",
+    _P,
+    _IDS,
+    dict(exponent=float("nan")),
+    ValueError,
+    r"`exponent`",
+  ),
+  ("scale_zero", _P, _IDS, dict(scale=0.0), ValueError, r"`scale`"),
+  (
+    "fp_weight_negative",
+    _P,
+    _IDS,
+    dict(fp_weight=-0.1),
+    ValueError,
+    r"`fp_weight`",
+  ),
+  (
+    "fn_weight_negative",
+    _P,
+    _IDS,
+    dict(fn_weight=-0.1),
+    ValueError,
+    r"`fn_weight`",
+  ),
+  (
+    "smooth_nr_negative",
+    _P,
+    _IDS,
+    dict(smooth_nr=-1e-5),
+    ValueError,
+    r"`smooth_nr`",
+  ),
+  (
+    "smooth_dr_negative",
+    _P,
+    _IDS,
+    dict(smooth_dr=-1e-5),
+    ValueError,
+    r"`smooth_dr`",
+  ),
+  (
+    "smooth_inf",
+    _P,
+    _IDS,
+    dict(smooth_dr=float("inf")),
+    ValueError,
+    r"`smooth_dr`",
+  ),
+  (
+    "unknown_reduction",
+    _P,
+    _IDS,
+    dict(reduction="max"),
+    ValueError,
+    r"`reduction`.*'max'",
+  ),
+  (
+    "unknown_activation",
+    _P,
+    _IDS,
+    dict(from_logits=True, activation="relu"),
+    ValueError,
+    r"`activation`.*'relu'",
+  ),
+  (
+    "activation_without_logits",
+    _P,
+    _IDS,
+    dict(activation="softmax"),
+    ValueError,
+    r"activation.*from_logits",
+  ),
+  (
+    "softmax_single_class",
+    _P[..., :1],
+    _IDS,
+    dict(from_logits=True, activation="softmax"),
+    ValueError,
+    r"softmax.*\(2, 5, 4, 1\)",
+  ),
+  (
+    "class_weights_length",
+    _P,
+    _IDS,
+    dict(class_weights=np.ones(2, np.float32)),
+    ValueError,
+    r"`class_weights`.*\(3,\).*\(2,\)",
+  ),
+  (
+    "class_weights_rank",
+    _P,
+    _IDS,
+    dict(class_weights=np.ones((1, 3), np.float32)),
+    ValueError,
+    r"`class_weights`.*\(1, 3\)",
+  ),
+  (
+    "where_wrong_shape",
+    _P,
+    _IDS,
+    dict(where=np.ones((2, 5), bool)),
+    ValueError,
+    r"`where`.*\(2, 5, 4\).*\(2, 5\)",
+  ),
+  (
+    "where_with_class_axis",
+    _P,
+    _IDS,
+    dict(where=np.ones((2, 5, 4, 3), bool)),
+    ValueError,
+    r"`where`.*\(2, 5, 4, 3\)",
+  ),
+  (
+    "where_not_bool",
+    _P,
+    _IDS,
+    dict(where=np.ones((2, 5, 4), np.float32)),
+    TypeError,
+    r"`where`.*float32",
+  ),
+  (
+    "predictions_int",
+    _P.astype(np.int32),
+    _IDS,
+    {},
+    TypeError,
+    r"`predictions`.*int32",
+  ),
+  ("predictions_bool", _P > 0, _IDS, {}, TypeError, r"`predictions`.*bool"),
+  (
+    "predictions_no_spatial",
+    _P[:, 0, 0],
+    _IDS[:, 0, 0],
+    {},
+    ValueError,
+    r"`predictions`.*\(2, 3\)",
+  ),
+  (
+    "targets_complex",
+    _P,
+    _SOFT.astype(np.complex64),
+    {},
+    TypeError,
+    r"`targets`",
+  ),
+  (
+    "no_background_single_class",
+    _P[..., :1],
+    _IDS,
+    dict(include_background=False),
+    ValueError,
+    r"include_background.*\(2, 5, 4, 1\)",
+  ),
+  ("exponent_string", _P, _IDS, dict(exponent="3"), TypeError, r"`exponent`"),
+  ("scale_none", _P, _IDS, dict(scale=None), TypeError, r"`scale`"),
+  ("fp_weight_bool", _P, _IDS, dict(fp_weight=True), TypeError, r"`fp_weight`"),
+  (
+    "smooth_array",
+    _P,
+    _IDS,
+    dict(smooth_nr=np.array([1e-5])),
+    TypeError,
+    r"`smooth_nr`",
+  ),
+  (
+    "fn_weight_complex",
+    _P,
+    _IDS,
+    dict(fn_weight=1j),
+    TypeError,
+    r"`fn_weight`",
+  ),
+  # Issue 9 item 5: no class, no sample, overflowing hyperparameters.
+  (
+    "no_classes",
+    np.zeros((2, 5, 4, 0), np.float32),
+    _IDS,
+    {},
+    ValueError,
+    r"`predictions` \(2, 5, 4, 0\).*no class",
+  ),
+  (
+    "empty_batch",
+    np.zeros((0, 5, 4, 3), np.float32),
+    np.zeros((0, 5, 4), np.int32),
+    {},
+    ValueError,
+    r"`predictions` \(0, 5, 4, 3\).*empty batch",
+  ),
+  (
+    "smooth_overflows_float32",
+    _P,
+    _IDS,
+    dict(smooth_nr=1e39, smooth_dr=1e39),
+    ValueError,
+    r"`smooth_nr=1e\+39`.*float32",
+  ),
+  (
+    "weight_overflows_float32",
+    _P,
+    _IDS,
+    dict(fp_weight=1e38),
+    ValueError,
+    r"`fp_weight=1e\+38`.*float32.*\(2, 5, 4, 3\)",
+  ),
+  (
+    "smooth_overflows_bfloat16",
+    _P.astype(jnp.bfloat16),
+    _IDS,
+    dict(smooth_dr=1e38),
+    ValueError,
+    r"`smooth_dr=1e\+38`.*float32.*bfloat16",
+  ),
+  (
+    "batch_not_a_bool",
+    _P,
+    _IDS,
+    dict(batch="yes"),
+    TypeError,
+    r"`batch`.*static Python bool",
+  ),
+  # Issue 9 item 6: layout mistakes name the likely cause.
+  (
+    "channels_first_predictions_ids",
+    np.zeros((2, 3, 16, 16), np.float32),
+    np.zeros((2, 16, 16), np.int32),
+    {},
+    ValueError,
+    r"\(2, 3, 16, 16\) look channels-first.*moveaxis",
+  ),
+  (
+    "channels_first_float_targets",
+    np.zeros((2, 16, 12, 3), np.float32),
+    np.zeros((2, 3, 16, 12), np.float32),
+    {},
+    ValueError,
+    r"class axis first.*moveaxis\(targets, 1, -1\)",
+  ),
+  (
+    "one_hot_integer_targets",
+    _P,
+    np.zeros((2, 5, 4, 3), np.int32),
+    {},
+    ValueError,
+    r"look one-hot",
+  ),
+  (
+    "predictions_without_class_axis",
+    np.zeros((2, 16, 16), np.float32),
+    np.zeros((2, 16, 16, 1), np.float32),
+    {},
+    ValueError,
+    r"lack the class axis.*predictions\[\.\.\., None\]",
+  ),
+  (
+    "mask_without_class_axis",
+    np.zeros((2, 16, 16, 1), np.float32),
+    np.zeros((2, 16, 16), np.float32),
+    {},
+    ValueError,
+    r"targets\[\.\.\., None\]",
+  ),
+  (
+    "channels_first_where",
+    np.zeros((2, 2, 32, 32), np.float32),
+    np.zeros((2, 2, 32), np.int32),
+    dict(where=np.ones((2, 32, 32), bool)),
+    ValueError,
+    r"`where`.*look channels-first",
+  ),
+  (
+    "channels_first_class_weights",
+    np.zeros((2, 2, 32, 32), np.float32),
+    np.zeros((2, 2, 32), np.int32),
+    dict(class_weights=np.ones(2, np.float32)),
+    ValueError,
+    r"`class_weights`.*look channels-first",
+  ),
+  (
+    "rank_two_predictions",
+    np.zeros((2, 16), np.float32),
+    np.zeros((2,), np.int32),
+    {},
+    ValueError,
+    r"`predictions`.*\(2, 16\).*predictions\[\.\.\., None\]",
+  ),
 )
 
 
 class BadInputTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*_BAD)
   def test_eager(self, predictions, targets, kwargs, error, regex):
     with self.assertRaisesRegex(error, regex):
@@ -144,12 +389,14 @@ class BadInputTest(parameterized.TestCase):
     with self.assertRaisesRegex(error, regex):
       f(predictions, targets)
 
-  @parameterized.parameters("exponent", "scale", "fp_weight", "fn_weight",
-                            "smooth_nr", "smooth_dr")
+  @parameterized.parameters(
+    "exponent", "scale", "fp_weight", "fn_weight", "smooth_nr", "smooth_dr"
+  )
   def test_traced_hyperparameter(self, name):
     f = jax.jit(lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}))
     with self.assertRaisesRegex(
-        TypeError, f"`{name}`.*static.*static_argnames.*functools.partial"):
+      TypeError, f"`{name}`.*static.*static_argnames.*functools.partial"
+    ):
       f(_P, _IDS, 2.0)
 
   @parameterized.parameters("from_logits", "batch", "include_background")
@@ -157,13 +404,16 @@ class BadInputTest(parameterized.TestCase):
     # JAX's raw TracerBoolConversionError before; now says what to do.
     f = jax.jit(lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}))
     with self.assertRaisesRegex(
-        TypeError, f"`{name}` must be a static Python bool.*static_argnames"):
+      TypeError, f"`{name}` must be a static Python bool.*static_argnames"
+    ):
       f(_P, _IDS, True)
     # Marked static, it works.
-    g = jax.jit(lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}),
-                static_argnames="v")
-    np.testing.assert_allclose(g(_P, _IDS, v=True),
-                               pel_jax.pel_loss(_P, _IDS, **{name: True}))
+    g = jax.jit(
+      lambda p, t, v: pel_jax.pel_loss(p, t, **{name: v}), static_argnames="v"
+    )
+    np.testing.assert_allclose(
+      g(_P, _IDS, v=True), pel_jax.pel_loss(_P, _IDS, **{name: True})
+    )
 
   def test_large_smoothing_is_fine_in_float64(self):
     # The bound is the compute dtype's: float64 holds 1e39.
@@ -173,14 +423,13 @@ class BadInputTest(parameterized.TestCase):
       np.testing.assert_allclose(loss, 0.0, atol=1e-12)  # Ratio -> 1.
 
   @parameterized.named_parameters(
-      ("dice", pel_jax.dice_loss),
-      ("jaccard", pel_jax.jaccard_loss),
-      ("tversky", pel_jax.tversky_loss),
+    ("dice", pel_jax.dice_loss),
+    ("jaccard", pel_jax.jaccard_loss),
+    ("tversky", pel_jax.tversky_loss),
   )
   def test_variants_validate(self, loss_fn):
     with self.assertRaisesRegex(ValueError, r"`where`"):
-      jax.jit(lambda p, t: loss_fn(p, t, where=np.ones((2, 5), bool)))(
-          _P, _IDS)
+      jax.jit(lambda p, t: loss_fn(p, t, where=np.ones((2, 5), bool)))(_P, _IDS)
     with self.assertRaisesRegex(ValueError, r"`smooth_dr`"):
       loss_fn(_P, _IDS, smooth_dr=-1.0)
 
@@ -196,25 +445,26 @@ class BadInputTest(parameterized.TestCase):
     weights = tuple(float(w) for w in range(1, _P.shape[-1] + 1))
     mask = np.ones(_IDS.shape, bool)
     mask[0, 0] = False
-    a = pel_jax.pel_loss(_P.tolist(), _IDS.tolist(), class_weights=weights,
-                         where=mask.tolist())
+    a = pel_jax.pel_loss(
+      _P.tolist(), _IDS.tolist(), class_weights=weights, where=mask.tolist()
+    )
     b = pel_jax.pel_loss(_P, _IDS, class_weights=np.array(weights), where=mask)
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
   def test_accepts_numpy_scalars_and_ints(self):
     # numpy scalars and Python ints are numbers too (no error, same value).
-    a = pel_jax.pel_loss(_P, _IDS, exponent=np.float32(2.0), scale=1,
-                         fp_weight=np.int64(1))
+    a = pel_jax.pel_loss(
+      _P, _IDS, exponent=np.float32(2.0), scale=1, fp_weight=np.int64(1)
+    )
     b = pel_jax.pel_loss(_P, _IDS, exponent=2.0, scale=1.0, fp_weight=1.0)
     np.testing.assert_allclose(a, b, rtol=1e-7)
 
 
 class CheckLabelsTest(parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ("too_big", 3, None),
-      ("negative", -1, None),
-      ("way_off", 255, 254),
+    ("too_big", 3, None),
+    ("negative", -1, None),
+    ("way_off", 255, 254),
   )
   def test_raises_eagerly(self, bad, ignore_index):
     ids = np.zeros((2, 3, 3), np.int32)
@@ -231,8 +481,9 @@ class CheckLabelsTest(parameterized.TestCase):
     self.assertIsNone(pel_jax.check_labels(with_negative, 3, ignore_index=-1))
 
   def test_under_jit_with_checkify(self):
-    checked = jax.jit(checkify.checkify(
-        lambda t: pel_jax.check_labels(t, 3, ignore_index=255)))
+    checked = jax.jit(
+      checkify.checkify(lambda t: pel_jax.check_labels(t, 3, ignore_index=255))
+    )
     good = np.array([[[0, 255], [2, 1]]], np.int32)
     err, _ = checked(good)
     self.assertIsNone(err.get())

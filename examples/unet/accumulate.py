@@ -23,9 +23,10 @@ def check(batch_size: int, micro: int, devices: int) -> None:
   """Refuses a K that does not split every device's rows into equal parts."""
   if micro < 1 or batch_size % (micro * devices):
     raise ValueError(
-        f"--accumulate {micro}: needs K >= 1 dividing the per-device"
-        f" batch, but --batch-size {batch_size} over {devices} device(s) is"
-        f" {batch_size / devices:g} rows each")
+      f"--accumulate {micro}: needs K >= 1 dividing the per-device"
+      f" batch, but --batch-size {batch_size} over {devices} device(s) is"
+      f" {batch_size / devices:g} rows each"
+    )
 
 
 def micro_batches(x: jax.Array, micro: int, devices: int) -> jax.Array:
@@ -41,8 +42,16 @@ def micro_batches(x: jax.Array, micro: int, devices: int) -> jax.Array:
   return x.reshape(micro, -1, *rest)
 
 
-def train_step(model, optimizer, batch, stats_loss, num_classes: int,
-               micro: int, devices: int = 1, sharding=None):
+def train_step(
+  model,
+  optimizer,
+  batch,
+  stats_loss,
+  num_classes: int,
+  micro: int,
+  devices: int = 1,
+  sharding=None,
+):
   """`train.train_step` over K = `micro` micro-batches, in one's memory.
 
   `pel_jax.accumulated_value_and_grad` sums the statistics of
@@ -56,7 +65,8 @@ def train_step(model, optimizer, batch, stats_loss, num_classes: int,
   if sharding is not None:
     spec = P(None, *sharding.spec)
     parts = jax.lax.with_sharding_constraint(
-        parts, NamedSharding(sharding.mesh, spec))
+      parts, NamedSharding(sharding.mesh, spec)
+    )
 
   # accumulated_value_and_grad returns no auxiliary output: the confusion
   # counts come out as the gradient of a zero probe (the loss is unchanged,
@@ -66,8 +76,9 @@ def train_step(model, optimizer, batch, stats_loss, num_classes: int,
     params, probe = wrt
     logits = nnx.merge(graphdef, params, rest)(mb["image"])
     pred = jnp.argmax(logits, -1)
-    counts = jnp.bincount((mb["mask"] * num_classes + pred).ravel(),
-                          length=num_classes**2).astype(jnp.float32)
+    counts = jnp.bincount(
+      (mb["mask"] * num_classes + pred).ravel(), length=num_classes**2
+    ).astype(jnp.float32)
     return stats_loss.stats(logits, mb["mask"]), jnp.vdot(probe, counts)
 
   def loss(s):
@@ -76,7 +87,8 @@ def train_step(model, optimizer, batch, stats_loss, num_classes: int,
 
   probe = jnp.zeros(num_classes**2, jnp.float32)
   loss_value, (grads, counts) = pel_jax.accumulated_value_and_grad(
-      stats, loss, (params, probe), parts, stack=stats_loss.stack)
+    stats, loss, (params, probe), parts, stack=stats_loss.stack
+  )
   cm = counts.astype(jnp.int32).reshape(num_classes, num_classes)
   optimizer.update(model, grads)
   return loss_value, cm, optax.tree.norm(grads)

@@ -14,12 +14,13 @@ import hashlib
 import pathlib
 from typing import Any
 
+from flax import nnx
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
 
-from . import configs, models
+from . import configs
+from . import models
 
 
 class CheckpointError(RuntimeError):
@@ -56,15 +57,21 @@ def checksums(tree) -> dict[str, str]:
 class Checkpoints:
   """Thin wrapper over `ocp.CheckpointManager` with clear errors."""
 
-  def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3,
-               create: bool = True):
+  def __init__(
+    self,
+    directory: str | pathlib.Path,
+    max_to_keep: int = 3,
+    create: bool = True,
+  ):
     self.directory = resolve(directory)
     if not create and not self.directory.is_dir():
       raise CheckpointError(f"{self.directory}: no checkpoint directory")
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=create))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=create
+      ),
+    )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -72,22 +79,34 @@ class Checkpoints:
   def save(self, step: int, model_state, opt_state, meta: dict) -> None:
     if step in self.manager.all_steps():  # e.g. Ctrl-C right after a save
       return
-    meta = {**meta, "checksums": {"model": checksums(model_state),
-                                  "optimizer": checksums(opt_state)}}
-    self.manager.save(step, args=ocp.args.Composite(
+    meta = {
+      **meta,
+      "checksums": {
+        "model": checksums(model_state),
+        "optimizer": checksums(opt_state),
+      },
+    }
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(
         model=ocp.args.StandardSave(model_state),
         optimizer=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+        meta=ocp.args.JsonSave(meta),
+      ),
+      force=True,
+    )
 
   def meta(self, step: int | None = None) -> tuple[int, dict]:
     step = self._step(step)
     try:
-      got = self.manager.restore(step, args=ocp.args.Composite(
-          meta=ocp.args.JsonRestore()))
+      got = self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+      )
     except Exception as e:
       raise CheckpointError(
-          f"{self.directory / str(step)}: unreadable checkpoint metadata"
-          f" ({type(e).__name__}: {e})") from e
+        f"{self.directory / str(step)}: unreadable checkpoint metadata"
+        f" ({type(e).__name__}: {e})"
+      ) from e
     return step, got["meta"]
 
   def restore(self, step: int | None, targets: dict[str, Any]) -> dict:
@@ -98,27 +117,39 @@ class Checkpoints:
     step, meta = self.meta(step)
     path = self.directory / str(step)
     try:
-      got = self.manager.restore(step, args=ocp.args.Composite(**{
-          k: ocp.args.StandardRestore(_abstract(v)) for k, v in targets.items()}))
+      got = self.manager.restore(
+        step,
+        args=ocp.args.Composite(
+          **{
+            k: ocp.args.StandardRestore(_abstract(v))
+            for k, v in targets.items()
+          }
+        ),
+      )
     except Exception as e:
       raise CheckpointError(
-          f"{path}: corrupt checkpoint, or one saved for a different model or"
-          f" optimizer ({type(e).__name__}: {str(e)[:500]})") from e
+        f"{path}: corrupt checkpoint, or one saved for a different model or"
+        f" optimizer ({type(e).__name__}: {str(e)[:500]})"
+      ) from e
     for k, v in targets.items():
       want = jax.tree.map(lambda x: (x.shape, x.dtype), v)
       have = jax.tree.map(lambda x: (x.shape, x.dtype), got[k])
       if want != have:
-        raise CheckpointError(f"{path}: {k} shapes/dtypes do not match the"
-                              " current model")
+        raise CheckpointError(
+          f"{path}: {k} shapes/dtypes do not match the current model"
+        )
       saved = meta.get("checksums", {}).get(k)
       if saved is None:
-        raise CheckpointError(f"{path}: no checksums of the {k} arrays in the"
-                              " metadata (a checkpoint from an older version?)")
+        raise CheckpointError(
+          f"{path}: no checksums of the {k} arrays in the"
+          " metadata (a checkpoint from an older version?)"
+        )
       bad = sorted(n for n, h in checksums(got[k]).items() if saved.get(n) != h)
       if bad:
         raise CheckpointError(
-            f"{path}: corrupt checkpoint: {len(bad)} {k} array(s) differ from"
-            f" their checksums at save time, e.g. {bad[0]}")
+          f"{path}: corrupt checkpoint: {len(bad)} {k} array(s) differ from"
+          f" their checksums at save time, e.g. {bad[0]}"
+        )
     return dict(got)
 
   def _step(self, step: int | None) -> int:
@@ -132,8 +163,14 @@ class Checkpoints:
     self.manager.close()
 
 
-def restore(ckpts: Checkpoints, model, *, architecture: dict, optimizer=None,
-            step: int | None = None) -> int:
+def restore(
+  ckpts: Checkpoints,
+  model,
+  *,
+  architecture: dict,
+  optimizer=None,
+  step: int | None = None,
+) -> int:
   """Restores step `step` (latest if None) into `model` (and `optimizer`).
 
   Raises CheckpointError if the saved architecture differs from
@@ -142,12 +179,14 @@ def restore(ckpts: Checkpoints, model, *, architecture: dict, optimizer=None,
   """
   step, meta = ckpts.meta(step)
   saved = meta.get("model", {})
-  diff = {k: (saved.get(k), v) for k, v in architecture.items()
-          if saved.get(k) != v}
+  diff = {
+    k: (saved.get(k), v) for k, v in architecture.items() if saved.get(k) != v
+  }
   if diff:
     raise CheckpointError(
-        f"{ckpts.directory / str(step)}: incompatible checkpoint, saved vs"
-        f" current: {diff}")
+      f"{ckpts.directory / str(step)}: incompatible checkpoint, saved vs"
+      f" current: {diff}"
+    )
   targets = {"model": nnx.state(model)}
   if optimizer is not None:
     targets["optimizer"] = nnx.state(optimizer)
@@ -163,12 +202,14 @@ def load_model(path: str | pathlib.Path) -> tuple[models.UNet, configs.Config]:
   ckpts = Checkpoints(path, create=False)
   step, meta = ckpts.meta()
   fields = configs.Config.__dataclass_fields__
-  cfg = configs.Config(**{k: v for k, v in meta.get("config", {}).items()
-                          if k in fields})
+  cfg = configs.Config(
+    **{k: v for k, v in meta.get("config", {}).items() if k in fields}
+  )
   in_channels = meta.get("model", {}).get("in_channels")
   if in_channels is None:
     raise CheckpointError(
-        f"{ckpts.directory / str(step)}: no model metadata in checkpoint")
+      f"{ckpts.directory / str(step)}: no model metadata in checkpoint"
+    )
   model = models.make_model(cfg, in_channels)
   restore(ckpts, model, architecture=meta["model"], step=step)
   ckpts.close()

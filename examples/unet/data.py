@@ -24,6 +24,7 @@ class DataError(ValueError):
 class Dataset:
   """Images, masks, names (file stems) and, for folder data, the image files
   and any instance ids."""
+
   images: list[np.ndarray]
   masks: list[np.ndarray]
   names: list[str]
@@ -32,8 +33,9 @@ class Dataset:
   files: list[str] | None = dataclasses.field(default=None, kw_only=True)
   # Nucleus ids per image (0 = none) for the object metrics; from the
   # optional `instances/` folder next to `masks/`.
-  instances: list[np.ndarray] | None = dataclasses.field(default=None,
-                                                         kw_only=True)
+  instances: list[np.ndarray] | None = dataclasses.field(
+    default=None, kw_only=True
+  )
 
   @property
   def in_channels(self) -> int:
@@ -44,11 +46,16 @@ class Dataset:
     return self.files[i] if self.files else self.names[i]
 
   def subset(self, idx) -> Dataset:
-    return Dataset([self.images[i] for i in idx], [self.masks[i] for i in idx],
-                   [self.names[i] for i in idx], self.num_classes,
-                   files=[self.files[i] for i in idx] if self.files else None,
-                   instances=None if self.instances is None else
-                   [self.instances[i] for i in idx])
+    return Dataset(
+      [self.images[i] for i in idx],
+      [self.masks[i] for i in idx],
+      [self.names[i] for i in idx],
+      self.num_classes,
+      files=[self.files[i] for i in idx] if self.files else None,
+      instances=None
+      if self.instances is None
+      else [self.instances[i] for i in idx],
+    )
 
 
 # ----------------------------------------------------------------- synthetic
@@ -61,8 +68,10 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
     pad = [(0, 0), (0, 0)]
     pad[axis] = (r, r)
     xp = np.pad(x, pad, mode="reflect")
-    x = sum(w * np.take(xp, np.arange(i, i + x.shape[axis]), axis=axis)
-            for i, w in enumerate(k))
+    x = sum(
+      w * np.take(xp, np.arange(i, i + x.shape[axis]), axis=axis)
+      for i, w in enumerate(k)
+    )
   return x
 
 
@@ -100,20 +109,29 @@ def synthetic_example(seed: int, index: int, size: int, num_classes: int):
   texture = _blur(rng.normal(0, 1, (size, size)), rng.uniform(2, 5))
   texture = 0.1 * texture / (texture.std() + 1e-6)
   ramp = rng.uniform(-0.1, 0.1) * (xx / size) + rng.uniform(-0.1, 0.1) * (
-      yy / size)
+    yy / size
+  )
   contrast = rng.uniform(0.25, 0.45)
   image = 0.3 + texture + ramp + contrast * (mask > 0)
   image = _blur(image, rng.uniform(0.5, 0.9)) + rng.normal(0, 0.05, image.shape)
-  return np.clip(image, 0, 1).astype(np.float32)[..., None], mask.astype(np.int32)
+  return np.clip(image, 0, 1).astype(np.float32)[..., None], mask.astype(
+    np.int32
+  )
 
 
-def synthetic(seed: int, count: int, size: int, num_classes: int,
-              start: int = 0) -> Dataset:
-  pairs = [synthetic_example(seed, i, size, num_classes)
-           for i in range(start, start + count)]
-  return Dataset([p[0] for p in pairs], [p[1] for p in pairs],
-                 [f"synthetic_{i:05d}" for i in range(start, start + count)],
-                 num_classes)
+def synthetic(
+  seed: int, count: int, size: int, num_classes: int, start: int = 0
+) -> Dataset:
+  pairs = [
+    synthetic_example(seed, i, size, num_classes)
+    for i in range(start, start + count)
+  ]
+  return Dataset(
+    [p[0] for p in pairs],
+    [p[1] for p in pairs],
+    [f"synthetic_{i:05d}" for i in range(start, start + count)],
+    num_classes,
+  )
 
 
 # -------------------------------------------------------------------- folder
@@ -122,8 +140,10 @@ def read_image(path: pathlib.Path) -> np.ndarray:
   try:
     if path.suffix.lower() in (".tif", ".tiff"):
       import tifffile  # pylint: disable=import-outside-toplevel
+
       return np.asarray(tifffile.imread(path))
     from PIL import Image  # pylint: disable=import-outside-toplevel
+
     with Image.open(path) as im:
       return np.asarray(im)
   except Exception as e:  # any decoder error means the same to the user
@@ -141,8 +161,10 @@ def to_float(image: np.ndarray, path: pathlib.Path) -> np.ndarray:
   if image.ndim == 2:
     image = image[..., None]
   if image.ndim != 3 or image.shape[-1] not in (1, 2, 3, 4):
-    raise DataError(f"{path}: expected a grayscale or RGB image (with or"
-                    f" without alpha), got shape {image.shape}")
+    raise DataError(
+      f"{path}: expected a grayscale or RGB image (with or"
+      f" without alpha), got shape {image.shape}"
+    )
   image = image[..., :1] if image.shape[-1] == 2 else image[..., :3]  # no alpha
   if np.issubdtype(image.dtype, np.bool_):
     return image.astype(np.float32)
@@ -166,13 +188,17 @@ def _files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     if p.suffix.lower() not in IMAGE_SUFFIXES:
       continue
     if p.stem in files:
-      raise DataError(f"{files[p.stem]} and {p.name}: two files with the same"
-                      " name stem; keep one")
+      raise DataError(
+        f"{files[p.stem]} and {p.name}: two files with the same"
+        " name stem; keep one"
+      )
     files[p.stem] = p
   return files
 
 
-def load_images(folder: str | pathlib.Path) -> tuple[list[np.ndarray], list[str]]:
+def load_images(
+  folder: str | pathlib.Path,
+) -> tuple[list[np.ndarray], list[str]]:
   """Every PNG/TIFF in `folder` (for predict mode), as float images."""
   files = _files(pathlib.Path(folder))
   if not files:
@@ -187,8 +213,9 @@ def _same_channels(images: list[np.ndarray]) -> list[np.ndarray]:
   return [np.repeat(im, channels // im.shape[-1], -1) for im in images]
 
 
-def load_folder(root: str | pathlib.Path, num_classes: int,
-                binary: bool = False) -> Dataset:
+def load_folder(
+  root: str | pathlib.Path, num_classes: int, binary: bool = False
+) -> Dataset:
   """`root/images/*` and `root/masks/*` matched by file stem.
 
   Masks hold class ids in [0, num_classes); with `binary`, any non-zero
@@ -207,55 +234,83 @@ def load_folder(root: str | pathlib.Path, num_classes: int,
   for stem, path in image_files.items():
     image, mpath = to_float(read_image(path), path), mask_files[stem]
     mask = read_image(mpath)
-    if mask.ndim == 3 and mask.shape[-1] in (3, 4) and (
-        mask[..., :3] == mask[..., :1]).all():
+    if (
+      mask.ndim == 3
+      and mask.shape[-1] in (3, 4)
+      and (mask[..., :3] == mask[..., :1]).all()
+    ):
       mask = mask[..., 0]  # gray saved as RGB
-    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer) and not (
-        np.issubdtype(mask.dtype, np.bool_)):
-      raise DataError(f"{mpath}: mask must be a single-channel integer image,"
-                      f" got shape {mask.shape} dtype {mask.dtype}")
+    if (
+      mask.ndim != 2
+      or not np.issubdtype(mask.dtype, np.integer)
+      and not (np.issubdtype(mask.dtype, np.bool_))
+    ):
+      raise DataError(
+        f"{mpath}: mask must be a single-channel integer image,"
+        f" got shape {mask.shape} dtype {mask.dtype}"
+      )
     if mask.shape != image.shape[:2]:
-      raise DataError(f"{mpath}: mask size {mask.shape} does not match image"
-                      f" {path.name} size {image.shape[:2]}")
+      raise DataError(
+        f"{mpath}: mask size {mask.shape} does not match image"
+        f" {path.name} size {image.shape[:2]}"
+      )
     if mask.min() < 0:
-      raise DataError(f"{mpath}: negative mask value {int(mask.min())}; class"
-                      f" ids must be in [0, {num_classes})")
+      raise DataError(
+        f"{mpath}: negative mask value {int(mask.min())}; class"
+        f" ids must be in [0, {num_classes})"
+      )
     mask = (mask > 0) if binary else mask
     if mask.max() >= num_classes:
-      raise DataError(f"{mpath}: mask value {int(mask.max())} >= num_classes"
-                      f" = {num_classes} (use --classes, or --binary for"
-                      " instance labels)")
+      raise DataError(
+        f"{mpath}: mask value {int(mask.max())} >= num_classes"
+        f" = {num_classes} (use --classes, or --binary for"
+        " instance labels)"
+      )
     images.append(image)
     masks.append(mask.astype(np.int32))
-  return Dataset(_same_channels(images), masks, list(image_files), num_classes,
-                 files=[str(p) for p in image_files.values()],
-                 instances=_instances(root / "instances", image_files, masks))
+  return Dataset(
+    _same_channels(images),
+    masks,
+    list(image_files),
+    num_classes,
+    files=[str(p) for p in image_files.values()],
+    instances=_instances(root / "instances", image_files, masks),
+  )
 
 
-def _instances(folder: pathlib.Path, image_files: dict,
-               masks: list[np.ndarray]) -> list[np.ndarray] | None:
+def _instances(
+  folder: pathlib.Path, image_files: dict, masks: list[np.ndarray]
+) -> list[np.ndarray] | None:
   """Instance-id images matching every image, or None without the folder."""
   if not folder.is_dir():
     return None
   files, out = _files(folder), []
   for (stem, path), mask in zip(image_files.items(), masks):
     if stem not in files:
-      raise DataError(f"{path}: no instance image with the same name in {folder}")
+      raise DataError(
+        f"{path}: no instance image with the same name in {folder}"
+      )
     inst = read_image(files[stem])
     if inst.shape != mask.shape or not np.issubdtype(inst.dtype, np.integer):
-      raise DataError(f"{files[stem]}: instance ids must be an integer image of"
-                      f" the mask's size {mask.shape}, got shape {inst.shape}"
-                      f" dtype {inst.dtype}")
+      raise DataError(
+        f"{files[stem]}: instance ids must be an integer image of"
+        f" the mask's size {mask.shape}, got shape {inst.shape}"
+        f" dtype {inst.dtype}"
+      )
     out.append(inst.astype(np.int32))
   return out
 
 
-def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def split(
+  ds: Dataset, val_fraction: float, seed: int
+) -> tuple[Dataset, Dataset]:
   """Deterministic train/validation split (at least one of each)."""
   n = len(ds.images)
   if n < 2:
-    raise DataError(f"{ds.names[0]}: need at least 2 images to split off a"
-                    " validation set (or pass --val-data)")
+    raise DataError(
+      f"{ds.names[0]}: need at least 2 images to split off a"
+      " validation set (or pass --val-data)"
+    )
   order = np.random.default_rng([seed, 7]).permutation(n)
   n_val = min(n - 1, max(1, round(val_fraction * n)))
   return ds.subset(sorted(order[n_val:])), ds.subset(sorted(order[:n_val]))
@@ -270,8 +325,9 @@ def load(cfg) -> tuple[Dataset, Dataset, int]:
   """
   if cfg.data is None:
     train = synthetic(cfg.seed, cfg.num_train, cfg.image_size, cfg.classes)
-    val = synthetic(cfg.seed, cfg.num_val, cfg.image_size, cfg.classes,
-                    start=cfg.num_train)
+    val = synthetic(
+      cfg.seed, cfg.num_val, cfg.image_size, cfg.classes, start=cfg.num_train
+    )
   else:
     train = load_folder(cfg.data, cfg.classes, cfg.binary)
     if cfg.val_data:
@@ -279,8 +335,10 @@ def load(cfg) -> tuple[Dataset, Dataset, int]:
     else:
       train, val = split(train, cfg.val_fraction, cfg.seed)
     if val.in_channels != train.in_channels:
-      raise DataError(f"{cfg.val_data}: {val.in_channels} channels, but"
-                      f" the training images have {train.in_channels}")
+      raise DataError(
+        f"{cfg.val_data}: {val.in_channels} channels, but"
+        f" the training images have {train.in_channels}"
+      )
   patch = cfg.patch_size
   if patch is None:
     sides = [min(im.shape[:2]) for im in train.images]
@@ -289,19 +347,28 @@ def load(cfg) -> tuple[Dataset, Dataset, int]:
     if patch <= 0:
       i = int(np.argmin(sides))
       raise DataError(
-          f"{train.source(i)}: image size {train.images[i].shape[:2]} is"
-          f" smaller than 2**depth = {2**cfg.depth}, the smallest training"
-          " patch (remove the image, or lower --depth)")
+        f"{train.source(i)}: image size {train.images[i].shape[:2]} is"
+        f" smaller than 2**depth = {2**cfg.depth}, the smallest training"
+        " patch (remove the image, or lower --depth)"
+      )
   if patch % 2**cfg.depth or patch <= 0:
-    raise ValueError(f"--patch-size {patch} must be a positive multiple of"
-                     f" 2**depth = {2**cfg.depth}")
+    raise ValueError(
+      f"--patch-size {patch} must be a positive multiple of"
+      f" 2**depth = {2**cfg.depth}"
+    )
   check_patch(train, patch)
   return train, val, patch
 
 
 # ------------------------------------------------------------------- batches
-def train_batch(ds: Dataset, seed: int, step: int, batch_size: int,
-                patch: int, part: slice = slice(None)) -> dict[str, np.ndarray]:
+def train_batch(
+  ds: Dataset,
+  seed: int,
+  step: int,
+  batch_size: int,
+  patch: int,
+  part: slice = slice(None),
+) -> dict[str, np.ndarray]:
   """Random crops with flips/transposes: a pure function of (seed, step).
 
   All random numbers of the global batch are drawn first; `part` then picks
@@ -315,7 +382,7 @@ def train_batch(ds: Dataset, seed: int, step: int, batch_size: int,
   for i in range(batch_size)[part]:
     im, m = ds.images[idx[i]], ds.masks[idx[i]]
     y, x = (corner[i] * (np.array(m.shape) - patch + 1)).astype(int)
-    im, m = im[y:y + patch, x:x + patch], m[y:y + patch, x:x + patch]
+    im, m = im[y : y + patch, x : x + patch], m[y : y + patch, x : x + patch]
     if flips[i, 0]:
       im, m = im[::-1], m[::-1]
     if flips[i, 1]:
@@ -330,6 +397,8 @@ def train_batch(ds: Dataset, seed: int, step: int, batch_size: int,
 def check_patch(ds: Dataset, patch: int) -> None:
   for i, im in enumerate(ds.images):
     if min(im.shape[:2]) < patch:
-      raise DataError(f"{ds.source(i)}: image size {im.shape[:2]} is smaller"
-                      f" than the training patch {patch} (lower --patch-size,"
-                      " or remove the image)")
+      raise DataError(
+        f"{ds.source(i)}: image size {im.shape[:2]} is smaller"
+        f" than the training patch {patch} (lower --patch-size,"
+        " or remove the image)"
+      )

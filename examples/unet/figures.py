@@ -6,8 +6,8 @@ import pathlib
 
 import jax
 import matplotlib
-import numpy as np
 from matplotlib import colors
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
@@ -17,15 +17,18 @@ import pel_jax
 from . import losses
 
 
-def weight_maps(logits: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+def weight_maps(
+  logits: np.ndarray, mask: np.ndarray, cfg
+) -> tuple[np.ndarray, np.ndarray]:
   """Per-pixel |dL/dlogits| of PEL (with the run's n, s, weights) and of Dice.
 
   Taken w.r.t. the logits, so the softmax Jacobian is included: the maps
   show where each loss actually pushes the network for this prediction.
   """
   z, g = logits[None], mask[None]
-  pel = pel_jax.weight_map(z, g, loss_fn=losses.region_loss_fn("pel", cfg),
-                           from_logits=True)
+  pel = pel_jax.weight_map(
+    z, g, loss_fn=losses.region_loss_fn("pel", cfg), from_logits=True
+  )
   dice = pel_jax.weight_map(z, g, loss_fn=pel_jax.dice_loss, from_logits=True)
   return np.asarray(pel[0]), np.asarray(dice[0])
 
@@ -33,8 +36,14 @@ def weight_maps(logits: np.ndarray, mask: np.ndarray, cfg) -> tuple[np.ndarray, 
 WEIGHT_LABEL = "Σ_c |∂L/∂z_c| per pixel (log scale)"
 
 
-def sample_figure(image: np.ndarray, mask: np.ndarray, logits: np.ndarray,
-                  cfg, num_classes: int, title: str = ""):
+def sample_figure(
+  image: np.ndarray,
+  mask: np.ndarray,
+  logits: np.ndarray,
+  cfg,
+  num_classes: int,
+  title: str = "",
+):
   """image | truth | prediction | |p - g| | PEL weight | Dice weight.
 
   The two weight maps share one logarithmic colour scale (one colorbar,
@@ -49,31 +58,46 @@ def sample_figure(image: np.ndarray, mask: np.ndarray, logits: np.ndarray,
   top = max(float(pel.max()), float(dice.max()), 1e-30)
   weights = colors.LogNorm(vmin=top * 1e-4, vmax=top, clip=True)
   panels = [
-      ("image", image if image.shape[-1] == 3 else image[..., 0],
-       dict(cmap="gray")),
-      ("ground truth", mask, dict(cmap="viridis", vmin=0, vmax=c - 1)),
-      ("prediction", probs.argmax(-1), dict(cmap="viridis", vmin=0, vmax=c - 1)),
-      ("|p - g|", deviation, dict(cmap="magma", vmin=0, vmax=1)),
-      (f"PEL weight (n={cfg.exponent:g}), max {pel.max():.1e}", pel,
-       dict(cmap="magma", norm=weights)),
-      (f"Dice weight, max {dice.max():.1e}", dice,
-       dict(cmap="magma", norm=weights))]
+    (
+      "image",
+      image if image.shape[-1] == 3 else image[..., 0],
+      dict(cmap="gray"),
+    ),
+    ("ground truth", mask, dict(cmap="viridis", vmin=0, vmax=c - 1)),
+    ("prediction", probs.argmax(-1), dict(cmap="viridis", vmin=0, vmax=c - 1)),
+    ("|p - g|", deviation, dict(cmap="magma", vmin=0, vmax=1)),
+    (
+      f"PEL weight (n={cfg.exponent:g}), max {pel.max():.1e}",
+      pel,
+      dict(cmap="magma", norm=weights),
+    ),
+    (
+      f"Dice weight, max {dice.max():.1e}",
+      dice,
+      dict(cmap="magma", norm=weights),
+    ),
+  ]
   panel = min(6.4, max(2.6, max(mask.shape) / 100))  # inches at dpi 100
   rows = 1 if panel <= 3.2 else 2
   cols = len(panels) // rows
-  fig, axes = plt.subplots(rows, cols, figsize=(panel * cols * 1.1,
-                                                panel * rows + 0.4),
-                           squeeze=False, layout="constrained")
+  fig, axes = plt.subplots(
+    rows,
+    cols,
+    figsize=(panel * cols * 1.1, panel * rows + 0.4),
+    squeeze=False,
+    layout="constrained",
+  )
   for ax, (name, arr, kw) in zip(axes.ravel(), panels):
     im = ax.imshow(arr, interpolation="nearest", **kw)
     ax.set_title(name, fontsize=9)
     ax.axis("off")
     if name == "|p - g|":
       fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).set_label(
-          "½ Σ_c |p_c − g_c|", fontsize=7)
+        "½ Σ_c |p_c − g_c|", fontsize=7
+      )
   bar = fig.colorbar(im, ax=axes.ravel()[-2:].tolist(), fraction=0.03, pad=0.02)
   bar.set_label(WEIGHT_LABEL, fontsize=7)
-  for bar_ax in fig.axes[len(panels):]:
+  for bar_ax in fig.axes[len(panels) :]:
     bar_ax.tick_params(labelsize=6)
   fig.suptitle(title, fontsize=9)
   return fig
@@ -83,8 +107,9 @@ def samples(folder: pathlib.Path, ds, logits: list[np.ndarray], cfg) -> None:
   """`sample_<i>.png` for the first `cfg.figures` examples (`sample_figure`)."""
   folder.mkdir(parents=True, exist_ok=True)
   for i in range(min(cfg.figures, len(ds.images))):
-    fig = sample_figure(ds.images[i], ds.masks[i], logits[i], cfg,
-                        ds.num_classes, ds.names[i])
+    fig = sample_figure(
+      ds.images[i], ds.masks[i], logits[i], cfg, ds.num_classes, ds.names[i]
+    )
     fig.savefig(folder / f"sample_{i}.png", dpi=100)
     plt.close(fig)
 

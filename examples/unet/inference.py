@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from flax import nnx
 import jax
 import numpy as np
-from flax import nnx
 
-from . import data, metrics, object_metrics
+from . import data
+from . import metrics
+from . import object_metrics
 
 
 def to_host(x) -> np.ndarray:
@@ -16,12 +18,14 @@ def to_host(x) -> np.ndarray:
 
 @nnx.jit
 def _logits(model, images):
-  return nnx.view(model, use_running_average=True,
-                  raise_if_not_found=False)(images)
+  return nnx.view(model, use_running_average=True, raise_if_not_found=False)(
+    images
+  )
 
 
-def predict_logits(model, images: list[np.ndarray], put=np.asarray,
-                   batch_size: int = 16) -> list[np.ndarray]:
+def predict_logits(
+  model, images: list[np.ndarray], put=np.asarray, batch_size: int = 16
+) -> list[np.ndarray]:
   """Logits for images of any size: edge-padded to a multiple of
   `2**model.depth`, batched by shape, cropped back.
 
@@ -34,7 +38,7 @@ def predict_logits(model, images: list[np.ndarray], put=np.asarray,
     by_shape.setdefault(im.shape, []).append(i)
   for (h, w, _), idx in by_shape.items():
     for s in range(0, len(idx), batch_size):
-      chunk = idx[s:s + batch_size]
+      chunk = idx[s : s + batch_size]
       x = np.stack([images[i] for i in chunk])
       x = np.pad(x, [(0, 0), (0, -h % m), (0, -w % m), (0, 0)], mode="edge")
       logits = to_host(_logits(model, put(x)))[:, :h, :w]
@@ -59,9 +63,11 @@ def evaluate(model, ds: data.Dataset, put=np.asarray):
     bc += metrics.boundary_counts(pred[None], mask[None], ds.num_classes)
     if ds.instances is not None:
       objects = object_metrics.add(
-          objects, object_metrics.image_counts(ds.instances[i], pred > 0))
+        objects, object_metrics.image_counts(ds.instances[i], pred > 0)
+      )
   summary = metrics.summarize(cm, bc)
   if objects is not None:
-    summary.update({f"val_{k}": v for k, v in
-                    object_metrics.summarize(objects).items()})
+    summary.update(
+      {f"val_{k}": v for k, v in object_metrics.summarize(objects).items()}
+    )
   return summary, logits

@@ -37,8 +37,11 @@ def deferred_stop():
   def handler(signum, frame):
     del frame
     flag.append(signum)
-    print(f"\n{signal.Signals(signum).name}: stopping at the next step"
-          " boundary (send it again to stop at once)", file=sys.stderr)
+    print(
+      f"\n{signal.Signals(signum).name}: stopping at the next step"
+      " boundary (send it again to stop at once)",
+      file=sys.stderr,
+    )
     signal.signal(signum, previous[signum])
 
   for s in STOP_SIGNALS:

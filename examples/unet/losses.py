@@ -6,11 +6,11 @@ One home for the PEL authors' setting (`AUTHORS_PEL`) and the loss names
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import functools
 import inspect
 import math
 import re
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -20,13 +20,17 @@ import optax
 import pel_jax
 
 # The authors' PEL: 1 - 20 * sum((p g)^3) / (sum p + sum g), batch sums.
-AUTHORS_PEL = dict(exponent=3.0, scale=10.0, fp_weight=0.5, fn_weight=0.5,
-                   batch=True)
+AUTHORS_PEL = dict(
+  exponent=3.0, scale=10.0, fp_weight=0.5, fn_weight=0.5, batch=True
+)
 
 # `--loss` names of the region losses; "ce" is the softmax cross-entropy.
 REGION_LOSSES: dict[str, Callable[..., jax.Array]] = {
-    "dice": pel_jax.dice_loss, "jaccard": pel_jax.jaccard_loss,
-    "tversky": pel_jax.tversky_loss, "pel": pel_jax.pel_loss}
+  "dice": pel_jax.dice_loss,
+  "jaccard": pel_jax.jaccard_loss,
+  "tversky": pel_jax.tversky_loss,
+  "pel": pel_jax.pel_loss,
+}
 LOSS_NAMES = (*REGION_LOSSES, "ce")
 
 
@@ -37,15 +41,19 @@ def parse_loss(spec: str) -> tuple[tuple[float, str], ...]:
   for term in spec.replace(" ", "").split("+"):
     m = re.fullmatch(rf"(?:([^*]+)\*)?({names})", term)
     if not m:
-      raise ValueError(f"bad --loss term {term!r} in {spec!r}: use"
-                       f" {', '.join(LOSS_NAMES)}, optionally 'w*' weighted")
+      raise ValueError(
+        f"bad --loss term {term!r} in {spec!r}: use"
+        f" {', '.join(LOSS_NAMES)}, optionally 'w*' weighted"
+      )
     try:
       weight = float(m.group(1) or 1.0)
     except ValueError:
       weight = math.nan
     if not (math.isfinite(weight) and weight > 0):
-      raise ValueError(f"bad --loss weight {m.group(1)!r} in {spec!r}: a"
-                       " weight must be a finite number > 0")
+      raise ValueError(
+        f"bad --loss weight {m.group(1)!r} in {spec!r}: a"
+        " weight must be a finite number > 0"
+      )
     terms.append((weight, m.group(2)))
   return tuple(terms)
 
@@ -57,14 +65,22 @@ def region_loss_fn(name: str, cfg) -> Callable[..., jax.Array]:
   """
   if name == "pel":
     return functools.partial(
-        pel_jax.pel_loss, exponent=cfg.exponent, scale=cfg.scale,
-        fp_weight=(AUTHORS_PEL["fp_weight"] if cfg.fp_weight is None
-                   else cfg.fp_weight),
-        fn_weight=(AUTHORS_PEL["fn_weight"] if cfg.fn_weight is None
-                   else cfg.fn_weight))
+      pel_jax.pel_loss,
+      exponent=cfg.exponent,
+      scale=cfg.scale,
+      fp_weight=(
+        AUTHORS_PEL["fp_weight"] if cfg.fp_weight is None else cfg.fp_weight
+      ),
+      fn_weight=(
+        AUTHORS_PEL["fn_weight"] if cfg.fn_weight is None else cfg.fn_weight
+      ),
+    )
   if name == "tversky":
-    kw = {k: v for k, v in (("fp_weight", cfg.fp_weight),
-                            ("fn_weight", cfg.fn_weight)) if v is not None}
+    kw = {
+      k: v
+      for k, v in (("fp_weight", cfg.fp_weight), ("fn_weight", cfg.fn_weight))
+      if v is not None
+    }
     return functools.partial(pel_jax.tversky_loss, **kw)
   return REGION_LOSSES[name]
 
@@ -75,8 +91,10 @@ def make_loss(cfg) -> Callable[[jax.Array, jax.Array], jax.Array]:
   Under `jit` with the batch sharded over a mesh, every term is the global
   batch value: the compiler makes the sums global, no `axis_name` needed.
   """
-  terms = [(w, None if name == "ce" else region_loss_fn(name, cfg))
-           for w, name in parse_loss(cfg.loss)]
+  terms = [
+    (w, None if name == "ce" else region_loss_fn(name, cfg))
+    for w, name in parse_loss(cfg.loss)
+  ]
 
   def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     logits = logits.astype(jnp.float32)
@@ -84,7 +102,8 @@ def make_loss(cfg) -> Callable[[jax.Array, jax.Array], jax.Array]:
     for w, fn in terms:
       if fn is None:
         value = optax.softmax_cross_entropy_with_integer_labels(
-            logits, labels).mean()
+          logits, labels
+        ).mean()
       else:
         value = fn(logits, labels, from_logits=True, batch=cfg.batch_dice)
       total = total + w * value
@@ -106,9 +125,10 @@ def region_options(name: str, cfg) -> dict:
     return dict(region_loss_fn(name, cfg).keywords)
   if name == "tversky":
     defaults = inspect.signature(pel_jax.tversky_loss).parameters
-    fp, fn = (defaults[k].default if v is None else v
-              for k, v in (("fp_weight", cfg.fp_weight),
-                           ("fn_weight", cfg.fn_weight)))
+    fp, fn = (
+      defaults[k].default if v is None else v
+      for k, v in (("fp_weight", cfg.fp_weight), ("fn_weight", cfg.fn_weight))
+    )
   else:
     fp, fn = _FIXED_WEIGHTS[name]
   return dict(exponent=1.0, scale=1.0, fp_weight=fp, fn_weight=fn)
@@ -122,6 +142,7 @@ class StatsLoss(NamedTuple):
   leading axis, when `stack`: per-sample region losses) give the loss of
   the whole batch: what `pel_jax.accumulated_value_and_grad` takes.
   """
+
   stats: Callable[[jax.Array, jax.Array], list]
   loss: Callable[[list], jax.Array]
   stack: bool
@@ -129,9 +150,18 @@ class StatsLoss(NamedTuple):
 
 def make_stats_loss(cfg) -> StatsLoss:
   """`make_loss(cfg)` as a `StatsLoss`: CE as a sum and a pixel count."""
-  terms = [(w, name, None if name == "ce" else dict(
-      region_options(name, cfg), from_logits=True, batch=cfg.batch_dice))
-           for w, name in parse_loss(cfg.loss)]
+  terms = [
+    (
+      w,
+      name,
+      None
+      if name == "ce"
+      else dict(
+        region_options(name, cfg), from_logits=True, batch=cfg.batch_dice
+      ),
+    )
+    for w, name in parse_loss(cfg.loss)
+  ]
   stack = not cfg.batch_dice
 
   def stats(logits: jax.Array, labels: jax.Array) -> list:

@@ -12,16 +12,19 @@ flags to a parser, and a function running it; the work lives in the modules.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import dataclasses
 import os
 import pathlib
 import signal
 import sys
 import typing
-from collections.abc import Callable
 from typing import NamedTuple
 
-if __package__ in (None, ""):  # run as a script: make `examples.unet` importable
+if __package__ in (
+  None,
+  "",
+):  # run as a script: make `examples.unet` importable
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
   __package__ = "examples.unet"  # pylint: disable=redefined-builtin
 
@@ -41,12 +44,19 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
     flag = "--" + f.name.replace("_", "-")
     kind = hints[f.name]
     if kind is bool:
-      parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                          default=f.default, help=f.metadata["help"])
+      parser.add_argument(
+        flag,
+        action=argparse.BooleanOptionalAction,
+        default=f.default,
+        help=f.metadata["help"],
+      )
     else:
-      base = next(t for t in typing.get_args(kind) or (kind,) if t is not type(None))
-      parser.add_argument(flag, type=base, default=f.default,
-                          help=f.metadata["help"])
+      base = next(
+        t for t in typing.get_args(kind) or (kind,) if t is not type(None)
+      )
+      parser.add_argument(
+        flag, type=base, default=f.default, help=f.metadata["help"]
+      )
 
 
 def _env_int(name: str) -> int | None:
@@ -54,16 +64,27 @@ def _env_int(name: str) -> int | None:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--out", default="runs/unet",
-                      help="output directory: metrics.json, CSV, checkpoints, figures")
+  parser.add_argument(
+    "--out",
+    default="runs/unet",
+    help="output directory: metrics.json, CSV, checkpoints, figures",
+  )
   _add_config_flags(parser, configs.Config)
   g = parser.add_argument_group(
-      "several hosts (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,"
-      " JAX_PROCESS_ID; on SLURM/TPU/Kubernetes just pass --distributed)")
-  g.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize (auto-detects clusters)")
-  g.add_argument("--coordinator-address", default=os.environ.get("JAX_COORDINATOR_ADDRESS"))
-  g.add_argument("--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES"))
+    "several hosts (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,"
+    " JAX_PROCESS_ID; on SLURM/TPU/Kubernetes just pass --distributed)"
+  )
+  g.add_argument(
+    "--distributed",
+    action="store_true",
+    help="call jax.distributed.initialize (auto-detects clusters)",
+  )
+  g.add_argument(
+    "--coordinator-address", default=os.environ.get("JAX_COORDINATOR_ADDRESS")
+  )
+  g.add_argument(
+    "--num-processes", type=int, default=_env_int("JAX_NUM_PROCESSES")
+  )
   g.add_argument("--process-id", type=int, default=_env_int("JAX_PROCESS_ID"))
 
 
@@ -72,15 +93,19 @@ def init_distributed(args: argparse.Namespace) -> None:
   if not (args.distributed or args.coordinator_address):
     return
   import jax  # pylint: disable=import-outside-toplevel
+
   # CPU hosts need gloo for cross-process collectives; GPU/TPU ignore it.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=args.coordinator_address,
-                             num_processes=args.num_processes,
-                             process_id=args.process_id)
+  jax.distributed.initialize(
+    coordinator_address=args.coordinator_address,
+    num_processes=args.num_processes,
+    process_id=args.process_id,
+  )
 
 
 def _train(args: argparse.Namespace) -> object:
   from . import train  # pylint: disable=import-outside-toplevel
+
   init_distributed(args)
   fields = {f.name for f in dataclasses.fields(configs.Config)}
   cfg = configs.Config(**{k: v for k, v in vars(args).items() if k in fields})
@@ -89,46 +114,73 @@ def _train(args: argparse.Namespace) -> object:
 
 # ------------------------------------------------------------------- predict
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--checkpoint", required=True,
-                      help="run directory or its checkpoints/ folder")
-  parser.add_argument("--input", required=True, help="folder of PNG/TIFF images")
-  parser.add_argument("--output", required=True, help="folder for the PNG masks")
+  parser.add_argument(
+    "--checkpoint",
+    required=True,
+    help="run directory or its checkpoints/ folder",
+  )
+  parser.add_argument(
+    "--input", required=True, help="folder of PNG/TIFF images"
+  )
+  parser.add_argument(
+    "--output", required=True, help="folder for the PNG masks"
+  )
 
 
 def _predict(args: argparse.Namespace) -> object:
   from . import predict  # pylint: disable=import-outside-toplevel
+
   return predict.predict_folder(args.checkpoint, args.input, args.output)
 
 
 # --------------------------------------------------------------------- fetch
 def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
   from . import fetch  # pylint: disable=import-outside-toplevel
+
   parser.add_argument("name", choices=list(fetch.DATASETS))
   parser.add_argument("--out", required=True, help="folder to create")
-  parser.add_argument("--tile", type=int, default=256,
-                      help="H&E tile size in pixels")
-  parser.add_argument("--wheel-dir", default=None,
-                      help="keep the downloaded wheel here (reused next time)")
+  parser.add_argument(
+    "--tile", type=int, default=256, help="H&E tile size in pixels"
+  )
+  parser.add_argument(
+    "--wheel-dir",
+    default=None,
+    help="keep the downloaded wheel here (reused next time)",
+  )
 
 
 def _fetch(args: argparse.Namespace) -> object:
   from . import fetch  # pylint: disable=import-outside-toplevel
-  manifest = fetch.fetch(args.name, args.out, tile=args.tile,
-                         wheel_dir=args.wheel_dir)
-  print(f"train: python -m examples.unet.main train --data {args.out}/train"
-        f" --val-data {args.out}/val --classes {manifest['config']['classes']}"
-        f" --out runs/{args.name}")
+
+  manifest = fetch.fetch(
+    args.name, args.out, tile=args.tile, wheel_dir=args.wheel_dir
+  )
+  print(
+    f"train: python -m examples.unet.main train --data {args.out}/train"
+    f" --val-data {args.out}/val --classes {manifest['config']['classes']}"
+    f" --out runs/{args.name}"
+  )
   return manifest
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train a UNet with PEL (pel_jax) on synthetic or folder"
-                     " data (the default command)", _train_arguments, _train),
-    "predict": Command("segment a folder of images with a trained run",
-                       _predict_arguments, _predict),
-    "fetch": Command("download a real nuclei data set (pip, pinned sha256)"
-                     " into DIR/{train,val,test}/{images,masks,instances}",
-                     _fetch_arguments, _fetch),
+  "train": Command(
+    "train a UNet with PEL (pel_jax) on synthetic or folder"
+    " data (the default command)",
+    _train_arguments,
+    _train,
+  ),
+  "predict": Command(
+    "segment a folder of images with a trained run",
+    _predict_arguments,
+    _predict,
+  ),
+  "fetch": Command(
+    "download a real nuclei data set (pip, pinned sha256)"
+    " into DIR/{train,val,test}/{images,masks,instances}",
+    _fetch_arguments,
+    _fetch,
+  ),
 }
 DEFAULT_COMMAND = "train"
 
@@ -136,9 +188,11 @@ DEFAULT_COMMAND = "train"
 def parser_for(name: str) -> argparse.ArgumentParser:
   others = ", ".join(f"'{n}'" for n in COMMANDS if n != name)
   parser = argparse.ArgumentParser(
-      prog=f"main.py {name}", description=COMMANDS[name].help,
-      epilog=f"other commands: {others} (main.py COMMAND --help)",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    prog=f"main.py {name}",
+    description=COMMANDS[name].help,
+    epilog=f"other commands: {others} (main.py COMMAND --help)",
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
   COMMANDS[name].add_arguments(parser)
   return parser
 
@@ -148,17 +202,30 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   name = argv.pop(0) if argv[:1] and argv[0] in COMMANDS else DEFAULT_COMMAND
   args = parser_for(name).parse_args(argv)
-  from . import checkpoint, data, fetch, train  # pylint: disable=import-outside-toplevel
+  from . import checkpoint  # pylint: disable=import-outside-toplevel
+  from . import data  # pylint: disable=import-outside-toplevel
+  from . import fetch  # pylint: disable=import-outside-toplevel
+  from . import train  # pylint: disable=import-outside-toplevel
+
   try:
     COMMANDS[name].run(args)
-  except (data.DataError, checkpoint.CheckpointError, train.DivergenceError,
-          fetch.FetchError, ValueError) as e:
+  except (
+    data.DataError,
+    checkpoint.CheckpointError,
+    train.DivergenceError,
+    fetch.FetchError,
+    ValueError,
+  ) as e:
     print(f"\nerror: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt as e:
     saved = getattr(e, "checkpoint", None)
-    print(f"stopped; saved {saved}, continue with --resume" if saved else
-          "stopped before training started; nothing was saved", file=sys.stderr)
+    print(
+      f"stopped; saved {saved}, continue with --resume"
+      if saved
+      else "stopped before training started; nothing was saved",
+      file=sys.stderr,
+    )
     return 128 + getattr(e, "signum", signal.SIGINT)
   return 0
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion_matrix(pred: np.ndarray, target: np.ndarray,
-                     num_classes: int) -> np.ndarray:
+def confusion_matrix(
+  pred: np.ndarray, target: np.ndarray, num_classes: int
+) -> np.ndarray:
   """`cm[t, p]` = number of pixels with target t predicted as p."""
   flat = target.astype(np.int64).ravel() * num_classes + pred.ravel()
   return np.bincount(flat, minlength=num_classes**2).reshape(
-      num_classes, num_classes)
+    num_classes, num_classes
+  )
 
 
 def _shift_max(x: np.ndarray, r: int) -> np.ndarray:
@@ -19,20 +21,26 @@ def _shift_max(x: np.ndarray, r: int) -> np.ndarray:
     pad = [(0, 0)] * x.ndim
     pad[axis] = (r, r)
     xp = np.pad(x, pad)
-    x = np.max([np.take(xp, np.arange(i, i + x.shape[axis]), axis=axis)
-                for i in range(2 * r + 1)], axis=0)
+    x = np.max(
+      [
+        np.take(xp, np.arange(i, i + x.shape[axis]), axis=axis)
+        for i in range(2 * r + 1)
+      ],
+      axis=0,
+    )
   return x
 
 
 def _boundary(m: np.ndarray) -> np.ndarray:
   """Pixels of `m` with a 4-neighbour outside `m` (image borders don't count)."""
   p = np.pad(m, [(0, 0), (1, 1), (1, 1)], mode="edge")
-  inner = (p[:, :-2, 1:-1] & p[:, 2:, 1:-1] & p[:, 1:-1, :-2] & p[:, 1:-1, 2:])
+  inner = p[:, :-2, 1:-1] & p[:, 2:, 1:-1] & p[:, 1:-1, :-2] & p[:, 1:-1, 2:]
   return m & ~inner
 
 
-def boundary_counts(pred: np.ndarray, target: np.ndarray, num_classes: int,
-                    tolerance: int = 2) -> np.ndarray:
+def boundary_counts(
+  pred: np.ndarray, target: np.ndarray, num_classes: int, tolerance: int = 2
+) -> np.ndarray:
   """Per class `[matched_pred, pred, matched_true, true]` boundary pixels.
 
   A predicted boundary pixel is matched if a true boundary pixel lies within
@@ -41,8 +49,12 @@ def boundary_counts(pred: np.ndarray, target: np.ndarray, num_classes: int,
   counts = np.zeros((num_classes, 4), np.int64)
   for c in range(num_classes):
     bp, bt = _boundary(pred == c), _boundary(target == c)
-    counts[c] = [(bp & _shift_max(bt, tolerance)).sum(), bp.sum(),
-                 (bt & _shift_max(bp, tolerance)).sum(), bt.sum()]
+    counts[c] = [
+      (bp & _shift_max(bt, tolerance)).sum(),
+      bp.sum(),
+      (bt & _shift_max(bp, tolerance)).sum(),
+      bt.sum(),
+    ]
   return counts
 
 
@@ -63,23 +75,32 @@ def summarize(cm: np.ndarray, bcounts: np.ndarray) -> dict:
     bf1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
   fg = slice(1, None)
   return {
-      "val_iou": float(iou[fg].mean()),
-      "val_dice": float(dice[fg].mean()),
-      "val_bf1": float(bf1[fg].mean()),
-      "val_iou_all": float(iou.mean()),
-      "pixel_accuracy": float(tp.sum() / cm.sum()),
-      "per_class": {
-          str(c): {"iou": float(iou[c]), "dice": float(dice[c]),
-                   "bf1": float(bf1[c]), "pixels": int(cm[c].sum())}
-          for c in range(len(tp))},
+    "val_iou": float(iou[fg].mean()),
+    "val_dice": float(dice[fg].mean()),
+    "val_bf1": float(bf1[fg].mean()),
+    "val_iou_all": float(iou.mean()),
+    "pixel_accuracy": float(tp.sum() / cm.sum()),
+    "per_class": {
+      str(c): {
+        "iou": float(iou[c]),
+        "dice": float(dice[c]),
+        "bf1": float(bf1[c]),
+        "pixels": int(cm[c].sum()),
+      }
+      for c in range(len(tp))
+    },
   }
 
 
 def table(summary: dict) -> str:
   rows = [f"{'class':>6} {'IoU':>7} {'Dice':>7} {'BF1':>7} {'pixels':>10}"]
   for c, m in summary["per_class"].items():
-    rows.append(f"{c:>6} {m['iou']:7.4f} {m['dice']:7.4f} {m['bf1']:7.4f}"
-                f" {m['pixels']:>10d}")
-  rows.append(f"{'fg':>6} {summary['val_iou']:7.4f} {summary['val_dice']:7.4f}"
-              f" {summary['val_bf1']:7.4f}")
+    rows.append(
+      f"{c:>6} {m['iou']:7.4f} {m['dice']:7.4f} {m['bf1']:7.4f}"
+      f" {m['pixels']:>10d}"
+    )
+  rows.append(
+    f"{'fg':>6} {summary['val_iou']:7.4f} {summary['val_dice']:7.4f}"
+    f" {summary['val_bf1']:7.4f}"
+  )
   return "\n".join(rows)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 NORMS = ("group", "layer", "batch", "none")
 
@@ -16,13 +16,15 @@ def _norm(kind: str, features: int, dtype, axis_name, rngs: nnx.Rngs):
   # one-device step exactly; BatchNorm statistics are global under jit
   # (GSPMD) and need `axis_name` to be synchronised under pmap/shard_map.
   if kind == "group":
-    return nnx.GroupNorm(features, num_groups=math.gcd(8, features), dtype=dtype,
-                         rngs=rngs)
+    return nnx.GroupNorm(
+      features, num_groups=math.gcd(8, features), dtype=dtype, rngs=rngs
+    )
   if kind == "layer":
     return nnx.GroupNorm(features, num_groups=1, dtype=dtype, rngs=rngs)
   if kind == "batch":
-    return nnx.BatchNorm(features, momentum=0.9, dtype=dtype,
-                         axis_name=axis_name, rngs=rngs)
+    return nnx.BatchNorm(
+      features, momentum=0.9, dtype=dtype, axis_name=axis_name, rngs=rngs
+    )
   if kind == "none":
     return lambda x: x
   raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
@@ -31,10 +33,12 @@ def _norm(kind: str, features: int, dtype, axis_name, rngs: nnx.Rngs):
 class ConvBlock(nnx.Module):
   """(3x3 conv -> norm -> ReLU) x 2."""
 
-  def __init__(self, cin: int, cout: int, norm: str, dtype, axis_name,
-               rngs: nnx.Rngs):
-    kw = dict(kernel_size=(3, 3), use_bias=norm == "none", dtype=dtype,
-              rngs=rngs)
+  def __init__(
+    self, cin: int, cout: int, norm: str, dtype, axis_name, rngs: nnx.Rngs
+  ):
+    kw = dict(
+      kernel_size=(3, 3), use_bias=norm == "none", dtype=dtype, rngs=rngs
+    )
     self.conv1 = nnx.Conv(cin, cout, **kw)
     self.norm1 = _norm(norm, cout, dtype, axis_name, rngs)
     self.conv2 = nnx.Conv(cout, cout, **kw)
@@ -54,19 +58,38 @@ class UNet(nnx.Module):
   the logits are returned in float32 so the loss accumulates in f32.
   """
 
-  def __init__(self, in_channels: int, num_classes: int, *, width: int = 16,
-               depth: int = 3, norm: str = "group", dtype=jnp.float32,
-               axis_name: str | None = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_channels: int,
+    num_classes: int,
+    *,
+    width: int = 16,
+    depth: int = 3,
+    norm: str = "group",
+    dtype=jnp.float32,
+    axis_name: str | None = None,
+    rngs: nnx.Rngs,
+  ):
     chans = [width * 2**i for i in range(depth + 1)]
     args = (norm, dtype, axis_name, rngs)
-    self.down = nnx.List([ConvBlock(cin, cout, *args) for cin, cout in
-                          zip([in_channels] + chans[:-2], chans[:-1])])
+    self.down = nnx.List(
+      [
+        ConvBlock(cin, cout, *args)
+        for cin, cout in zip([in_channels] + chans[:-2], chans[:-1])
+      ]
+    )
     self.bottom = ConvBlock(chans[-2], chans[-1], *args)
-    self.up = nnx.List([
-        nnx.ConvTranspose(c * 2, c, (2, 2), strides=(2, 2), dtype=dtype,
-                          rngs=rngs) for c in reversed(chans[:-1])])
-    self.up_blocks = nnx.List([ConvBlock(c * 2, c, *args)
-                               for c in reversed(chans[:-1])])
+    self.up = nnx.List(
+      [
+        nnx.ConvTranspose(
+          c * 2, c, (2, 2), strides=(2, 2), dtype=dtype, rngs=rngs
+        )
+        for c in reversed(chans[:-1])
+      ]
+    )
+    self.up_blocks = nnx.List(
+      [ConvBlock(c * 2, c, *args) for c in reversed(chans[:-1])]
+    )
     self.head = nnx.Conv(width, num_classes, (1, 1), dtype=dtype, rngs=rngs)
     self.in_channels, self.depth = in_channels, depth
 
@@ -89,12 +112,20 @@ ARCHITECTURE = ("classes", "width", "depth", "norm")
 
 def architecture(cfg, in_channels: int) -> dict:
   """The architecture fields of `cfg` plus the input channels."""
-  return {**{k: getattr(cfg, k) for k in ARCHITECTURE},
-          "in_channels": in_channels}
+  return {
+    **{k: getattr(cfg, k) for k in ARCHITECTURE},
+    "in_channels": in_channels,
+  }
 
 
 def make_model(cfg, in_channels: int) -> UNet:
   """The UNet of a run config (`configs.Config`), seeded by `cfg.seed`."""
-  return UNet(in_channels, cfg.classes, width=cfg.width, depth=cfg.depth,
-              norm=cfg.norm, dtype=jnp.bfloat16 if cfg.bf16 else jnp.float32,
-              rngs=nnx.Rngs(cfg.seed))
+  return UNet(
+    in_channels,
+    cfg.classes,
+    width=cfg.width,
+    depth=cfg.depth,
+    norm=cfg.norm,
+    dtype=jnp.bfloat16 if cfg.bf16 else jnp.float32,
+    rngs=nnx.Rngs(cfg.seed),
+  )

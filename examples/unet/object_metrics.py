@@ -56,8 +56,10 @@ def components(ids: np.ndarray) -> np.ndarray:
 def _overlaps(true: np.ndarray, pred: np.ndarray):
   """(intersection [T+1, P+1], true areas [T+1], pred areas [P+1])."""
   nt, np_ = int(true.max()), int(pred.max())
-  joint = np.bincount(true.astype(np.int64).ravel() * (np_ + 1) + pred.ravel(),
-                      minlength=(nt + 1) * (np_ + 1)).reshape(nt + 1, np_ + 1)
+  joint = np.bincount(
+    true.astype(np.int64).ravel() * (np_ + 1) + pred.ravel(),
+    minlength=(nt + 1) * (np_ + 1),
+  ).reshape(nt + 1, np_ + 1)
   return joint, joint.sum(1), joint.sum(0)
 
 
@@ -68,8 +70,10 @@ def counts(true_instances: np.ndarray, pred_instances: np.ndarray) -> dict:
   """
   true, pred = np.asarray(true_instances), np.asarray(pred_instances)
   if true.shape != pred.shape or true.ndim != 2:
-    raise ValueError(f"true_instances {true.shape} and pred_instances"
-                     f" {pred.shape} must be 2D arrays of one shape")
+    raise ValueError(
+      f"true_instances {true.shape} and pred_instances"
+      f" {pred.shape} must be 2D arrays of one shape"
+    )
   joint, area_t, area_p = _overlaps(true, pred)
   inter = joint[1:, 1:].astype(np.float64)
   t_ids, p_ids = np.flatnonzero(area_t[1:]), np.flatnonzero(area_p[1:])
@@ -99,8 +103,13 @@ def counts(true_instances: np.ndarray, pred_instances: np.ndarray) -> dict:
     else:
       u += a_t[i]
   u += a_p[~picked].sum()
-  return {"tp": tp, "fp": len(p_ids) - tp, "fn": len(t_ids) - tp,
-          "aji_c": int(c), "aji_u": int(u)}
+  return {
+    "tp": tp,
+    "fp": len(p_ids) - tp,
+    "fn": len(t_ids) - tp,
+    "aji_c": int(c),
+    "aji_u": int(u),
+  }
 
 
 def image_counts(true_instances: np.ndarray, pred_mask: np.ndarray) -> dict:
@@ -112,11 +121,14 @@ def summarize(total: dict) -> dict:
   """Detection precision/recall/F1 and AJI from summed `counts`."""
   tp, fp, fn = total["tp"], total["fp"], total["fn"]
   ratio = lambda a, b: float(a / b) if b else 1.0
-  return {"object_f1": ratio(2 * tp, 2 * tp + fp + fn),
-          "object_precision": ratio(tp, tp + fp),
-          "object_recall": ratio(tp, tp + fn),
-          "aji": ratio(total["aji_c"], total["aji_u"]),
-          "objects_true": int(tp + fn), "objects_pred": int(tp + fp)}
+  return {
+    "object_f1": ratio(2 * tp, 2 * tp + fp + fn),
+    "object_precision": ratio(tp, tp + fp),
+    "object_recall": ratio(tp, tp + fn),
+    "aji": ratio(total["aji_c"], total["aji_u"]),
+    "objects_true": int(tp + fn),
+    "objects_pred": int(tp + fp),
+  }
 
 
 def add(total: dict | None, c: dict) -> dict:

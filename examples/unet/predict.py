@@ -8,15 +8,19 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from . import checkpoint, data, inference
+from . import checkpoint
+from . import data
+from . import inference
 
 
 def palette(num_classes: int) -> list[int]:
   """RGB triples for class ids: 0 black, binary 1 white, else distinct hues."""
   if num_classes <= 2:
     return [0, 0, 0, 255, 255, 255]
-  rgb = [(0.0, 0.0, 0.0)] + [colorsys.hsv_to_rgb((0.618 * i) % 1.0, 0.7, 1.0)
-                             for i in range(num_classes - 1)]
+  rgb = [(0.0, 0.0, 0.0)] + [
+    colorsys.hsv_to_rgb((0.618 * i) % 1.0, 0.7, 1.0)
+    for i in range(num_classes - 1)
+  ]
   return [round(255 * v) for c in rgb for v in c]
 
 
@@ -34,15 +38,21 @@ def mask_image(ids: np.ndarray, num_classes: int) -> Image.Image:
   return im
 
 
-def predict_folder(checkpoint_path, input_dir, output_dir) -> list[pathlib.Path]:
+def predict_folder(
+  checkpoint_path, input_dir, output_dir
+) -> list[pathlib.Path]:
   """Writes `<output_dir>/<stem>.png`: class ids as a palette PNG (`mask_image`)."""
   model, cfg = checkpoint.load_model(checkpoint_path)
   in_channels = model.in_channels
   images, names = data.load_images(input_dir)
   if images[0].shape[-1] != in_channels:
     # grayscale <-> RGB by replication / luminance mean, as the model expects
-    images = [np.repeat(im, in_channels, -1) if im.shape[-1] == 1
-              else im.mean(-1, keepdims=True) for im in images]
+    images = [
+      np.repeat(im, in_channels, -1)
+      if im.shape[-1] == 1
+      else im.mean(-1, keepdims=True)
+      for im in images
+    ]
   logits = inference.predict_logits(model, images)
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)

@@ -26,15 +26,18 @@ def prepare(workdir: pathlib.Path, cfg, main_host: bool, say=print) -> None:
   used = workdir.is_dir() and any(workdir.iterdir())
   if not used or cfg.resume:
     if cfg.resume and used and not (workdir / "checkpoints").is_dir():
-      raise OutputError(f"--out {workdir}: --resume, but the folder holds no"
-                        " checkpoints/ (use another --out, or --overwrite)")
+      raise OutputError(
+        f"--out {workdir}: --resume, but the folder holds no"
+        " checkpoints/ (use another --out, or --overwrite)"
+      )
     _check_writable(workdir)
     return
   if not cfg.overwrite:
     raise OutputError(
-        f"--out {workdir}: not empty (an earlier run?). Continue it with"
-        " --resume, start afresh with --overwrite (the old contents move to"
-        f" {workdir}.previous-<k>), or choose another --out")
+      f"--out {workdir}: not empty (an earlier run?). Continue it with"
+      " --resume, start afresh with --overwrite (the old contents move to"
+      f" {workdir}.previous-<k>), or choose another --out"
+    )
   if main_host:
     k = 1
     while workdir.with_name(f"{workdir.name}.previous-{k}").exists():
@@ -53,13 +56,16 @@ def _check_writable(workdir: pathlib.Path) -> None:
     probe.write_bytes(b"")
     probe.unlink()
   except OSError as e:
-    raise OutputError(f"--out {workdir}: cannot write there ({e.strerror or e});"
-                      " choose another --out") from e
+    raise OutputError(
+      f"--out {workdir}: cannot write there ({e.strerror or e});"
+      " choose another --out"
+    ) from e
 
 
 def _barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -79,9 +85,11 @@ class Curve:
       return
     if start and path.exists():
       with path.open() as f:
-        self.rows = [{k: int(v) if k == "step" else float(v)
-                      for k, v in r.items()}
-                     for r in csv.DictReader(f) if int(r["step"]) <= start]
+        self.rows = [
+          {k: int(v) if k == "step" else float(v) for k, v in r.items()}
+          for r in csv.DictReader(f)
+          if int(r["step"]) <= start
+        ]
     path.parent.mkdir(parents=True, exist_ok=True)
     self.file = path.open("w", newline="")
     self.writer = csv.DictWriter(self.file, self.FIELDS)

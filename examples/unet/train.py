@@ -17,15 +17,25 @@ import signal
 import sys
 import time
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
-from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from . import accumulate, checkpoint, configs, data, inference, interrupts
-from . import losses, metrics, models, rundir
+from . import accumulate
+from . import checkpoint
+from . import configs
+from . import data
+from . import inference
+from . import interrupts
+from . import losses
+from . import metrics
+from . import models
+from . import rundir
 
 AXIS = "data"
 
@@ -38,9 +48,12 @@ def make_optimizer(cfg: configs.Config, model: nnx.Module) -> nnx.Optimizer:
   """AdamW, linear warmup + cosine decay to lr/100, clipping by global norm."""
   warmup = min(cfg.warmup, cfg.steps // 2)
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, cfg.lr, warmup, max(cfg.steps, warmup + 1), end_value=cfg.lr * 0.01)
-  tx = optax.chain(optax.clip_by_global_norm(cfg.clip),
-                   optax.adamw(schedule, weight_decay=cfg.weight_decay))
+    0.0, cfg.lr, warmup, max(cfg.steps, warmup + 1), end_value=cfg.lr * 0.01
+  )
+  tx = optax.chain(
+    optax.clip_by_global_norm(cfg.clip),
+    optax.adamw(schedule, weight_decay=cfg.weight_decay),
+  )
   return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
@@ -53,8 +66,9 @@ def train_step(model, optimizer, batch, loss_fn, num_classes: int):
 
   (loss, logits), grads = nnx.value_and_grad(objective, has_aux=True)(model)
   pred = jnp.argmax(logits, -1)
-  cm = jnp.bincount((batch["mask"] * num_classes + pred).ravel(),
-                    length=num_classes**2).reshape(num_classes, num_classes)
+  cm = jnp.bincount(
+    (batch["mask"] * num_classes + pred).ravel(), length=num_classes**2
+  ).reshape(num_classes, num_classes)
   optimizer.update(model, grads)
   return loss, cm, optax.tree.norm(grads)
 
@@ -62,26 +76,38 @@ def train_step(model, optimizer, batch, loss_fn, num_classes: int):
 class DataParallel:
   """`jit` over a Mesh of every device: the batch sharded, the state replicated."""
 
-  def __init__(self, loss_fn, num_classes: int, *, micro: int = 1,
-               stats_loss: losses.StatsLoss | None = None):
+  def __init__(
+    self,
+    loss_fn,
+    num_classes: int,
+    *,
+    micro: int = 1,
+    stats_loss: losses.StatsLoss | None = None,
+  ):
     """`micro` > 1 (`--accumulate`): `accumulate.train_step` on `stats_loss`."""
     self.mesh = Mesh(np.array(jax.devices()), (AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
     if micro == 1:
-      step = functools.partial(train_step, loss_fn=loss_fn,
-                               num_classes=num_classes)
+      step = functools.partial(
+        train_step, loss_fn=loss_fn, num_classes=num_classes
+      )
     else:
       step = functools.partial(
-          accumulate.train_step, stats_loss=stats_loss,
-          num_classes=num_classes, micro=micro,
-          devices=self.mesh.size, sharding=self.batch_sharding)
+        accumulate.train_step,
+        stats_loss=stats_loss,
+        num_classes=num_classes,
+        micro=micro,
+        devices=self.mesh.size,
+        sharding=self.batch_sharding,
+      )
     self._step = nnx.jit(step, donate_argnames=("model", "optimizer"))
 
   def put(self, x) -> jax.Array:
     """Host array (identical on every host) -> global replicated array."""
-    return jax.make_array_from_process_local_data(self.replicated,
-                                                  np.asarray(x))
+    return jax.make_array_from_process_local_data(
+      self.replicated, np.asarray(x)
+    )
 
   def replicate(self, *nodes) -> None:
     """Lays the state of modules/optimizers out replicated over the mesh."""
@@ -89,8 +115,10 @@ class DataParallel:
 
   def shard(self, local_batch: dict) -> dict:
     """This host's rows of the global batch -> global arrays sharded on 'data'."""
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
-            for k, v in local_batch.items()}
+    return {
+      k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+      for k, v in local_batch.items()
+    }
 
   def step(self, model, optimizer, local_batch: dict):
     return self._step(model, optimizer, self.shard(local_batch))
@@ -100,8 +128,10 @@ class DataParallel:
 def _progress(step, total, loss, iou, rate):
   """One progress bar redrawn in place on a terminal; plain lines in a log."""
   filled = int(30 * step / total)
-  line = (f"step {step:>6}/{total} |{'#' * filled}{'.' * (30 - filled)}|"
-          f" loss {loss:8.4f}  iou {iou:.3f}  {rate:6.2f} steps/s")
+  line = (
+    f"step {step:>6}/{total} |{'#' * filled}{'.' * (30 - filled)}|"
+    f" loss {loss:8.4f}  iou {iou:.3f}  {rate:6.2f} steps/s"
+  )
   sys.stdout.write(f"\r{line}" if sys.stdout.isatty() else f"{line}\n")
   sys.stdout.flush()
 
@@ -117,8 +147,9 @@ def _fg_iou(cm: np.ndarray) -> float:
   return float(np.mean(np.where(denom > 0, tp / np.maximum(denom, 1), 1.0)))
 
 
-def train_and_evaluate(cfg: configs.Config, workdir: str | pathlib.Path,
-                       quiet: bool = False) -> dict:
+def train_and_evaluate(
+  cfg: configs.Config, workdir: str | pathlib.Path, quiet: bool = False
+) -> dict:
   """Trains, checkpoints, evaluates and writes `workdir`; returns metrics.json.
 
   Ctrl-C or SIGTERM stops at the next step boundary, saves that step and
@@ -134,13 +165,15 @@ def _start(cfg, ckpts, model, optimizer, arch, say) -> int:
   if cfg.resume and (latest or 0) > cfg.steps:
     # The loop would not run and the later model would be saved as step S.
     raise ValueError(
-        f"--resume --steps {cfg.steps}: the latest checkpoint in"
-        f" {ckpts.directory} is already at step {latest}. Keep the run's"
-        " --steps (it sets the learning-rate schedule), or use --init-from"
-        " with a new --out to train a copy for fewer steps")
+      f"--resume --steps {cfg.steps}: the latest checkpoint in"
+      f" {ckpts.directory} is already at step {latest}. Keep the run's"
+      " --steps (it sets the learning-rate schedule), or use --init-from"
+      " with a new --out to train a copy for fewer steps"
+    )
   if cfg.resume and latest is not None:
-    start = checkpoint.restore(ckpts, model, architecture=arch,
-                               optimizer=optimizer)
+    start = checkpoint.restore(
+      ckpts, model, architecture=arch, optimizer=optimizer
+    )
     say(f"resumed from {ckpts.directory / str(start)}")
     return start
   if cfg.resume:
@@ -152,18 +185,22 @@ def _start(cfg, ckpts, model, optimizer, arch, say) -> int:
   return 0
 
 
-def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
-         stop: list[int]) -> dict:
+def _run(
+  cfg: configs.Config, workdir: pathlib.Path, quiet: bool, stop: list[int]
+) -> dict:
   t0 = time.time()
   if cfg.batch_size % jax.device_count():
-    raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the"
-                     f" {jax.device_count()} devices")
+    raise ValueError(
+      f"--batch-size {cfg.batch_size} is not divisible by the"
+      f" {jax.device_count()} devices"
+    )
   accumulate.check(cfg.batch_size, cfg.accumulate, jax.device_count())
   if cfg.accumulate > 1 and cfg.norm == "batch":
     raise ValueError(
-        f"--accumulate {cfg.accumulate} with --norm batch: batch norm"
-        " statistics would be those of each micro-batch, so the step would"
-        " not be the whole batch's; use --norm group, layer or none")
+      f"--accumulate {cfg.accumulate} with --norm batch: batch norm"
+      " statistics would be those of each micro-batch, so the step would"
+      " not be the whole batch's; use --norm group, layer or none"
+    )
   main_host = jax.process_index() == 0
   say = (lambda *a, **k: None) if quiet or not main_host else print
   say("preparing data (reading and checking every file) ...", flush=True)
@@ -177,47 +214,71 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   ckpts = checkpoint.Checkpoints(workdir / "checkpoints")
   arch = models.architecture(cfg, train_ds.in_channels)
   start = _start(cfg, ckpts, model, optimizer, arch, say)
-  parallel = DataParallel(losses.make_loss(cfg), cfg.classes,
-                          micro=cfg.accumulate,
-                          stats_loss=losses.make_stats_loss(cfg))
+  parallel = DataParallel(
+    losses.make_loss(cfg),
+    cfg.classes,
+    micro=cfg.accumulate,
+    stats_loss=losses.make_stats_loss(cfg),
+  )
   parallel.replicate(model, optimizer)
   nproc, pid = jax.process_count(), jax.process_index()
-  part = slice(pid * cfg.batch_size // nproc, (pid + 1) * cfg.batch_size // nproc)
+  part = slice(
+    pid * cfg.batch_size // nproc, (pid + 1) * cfg.batch_size // nproc
+  )
   pending: list[tuple[int, jax.Array, jax.Array]] = []  # (step, loss, |grad|)
 
   def check_finite():
     """Raises DivergenceError at the first NaN/inf loss or gradient since the last check."""
     for done, loss, gnorm in pending:
-      if not (np.isfinite(inference.to_host(loss))
-              and np.isfinite(inference.to_host(gnorm))):
+      if not (
+        np.isfinite(inference.to_host(loss))
+        and np.isfinite(inference.to_host(gnorm))
+      ):
         latest = ckpts.latest_step()
         raise DivergenceError(
-            f"non-finite loss or gradient at step {done}: stopped without"
-            " saving. " + (f"The checkpoints in {ckpts.directory} (latest:"
-                           f" step {latest}) are kept." if latest is not None
-                           else "No checkpoint was written.")
-            + " Lower --lr, or check the data and --init-from.")
+          f"non-finite loss or gradient at step {done}: stopped without"
+          " saving. "
+          + (
+            f"The checkpoints in {ckpts.directory} (latest:"
+            f" step {latest}) are kept."
+            if latest is not None
+            else "No checkpoint was written."
+          )
+          + " Lower --lr, or check the data and --init-from."
+        )
     pending.clear()
 
   def save(step):
     check_finite()  # a diverged state never replaces or prunes a good one
-    ckpts.save(step, nnx.state(model), nnx.state(optimizer),
-               {"step": step, "seed": cfg.seed, "model": arch,
-                "config": dataclasses.asdict(cfg)})
+    ckpts.save(
+      step,
+      nnx.state(model),
+      nnx.state(optimizer),
+      {
+        "step": step,
+        "seed": cfg.seed,
+        "model": arch,
+        "config": dataclasses.asdict(cfg),
+      },
+    )
 
   if stop:
     raise interrupts.Interrupted(stop[0])
   curve = rundir.Curve(workdir / "train_curve.csv", start, main_host)
-  say(f"training {cfg.steps} steps on {jax.device_count()} device(s)"
-      f" (jit + Mesh), {len(train_ds.images)} train / {len(val_ds.images)}"
-      f" val images, patch {patch}, loss {cfg.loss}"
-      + (f", {cfg.accumulate} micro-batches per step" if cfg.accumulate > 1
-         else ""))
+  say(
+    f"training {cfg.steps} steps on {jax.device_count()} device(s)"
+    f" (jit + Mesh), {len(train_ds.images)} train / {len(val_ds.images)}"
+    f" val images, patch {patch}, loss {cfg.loss}"
+    + (
+      f", {cfg.accumulate} micro-batches per step" if cfg.accumulate > 1 else ""
+    )
+  )
   step, window_cm, tick, ticks = start, 0, time.time(), 0
   try:
     for step in range(start, cfg.steps):
-      batch = data.train_batch(train_ds, cfg.seed, step, cfg.batch_size, patch,
-                               part)
+      batch = data.train_batch(
+        train_ds, cfg.seed, step, cfg.batch_size, patch, part
+      )
       loss, cm, gnorm = parallel.step(model, optimizer, batch)
       window_cm = window_cm + cm
       ticks += 1
@@ -225,17 +286,29 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
       pending.append((done, loss, gnorm))
       if done % cfg.log_every == 0 or done == cfg.steps:
         check_finite()
-        loss, window_cm = float(inference.to_host(loss)), inference.to_host(window_cm)
+        loss, window_cm = (
+          float(inference.to_host(loss)),
+          inference.to_host(window_cm),
+        )
         rate = ticks / (time.time() - tick)
-        curve.add({"step": done, "loss": loss, "train_iou": _fg_iou(window_cm),
-                   "steps_per_s": rate, "time_s": time.time() - t0})
+        curve.add(
+          {
+            "step": done,
+            "loss": loss,
+            "train_iou": _fg_iou(window_cm),
+            "steps_per_s": rate,
+            "time_s": time.time() - t0,
+          }
+        )
         if not quiet and main_host:
           _progress(done, cfg.steps, loss, curve.rows[-1]["train_iou"], rate)
         window_cm, tick, ticks = 0, time.time(), 0
       if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
         summary, _ = inference.evaluate(model, val_ds, parallel.put)
-        say(f"{_end_line()}  val iou {summary['val_iou']:.4f} dice"
-            f" {summary['val_dice']:.4f}")
+        say(
+          f"{_end_line()}  val iou {summary['val_iou']:.4f} dice"
+          f" {summary['val_dice']:.4f}"
+        )
       if done % cfg.ckpt_every == 0 and done < cfg.steps:
         save(done)
       step = done
@@ -248,8 +321,9 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
     finally:
       ckpts.close()
       curve.close()
-    raise interrupts.Interrupted(getattr(e, "signum", signal.SIGINT),
-                                 ckpts.directory / str(step)) from e
+    raise interrupts.Interrupted(
+      getattr(e, "signum", signal.SIGINT), ckpts.directory / str(step)
+    ) from e
   except DivergenceError:
     ckpts.close()
     curve.close()
@@ -259,21 +333,33 @@ def _run(cfg: configs.Config, workdir: pathlib.Path, quiet: bool,
   ckpts.close()
   curve.close()
   summary, logits = inference.evaluate(model, val_ds, parallel.put)
-  result = {**summary, "val_iou_definition": (
+  result = {
+    **summary,
+    "val_iou_definition": (
       "mean IoU over foreground classes 1..C-1 (binary: foreground IoU);"
-      " val_iou_all includes background"),
-            "steps": cfg.steps, "wall_time_s": time.time() - t0,
-            "devices": jax.device_count(), "processes": nproc,
-            "loss": cfg.loss, "config": dataclasses.asdict(cfg)}
+      " val_iou_all includes background"
+    ),
+    "steps": cfg.steps,
+    "wall_time_s": time.time() - t0,
+    "devices": jax.device_count(),
+    "processes": nproc,
+    "loss": cfg.loss,
+    "config": dataclasses.asdict(cfg),
+  }
   if main_host:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
     from . import figures  # pylint: disable=import-outside-toplevel  (matplotlib)
+
     figures.samples(workdir / "figures", val_ds, logits, cfg)
     figures.curve(workdir / "figures" / "train_curve.png", curve.rows)
   say(metrics.table(summary))
   if "val_aji" in summary:
-    say(f"objects: detection F1 (IoU >= 0.5) {summary['val_object_f1']:.4f}"
-        f"  AJI {summary['val_aji']:.4f}")
-  say(f"val IoU {summary['val_iou']:.4f}  Dice {summary['val_dice']:.4f}  BF1"
-      f" {summary['val_bf1']:.4f}  ({time.time() - t0:.0f} s) -> {workdir}")
+    say(
+      f"objects: detection F1 (IoU >= 0.5) {summary['val_object_f1']:.4f}"
+      f"  AJI {summary['val_aji']:.4f}"
+    )
+  say(
+    f"val IoU {summary['val_iou']:.4f}  Dice {summary['val_dice']:.4f}  BF1"
+    f" {summary['val_bf1']:.4f}  ({time.time() - t0:.0f} s) -> {workdir}"
+  )
   return result
