@@ -1,9 +1,10 @@
 """The Dice-family options of `pel_loss` (issue 10) against a float64 oracle.
 
-`family_numpy` is written from the formulas in the issue and the papers
-(Sudre et al. 2017 for generalized Dice, MONAI's rule for absent classes,
-Milletari et al. 2016 for squared denominators, Wang et al. 2023 (JDTLoss)
-for the L1 soft-label form), not from the library code.
+The oracle, `tests.reference_family.family_numpy`, is written from the
+formulas in the issue and the papers (Sudre et al. 2017 for generalized Dice,
+MONAI's rule for absent classes, Milletari et al. 2016 for squared
+denominators, Wang et al. 2023 (JDTLoss) for the L1 soft-label form), not from
+the library code.
 """
 
 from __future__ import annotations
@@ -20,105 +21,7 @@ import optax
 
 import pel_jax
 from tests import reference
-
-
-def family_numpy(
-  predictions,
-  targets,
-  *,
-  exponent=3.0,
-  scale=1.0,
-  fp_weight=1.0,
-  fn_weight=1.0,
-  smooth_nr=1e-5,
-  smooth_dr=1e-5,
-  from_logits=False,
-  activation=None,
-  class_weights=None,
-  include_background=True,
-  where=None,
-  ignore_index=None,
-  batch=False,
-  reduction="mean",
-  generalized=None,
-  squared=False,
-  soft_labels=False,
-  focal_gamma=None,
-  log_loss=False,
-  absent_classes="count",
-  average="macro",
-  ce_weight=0.0,
-):
-  """float64 NumPy oracle of the family options (see the module docstring)."""
-  p = reference.np_probabilities(predictions, from_logits, activation)
-  g, keep = reference.np_targets(targets, p.shape[-1], ignore_index)
-  if where is not None:
-    keep = keep & np.asarray(where, bool)
-  w = keep[..., None].astype(np.float64)
-  ce = 0.0
-  if ce_weight:
-    # Cross-entropy over all classes (MONAI DiceCELoss), log p in float64.
-    if p.shape[-1] > 1 and activation != "sigmoid":
-      terms = -np.sum(g * np.log(p), -1)[..., None]
-    else:
-      terms = -(g * np.log(p) + (1 - g) * np.log1p(-p))
-    kept = np.broadcast_to(w, terms.shape)
-    total = np.sum(kept * terms)
-    ce = ce_weight * (total if reduction == "sum" else total / np.sum(kept))
-  if not include_background:
-    p, g = p[..., 1:], g[..., 1:]
-    if class_weights is not None:
-      class_weights = np.asarray(class_weights)[1:]
-  axes = tuple(range(0 if batch else 1, p.ndim - 1))
-  s = lambda f: np.sum(w * f, axis=axes).reshape(-1, p.shape[-1])
-  if soft_labels:
-    tp = s(np.minimum(p, g))  # = (sum p + sum g - sum |p - g|) / 2
-    ratio_pg = np.minimum(p / np.where(g > 0, g, 1.0), 1.0)
-    numer = s(np.where(g > 0, g * ratio_pg**exponent, 0.0))
-  else:
-    tp = s(p * g)
-    numer = s(p**exponent * g)
-  sum_g = s(g)
-  size_p, size_g = (s(p * p), s(g * g)) if squared else (s(p), sum_g)
-  denom = tp + fp_weight * (size_p - tp) + fn_weight * (size_g - tp)
-  if average == "micro":
-    generalized = "uniform"
-  if generalized is not None:
-    weights = np.ones_like(sum_g)
-    for row in range(sum_g.shape[0]):
-      for c in range(sum_g.shape[1]):
-        v = sum_g[row, c]
-        if generalized == "uniform":
-          weights[row, c] = 1.0
-        else:
-          with np.errstate(divide="ignore"):
-            weights[row, c] = 1.0 / (v * v if generalized == "square" else v)
-      finite = np.isfinite(weights[row])
-      top = np.max(weights[row][finite]) if finite.any() else 0.0
-      weights[row][~finite] = top
-    numer = np.sum(weights * numer, -1, keepdims=True)
-    denom = np.sum(weights * denom, -1, keepdims=True)
-  denom = denom + smooth_dr
-  ratio = np.where(
-    denom == 0, 1.0, (numer + smooth_nr) / np.where(denom == 0, 1, denom)
-  )
-  losses = -np.log(ratio) if log_loss else 1.0 - scale * ratio
-  if focal_gamma is not None:
-    losses = np.maximum(losses, 0.0) ** focal_gamma
-  if class_weights is not None:
-    losses = losses * np.asarray(class_weights, np.float64)
-  present = np.ones_like(losses)
-  if absent_classes == "exclude":
-    present = (sum_g > 0).astype(np.float64)
-  if reduction == "none":
-    out = losses * present
-    out = out[:, 0] if generalized is not None else out
-    return out[0] if batch else out
-  total = np.sum(losses * present)
-  if reduction == "sum":
-    return total + ce
-  return (total / np.sum(present) if np.sum(present) else 0.0) + ce
-
+from tests.reference_family import family_numpy
 
 # Each option (and a few pairs) with the settings they interact with.
 _OPTIONS = (

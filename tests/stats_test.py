@@ -17,6 +17,7 @@ import numpy as np
 import pel_jax
 from tests import family_test
 from tests import reference
+from tests import reference_family
 
 # The family options that change the statistics or the ratio.
 _FAMILY = (
@@ -69,7 +70,10 @@ class IdentityTest(family_test.X64TestCase):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
         # And both equal the independent oracle.
         np.testing.assert_allclose(
-          want, family_test.family_numpy(x, t, **kw), rtol=1e-10, atol=1e-12
+          want,
+          reference_family.family_numpy(x, t, **kw),
+          rtol=1e-10,
+          atol=1e-12,
         )
         count += 1
     self.assertEqual(count, len(_FAMILY) * 12 - 4)
@@ -231,7 +235,7 @@ class DataParallelTest(parameterized.TestCase):
     f = lambda x, t, m, **a: pel_jax.pel_loss(x, t, where=m, **kw, **a)
     want_loss, want_grad = jax.jit(jax.value_and_grad(f))(x, t, m)
     np.testing.assert_allclose(
-      want_loss, family_test.family_numpy(x, t, where=m, **kw), rtol=2e-5
+      want_loss, reference_family.family_numpy(x, t, where=m, **kw), rtol=2e-5
     )
     mesh = jax.make_mesh((_N,), ("d",))
     spec = P("d")
@@ -334,7 +338,7 @@ class PrecisionTest(parameterized.TestCase):
           lambda x: pel_jax.pel_loss(x, th, **kw_all)
         )(xh)
         self.assertEqual(grad.dtype, dtype)
-        want = family_test.family_numpy(
+        want = reference_family.family_numpy(
           np.asarray(xh, np.float64), np.asarray(th, np.float64), **kw_all
         )
         np.testing.assert_allclose(loss, want, rtol=2e-5, atol=1e-6)
