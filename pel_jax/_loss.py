@@ -349,7 +349,7 @@ def region_stats(
   plus :math:`\sum w p^2` and :math:`\sum w g^2` with ``squared=True``;
   with ``soft_labels=True``, :math:`TP = \sum w \min(p, g)` and
   :math:`N = \sum w g \min(p / g, 1)^n`. Everything but these sums is
-  computed from them by `loss_from_stats`, and
+  computed from them by `loss_from_stats`, and::
 
       loss_from_stats(region_stats(x, t, **o), **o) == pel_loss(x, t, **o)
 
@@ -413,8 +413,8 @@ def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
   of :math:`\Sigma p, \Sigma g`):
 
   .. math::
-    D_c = (1 - lpha - eta) TP_c + lpha \Sigma p_c + eta \Sigma g_c,
-    \quad R_c = rac{N_c + \epsilon_{nr}}{D_c + \epsilon_{dr}},
+    D_c = (1 - \alpha - \beta) TP_c + \alpha \Sigma p_c + \beta \Sigma g_c,
+    \quad R_c = \frac{N_c + \epsilon_{nr}}{D_c + \epsilon_{dr}},
     \quad L_c = 1 - s R_c
 
   then the per-class transform (``focal_gamma``: :math:`L_c^\gamma`;
