@@ -5,7 +5,7 @@ Run from the repository root:
     python benchmarks/bench_accumulate_example.py           # batch 16, 64 px
     python benchmarks/bench_accumulate_example.py --quick   # tiny, seconds
 
-One device. Rows: the example's plain step (`train.train_step`, what
+One device. Rows: the example's plain step (`steps.train_step`, what
 `--accumulate 1` runs) and `accumulate.train_step` for each K (K = 1: the
 two-pass scan's own cost, on the whole batch), on the same global batch and
 loss (`--loss pel+ce`, batch PEL). Columns:
@@ -36,12 +36,12 @@ from examples.unet import configs
 from examples.unet import data
 from examples.unet import losses
 from examples.unet import models
-from examples.unet import train
+from examples.unet import steps
 
 PLAIN = "plain step (K=1)"
 
 
-def steps(cfg, ks):
+def step_variants(cfg, ks):
   """`{name: (jitted pure step, (state, batch))}` for the plain step and each K."""
   ds = data.synthetic(cfg.seed, cfg.batch_size, cfg.image_size, cfg.classes)
   batch = data.train_batch(ds, cfg.seed, 0, cfg.batch_size, cfg.image_size)
@@ -50,7 +50,7 @@ def steps(cfg, ks):
   graphdef, state = nnx.split((model, optimizer))
   variants = {
     PLAIN: functools.partial(
-      train.train_step, loss_fn=losses.make_loss(cfg), num_classes=cfg.classes
+      steps.train_step, loss_fn=losses.make_loss(cfg), num_classes=cfg.classes
     )
   }
   for k in ks:
@@ -73,7 +73,7 @@ def steps(cfg, ks):
 
 
 def run(cfg, ks, rounds):
-  fns, args = steps(cfg, ks)
+  fns, args = step_variants(cfg, ks)
   ref = float(fns[PLAIN](*args)[0])
   return bench_accumulate.measure(
     fns, args, rounds, lambda out: abs(float(out[0]) - ref)

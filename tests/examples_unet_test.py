@@ -37,6 +37,7 @@ from examples.unet import main
 from examples.unet import models
 from examples.unet import predict
 from examples.unet import rundir
+from examples.unet import steps
 from examples.unet import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -127,12 +128,12 @@ def _one_step(sharded: bool, loss: str):
   optimizer = nnx.Optimizer(model, optax.sgd(1.0), wrt=nnx.Param)
   loss_fn = losses.make_loss(cfg)
   if sharded:
-    parallel = train.DataParallel(loss_fn, cfg.classes)
+    parallel = steps.DataParallel(loss_fn, cfg.classes)
     parallel.replicate(model, optimizer)
     parallel.step(model, optimizer, batch)
   else:
     with jax.default_device(jax.devices()[0]):
-      nnx.jit(train.train_step, static_argnames=("loss_fn", "num_classes"))(
+      nnx.jit(steps.train_step, static_argnames=("loss_fn", "num_classes"))(
         model, optimizer, batch, loss_fn=loss_fn, num_classes=2
       )
   return params_of(model)
@@ -148,7 +149,7 @@ def test_data_parallel_step_matches_one_device(loss):
     )
 
 
-def _steps(cfg, micro, sharded, steps=3):
+def _steps(cfg, micro, sharded, count=3):
   """(loss, confusion, |grad|) per SGD step, and the params after them.
 
   micro=None: the plain `train_step` on one device, the reference.
@@ -159,7 +160,7 @@ def _steps(cfg, micro, sharded, steps=3):
   optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param)
   stats_loss = losses.make_stats_loss(cfg)
   if sharded:
-    parallel = train.DataParallel(
+    parallel = steps.DataParallel(
       losses.make_loss(cfg), cfg.classes, micro=micro, stats_loss=stats_loss
     )
     parallel.replicate(model, optimizer)
@@ -167,7 +168,7 @@ def _steps(cfg, micro, sharded, steps=3):
   elif micro is None:
     step = nnx.jit(
       functools.partial(
-        train.train_step, loss_fn=losses.make_loss(cfg), num_classes=cfg.classes
+        steps.train_step, loss_fn=losses.make_loss(cfg), num_classes=cfg.classes
       )
     )
   else:
@@ -181,7 +182,7 @@ def _steps(cfg, micro, sharded, steps=3):
     )
   out = []
   with jax.default_device(jax.devices()[0]):
-    for i in range(steps):
+    for i in range(count):
       batch = data.train_batch(ds, cfg.seed, i, cfg.batch_size, 16)
       out.append([inference.to_host(x) for x in step(model, optimizer, batch)])
   return out, params_of(model)
@@ -216,8 +217,8 @@ def test_accumulate_per_sample_region_loss():
   """batch_dice=False: per-sample stats stacked, then the mean over samples."""
   cfg = tiny(batch_size=16, loss="tversky+0.5*ce", batch_dice=False, classes=3)
   _assert_same_run(
-    _steps(cfg, 2, sharded=True, steps=2),
-    _steps(cfg, None, sharded=False, steps=2),
+    _steps(cfg, 2, sharded=True, count=2),
+    _steps(cfg, None, sharded=False, count=2),
   )
 
 
@@ -329,9 +330,9 @@ def test_two_processes_match_one_process(tmp_path):
     logits, batch["mask"], from_logits=True, batch=True
   )
   model = models.make_model(cfg, 1)
-  optimizer = train.make_optimizer(cfg, model)
+  optimizer = steps.make_optimizer(cfg, model)
   loss, _, _ = nnx.jit(
-    train.train_step, static_argnames=("loss_fn", "num_classes")
+    steps.train_step, static_argnames=("loss_fn", "num_classes")
   )(model, optimizer, batch, loss_fn=losses.make_loss(cfg), num_classes=2)
   want = {"param:" + k: v for k, v in params_of(model).items()}
   for i in range(2):

@@ -3,7 +3,7 @@
 Usage: python tests/examples_unet_worker.py PORT PROCESS_ID OUT_DIR
 Each process has 2 CPU devices; together they form a 4-device mesh. Writes
 the global PEL (jit-sharded, and pel_jax under pmap with axis_name) and the
-parameters after one data-parallel train step (`train.DataParallel`) to
+parameters after one data-parallel train step (`steps.DataParallel`) to
 OUT_DIR/process_<id>.npz.
 """
 
@@ -34,7 +34,7 @@ from examples.unet import data  # noqa: E402
 from examples.unet import inference  # noqa: E402
 from examples.unet import losses  # noqa: E402
 from examples.unet import models  # noqa: E402
-from examples.unet import train  # noqa: E402
+from examples.unet import steps  # noqa: E402
 
 # The same tiny setting as test_two_processes_match_one_process() in
 # examples_unet_test.py.
@@ -49,8 +49,8 @@ logits = rng.normal(size=(8, 16, 16, 2)).astype(np.float32)[local]
 pel = losses.region_loss_fn("pel", cfg)
 
 model = models.make_model(cfg, 1)
-optimizer = train.make_optimizer(cfg, model)
-parallel = train.DataParallel(losses.make_loss(cfg), cfg.classes)
+optimizer = steps.make_optimizer(cfg, model)
+parallel = steps.DataParallel(losses.make_loss(cfg), cfg.classes)
 parallel.replicate(model, optimizer)
 x = jax.make_array_from_process_local_data(parallel.batch_sharding, logits)
 y = jax.make_array_from_process_local_data(

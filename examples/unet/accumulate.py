@@ -52,7 +52,7 @@ def train_step(
   devices: int = 1,
   sharding=None,
 ):
-  """`train.train_step` over K = `micro` micro-batches, in one's memory.
+  """`steps.train_step` over K = `micro` micro-batches, in one's memory.
 
   `pel_jax.accumulated_value_and_grad` sums the statistics of
   `stats_loss` (a `losses.StatsLoss`) over the micro-batches, so the loss
