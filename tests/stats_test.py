@@ -229,7 +229,7 @@ class DataParallelTest(parameterized.TestCase):
     return x, t, m
 
   @parameterized.named_parameters(*_DP_OPTIONS)
-  def test_shard_map_and_pmap(self, options):
+  def test_shard_map_pmap_and_sharded_jit(self, options):
     x, t, m = self._data()
     kw = dict(from_logits=True, **options)
     f = lambda x, t, m, **a: pel_jax.pel_loss(x, t, where=m, **kw, **a)
@@ -251,6 +251,12 @@ class DataParallelTest(parameterized.TestCase):
       )
     )
     loss, grad = inner(*args)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=2e-7)
+
+    # jit with the batch sharded over the mesh, no axis_name: the compiler
+    # makes the sums global.
+    loss, grad = jax.jit(jax.value_and_grad(f))(*args)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=2e-7)
 
