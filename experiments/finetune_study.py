@@ -137,6 +137,13 @@ def parse_args(argv=None):
   return args
 
 
+def run_config(args: argparse.Namespace) -> dict:
+  """The settings a run's results depend on (what results.json records)."""
+  return {
+    k: v for k, v in vars(args).items() if k not in ("out", "report_only")
+  }
+
+
 def metric_names(per_seed: dict[str, list[dict]]) -> list[str]:
   """The metrics the runs recorded, in `common.METRICS` order."""
   first = next(iter(per_seed.values()))[0]
@@ -334,7 +341,7 @@ def main(argv=None):
   arms = [a for a in ARMS if a.name in args.arms.split(",")]
   if not arms:
     sys.exit(f"no known arm in --arms {args.arms!r}")
-  cfg = {k: v for k, v in vars(args).items() if k not in ("out", "report_only")}
+  cfg = run_config(args)
   (out / "config.json").write_text(json.dumps(cfg, indent=1))
 
   train, val, test = common.make_data(

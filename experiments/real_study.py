@@ -174,6 +174,21 @@ def report(results: dict[str, dict], synthetic: dict | None) -> str:
   return "\n".join(parts)
 
 
+def finished(run_dir: pathlib.Path, study_argv: list[str]) -> dict | None:
+  """The set's results.json when it holds a finished run of these settings.
+
+  A later run of the study reuses it (the per-set runs are deterministic),
+  so an interrupted study resumes at the first unfinished set; a run with
+  other settings is redone.
+  """
+  path = run_dir / "results.json"
+  if not path.is_file():
+    return None
+  result = json.loads(path.read_text())
+  cfg = finetune_study.run_config(finetune_study.parse_args(study_argv))
+  return result if result.get("config") == json.loads(json.dumps(cfg)) else None
+
+
 def main(argv=None, fetcher=fetch_lib.fetch):
   args = parse_args(argv)
   out, root = pathlib.Path(args.out), pathlib.Path(args.data_root)
@@ -194,6 +209,11 @@ def main(argv=None, fetcher=fetch_lib.fetch):
       + (["--quick"] if args.quick else REAL)
       + args.study_args
     )
+    done = finished(out / name, study_argv)
+    if done is not None:
+      print(f"== {name}: reused {out / name / 'results.json'}", flush=True)
+      results[name] = done
+      continue
     print(
       f"== {name}: python -m experiments.finetune_study "
       + " ".join(study_argv),
@@ -202,8 +222,10 @@ def main(argv=None, fetcher=fetch_lib.fetch):
     results[name] = finetune_study.main(study_argv)
   synthetic = json.loads(SYNTHETIC.read_text()) if SYNTHETIC.is_file() else None
   text = report(results, synthetic)
+  minutes = sum(r["seconds"]["total"] for r in results.values()) / 60
   text += (
-    f"\nTotal wall time {timer() / 60:.1f} min ({', '.join(args.sets)}).\n"
+    f"\nStudy time {minutes:.1f} min ({', '.join(args.sets)}: the sum of"
+    f" the per-set runs); this invocation {timer() / 60:.1f} min.\n"
   )
   (out / "real_results.md").write_text(text)
   print(text)

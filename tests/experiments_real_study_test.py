@@ -37,24 +37,22 @@ def _fake_fetch(calls):
 
 
 @pytest.mark.slow
-def test_quick_real_study(tmp_path):
+def test_quick_real_study(tmp_path, monkeypatch):
   calls = []
   out = tmp_path / "real"
-  results = real_study.main(
-    [
-      "--out",
-      str(out),
-      "--data-root",
-      str(tmp_path / "data"),
-      "--quick",
-      "--sets",
-      "he-types",
-      "--",
-      "--arms",
-      "dice,pel_n3+ce_patch,dice+ce_patch",
-    ],
-    fetcher=_fake_fetch(calls),
-  )
+  argv = [
+    "--out",
+    str(out),
+    "--data-root",
+    str(tmp_path / "data"),
+    "--quick",
+    "--sets",
+    "he-types",
+    "--",
+    "--arms",
+    "dice,pel_n3+ce_patch,dice+ce_patch",
+  ]
+  results = real_study.main(argv, fetcher=_fake_fetch(calls))
   assert calls == [("he-types", str(tmp_path / "data" / "he-types"), None)]
   res = json.loads((out / "he-types" / "results.json").read_text())
   assert res["eval_split"] == "test"
@@ -76,6 +74,20 @@ def test_quick_real_study(tmp_path):
   assert "| pel_n2 | " in text  # an arm not run shows as a dash
   # the gradient analysis' closed forms are binary: skipped for 4 classes
   assert not (out / "he-types" / "gradient_shares.json").exists()
+
+  # A second run with the same settings reuses the finished set; other
+  # settings would redo it.
+  def no_rerun(argv):
+    raise AssertionError(f"finetune_study rerun: {argv}")
+
+  monkeypatch.setattr(real_study.finetune_study, "main", no_rerun)
+  again = real_study.main(argv, fetcher=_fake_fetch(calls))
+  assert again["he-types"]["per_seed"] == results["he-types"]["per_seed"]
+  assert (out / "real_results.md").read_text().split("Study time")[0] == (
+    text.split("Study time")[0]
+  )
+  study_argv = ["--out", str(out / "he-types"), "--classes", "4", "--quick"]
+  assert real_study.finished(out / "he-types", study_argv) is None
 
 
 def test_unknown_set_is_refused(capsys):
