@@ -36,6 +36,8 @@ class StatsConfig:
   squared: bool = False  # Sums of p^2 and g^2 in place of p and g.
   soft_labels: bool = False  # L1 forms of TP and N (float targets only).
   cross_entropy: bool = False  # The CE sum and its term count.
+  # CE targets (1 - eps) g + eps / K, K = C (softmax) or 2 (sigmoid).
+  label_smoothing: float = 0.0
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -348,8 +350,10 @@ class RegionStats(NamedTuple):
   * ``sum_p2``, ``sum_g2``: :math:`\sum w p^2`, :math:`\sum w g^2` (only
     with ``squared``).
   * ``ce``: `[G]`, the cross-entropy summed over pixels and classes (only
-    with ``ce_weight``): :math:`-\sum w g \log p` (softmax) or
-    :math:`-\sum w (g \log p + (1 - g) \log (1 - p))` (sigmoid).
+    with ``ce_weight``): :math:`-\sum w q \log p` (softmax) or
+    :math:`-\sum w (q \log p + (1 - q) \log (1 - p))` (sigmoid), with
+    :math:`q = (1 - \varepsilon) g + \varepsilon / K` the targets smoothed
+    by ``ce_label_smoothing`` (K = C for softmax, 2 for sigmoid).
   * ``count``: `[G]`, the number of cross-entropy terms: kept pixels
     (softmax) or kept pixels times C (sigmoid). No gradient.
 
@@ -404,15 +408,30 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
 def _cross_entropy_terms(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   """Per-entry cross-entropy from the logits (log space), `[B, *S, C]`.
 
-  Softmax: -g log p = g (lse - z), lse = log sum_c exp(z_c). Sigmoid: the
-  binary cross-entropy of each class, -g log p - (1 - g) log(1 - p) =
-  softplus(z) - g z (one exponential and one logarithm, where the two log
+  With q the (smoothed) targets: softmax, -q log p = q (lse - z), lse =
+  log sum_c exp(z_c); sigmoid, the binary cross-entropy of each class,
+  -q log p - (1 - q) log(1 - p) = softplus(z) - q z (one exponential and one logarithm, where the two log
   terms take two of each). Finite for any finite logit.
   """
+  q = _smoothed_targets(cfg, px.g)
   if cfg.activation == "softmax":
     lse = jax.nn.logsumexp(px.x, axis=-1, keepdims=True)
-    return px.g * (lse - px.x)
-  return jax.nn.softplus(px.x) - px.g * px.x
+    return q * (lse - px.x)
+  return jax.nn.softplus(px.x) - q * px.x
+
+
+def _smoothed_targets(cfg: StatsConfig, g: jax.Array) -> jax.Array:
+  """The cross-entropy's targets q = (1 - eps) g + eps / K.
+
+  K = C classes for softmax (optax's `smooth_labels`, torch's
+  `label_smoothing`), 2 for sigmoid (Keras and MONAI's BCE: each class is
+  a two-way choice). eps = 0 returns g itself (the unsmoothed arithmetic).
+  """
+  eps = cfg.label_smoothing
+  if not eps:
+    return g
+  k = g.shape[-1] if cfg.activation == "softmax" else 2
+  return g * (1 - eps) + eps / k
 
 
 def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
@@ -470,8 +489,9 @@ def stats_backward(
     dL/dp = w (ct.tp g + ct.sum_p + 2 ct.sum_p2 p + ct.numer n p^(n-1) g)
     dL/dg = w (ct.tp p + ct.sum_g + 2 ct.sum_g2 g + ct.numer p^n)
   (soft labels: the derivatives of min(p, g) and g min(p/g, 1)^n instead),
-  chained through the activation, plus, per logit, ct.ce (p sum_c g - g)
-  for the softmax cross-entropy sum and ct.ce (p - g) for the sigmoid one.
+  chained through the activation, plus, per logit, ct.ce (p sum_c q - q)
+  for the softmax cross-entropy sum and ct.ce (p - q) for the sigmoid one,
+  q = (1 - eps) g + eps / K the smoothed targets (q = g without smoothing).
   The sums need nothing beyond the inputs, so `stats` is unused here; it is
   part of the signature for kernels that may want it.
   """
@@ -487,6 +507,7 @@ def stats_backward(
   )
   if cfg.cross_entropy:
     ct = ct._replace(ce=cotangent.ce.reshape(pixels[:-1] + (1,)))
+    q = _smoothed_targets(cfg, g)
   if cfg.soft_labels:
     below, r = _soft_ratio(p, g)
     linear = jnp.where(below, ct.tp, 0)
@@ -515,11 +536,11 @@ def stats_backward(
     if cfg.activation == "sigmoid":
       grad = (pull + linear * p) * (1 - p)
       if cfg.cross_entropy:
-        grad = grad + ct.ce * (p - g)  # d BCE / dz = p - g.
+        grad = grad + ct.ce * (p - q)  # d BCE / dz = p - q.
     else:
       u = pull + linear * p
       if cfg.cross_entropy:
-        u = u - ct.ce * g  # p * d(-g log p)/dp.
+        u = u - ct.ce * q  # p * d(-q log p)/dp.
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
@@ -537,11 +558,13 @@ def stats_backward(
     if cfg.squared:
       d_g = d_g + 2 * ct.sum_g2 * g
     if cfg.cross_entropy:
-      # d CE / dg: -log p (softmax), -(log p - log(1 - p)) = -z (sigmoid).
+      # d CE / dq: -log p (softmax), -(log p - log(1 - p)) = -z (sigmoid);
+      # dq/dg = 1 - eps.
+      ct_q = ct.ce * (1 - cfg.label_smoothing) if cfg.label_smoothing else ct.ce
       if cfg.activation == "softmax":
-        d_g = d_g - ct.ce * _log_softmax(px.x)
+        d_g = d_g - ct_q * _log_softmax(px.x)
       else:
-        d_g = d_g - ct.ce * px.x
+        d_g = d_g - ct_q * px.x
     if w is not None:
       d_g = d_g * w
     d_targets = d_g.astype(targets.dtype)
