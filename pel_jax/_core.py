@@ -124,18 +124,20 @@ def _log_softmax(x: jax.Array) -> jax.Array:
 
 
 def _activate(cfg: StatsConfig, x: jax.Array, select):
-  """`(p, p_sel, p_sel ** n)` in the compute dtype; `p_sel = select(p)`.
+  """`(p, p_sel, p_sel ** n, log_p)` in the compute dtype; `p_sel = select(p)`.
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
   them for float targets, only the labelled class for integer ids (one-hot g
   zeroes the rest), so the power is taken once per pixel, not once per class.
   For logits the power is taken in log space when n is not an integer.
+  `log_p` is the softmax's log-probabilities (the cross-entropy reads them),
+  None otherwise.
   """
   x = x.astype(compute_dtype(x.dtype))
   n = cfg.exponent
   if cfg.activation is None:
     p_sel = select(x)
-    return x, p_sel, _power(p_sel, n)
+    return x, p_sel, _power(p_sel, n), None
   if cfg.activation == "sigmoid":
     log_p = jax.nn.log_sigmoid(x)
     p = jax.nn.sigmoid(x)
@@ -147,8 +149,10 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     # power would make XLA write out p and p^n.
     p_sel = jnp.exp(select(log_p))
   if _is_integer(n):
-    return p, p_sel, lax.integer_pow(p_sel, int(n))
-  return p, p_sel, jnp.exp(n * select(log_p))
+    p_n = lax.integer_pow(p_sel, int(n))
+  else:
+    p_n = jnp.exp(n * select(log_p))
+  return p, p_sel, p_n, log_p if cfg.activation == "softmax" else None
 
 
 class _Pixels(NamedTuple):
@@ -161,6 +165,7 @@ class _Pixels(NamedTuple):
   w: jax.Array | None  # 0/1 pixel weight; None when no pixel is excluded.
   hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
   x: jax.Array | None = None  # The masked inputs in the compute dtype.
+  log_p: jax.Array | None = None  # Softmax log-probabilities, else None.
 
   def times_g(self, *factors: jax.Array) -> jax.Array:
     """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
@@ -215,13 +220,17 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
     predictions = jnp.where(keep, predictions, 0)
   if integer:
     is_label = _is_label(targets, predictions.shape[-1])
-  hit = is_label if integer and cfg.exponent != 1 else None  # n = 1: p^n is p.
+  # n = 1: p^n is p, no selection needed; the softmax cross-entropy of ids
+  # reads the labelled class's log p from the same selection.
+  softmax_ce = cfg.cross_entropy and cfg.activation == "softmax"
+  select_ids = cfg.exponent != 1 or softmax_ce
+  hit = is_label if integer and select_ids else None
   if hit is not None:
     # One hit per pixel at most, so the sum of zeros and one entry is exact.
     select = lambda x: _reduce_classes(jnp.add, jnp.where(hit, x, 0))
   else:
     select = lambda x: x
-  p, p_sel, p_n = _activate(cfg, predictions, select)
+  p, p_sel, p_n, log_p = _activate(cfg, predictions, select)
   if integer:
     g = is_label.astype(p.dtype)
   else:
@@ -230,7 +239,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
   x = predictions.astype(p.dtype)
-  return _Pixels(p, p_sel, p_n, g, w, hit, x)
+  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p)
 
 
 def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
@@ -390,9 +399,7 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
     tp, numer = p * g, px.times_g(px.p_n)
   ce = None
   if cfg.cross_entropy and cfg.activation == "sigmoid":
-    # Elementwise, so it joins the per-class sums (`_cross_entropy_sum`
-    # explains why the softmax one cannot).
-    ce = _cross_entropy_terms(cfg, px)
+    ce = _cross_entropy_terms(cfg, px)  # (The softmax one: see below.)
   if cfg.squared:
     # The barrier keeps XLA from rewriting a softmax's p * p as exp(2 log p),
     # a second exponential (and class max) per entry inside the reduction.
@@ -406,18 +413,42 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
 
 
 def _cross_entropy_terms(cfg: StatsConfig, px: _Pixels) -> jax.Array:
-  """Per-entry cross-entropy from the logits (log space), `[B, *S, C]`.
+  """Per-entry sigmoid cross-entropy from the logits, `[B, *S, C]`.
 
-  With q the (smoothed) targets: softmax, -q log p = q (lse - z), lse =
-  log sum_c exp(z_c); sigmoid, the binary cross-entropy of each class,
-  -q log p - (1 - q) log(1 - p) = softplus(z) - q z (one exponential and one logarithm, where the two log
-  terms take two of each). Finite for any finite logit.
+  The binary cross-entropy of each class with the (smoothed) targets q,
+  -q log p - (1 - q) log(1 - p) = softplus(z) - q z: one exponential and
+  one logarithm, where the two log terms take two of each. Finite for any
+  finite logit. Elementwise, so it joins the per-class sums.
   """
   q = _smoothed_targets(cfg, px.g)
-  if cfg.activation == "softmax":
-    lse = jax.nn.logsumexp(px.x, axis=-1, keepdims=True)
-    return q * (lse - px.x)
   return jax.nn.softplus(px.x) - q * px.x
+
+
+def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
+  """Softmax cross-entropy summed over kept pixels and classes, `[G]`.
+
+  Per pixel first, -sum_c q_c log p_c (`[B, *S, 1]`), from the
+  log-probabilities of the activation (its class max and log-sum-exp are
+  not computed again), then over the pixels. For integer ids the labelled
+  class's log p is `_activate`'s selection, shared with the p^n term: no
+  pass over the logits of its own. (Inside the per-class sums, each of a
+  pixel's C entries would recompute the pixel's class max.)
+  """
+  log_p = px.log_p
+  if px.hit is not None:
+    ce = -_reduce_classes(jnp.add, jnp.where(px.hit, log_p, 0))
+    eps = cfg.label_smoothing
+    if eps:
+      spread = jnp.sum(log_p, -1, keepdims=True)
+      ce = ce * (1 - eps) - spread * (eps / log_p.shape[-1])
+  else:
+    q = _smoothed_targets(cfg, px.g)
+    ce = -jnp.sum(q * log_p, -1, keepdims=True)
+  if px.w is not None:
+    ce = ce * px.w
+  # Staged like the other sums (float32 accuracy over millions of pixels).
+  (total,) = _sum_together(_sum_axes(cfg, px.p.ndim), ce)
+  return total[..., 0]
 
 
 def _smoothed_targets(cfg: StatsConfig, g: jax.Array) -> jax.Array:
@@ -432,20 +463,6 @@ def _smoothed_targets(cfg: StatsConfig, g: jax.Array) -> jax.Array:
     return g
   k = g.shape[-1] if cfg.activation == "softmax" else 2
   return g * (1 - eps) + eps / k
-
-
-def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
-  """Softmax cross-entropy summed over kept pixels and classes, `[G, C]`.
-
-  A reduce of its own: inside the per-class sums, the class max and
-  log-sum-exp would be evaluated once per class (C times the work).
-  """
-  terms = _cross_entropy_terms(cfg, px)
-  if px.w is not None:
-    terms = terms * px.w
-  # Staged like the other sums (float32 accuracy over millions of pixels).
-  (per_class,) = _sum_together(_sum_axes(cfg, px.p.ndim), terms)
-  return per_class
 
 
 def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
@@ -470,8 +487,11 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   sums = _sum_together(_sum_axes(cfg, terms.tp.ndim), *leaves)
   stats = jax.tree.unflatten(tree, sums)
   if cfg.cross_entropy:
-    ce = stats.ce if stats.ce is not None else _cross_entropy_sum(cfg, px)
-    stats = stats._replace(ce=jnp.sum(ce, -1), count=_term_count(cfg, px))
+    if stats.ce is not None:
+      ce = jnp.sum(stats.ce, -1)
+    else:
+      ce = _cross_entropy_sum(cfg, px)
+    stats = stats._replace(ce=ce, count=_term_count(cfg, px))
   if cfg.batch:
     stats = jax.tree.map(lambda s: s[None], stats)
   if cfg.batch and cfg.axis_name is not None:
