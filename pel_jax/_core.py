@@ -399,7 +399,9 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
     tp, numer = p * g, px.times_g(px.p_n)
   ce = None
   if cfg.cross_entropy and cfg.activation == "sigmoid":
-    ce = _cross_entropy_terms(cfg, px)  # (The softmax one: see below.)
+    # Elementwise, so it joins the per-class sums; the softmax one is summed
+    # per pixel first (`_cross_entropy_sum`).
+    ce = _cross_entropy_terms(cfg, px)
   if cfg.squared:
     # The barrier keeps XLA from rewriting a softmax's p * p as exp(2 log p),
     # a second exponential (and class max) per entry inside the reduction.
@@ -429,10 +431,15 @@ def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
 
   Per pixel first, -sum_c q_c log p_c (`[B, *S, 1]`), from the
   log-probabilities of the activation (its class max and log-sum-exp are
-  not computed again), then over the pixels. For integer ids the labelled
-  class's log p is `_activate`'s selection, shared with the p^n term: no
-  pass over the logits of its own. (Inside the per-class sums, each of a
-  pixel's C entries would recompute the pixel's class max.)
+  not computed again), then over the pixels. Inside the per-class sums,
+  each of a pixel's C entries would recompute the pixel's class max.
+
+  For integer ids, (1 - eps) (-log p_label) + (eps / C) (-sum_c log p_c):
+  the labelled class's log p is `_activate`'s selection, which the p^n term
+  reads too, so XLA computes it once per pixel and the cross-entropy adds no
+  pass over the logits of its own. The other sums over classes here are
+  plain reduces: unrolled (`_reduce_classes`) straight into the pixel sum,
+  XLA CPU splits them into one pass per class.
   """
   log_p = px.log_p
   if px.hit is not None:
