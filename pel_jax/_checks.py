@@ -363,8 +363,25 @@ def check_family(
   return focal_gamma
 
 
-def check_cross_entropy(ce_weight: float, activation, reduction) -> None:
-  """`ce_weight > 0` needs logits (CE from log-probabilities) and a reduction."""
+def check_cross_entropy(
+  ce_weight: float, activation, reduction, label_smoothing: float = 0.0
+) -> None:
+  """`ce_weight > 0` needs logits (CE from log-probabilities) and a reduction.
+
+  `ce_label_smoothing` lies in [0, 1) (eps = 1 would leave no label in the
+  targets) and smooths the CE term only, so it needs `ce_weight > 0`.
+  """
+  if label_smoothing >= 1:
+    raise ValueError(
+      "`ce_label_smoothing` must lie in [0, 1) (the CE targets are"
+      f" (1 - eps) g + eps / K), got {label_smoothing}."
+    )
+  if label_smoothing and not ce_weight:
+    raise ValueError(
+      f"`ce_label_smoothing={label_smoothing}` smooths the cross-entropy"
+      f" term, but `ce_weight={ce_weight}` adds none: pass `ce_weight > 0`"
+      " or leave `ce_label_smoothing` at 0."
+    )
   if not ce_weight:
     return
   if activation is None:

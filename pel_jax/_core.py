@@ -36,6 +36,8 @@ class StatsConfig:
   squared: bool = False  # Sums of p^2 and g^2 in place of p and g.
   soft_labels: bool = False  # L1 forms of TP and N (float targets only).
   cross_entropy: bool = False  # The CE sum and its term count.
+  # CE targets (1 - eps) g + eps / K, K = C (softmax) or 2 (sigmoid).
+  label_smoothing: float = 0.0
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -122,18 +124,20 @@ def _log_softmax(x: jax.Array) -> jax.Array:
 
 
 def _activate(cfg: StatsConfig, x: jax.Array, select):
-  """`(p, p_sel, p_sel ** n)` in the compute dtype; `p_sel = select(p)`.
+  """`(p, p_sel, p_sel ** n, log_p)` in the compute dtype; `p_sel = select(p)`.
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
   them for float targets, only the labelled class for integer ids (one-hot g
   zeroes the rest), so the power is taken once per pixel, not once per class.
   For logits the power is taken in log space when n is not an integer.
+  `log_p` is the softmax's log-probabilities (the cross-entropy reads them),
+  None otherwise.
   """
   x = x.astype(compute_dtype(x.dtype))
   n = cfg.exponent
   if cfg.activation is None:
     p_sel = select(x)
-    return x, p_sel, _power(p_sel, n)
+    return x, p_sel, _power(p_sel, n), None
   if cfg.activation == "sigmoid":
     log_p = jax.nn.log_sigmoid(x)
     p = jax.nn.sigmoid(x)
@@ -145,8 +149,10 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     # power would make XLA write out p and p^n.
     p_sel = jnp.exp(select(log_p))
   if _is_integer(n):
-    return p, p_sel, lax.integer_pow(p_sel, int(n))
-  return p, p_sel, jnp.exp(n * select(log_p))
+    p_n = lax.integer_pow(p_sel, int(n))
+  else:
+    p_n = jnp.exp(n * select(log_p))
+  return p, p_sel, p_n, log_p if cfg.activation == "softmax" else None
 
 
 class _Pixels(NamedTuple):
@@ -159,6 +165,7 @@ class _Pixels(NamedTuple):
   w: jax.Array | None  # 0/1 pixel weight; None when no pixel is excluded.
   hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
   x: jax.Array | None = None  # The masked inputs in the compute dtype.
+  log_p: jax.Array | None = None  # Softmax log-probabilities, else None.
 
   def times_g(self, *factors: jax.Array) -> jax.Array:
     """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
@@ -213,13 +220,17 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
     predictions = jnp.where(keep, predictions, 0)
   if integer:
     is_label = _is_label(targets, predictions.shape[-1])
-  hit = is_label if integer and cfg.exponent != 1 else None  # n = 1: p^n is p.
+  # n = 1: p^n is p, no selection needed; the softmax cross-entropy of ids
+  # reads the labelled class's log p from the same selection.
+  softmax_ce = cfg.cross_entropy and cfg.activation == "softmax"
+  select_ids = cfg.exponent != 1 or softmax_ce
+  hit = is_label if integer and select_ids else None
   if hit is not None:
     # One hit per pixel at most, so the sum of zeros and one entry is exact.
     select = lambda x: _reduce_classes(jnp.add, jnp.where(hit, x, 0))
   else:
     select = lambda x: x
-  p, p_sel, p_n = _activate(cfg, predictions, select)
+  p, p_sel, p_n, log_p = _activate(cfg, predictions, select)
   if integer:
     g = is_label.astype(p.dtype)
   else:
@@ -228,7 +239,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
   x = predictions.astype(p.dtype)
-  return _Pixels(p, p_sel, p_n, g, w, hit, x)
+  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p)
 
 
 def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
@@ -348,8 +359,10 @@ class RegionStats(NamedTuple):
   * ``sum_p2``, ``sum_g2``: :math:`\sum w p^2`, :math:`\sum w g^2` (only
     with ``squared``).
   * ``ce``: `[G]`, the cross-entropy summed over pixels and classes (only
-    with ``ce_weight``): :math:`-\sum w g \log p` (softmax) or
-    :math:`-\sum w (g \log p + (1 - g) \log (1 - p))` (sigmoid).
+    with ``ce_weight``): :math:`-\sum w q \log p` (softmax) or
+    :math:`-\sum w (q \log p + (1 - q) \log (1 - p))` (sigmoid), with
+    :math:`q = (1 - \varepsilon) g + \varepsilon / K` the targets smoothed
+    by ``ce_label_smoothing`` (K = C for softmax, 2 for sigmoid).
   * ``count``: `[G]`, the number of cross-entropy terms: kept pixels
     (softmax) or kept pixels times C (sigmoid). No gradient.
 
@@ -386,8 +399,8 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
     tp, numer = p * g, px.times_g(px.p_n)
   ce = None
   if cfg.cross_entropy and cfg.activation == "sigmoid":
-    # Elementwise, so it joins the per-class sums (`_cross_entropy_sum`
-    # explains why the softmax one cannot).
+    # Elementwise, so it joins the per-class sums; the softmax one is summed
+    # per pixel first (`_cross_entropy_sum`).
     ce = _cross_entropy_terms(cfg, px)
   if cfg.squared:
     # The barrier keeps XLA from rewriting a softmax's p * p as exp(2 log p),
@@ -402,31 +415,61 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
 
 
 def _cross_entropy_terms(cfg: StatsConfig, px: _Pixels) -> jax.Array:
-  """Per-entry cross-entropy from the logits (log space), `[B, *S, C]`.
+  """Per-entry sigmoid cross-entropy from the logits, `[B, *S, C]`.
 
-  Softmax: -g log p = g (lse - z), lse = log sum_c exp(z_c). Sigmoid: the
-  binary cross-entropy of each class, -g log p - (1 - g) log(1 - p) =
-  softplus(z) - g z (one exponential and one logarithm, where the two log
-  terms take two of each). Finite for any finite logit.
+  The binary cross-entropy of each class with the (smoothed) targets q,
+  -q log p - (1 - q) log(1 - p) = softplus(z) - q z: one exponential and
+  one logarithm, where the two log terms take two of each. Finite for any
+  finite logit. Elementwise, so it joins the per-class sums.
   """
-  if cfg.activation == "softmax":
-    lse = jax.nn.logsumexp(px.x, axis=-1, keepdims=True)
-    return px.g * (lse - px.x)
-  return jax.nn.softplus(px.x) - px.g * px.x
+  q = _smoothed_targets(cfg, px.g)
+  return jax.nn.softplus(px.x) - q * px.x
 
 
 def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
-  """Softmax cross-entropy summed over kept pixels and classes, `[G, C]`.
+  """Softmax cross-entropy summed over kept pixels and classes, `[G]`.
 
-  A reduce of its own: inside the per-class sums, the class max and
-  log-sum-exp would be evaluated once per class (C times the work).
+  Per pixel first, -sum_c q_c log p_c (`[B, *S, 1]`), from the
+  log-probabilities of the activation (its class max and log-sum-exp are
+  not computed again), then over the pixels. Inside the per-class sums,
+  each of a pixel's C entries would recompute the pixel's class max.
+
+  For integer ids, (1 - eps) (-log p_label) + (eps / C) (-sum_c log p_c):
+  the labelled class's log p is `_activate`'s selection, which the p^n term
+  reads too, so XLA computes it once per pixel and the cross-entropy adds no
+  pass over the logits of its own. The other sums over classes here are
+  plain reduces: unrolled (`_reduce_classes`) straight into the pixel sum,
+  XLA CPU splits them into one pass per class.
   """
-  terms = _cross_entropy_terms(cfg, px)
+  log_p = px.log_p
+  if px.hit is not None:
+    ce = -_reduce_classes(jnp.add, jnp.where(px.hit, log_p, 0))
+    eps = cfg.label_smoothing
+    if eps:
+      spread = jnp.sum(log_p, -1, keepdims=True)
+      ce = ce * (1 - eps) - spread * (eps / log_p.shape[-1])
+  else:
+    q = _smoothed_targets(cfg, px.g)
+    ce = -jnp.sum(q * log_p, -1, keepdims=True)
   if px.w is not None:
-    terms = terms * px.w
+    ce = ce * px.w
   # Staged like the other sums (float32 accuracy over millions of pixels).
-  (per_class,) = _sum_together(_sum_axes(cfg, px.p.ndim), terms)
-  return per_class
+  (total,) = _sum_together(_sum_axes(cfg, px.p.ndim), ce)
+  return total[..., 0]
+
+
+def _smoothed_targets(cfg: StatsConfig, g: jax.Array) -> jax.Array:
+  """The cross-entropy's targets q = (1 - eps) g + eps / K.
+
+  K = C classes for softmax (optax's `smooth_labels`, torch's
+  `label_smoothing`), 2 for sigmoid (Keras and MONAI's BCE: each class is
+  a two-way choice). eps = 0 returns g itself (the unsmoothed arithmetic).
+  """
+  eps = cfg.label_smoothing
+  if not eps:
+    return g
+  k = g.shape[-1] if cfg.activation == "softmax" else 2
+  return g * (1 - eps) + eps / k
 
 
 def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
@@ -451,8 +494,11 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   sums = _sum_together(_sum_axes(cfg, terms.tp.ndim), *leaves)
   stats = jax.tree.unflatten(tree, sums)
   if cfg.cross_entropy:
-    ce = stats.ce if stats.ce is not None else _cross_entropy_sum(cfg, px)
-    stats = stats._replace(ce=jnp.sum(ce, -1), count=_term_count(cfg, px))
+    if stats.ce is not None:
+      ce = jnp.sum(stats.ce, -1)
+    else:
+      ce = _cross_entropy_sum(cfg, px)
+    stats = stats._replace(ce=ce, count=_term_count(cfg, px))
   if cfg.batch:
     stats = jax.tree.map(lambda s: s[None], stats)
   if cfg.batch and cfg.axis_name is not None:
@@ -470,8 +516,9 @@ def stats_backward(
     dL/dp = w (ct.tp g + ct.sum_p + 2 ct.sum_p2 p + ct.numer n p^(n-1) g)
     dL/dg = w (ct.tp p + ct.sum_g + 2 ct.sum_g2 g + ct.numer p^n)
   (soft labels: the derivatives of min(p, g) and g min(p/g, 1)^n instead),
-  chained through the activation, plus, per logit, ct.ce (p sum_c g - g)
-  for the softmax cross-entropy sum and ct.ce (p - g) for the sigmoid one.
+  chained through the activation, plus, per logit, ct.ce (p sum_c q - q)
+  for the softmax cross-entropy sum and ct.ce (p - q) for the sigmoid one,
+  q = (1 - eps) g + eps / K the smoothed targets (q = g without smoothing).
   The sums need nothing beyond the inputs, so `stats` is unused here; it is
   part of the signature for kernels that may want it.
   """
@@ -487,6 +534,7 @@ def stats_backward(
   )
   if cfg.cross_entropy:
     ct = ct._replace(ce=cotangent.ce.reshape(pixels[:-1] + (1,)))
+    q = _smoothed_targets(cfg, g)
   if cfg.soft_labels:
     below, r = _soft_ratio(p, g)
     linear = jnp.where(below, ct.tp, 0)
@@ -515,11 +563,11 @@ def stats_backward(
     if cfg.activation == "sigmoid":
       grad = (pull + linear * p) * (1 - p)
       if cfg.cross_entropy:
-        grad = grad + ct.ce * (p - g)  # d BCE / dz = p - g.
+        grad = grad + ct.ce * (p - q)  # d BCE / dz = p - q.
     else:
       u = pull + linear * p
       if cfg.cross_entropy:
-        u = u - ct.ce * g  # p * d(-g log p)/dp.
+        u = u - ct.ce * q  # p * d(-q log p)/dp.
       grad = u - p * _reduce_classes(jnp.add, u)
   if w is not None:
     grad = grad * w
@@ -537,11 +585,13 @@ def stats_backward(
     if cfg.squared:
       d_g = d_g + 2 * ct.sum_g2 * g
     if cfg.cross_entropy:
-      # d CE / dg: -log p (softmax), -(log p - log(1 - p)) = -z (sigmoid).
+      # d CE / dq: -log p (softmax), -(log p - log(1 - p)) = -z (sigmoid);
+      # dq/dg = 1 - eps.
+      ct_q = ct.ce * (1 - cfg.label_smoothing) if cfg.label_smoothing else ct.ce
       if cfg.activation == "softmax":
-        d_g = d_g - ct.ce * _log_softmax(px.x)
+        d_g = d_g - ct_q * _log_softmax(px.x)
       else:
-        d_g = d_g - ct.ce * px.x
+        d_g = d_g - ct_q * px.x
     if w is not None:
       d_g = d_g * w
     d_targets = d_g.astype(targets.dtype)

@@ -46,6 +46,7 @@ def pel_loss(
   absent_classes: str = "count",
   average: str = "macro",
   ce_weight: float = 0.0,
+  ce_label_smoothing: float = 0.0,
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -145,6 +146,15 @@ def pel_loss(
       the sum with ``reduction="sum"``, global under ``axis_name``. Equal to
       ``optax.softmax_cross_entropy_with_integer_labels(...)`` averaged over
       the kept pixels. Needs logits and a "mean"/"sum" reduction.
+    ce_label_smoothing: :math:`\varepsilon \in [0, 1)`: the cross-entropy's
+      targets become :math:`q = (1 - \varepsilon) g + \varepsilon / K`, K = C
+      for softmax (``optax.smooth_labels``, torch's and MONAI
+      ``DiceCELoss``'s ``label_smoothing``), K = 2 for sigmoid (Keras and
+      MONAI's BCE). Per softmax pixel the CE is then
+      :math:`(1 - \varepsilon)(-\sum_c g_c \log p_c) +
+      \frac{\varepsilon}{C}(-\sum_c \log p_c)`; its logit gradient
+      :math:`p \sum_c q_c - q`. Only the CE term is smoothed, never the
+      overlap ratio. Needs ``ce_weight > 0``.
 
   Returns:
     A scalar for "mean" and "sum". For "none": `[B, C']` per sample and class,
@@ -219,10 +229,15 @@ def _configs(predictions, targets, o: dict[str, Any]):
     log_loss=_checks.check_flag("log_loss", o["log_loss"]),
   )
   ce_weight = _checks.check_number("ce_weight", o["ce_weight"])
+  label_smoothing = _checks.check_number(
+    "ce_label_smoothing", o["ce_label_smoothing"]
+  )
   activation = _checks.resolve_activation(
     predictions, from_logits, o["activation"]
   )
-  _checks.check_cross_entropy(ce_weight, activation, o["reduction"])
+  _checks.check_cross_entropy(
+    ce_weight, activation, o["reduction"], label_smoothing
+  )
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
   _checks.check_soft_labels(soft_labels, squared)
@@ -239,6 +254,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
     squared=squared,
     soft_labels=soft_labels,
     cross_entropy=ce_weight > 0,
+    label_smoothing=label_smoothing,
   )
   ratio_cfg = _core.RatioConfig(
     scale=scale,

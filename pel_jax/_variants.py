@@ -58,6 +58,7 @@ def dice_loss(
   absent_classes: str = "count",
   average: str = "macro",
   ce_weight: float = 0.0,
+  ce_label_smoothing: float = 0.0,
 ) -> jax.Array:
   r"""Soft Dice loss (Milletari et al. 2016), one per class and sample.
 
@@ -103,6 +104,8 @@ def dice_loss(
       the mean.
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
+    ce_label_smoothing: smooths the cross-entropy's targets to
+      (1 - eps) g + eps / K (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -152,6 +155,7 @@ def jaccard_loss(
   absent_classes: str = "count",
   average: str = "macro",
   ce_weight: float = 0.0,
+  ce_label_smoothing: float = 0.0,
 ) -> jax.Array:
   r"""Soft Jaccard (IoU) loss, one per class and sample.
 
@@ -197,6 +201,8 @@ def jaccard_loss(
       the mean.
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
+    ce_label_smoothing: smooths the cross-entropy's targets to
+      (1 - eps) g + eps / K (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -241,6 +247,7 @@ def tversky_loss(
   absent_classes: str = "count",
   average: str = "macro",
   ce_weight: float = 0.0,
+  ce_label_smoothing: float = 0.0,
 ) -> jax.Array:
   r"""Tversky loss (Salehi et al. 2017), one per class and sample.
 
@@ -290,6 +297,8 @@ def tversky_loss(
       the mean.
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
+    ce_label_smoothing: smooths the cross-entropy's targets to
+      (1 - eps) g + eps / K (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with

@@ -28,6 +28,7 @@ AVAILABLE = frozenset(
     "absent_classes",
     "average",
     "ce_weight",
+    "ce_label_smoothing",
   }
 )
 

@@ -163,6 +163,18 @@ _CASES = (
     ),
   ),
   (
+    "ce_smoothing_ids_ignore",
+    "softmax",
+    "int",
+    dict(ce_weight=0.7, ce_label_smoothing=0.2, ignore_index=1, mask=True),
+  ),
+  (
+    "ce_smoothing_sigmoid",
+    "sigmoid",
+    "multihot",
+    dict(ce_weight=0.4, ce_label_smoothing=0.1, mask=True),
+  ),
+  (
     "ce_exclude",
     "softmax",
     "int",

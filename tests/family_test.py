@@ -71,6 +71,18 @@ _OPTIONS = (
     "ce_sum_generalized_batch",
     dict(ce_weight=0.3, reduction="sum", generalized="simple", batch=True),
   ),
+  # Label smoothing; in this order check_grads (rotating over _INPUTS[1:])
+  # runs it on softmax ids, sigmoid soft targets and softmax soft targets
+  # (d/dg included).
+  ("ce_smoothing", dict(ce_weight=0.7, ce_label_smoothing=0.1)),
+  (
+    "ce_smoothing_sum",
+    dict(ce_weight=0.4, ce_label_smoothing=0.25, reduction="sum"),
+  ),
+  (
+    "ce_smoothing_batch_n1",
+    dict(ce_weight=0.5, ce_label_smoothing=0.3, batch=True, exponent=1.0),
+  ),
 )
 
 # Inputs: (predictions kind, targets kind, with a mask). Class 2 is absent
@@ -220,6 +232,18 @@ class ValidationTest(parameterized.TestCase):
     (dict(ce_weight=0.5), ValueError, "from_logits"),
     (dict(soft_labels=True, squared=True), ValueError, "soft_labels"),
     (dict(ce_weight=-1.0), ValueError, "ce_weight"),
+    (
+      dict(ce_label_smoothing=0.1),
+      ValueError,
+      "ce_label_smoothing=0.1.*ce_weight=0.0",
+    ),
+    (dict(ce_weight=0.5, ce_label_smoothing=1.0), ValueError, r"\[0, 1\)"),
+    (dict(ce_weight=0.5, ce_label_smoothing=-0.1), ValueError, "smoothing"),
+    (
+      dict(ce_weight=0.5, ce_label_smoothing=np.array(0.1)),
+      TypeError,
+      "ce_label_smoothing",
+    ),
   )
   def test_bad_options_raise(self, options, error, name):
     x, t, _ = make_case("probs", "onehot", False)
@@ -268,6 +292,104 @@ class CrossEntropyTest(X64TestCase):
           jax.grad(fused, (0, 1))(x, t), jax.grad(apart, (0, 1))(x, t)
         ):
           np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-16)
+
+  def test_label_smoothing_equals_optax(self):
+    # pel + lam * optax CE of optax.smooth_labels(g, eps) over kept pixels;
+    # sigmoid: optax's BCE of (1 - eps) g + eps / 2 (Keras, MONAI).
+    x, ids, kw = make_case("softmax", "int", True, shape=(2, 5, 4, 3))
+    where = kw.pop("where")
+    ids = np.where(where, ids, 255)
+    _, soft, _ = make_case("softmax", "soft", False, shape=(2, 5, 4, 3))
+    eps, lam = 0.2, 0.7
+    onehot = jax.nn.one_hot(ids, 3)  # Zero rows at ignored pixels.
+    for name, t, activation, kept, ce_fn in (
+      (
+        "ids",
+        ids,
+        "softmax",
+        where[..., None],
+        lambda x, t: optax.softmax_cross_entropy(
+          x, optax.smooth_labels(onehot, eps)
+        )[..., None],
+      ),
+      (
+        "soft",
+        soft,
+        "softmax",
+        np.ones_like(where[..., None]),
+        lambda x, t: optax.softmax_cross_entropy(
+          x, optax.smooth_labels(t, eps)
+        )[..., None],
+      ),
+      (
+        "sigmoid",
+        soft,
+        "sigmoid",
+        np.ones_like(x, bool),
+        lambda x, t: optax.sigmoid_binary_cross_entropy(
+          x, (1 - eps) * t + eps / 2
+        ),
+      ),
+    ):
+      kw = dict(from_logits=True, activation=activation, ignore_index=255)
+      if name != "ids":
+        kw.pop("ignore_index")
+      fused = lambda x, t: pel_jax.pel_loss(
+        x, t, ce_weight=lam, ce_label_smoothing=eps, **kw
+      )
+      apart = lambda x, t: (
+        pel_jax.pel_loss(x, t, **kw)
+        + lam
+        * jnp.sum(jnp.where(kept, ce_fn(x, t), 0))
+        / np.sum(np.broadcast_to(kept, ce_fn(x, t).shape))
+      )
+      argnums = (0,) if name == "ids" else (0, 1)
+      with self.subTest(name):
+        np.testing.assert_allclose(fused(x, t), apart(x, t), rtol=1e-13)
+        for a, b in zip(
+          jax.grad(fused, argnums)(x, t), jax.grad(apart, argnums)(x, t)
+        ):
+          np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-15)
+
+  def test_label_smoothing_zero_is_no_smoothing(self):
+    x, t, kw = make_case("softmax", "int", True)
+    f = lambda eps: jax.value_and_grad(
+      lambda x: pel_jax.pel_loss(
+        x, t, ce_weight=0.5, ce_label_smoothing=eps, **kw
+      )
+    )(x)
+    for a, b in zip(f(0.0), f(0.1)):
+      self.assertFalse(np.allclose(a, b))  # It does change the loss...
+    g = jax.value_and_grad(
+      lambda x: pel_jax.pel_loss(x, t, ce_weight=0.5, **kw)
+    )(x)
+    for a, b in zip(f(0.0), g):
+      np.testing.assert_array_equal(a, b)  # ...and 0 is the default.
+
+  @parameterized.parameters("softmax", "sigmoid")
+  def test_label_smoothing_half_precision_and_extreme_logits(self, act):
+    rng = np.random.default_rng(4)
+    shape = (2, 6, 5, 3)
+    ids = reference.make_targets(rng, shape, "int")
+    # Saturated logits, right and wrong: -log p is ~1e4, still finite.
+    big = np.where(rng.uniform(size=shape) < 0.5, 1e4, -1e4)
+    small = reference.make_predictions(rng, shape, act)
+    kw = dict(
+      from_logits=True, activation=act, ce_weight=0.5, ce_label_smoothing=0.1
+    )
+    for x in (big, small):
+      for dtype in (jnp.bfloat16, jnp.float16):
+        xh = jnp.asarray(x, dtype)
+        loss, grad = jax.jit(
+          jax.value_and_grad(lambda x: pel_jax.pel_loss(x, ids, **kw))
+        )(xh)
+        self.assertEqual(loss.dtype, jnp.float32)
+        self.assertEqual(grad.dtype, dtype)
+        self.assertTrue(np.isfinite(loss) and np.all(np.isfinite(grad)))
+        if np.isfinite(np.asarray(xh, np.float64)).all():
+          # Accumulated in float32: the float64 oracle of the rounded inputs.
+          want = family_numpy(np.asarray(xh, np.float64), ids, **kw)
+          np.testing.assert_allclose(loss, want, rtol=2e-5)
 
   def test_reduction_none_raises(self):
     x, t, kw = make_case("softmax", "int", False)

@@ -212,6 +212,10 @@ _DP_OPTIONS = (
   ("sample_log_micro", dict(batch=False, log_loss=True, average="micro")),
   ("sample_ce", dict(batch=False, ce_weight=0.5)),
   ("batch_ce_sum", dict(batch=True, ce_weight=0.5, reduction="sum")),
+  (
+    "sample_ce_smoothing",
+    dict(batch=False, ce_weight=0.5, ce_label_smoothing=0.1),
+  ),
 )
 
 
