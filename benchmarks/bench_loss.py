@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -380,7 +381,8 @@ def time_variants(
   min_sample_s: float,
   extra: dict[str, Callable] | None = None,
 ):
-  """`(ms, temp_bytes, grad_bytes)`: value+grad of each loss, and `a * b`.
+  """`(ms, temp_bytes, grad_bytes, full_size_arrays)` of each loss's
+  value+grad, and the time and temp bytes of `a * b`.
 
   Every loss and the roofline run in the same interleaved rounds; `extra`
   steps (no arguments, no XLA temp) join them.
@@ -389,6 +391,7 @@ def time_variants(
   fns = {ROOFLINE: jax.jit(lambda a, b: a * b)}
   args = {ROOFLINE: (x, other)}
   temps = {ROOFLINE: _temp_bytes(lambda a, b: a * b, x, other)}
+  arrays = {}
   for name, (loss, _) in losses.items():
     vg = jax.value_and_grad(lambda x, t, oh, loss=loss: loss(x, t, oh))
     fns[name] = jax.jit(vg)
@@ -396,10 +399,38 @@ def time_variants(
     temps[name] = _temp_bytes(
       jax.grad(lambda x, t, oh, loss=loss: loss(x, t, oh)), x, targets, onehot
     )
+    arrays[name] = full_size_arrays(vg, x, targets, onehot, shape=case.shape)
   for name, step in (extra or {}).items():
     fns[name], args[name], temps[name] = step, (), None
   ms = _time_round_robin(fns, args, rounds, min_sample_s)
-  return ms, temps, x.size * x.dtype.itemsize
+  return ms, temps, x.size * x.dtype.itemsize, arrays
+
+
+_VIEWS = ("parameter", "tuple", "get-tuple-element", "bitcast")
+
+
+def full_size_arrays(fn, *args, shape) -> int | None:
+  """Arrays of `shape` (any dtype) XLA writes in the compiled `jit(fn)`.
+
+  Counted from the top-level (ENTRY) instructions of the optimised HLO:
+  fusions and other ops whose result has the predictions' shape, the
+  returned gradient included; parameters, tuples and bitcasts are views.
+  """
+  try:
+    text = jax.jit(fn).lower(*args).compile().as_text()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  entry = text[text.find("\nENTRY ") :].split("\n}", 1)[0]
+  dims = ",".join(map(str, shape))
+  count = 0
+  for line in entry.splitlines()[2:]:  # after the signature
+    parsed = re.match(r"(\(.*?\)|\S+) ([\w-]+)\(", line.partition(" = ")[2])
+    if parsed is None or parsed[2] in _VIEWS:
+      continue
+    result = parsed[1]
+    # A multi-output fusion's result is a tuple of shapes: count each.
+    count += re.findall(r"\[([\d,]*)\]", result).count(dims)
+  return count
 
 
 def run_case(
@@ -417,7 +448,7 @@ def run_case(
   if monai:
     x, targets, _, _ = make_inputs(case)
     extra[MONAI] = monai_step(case, x, targets)
-  ms, temps, grad_bytes = time_variants(
+  ms, temps, grad_bytes, _ = time_variants(
     case, variant_set(case), rounds, min_sample_s, extra
   )
   rows = []
@@ -453,7 +484,7 @@ def run_option_case(case: Case, rounds: int, min_sample_s: float):
   `over_plain` is each option's time over the plain option's; the fused
   CE row also gets `apart_over_this`, the CE computed apart over fused.
   """
-  ms, temps, grad_bytes = time_variants(
+  ms, temps, grad_bytes, arrays = time_variants(
     case, option_variants(case), rounds, min_sample_s
   )
   apart = {CE_FUSED: CE_APART, CE_SMOOTHED: CE_SMOOTHED_APART}
@@ -482,6 +513,7 @@ def run_option_case(case: Case, rounds: int, min_sample_s: float):
         temp_over_grad=(
           None if temps[name] is None else temps[name] / grad_bytes
         ),
+        full_size_arrays=arrays[name],
       )
     )
   return rows
@@ -639,8 +671,8 @@ def option_table(rows: list[dict]) -> str:
   """One line per (case, option): time, ratio to plain, XLA temporaries."""
   head = (
     "| case | option | ms | ÷ plain | × a*b | ≤ 1.10× plain |"
-    " CE apart ÷ fused | grad temp | temp ÷ grad |\n"
-    "|---|---|---:|---:|---:|---|---:|---:|---:|"
+    " CE apart ÷ fused | grad temp | temp ÷ grad | full-size arrays |\n"
+    "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"
   )
   lines = [head]
   for r in rows:
@@ -657,6 +689,7 @@ def option_table(rows: list[dict]) -> str:
       f" {r['over_plain']:.2f} | {r['vs_roofline']:.2f} |"
       f" {goal} | {_opt(r['apart_over_this'])} |"
       f" {_fmt_bytes(r['temp_bytes'])} | {_opt(r['temp_over_grad'])} |"
+      f" {r['full_size_arrays']} |"
     )
   return "\n".join(lines)
 

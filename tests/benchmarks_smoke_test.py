@@ -248,6 +248,7 @@ def test_option_table_has_every_row():
   )
   assert all(r["ms"] > 0 and r["temp_bytes"] is not None for r in rows)
   assert all(r["over_plain"] == 1.0 for r in rows if r["variant"] == "plain")
+  assert all(r["full_size_arrays"] >= 1 for r in rows)  # the gradient
   fused = [r for r in rows if r["variant"] == bench.CE_FUSED]
   assert all(r["apart_over_this"] > 0 for r in fused)
   lines = bench.option_table(rows).splitlines()
@@ -323,3 +324,15 @@ def test_default_run_has_the_option_table(tmp_path, monkeypatch, capsys):
     bench.main(["--tiny", "--options", "--only", "no such case"])
   with pytest.raises(SystemExit):
     bench.main(["--tiny", "--options", "--classes", "2"])
+
+
+def test_full_size_arrays_counts_what_xla_writes():
+  bench = _bench()
+  shape = (2, 8, 8, 3)
+  a = np.ones(shape, np.float32)
+  # One output; a and b are parameters (not written).
+  assert bench.full_size_arrays(lambda a, b: a * b, a, a, shape=shape) == 1
+  # Two distinct full-size outputs, one [2, 8, 8, 1] that does not count.
+  two = lambda a, b: (a * b, a + b, (a - b)[..., :1])
+  assert bench.full_size_arrays(two, a, a, shape=shape) == 2
+  assert bench.full_size_arrays(two, a, a, shape=(2, 8, 8, 1)) == 1
