@@ -145,6 +145,8 @@ def test_write_results_replaces_both_result_files(tmp_path, monkeypatch):
   # Full size is the only size it accepts: shrink the full cases instead.
   tiny = bench.tiny_cases()[1:2]
   monkeypatch.setattr(bench, "full_cases", lambda: tiny)
+  binary = bench.option_cases("tiny")[2]
+  monkeypatch.setattr(bench, "option_cases", lambda size: [binary])
   monkeypatch.setattr(bench, "_HERE", str(tmp_path))
   (tmp_path / "results_cpu.json").write_text("old")
   bench.main(
@@ -163,6 +165,9 @@ def test_write_results_replaces_both_result_files(tmp_path, monkeypatch):
   table = (tmp_path / "results_cpu.md").read_text()
   assert table.startswith("Machine: ")
   assert "| binary logits f32 [2×8×8×1] | pel_jax |" in table
+  # The option table is part of the full run, in both files.
+  assert "| binary logits, soft targets [2×8×8×1] | plain |" in table
+  assert {r["variant"] for r in saved["options"]} >= {"plain", "squared=True"}
 
 
 def test_monai_row_is_skipped_with_a_note_without_torch(monkeypatch, capsys):
@@ -240,10 +245,13 @@ def test_option_table_has_every_row():
     'average="micro"',
   }
   pixel = {"plain", "squared=True", "batch=True", bench.CE_FUSED}
-  rows = bench.run_option_case(ids, rounds=1, min_sample_s=0.0)
-  assert {r["variant"] for r in rows} == pixel | ratio_only | ce
-  rows += bench.run_option_case(binary, rounds=1, min_sample_s=0.0)
-  assert {r["variant"] for r in rows if r["case"] == binary.name} == (
+  assert set(bench.option_variants(ids)) == pixel | ratio_only | ce
+  assert set(bench.option_variants(wide)) == pixel | ratio_only | ce
+  assert set(bench.option_variants(soft)) == (
+    pixel | {"soft_labels=True", bench.CE_APART}
+  )
+  rows = bench.run_option_case(binary, rounds=1, min_sample_s=0.0)
+  assert {r["variant"] for r in rows} == (
     pixel | {"soft_labels=True", bench.CE_APART}
   )
   assert all(r["ms"] > 0 and r["temp_bytes"] is not None for r in rows)
@@ -253,7 +261,7 @@ def test_option_table_has_every_row():
   assert all(r["apart_over_this"] > 0 for r in fused)
   lines = bench.option_table(rows).splitlines()
   assert len(lines) == 2 + len(rows)
-  assert "| 8-class logits, int labels [2×8×8×8] | plain |" in lines[2]
+  assert "| binary logits, soft targets [2×8×8×1] | plain |" in lines[2]
   assert "– (CE)" in bench.option_table(fused)
 
 
