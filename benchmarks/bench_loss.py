@@ -5,8 +5,10 @@ Run from the repository root:
     python benchmarks/bench_loss.py --quick    # small sizes, < 2 min on 2 cores
     python benchmarks/bench_loss.py            # full sizes (issue 4 cases)
     python benchmarks/bench_loss.py --classes all --quick   # class-count sweep
+    python benchmarks/bench_loss.py --options  # per-option table alone
 
-Prints markdown tables. It writes nothing unless asked: ``--json PATH`` saves
+Prints markdown tables; the default run ends with the per-option table
+(each family option of `pel_loss` against the plain option). It writes nothing unless asked: ``--json PATH`` saves
 the numbers to a new file (``--overwrite`` to replace one), and
 ``--write-results`` replaces the committed ``results_cpu.json`` and
 ``results_cpu.md``. Every variant of a case is timed round-robin in the same
