@@ -8,11 +8,12 @@ Run from the repository root:
     python benchmarks/bench_loss.py --options  # per-option table alone
 
 Prints markdown tables; the default run ends with the per-option table
-(each family option of `pel_loss` against the plain option). It writes nothing unless asked: ``--json PATH`` saves
-the numbers to a new file (``--overwrite`` to replace one), and
-``--write-results`` replaces the committed ``results_cpu.json`` and
-``results_cpu.md``. Every variant of a case is timed round-robin in the same
-rounds (medians), so ratios stay meaningful on a noisy, shared machine.
+(each family option of `pel_loss` against the plain option). It writes
+nothing unless asked: ``--json PATH`` saves the numbers to a new file
+(``--overwrite`` to replace one), and ``--write-results`` replaces the
+committed ``results_cpu.json`` and ``results_cpu.md``. Every variant of a
+case is timed round-robin in the same rounds (medians), so ratios stay
+meaningful on a noisy, shared machine.
 """
 
 from __future__ import annotations
