@@ -5,12 +5,15 @@ Run from the repository root:
     python benchmarks/bench_loss.py --quick    # small sizes, < 2 min on 2 cores
     python benchmarks/bench_loss.py            # full sizes (issue 4 cases)
     python benchmarks/bench_loss.py --classes all --quick   # class-count sweep
+    python benchmarks/bench_loss.py --options  # per-option table alone
 
-Prints markdown tables. It writes nothing unless asked: ``--json PATH`` saves
-the numbers to a new file (``--overwrite`` to replace one), and
-``--write-results`` replaces the committed ``results_cpu.json`` and
-``results_cpu.md``. Every variant of a case is timed round-robin in the same
-rounds (medians), so ratios stay meaningful on a noisy, shared machine.
+Prints markdown tables; the default run ends with the per-option table
+(each family option of `pel_loss` against the plain option). It writes
+nothing unless asked: ``--json PATH`` saves the numbers to a new file
+(``--overwrite`` to replace one), and ``--write-results`` replaces the
+committed ``results_cpu.json`` and ``results_cpu.md``. Every variant of a
+case is timed round-robin in the same rounds (medians), so ratios stay
+meaningful on a noisy, shared machine.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import argparse
 from collections.abc import Callable
 import dataclasses
 import datetime
+import inspect
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -40,6 +45,7 @@ class Case:
   dtype: str = "float32"
   logits: bool = True
   int_labels: bool = False
+  soft_targets: bool = False  # float targets in (0, 1), not 0/1
 
 
 def full_cases() -> list[Case]:
@@ -138,6 +144,10 @@ def make_inputs(case: Case, seed: int = 0):
     labels = jax.random.randint(k2, case.shape[:-1], 0, c)
     onehot = jax.nn.one_hot(labels, c, dtype=dtype)
     targets = labels
+  elif case.soft_targets:  # on the simplex for C > 1, in (0, 1) for C = 1
+    z = jax.random.normal(k2, case.shape) * 2
+    onehot = (jax.nn.sigmoid(z) if c == 1 else jax.nn.softmax(z)).astype(dtype)
+    targets = onehot
   else:
     onehot = (jax.random.uniform(k2, case.shape) > 0.5).astype(dtype)
     targets = onehot
@@ -185,6 +195,98 @@ def sweep_variants(case: Case) -> dict[str, tuple[Callable, str]]:
     k: every[k]
     for k in ("pel_jax", "plain jnp autodiff", "optax dice (one-hot)")
   }
+
+
+# ------------------------------------------------------------ option table
+
+# Per-option rows (issue 10, issue 12): each family option's value+grad time
+# against the plain option on the same inputs, timed in the same rounds.
+PLAIN = "plain"
+CE_FUSED = "ce_weight=1.0 (fused)"
+CE_APART = "pel + optax CE (apart)"
+CE_SMOOTHED = "ce_weight=1.0, ce_label_smoothing=0.1 (fused)"
+CE_SMOOTHED_APART = "pel + optax CE, labels smoothed 0.1 (apart)"
+OVERHEAD_GOAL = 0.10  # an option's time over the plain option's, minus 1
+# The cross-entropy rows add a second loss: the 10% goal does not apply.
+NO_GOAL = (CE_FUSED, CE_APART, CE_SMOOTHED, CE_SMOOTHED_APART)
+_OPTION_SHAPES = {
+  "full": ((8, 256, 256, 8), (16, 512, 512, 1), (8, 256, 256, 21)),
+  "quick": ((2, 128, 128, 8), (4, 256, 256, 1), (2, 128, 128, 21)),
+  "tiny": ((2, 8, 8, 8), (2, 8, 8, 1), (2, 8, 8, 21)),
+}
+
+
+def option_cases(size: str = "full") -> list[Case]:
+  """The option table's cases: logits, integer ids or soft float targets."""
+  multi, binary, wide = _OPTION_SHAPES[size]
+  return [
+    Case("8-class logits, int labels", multi, int_labels=True),
+    Case("8-class logits, soft targets", multi, soft_targets=True),
+    Case("binary logits, soft targets", binary, soft_targets=True),
+    Case("21-class logits, int labels", wide, int_labels=True),
+  ]
+
+
+def has_label_smoothing() -> bool:
+  """Whether this pel_jax has the fused CE's `ce_label_smoothing` option."""
+  return "ce_label_smoothing" in inspect.signature(pel_jax.pel_loss).parameters
+
+
+def _cross_entropy_apart(case: Case, smoothing: float = 0.0) -> Callable:
+  """optax's cross-entropy mean, the loss `ce_weight` fuses (per case)."""
+  c = case.shape[-1]
+  if c == 1:
+    return lambda x, t, oh: optax.sigmoid_binary_cross_entropy(x, t).mean()
+  if case.int_labels and not smoothing:
+    return lambda x, t, oh: optax.softmax_cross_entropy_with_integer_labels(
+      x, t
+    ).mean()
+  return lambda x, t, oh: optax.softmax_cross_entropy(
+    x, optax.smooth_labels(oh, smoothing) if smoothing else oh
+  ).mean()
+
+
+def option_variants(case: Case) -> dict[str, tuple[Callable, str]]:
+  """Option name -> (loss(x, targets, onehot), kind), plain first.
+
+  Options that only change the `[G, C]` ratio (generalized, focal, log,
+  absent classes, micro) are timed on integer ids with several classes;
+  those that change the per-pixel pass (squared, soft labels, batch, CE)
+  on every case where they apply (soft labels: float targets only).
+  """
+
+  def pel(**options):
+    return lambda x, t, oh: pel_jax.pel_loss(x, t, from_logits=True, **options)
+
+  rows = {PLAIN: {}}
+  if case.int_labels and case.shape[-1] > 1:
+    rows.update(
+      {
+        f'generalized="{kind}"': dict(generalized=kind)
+        for kind in ("square", "simple", "uniform")
+      }
+    )
+  rows["squared=True"] = dict(squared=True)
+  if not case.int_labels:
+    rows["soft_labels=True"] = dict(soft_labels=True)
+  if case.int_labels and case.shape[-1] > 1:
+    rows["focal_gamma=2"] = dict(focal_gamma=2.0)
+    rows["log_loss=True"] = dict(log_loss=True)
+    rows['absent_classes="exclude"'] = dict(absent_classes="exclude")
+    rows['average="micro"'] = dict(average="micro")
+  rows["batch=True"] = dict(batch=True)
+  rows[CE_FUSED] = dict(ce_weight=1.0)
+  out = {name: (pel(**o), "loss") for name, o in rows.items()}
+  plain, ce = out[PLAIN][0], _cross_entropy_apart(case)
+  out[CE_APART] = (lambda x, t, oh: plain(x, t, oh) + ce(x, t, oh), "loss")
+  if case.int_labels and case.shape[-1] > 1 and has_label_smoothing():
+    smoothed = _cross_entropy_apart(case, 0.1)
+    out[CE_SMOOTHED] = (pel(ce_weight=1.0, ce_label_smoothing=0.1), "loss")
+    out[CE_SMOOTHED_APART] = (
+      lambda x, t, oh: plain(x, t, oh) + smoothed(x, t, oh),
+      "loss",
+    )
+  return out
 
 
 MONAI = "MONAI DiceLoss (torch CPU, 2 threads)"
@@ -272,6 +374,68 @@ def _temp_bytes(fn, *args) -> int | None:
     return None
 
 
+ROOFLINE = "a * b (roofline)"
+
+
+def time_variants(
+  case: Case,
+  losses: dict[str, tuple[Callable, str]],
+  rounds: int,
+  min_sample_s: float,
+  extra: dict[str, Callable] | None = None,
+):
+  """`(ms, temp_bytes, grad_bytes, full_size_arrays)` of each loss's
+  value+grad, and the time and temp bytes of `a * b`.
+
+  Every loss and the roofline run in the same interleaved rounds; `extra`
+  steps (no arguments, no XLA temp) join them.
+  """
+  x, targets, onehot, other = make_inputs(case)
+  fns = {ROOFLINE: jax.jit(lambda a, b: a * b)}
+  args = {ROOFLINE: (x, other)}
+  temps = {ROOFLINE: _temp_bytes(lambda a, b: a * b, x, other)}
+  arrays = {}
+  for name, (loss, _) in losses.items():
+    vg = jax.value_and_grad(lambda x, t, oh, loss=loss: loss(x, t, oh))
+    fns[name] = jax.jit(vg)
+    args[name] = (x, targets, onehot)
+    temps[name] = _temp_bytes(
+      jax.grad(lambda x, t, oh, loss=loss: loss(x, t, oh)), x, targets, onehot
+    )
+    arrays[name] = full_size_arrays(vg, x, targets, onehot, shape=case.shape)
+  for name, step in (extra or {}).items():
+    fns[name], args[name], temps[name] = step, (), None
+  ms = _time_round_robin(fns, args, rounds, min_sample_s)
+  return ms, temps, x.size * x.dtype.itemsize, arrays
+
+
+_VIEWS = ("parameter", "tuple", "get-tuple-element", "bitcast")
+
+
+def full_size_arrays(fn, *args, shape) -> int | None:
+  """Arrays of `shape` (any dtype) XLA writes in the compiled `jit(fn)`.
+
+  Counted from the top-level (ENTRY) instructions of the optimised HLO:
+  fusions and other ops whose result has the predictions' shape, the
+  returned gradient included; parameters, tuples and bitcasts are views.
+  """
+  try:
+    text = jax.jit(fn).lower(*args).compile().as_text()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  entry = text[text.find("\nENTRY ") :].split("\n}", 1)[0]
+  dims = ",".join(map(str, shape))
+  count = 0
+  for line in entry.splitlines()[2:]:  # after the signature
+    parsed = re.match(r"(\(.*?\)|\S+) ([\w-]+)\(", line.partition(" = ")[2])
+    if parsed is None or parsed[2] in _VIEWS:
+      continue
+    result = parsed[1]
+    # A multi-output fusion's result is a tuple of shapes: count each.
+    count += re.findall(r"\[([\d,]*)\]", result).count(dims)
+  return count
+
+
 def run_case(
   case: Case,
   rounds: int,
@@ -283,28 +447,15 @@ def run_case(
 
   `monai` adds MONAI's DiceLoss (see `monai_missing`) to the rounds.
   """
-  x, targets, onehot, other = make_inputs(case)
-  fns = {"a * b (roofline)": jax.jit(lambda a, b: a * b)}
-  args = {"a * b (roofline)": (x, other)}
-  temps = {}
-  for name, (loss, _) in variant_set(case).items():
-    vg = jax.value_and_grad(lambda x, t, oh, loss=loss: loss(x, t, oh))
-    fns[name] = jax.jit(vg)
-    args[name] = (x, targets, onehot)
-    temps[name] = _temp_bytes(
-      jax.grad(lambda x, t, oh, loss=loss: loss(x, t, oh)), x, targets, onehot
-    )
-  temps["a * b (roofline)"] = _temp_bytes(lambda a, b: a * b, x, other)
+  extra = {}
   if monai:
-    fns[MONAI], args[MONAI], temps[MONAI] = (
-      monai_step(case, x, targets),
-      (),
-      None,
-    )
-  ms = _time_round_robin(fns, args, rounds, min_sample_s)
-  grad_bytes = x.size * x.dtype.itemsize
+    x, targets, _, _ = make_inputs(case)
+    extra[MONAI] = monai_step(case, x, targets)
+  ms, temps, grad_bytes, _ = time_variants(
+    case, variant_set(case), rounds, min_sample_s, extra
+  )
   rows = []
-  for name in fns:
+  for name in ms:
     rows.append(
       dict(
         case=case.name,
@@ -312,7 +463,7 @@ def run_case(
         dtype=case.dtype,
         variant=name,
         ms=ms[name],
-        vs_roofline=ms[name] / ms["a * b (roofline)"],
+        vs_roofline=ms[name] / ms[ROOFLINE],
         over_pel=ms[name] / ms["pel_jax"],
         plain_over_this=ms["plain jnp autodiff"] / ms[name],
         optax_over_this=(
@@ -325,6 +476,47 @@ def run_case(
         temp_over_grad=(
           None if temps[name] is None else temps[name] / grad_bytes
         ),
+      )
+    )
+  return rows
+
+
+def run_option_case(case: Case, rounds: int, min_sample_s: float):
+  """Rows of the option table for one case (all options in the same rounds).
+
+  `over_plain` is each option's time over the plain option's; the fused
+  CE row also gets `apart_over_this`, the CE computed apart over fused.
+  """
+  ms, temps, grad_bytes, arrays = time_variants(
+    case, option_variants(case), rounds, min_sample_s
+  )
+  apart = {CE_FUSED: CE_APART, CE_SMOOTHED: CE_SMOOTHED_APART}
+  targets = (
+    "int labels" if case.int_labels else "soft" if case.soft_targets else "0/1"
+  )
+  rows = []
+  for name in ms:
+    if name == ROOFLINE:
+      continue
+    rows.append(
+      dict(
+        table="options",
+        case=case.name,
+        shape=list(case.shape),
+        dtype=case.dtype,
+        targets=targets,
+        variant=name,
+        ms=ms[name],
+        plain_ms=ms[PLAIN],
+        over_plain=ms[name] / ms[PLAIN],
+        vs_roofline=ms[name] / ms[ROOFLINE],
+        apart_over_this=(ms[apart[name]] / ms[name] if name in apart else None),
+        temp_bytes=temps[name],
+        grad_bytes=grad_bytes,
+        temp_over_grad=(
+          None if temps[name] is None else temps[name] / grad_bytes
+        ),
+        full_size_arrays=arrays[name],
       )
     )
   return rows
@@ -460,22 +652,60 @@ def _opt(v):
   return "–" if v is None else f"{v:.2f}"
 
 
-def table(rows: list[dict]) -> str:
-  head = (
-    "| case | variant | ms | × a*b | ÷ pel_jax | plain autodiff ÷ this |"
-    " optax dice ÷ this | grad temp | temp ÷ grad |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|"
-  )
-  lines = [head]
+def _case_cell(r: dict) -> str:
+  return f"{r['case']} [{'×'.join(map(str, r['shape']))}]"
+
+
+def _markdown(columns, rows: list[dict]) -> str:
+  """A markdown table; `columns` are `(header, right-aligned, cell(row))`."""
+  lines = [
+    "| " + " | ".join(head for head, _, _ in columns) + " |",
+    "|" + "|".join("---:" if right else "---" for _, right, _ in columns) + "|",
+  ]
   for r in rows:
-    shape = "×".join(map(str, r["shape"]))
-    lines.append(
-      f"| {r['case']} [{shape}] | {r['variant']} | {r['ms']:.2f} |"
-      f" {r['vs_roofline']:.2f} | {r['over_pel']:.2f} |"
-      f" {r['plain_over_this']:.2f} | {_opt(r['optax_over_this'])} |"
-      f" {_fmt_bytes(r['temp_bytes'])} | {_opt(r['temp_over_grad'])} |"
-    )
+    lines.append("| " + " | ".join(cell(r) for _, _, cell in columns) + " |")
   return "\n".join(lines)
+
+
+def _temp_columns():
+  return [
+    ("grad temp", True, lambda r: _fmt_bytes(r["temp_bytes"])),
+    ("temp ÷ grad", True, lambda r: _opt(r["temp_over_grad"])),
+  ]
+
+
+def table(rows: list[dict]) -> str:
+  columns = [
+    ("case", False, _case_cell),
+    ("variant", False, lambda r: r["variant"]),
+    ("ms", True, lambda r: f"{r['ms']:.2f}"),
+    ("× a*b", True, lambda r: f"{r['vs_roofline']:.2f}"),
+    ("÷ pel_jax", True, lambda r: f"{r['over_pel']:.2f}"),
+    ("plain autodiff ÷ this", True, lambda r: f"{r['plain_over_this']:.2f}"),
+    ("optax dice ÷ this", True, lambda r: _opt(r["optax_over_this"])),
+  ]
+  return _markdown(columns + _temp_columns(), rows)
+
+
+def _goal(r: dict) -> str:
+  if r["variant"] in NO_GOAL:
+    return "– (CE)"
+  return "yes" if r["over_plain"] <= 1 + OVERHEAD_GOAL else "**no**"
+
+
+def option_table(rows: list[dict]) -> str:
+  """One line per (case, option): time, ratio to plain, XLA temporaries."""
+  columns = [
+    ("case", False, _case_cell),
+    ("option", False, lambda r: r["variant"]),
+    ("ms", True, lambda r: f"{r['ms']:.2f}"),
+    ("÷ plain", True, lambda r: f"{r['over_plain']:.2f}"),
+    ("× a*b", True, lambda r: f"{r['vs_roofline']:.2f}"),
+    (f"≤ {1 + OVERHEAD_GOAL:.2f}× plain", False, _goal),
+    ("CE apart ÷ fused", True, lambda r: _opt(r["apart_over_this"])),
+  ]
+  arrays = [("full-size arrays", True, lambda r: str(r["full_size_arrays"]))]
+  return _markdown(columns + _temp_columns() + arrays, rows)
 
 
 def sweep_table(rows: list[dict]) -> str:
@@ -556,9 +786,20 @@ def main(argv=None):
     "--dims", default="2,3", help="sweep dimensionalities (default 2,3)"
   )
   ap.add_argument(
+    "--options",
+    action="store_true",
+    help="only the per-option table (every family option against plain)",
+  )
+  ap.add_argument(
+    "--no-options",
+    action="store_true",
+    help="leave the per-option table out of the default run",
+  )
+  ap.add_argument(
     "--only",
     default=None,
-    help="run only the suite cases whose name contains this",
+    help="run only the suite cases (with --options: the option-table"
+    " cases) whose name contains this",
   )
   ap.add_argument("--json", default=None, help="save the numbers to this file")
   ap.add_argument(
@@ -569,7 +810,7 @@ def main(argv=None):
   ap.add_argument(
     "--write-results",
     action="store_true",
-    help="replace the committed results_cpu[_classes].{json,md}"
+    help="replace the committed results_cpu[_classes|_options].{json,md}"
     " (full sizes, whole suite only)",
   )
   ap.add_argument("--rounds", type=int, default=None)
@@ -592,23 +833,32 @@ def main(argv=None):
       "--write-results replaces the committed full-size results: it"
       " cannot be combined with --quick, --tiny or --only"
     )
+  if args.options and (args.classes or args.no_options):
+    ap.error("--options cannot be combined with --classes or --no-options")
   if args.json and os.path.exists(args.json) and not args.overwrite:
     ap.error(f"--json {args.json} exists: pass --overwrite to replace it")
   rounds = args.rounds or (1 if args.tiny else 7 if args.quick else 25)
   repeat = args.repeat or (1 if small else 3)
   sample_s = 0.0 if args.tiny else 0.02 if args.quick else 0.05
   sized = "tiny" if args.tiny else "quick" if args.quick else "full"
+  matches = lambda c: args.only is None or args.only in c.name
+  option_set = []
   if args.classes:
     dims = tuple(int(d) for d in args.dims.split(","))
     cases, variant_set = sweep_cases(args.classes, sized, dims), sweep_variants
     stem = "results_cpu_classes"
+  elif args.options:
+    cases, variant_set, stem = [], variants, "results_cpu_options"
+    option_set = [c for c in option_cases(sized) if matches(c)]
   else:
     cases = {"tiny": tiny_cases, "quick": quick_cases, "full": full_cases}[
       sized
     ]()
-    cases = [c for c in cases if args.only is None or args.only in c.name]
+    cases = [c for c in cases if matches(c)]
     variant_set, stem = variants, "results_cpu"
-  if not cases:
+    if not (args.only or args.no_options):
+      option_set = option_cases(sized)
+  if not cases and not option_set:
     ap.error(f"no case matches --only {args.only!r}")
   missing = "left out (--no-monai)" if args.no_monai else monai_missing()
   monai = not args.classes and missing is None
@@ -619,26 +869,45 @@ def main(argv=None):
     f" load average {info['load']}"
   ]
   print(out[0], flush=True)
-  runs = []
+  runs, option_runs = [], []
   for i in range(repeat):
-    rows = []
+    rows, option_rows = [], []
     for case in cases:
       rows += run_case(case, rounds, sample_s, variant_set, monai)
       print(
         f"  run {i + 1}/{repeat} done: {case.name}", file=sys.stderr, flush=True
       )
+    for case in option_set:
+      option_rows += run_option_case(case, rounds, sample_s)
+      print(
+        f"  run {i + 1}/{repeat} done: options, {case.name}",
+        file=sys.stderr,
+        flush=True,
+      )
     runs.append(rows)
-  rows = median_rows(runs)
+    option_runs.append(option_rows)
+  rows, option_rows = median_rows(runs), median_rows(option_runs)
   out.append(f"Medians of {repeat} whole-suite run(s), {rounds} rounds each.")
-  out.append(sweep_table(rows) if args.classes else table(rows))
-  if not args.classes:
+  if cases:
+    out.append(sweep_table(rows) if args.classes else table(rows))
+  if cases and not args.classes:
     out.append(
       f"MONAI row: {missing}"
       if missing
       else f"MONAI row: monai {info.get('monai')}, torch {info.get('torch')}"
     )
+  if option_set:
+    smoothing = (
+      "" if has_label_smoothing() else " (no ce_label_smoothing here: no row)"
+    )
+    out.append(
+      "Family options, value+grad against the plain option on the same"
+      f" inputs (goal: ≤ {1 + OVERHEAD_GOAL:.2f}× plain, CE aside)"
+      f"{smoothing}:"
+    )
+    out.append(option_table(option_rows))
   unet = None
-  if not (args.no_unet or args.classes or args.only):
+  if not (args.no_unet or args.classes or args.only or args.options):
     unet = unet_share(small, 3 if small else 5)
     out.append("UNet train step: " + json.dumps(unet, indent=1))
   print("\n".join(out[1:]))
@@ -650,6 +919,8 @@ def main(argv=None):
       repeat=repeat,
       rows=rows,
       runs=runs,
+      options=option_rows,
+      option_runs=option_runs,
       unet=unet,
     ),
     indent=1,
@@ -661,7 +932,7 @@ def main(argv=None):
     save(
       os.path.join(_HERE, stem + ".md"), "\n".join(out) + "\n", overwrite=True
     )
-  return rows, unet
+  return rows + option_rows, unet
 
 
 if __name__ == "__main__":

@@ -380,8 +380,18 @@ class RegionStats(NamedTuple):
   count: jax.Array | None = None
 
 
-def _soft_ratio(p: jax.Array, g: jax.Array):
-  """`(below, r)`: where p < g, and r = min(p / g, 1), safe at g = 0."""
+def _soft_ratio(p: jax.Array, g: jax.Array, backward: bool = False):
+  """`(below, r)`: where p < g, and r = min(p / g, 1), safe at g = 0.
+
+  The forward and the backward write both differently (`p < g`, `p / g`
+  against `g > p`, `p * (1 / g)`): XLA merges equal expressions of the two
+  passes and then writes the shared `below`, `r` and `r^n` out as
+  full-size arrays between them, where recomputing them from `p` and `g`
+  in each pass is cheaper than that traffic.
+  """
+  if backward:
+    below = g > p
+    return below, jnp.where(below, p * (1 / jnp.where(below, g, 1)), 1)
   below = p < g
   return below, jnp.where(below, p / jnp.where(below, g, 1), 1)
 
@@ -392,7 +402,11 @@ def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
   if cfg.soft_labels:
     # TP = sum min(p, g); N = sum g r^n with r = min(p/g, 1): equal to
     # p^n g for hard labels, to g at p = g, and <= min(p, g) for n >= 1.
-    below, r = _soft_ratio(p, g)
+    # The barrier keeps XLA from rewriting p / g as 1 / ((1 + e^-z) g) for
+    # a sigmoid p, which makes e^-z a second full-size array next to p.
+    below, r = _soft_ratio(
+      lax.optimization_barrier(p) if cfg.activation == "sigmoid" else p, g
+    )
     tp = jnp.where(below, p, g)
     numer = jnp.where(below, g * _power(r, cfg.exponent), g)
   else:
@@ -536,7 +550,12 @@ def stats_backward(
     ct = ct._replace(ce=cotangent.ce.reshape(pixels[:-1] + (1,)))
     q = _smoothed_targets(cfg, g)
   if cfg.soft_labels:
-    below, r = _soft_ratio(p, g)
+    # Written apart from the forward's (see `_soft_ratio`), except for a
+    # softmax with a non-integer n: there the backward's two uses of u
+    # (itself and its class sum) would each need r^n, and XLA writes the
+    # reciprocal and the power out: slower than sharing the forward's.
+    apart = cfg.activation != "softmax" or _is_integer(n)
+    below, r = _soft_ratio(p, g, backward=apart)
     linear = jnp.where(below, ct.tp, 0)
   else:
     linear = ct.tp * g  # d/dp of the terms linear in p (and p^2).

@@ -6,6 +6,7 @@ import json
 import pathlib
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -144,6 +145,8 @@ def test_write_results_replaces_both_result_files(tmp_path, monkeypatch):
   # Full size is the only size it accepts: shrink the full cases instead.
   tiny = bench.tiny_cases()[1:2]
   monkeypatch.setattr(bench, "full_cases", lambda: tiny)
+  binary = bench.option_cases("tiny")[2]
+  monkeypatch.setattr(bench, "option_cases", lambda size: [binary])
   monkeypatch.setattr(bench, "_HERE", str(tmp_path))
   (tmp_path / "results_cpu.json").write_text("old")
   bench.main(
@@ -162,6 +165,9 @@ def test_write_results_replaces_both_result_files(tmp_path, monkeypatch):
   table = (tmp_path / "results_cpu.md").read_text()
   assert table.startswith("Machine: ")
   assert "| binary logits f32 [2×8×8×1] | pel_jax |" in table
+  # The option table is part of the full run, in both files.
+  assert "| binary logits, soft targets [2×8×8×1] | plain |" in table
+  assert {r["variant"] for r in saved["options"]} >= {"plain", "squared=True"}
 
 
 def test_monai_row_is_skipped_with_a_note_without_torch(monkeypatch, capsys):
@@ -210,3 +216,131 @@ def test_median_rows_takes_per_field_medians():
   assert (row["ms"], row["vs_roofline"]) == (2.0, 2.0)
   assert (row["case"], row["variant"], row["temp_bytes"]) == ("c", "v", 7)
   assert row["repeats"] == 3
+
+
+def _values(bench, case):
+  """Each option row's loss value on the case's inputs."""
+  x, targets, onehot, _ = bench.make_inputs(case)
+  return {
+    name: float(jax.jit(loss)(x, targets, onehot))
+    for name, (loss, _) in bench.option_variants(case).items()
+  }
+
+
+def test_option_table_has_every_row():
+  bench = _bench()
+  ids, soft, binary, wide = bench.option_cases("tiny")
+  assert ids.shape == (2, 8, 8, 8) and ids.int_labels
+  assert soft.soft_targets and binary.shape[-1] == 1 and wide.shape[-1] == 21
+  ce = {bench.CE_FUSED, bench.CE_APART}
+  if bench.has_label_smoothing():
+    ce |= {bench.CE_SMOOTHED, bench.CE_SMOOTHED_APART}
+  ratio_only = {
+    'generalized="square"',
+    'generalized="simple"',
+    'generalized="uniform"',
+    "focal_gamma=2",
+    "log_loss=True",
+    'absent_classes="exclude"',
+    'average="micro"',
+  }
+  pixel = {"plain", "squared=True", "batch=True", bench.CE_FUSED}
+  assert set(bench.option_variants(ids)) == pixel | ratio_only | ce
+  assert set(bench.option_variants(wide)) == pixel | ratio_only | ce
+  assert set(bench.option_variants(soft)) == (
+    pixel | {"soft_labels=True", bench.CE_APART}
+  )
+  rows = bench.run_option_case(binary, rounds=1, min_sample_s=0.0)
+  assert {r["variant"] for r in rows} == (
+    pixel | {"soft_labels=True", bench.CE_APART}
+  )
+  assert all(r["ms"] > 0 and r["temp_bytes"] is not None for r in rows)
+  assert all(r["over_plain"] == 1.0 for r in rows if r["variant"] == "plain")
+  assert all(r["full_size_arrays"] >= 1 for r in rows)  # the gradient
+  fused = [r for r in rows if r["variant"] == bench.CE_FUSED]
+  assert all(r["apart_over_this"] > 0 for r in fused)
+  lines = bench.option_table(rows).splitlines()
+  assert len(lines) == 2 + len(rows)
+  assert "| binary logits, soft targets [2×8×8×1] | plain |" in lines[2]
+  assert "– (CE)" in bench.option_table(fused)
+
+
+def test_option_rows_compute_their_option():
+  """Every row's loss differs from plain (its option is passed), and the
+  fused CE equals pel + optax's CE computed apart."""
+  bench = _bench()
+  ids, soft, binary, _ = bench.option_cases("tiny")
+  every = {case: _values(bench, case) for case in (ids, soft, binary)}
+  for case, values in every.items():
+    np.testing.assert_allclose(
+      values[bench.CE_FUSED], values[bench.CE_APART], rtol=1e-5
+    )
+    if bench.CE_SMOOTHED in values:
+      np.testing.assert_allclose(
+        values[bench.CE_SMOOTHED], values[bench.CE_SMOOTHED_APART], rtol=1e-5
+      )
+    # Every class is present in these inputs: "exclude" keeps all of them.
+    same = {'absent_classes="exclude"'}
+    for name, value in values.items():
+      if name != "plain" and name not in same:
+        assert value != values["plain"], (case.name, name)
+  # A hand-made row: soft labels against plain on soft targets, float64.
+  x, t, _, _ = bench.make_inputs(soft)
+  p = np.asarray(jax.nn.softmax(np.asarray(x, np.float64)), np.float64)
+  g = np.asarray(t, np.float64)
+  tp = np.minimum(p, g).sum((1, 2))
+  numer = (g * np.minimum(p / g, 1) ** 3).sum((1, 2))
+  denom = p.sum((1, 2)) + g.sum((1, 2)) - tp
+  expected = np.mean(1 - (numer + 1e-5) / (denom + 1e-5))
+  np.testing.assert_allclose(
+    every[soft]["soft_labels=True"], expected, rtol=1e-5
+  )
+
+
+def test_label_smoothing_rows_follow_the_library(monkeypatch):
+  bench = _bench()
+  ids = bench.option_cases("tiny")[0]
+  names = set(bench.option_variants(ids))
+  has = bench.has_label_smoothing()
+  assert (bench.CE_SMOOTHED in names) == has
+  assert (bench.CE_SMOOTHED_APART in names) == has
+  monkeypatch.setattr(bench, "has_label_smoothing", lambda: True)
+  names = set(bench.option_variants(ids))
+  assert {bench.CE_SMOOTHED, bench.CE_SMOOTHED_APART} <= names
+  binary = bench.option_cases("tiny")[2]
+  assert bench.CE_SMOOTHED not in set(bench.option_variants(binary))
+
+
+def test_default_run_has_the_option_table(tmp_path, monkeypatch, capsys):
+  bench = _bench()
+  before = _snapshot(_DIR)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(bench, "tiny_cases", lambda: [])
+  binary = bench.option_cases("tiny")[2]
+  monkeypatch.setattr(bench, "option_cases", lambda size: [binary])
+  rows, unet = bench.main(["--tiny", "--no-unet", "--rounds", "1"])
+  assert unet is None
+  assert {r["case"] for r in rows} == {binary.name}
+  out = capsys.readouterr().out
+  assert "| binary logits, soft targets [2×8×8×1] | soft_labels=True |" in out
+  assert _snapshot(_DIR) == before
+  assert not list(tmp_path.iterdir())
+  # --options alone: the same table; --only filters its cases.
+  rows, _ = bench.main(["--tiny", "--options", "--rounds", "1"])
+  assert {r["case"] for r in rows} == {binary.name}
+  with pytest.raises(SystemExit):
+    bench.main(["--tiny", "--options", "--only", "no such case"])
+  with pytest.raises(SystemExit):
+    bench.main(["--tiny", "--options", "--classes", "2"])
+
+
+def test_full_size_arrays_counts_what_xla_writes():
+  bench = _bench()
+  shape = (2, 8, 8, 3)
+  a = np.ones(shape, np.float32)
+  # One output; a and b are parameters (not written).
+  assert bench.full_size_arrays(lambda a, b: a * b, a, a, shape=shape) == 1
+  # Two distinct full-size outputs, one [2, 8, 8, 1] that does not count.
+  two = lambda a, b: (a * b, a + b, (a - b)[..., :1])
+  assert bench.full_size_arrays(two, a, a, shape=shape) == 2
+  assert bench.full_size_arrays(two, a, a, shape=(2, 8, 8, 1)) == 1
