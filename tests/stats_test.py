@@ -233,7 +233,7 @@ class DataParallelTest(parameterized.TestCase):
     return x, t, m
 
   @parameterized.named_parameters(*_DP_OPTIONS)
-  def test_shard_map_pmap_and_sharded_jit(self, options):
+  def test_shard_map_pmap_vmap_and_sharded_jit(self, options):
     x, t, m = self._data()
     kw = dict(from_logits=True, **options)
     f = lambda x, t, m, **a: pel_jax.pel_loss(x, t, where=m, **kw, **a)
@@ -264,7 +264,7 @@ class DataParallelTest(parameterized.TestCase):
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=2e-7)
 
-    # region_stats + loss_from_stats inside pmap: the same numbers.
+    # region_stats + loss_from_stats per sample: the same numbers.
     def per_device(x, t, m):
       return jax.value_and_grad(
         lambda x: pel_jax.loss_from_stats(
@@ -274,13 +274,14 @@ class DataParallelTest(parameterized.TestCase):
         )
       )(x)
 
-    loss, grad = jax.pmap(per_device, axis_name="d")(
-      *(a.reshape((_N, 1) + a.shape[1:]) for a in (x, t, m))
-    )
-    np.testing.assert_allclose(loss, np.full(_N, want_loss), rtol=1e-6)
-    np.testing.assert_allclose(
-      grad.reshape(x.shape), want_grad, rtol=1e-5, atol=2e-7
-    )
+    per_sample = tuple(a.reshape((_N, 1) + a.shape[1:]) for a in (x, t, m))
+    # The same under pmap and under vmap with a named axis.
+    for transform in (jax.pmap, jax.vmap):
+      loss, grad = transform(per_device, axis_name="d")(*per_sample)
+      np.testing.assert_allclose(loss, np.full(_N, want_loss), rtol=1e-6)
+      np.testing.assert_allclose(
+        grad.reshape(x.shape), want_grad, rtol=1e-5, atol=2e-7
+      )
 
 
 class SpatialShardTest(family_test.X64TestCase):
