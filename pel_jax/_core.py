@@ -116,11 +116,32 @@ def _reduce_classes(op, x: jax.Array) -> jax.Array:
   return _per_platform(unrolled, plain, x)
 
 
+# XLA CPU fuses a producer into its consumer only while the fused code
+# emits it at most 15 times (XLA's `kAllowedCodeDuplication`), and each
+# class slice of an unrolled reduction emits its producer once: from 16
+# classes on, the softmax's `exp` was written out a second time just to be
+# summed. Between that and `_UNROLL_CLASSES` the sum of exponentials takes
+# the `exp` of each slice of the logits instead, one use per `exp`.
+_FUSED_SLICES = 15
+
+
+def _sum_exp(x: jax.Array, shifted: jax.Array, peak: jax.Array) -> jax.Array:
+  """`sum(exp(shifted))` over the class axis (kept); `shifted = x - peak`."""
+  classes = x.shape[-1]
+  if not _FUSED_SLICES < classes <= _UNROLL_CLASSES:
+    return _reduce_classes(jnp.add, jnp.exp(shifted))
+  per_slice = lambda x, peak: functools.reduce(
+    jnp.add, [jnp.exp(x[..., c : c + 1] - peak) for c in range(classes)]
+  )
+  plain = lambda x, peak: jnp.sum(jnp.exp(x - peak), axis=-1, keepdims=True)
+  return _per_platform(per_slice, plain, x, peak)
+
+
 def _log_softmax(x: jax.Array) -> jax.Array:
   # The max is only a shift for stability: no gradient needs to flow into it.
   peak = lax.stop_gradient(_reduce_classes(jnp.maximum, x))
   shifted = x - peak
-  return shifted - jnp.log(_reduce_classes(jnp.add, jnp.exp(shifted)))
+  return shifted - jnp.log(_sum_exp(x, shifted, peak))
 
 
 def _activate(cfg: StatsConfig, x: jax.Array, select):
