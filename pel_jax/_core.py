@@ -159,14 +159,14 @@ def _select_labelled(hit, targets, x, per_slice: bool = False):
   classes = x.shape[-1]
   if not (per_slice and _FUSED_SLICES < classes <= _UNROLL_CLASSES):
     return _reduce_classes(jnp.add, jnp.where(hit, x, 0))
-  per_slice = lambda hit, ids, x: functools.reduce(
+  by_slice = lambda hit, ids, x: functools.reduce(
     jnp.add,
     [jnp.where(ids == c, x[..., c : c + 1], 0) for c in range(classes)],
   )
   plain = lambda hit, ids, x: jnp.sum(
     jnp.where(hit, x, 0), axis=-1, keepdims=True
   )
-  return _per_platform(per_slice, plain, hit, targets[..., None], x)
+  return _per_platform(by_slice, plain, hit, targets[..., None], x)
 
 
 def _activate(cfg: StatsConfig, x: jax.Array, select):
@@ -174,7 +174,8 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
   them for float targets, only the labelled class for integer ids (one-hot g
-  zeroes the rest), so the power is taken once per pixel, not once per class.
+  zeroes the rest), so the power is taken once per pixel, not once per class
+  (`per_slice=True`: see `_select_labelled`).
   For logits the power is taken in log space when n is not an integer.
   `log_p` is the softmax's log-probabilities (the cross-entropy reads them),
   None otherwise.
