@@ -116,11 +116,57 @@ def _reduce_classes(op, x: jax.Array) -> jax.Array:
   return _per_platform(unrolled, plain, x)
 
 
-def _log_softmax(x: jax.Array) -> jax.Array:
+# XLA CPU fuses a producer into its consumer only while the fused code
+# emits it at most 15 times (XLA's `kAllowedCodeDuplication`), and each
+# class slice of an unrolled reduction emits its producer once: from 16
+# classes on, the softmax's `exp` was written out a second time just to be
+# summed. Between that and `_UNROLL_CLASSES` the sum of exponentials takes
+# the `exp` of each slice of the logits instead, one use per `exp`.
+_FUSED_SLICES = 15
+
+
+def _sum_exp(x: jax.Array, shifted: jax.Array, peak: jax.Array) -> jax.Array:
+  """`sum(exp(shifted))` over the class axis (kept); `shifted = x - peak`."""
+  classes = x.shape[-1]
+  if not _FUSED_SLICES < classes <= _UNROLL_CLASSES:
+    return _reduce_classes(jnp.add, jnp.exp(shifted))
+  per_slice = lambda x, peak: functools.reduce(
+    jnp.add, [jnp.exp(x[..., c : c + 1] - peak) for c in range(classes)]
+  )
+  plain = lambda x, peak: jnp.sum(jnp.exp(x - peak), axis=-1, keepdims=True)
+  return _per_platform(per_slice, plain, x, peak)
+
+
+def _softmax_shift(x: jax.Array):
+  """`(peak, lse)` with `log_softmax(x) = (x - peak) - lse`, `[B, *S, 1]`."""
   # The max is only a shift for stability: no gradient needs to flow into it.
   peak = lax.stop_gradient(_reduce_classes(jnp.maximum, x))
-  shifted = x - peak
-  return shifted - jnp.log(_reduce_classes(jnp.add, jnp.exp(shifted)))
+  return peak, jnp.log(_sum_exp(x, x - peak, peak))
+
+
+def _log_softmax(x: jax.Array) -> jax.Array:
+  peak, lse = _softmax_shift(x)
+  return (x - peak) - lse
+
+
+def _select_labelled(hit, targets, x, per_slice: bool = False):
+  """`sum(where(hit, x, 0))` over the class axis: x at each pixel's label.
+
+  `per_slice` (for the logits, between `_FUSED_SLICES` and
+  `_UNROLL_CLASSES` classes) compares each pixel's id with each class
+  rather than slicing `hit`, whose slices make XLA write it out.
+  """
+  classes = x.shape[-1]
+  if not (per_slice and _FUSED_SLICES < classes <= _UNROLL_CLASSES):
+    return _reduce_classes(jnp.add, jnp.where(hit, x, 0))
+  by_slice = lambda hit, ids, x: functools.reduce(
+    jnp.add,
+    [jnp.where(ids == c, x[..., c : c + 1], 0) for c in range(classes)],
+  )
+  plain = lambda hit, ids, x: jnp.sum(
+    jnp.where(hit, x, 0), axis=-1, keepdims=True
+  )
+  return _per_platform(by_slice, plain, hit, targets[..., None], x)
 
 
 def _activate(cfg: StatsConfig, x: jax.Array, select):
@@ -128,7 +174,8 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
   them for float targets, only the labelled class for integer ids (one-hot g
-  zeroes the rest), so the power is taken once per pixel, not once per class.
+  zeroes the rest), so the power is taken once per pixel, not once per class
+  (`per_slice=True`: see `_select_labelled`).
   For logits the power is taken in log space when n is not an integer.
   `log_p` is the softmax's log-probabilities (the cross-entropy reads them),
   None otherwise.
@@ -142,16 +189,27 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     log_p = jax.nn.log_sigmoid(x)
     p = jax.nn.sigmoid(x)
     p_sel = select(p)
+    log_sel = None
   else:
-    log_p = _log_softmax(x)
+    peak, lse = _softmax_shift(x)
+    log_p = (x - peak) - lse
     p = jnp.exp(log_p)
     # Equal to select(p), but computed from the logits: read from p, the
     # power would make XLA write out p and p^n.
-    p_sel = jnp.exp(select(log_p))
+    sliced = _FUSED_SLICES < x.shape[-1] <= _UNROLL_CLASSES
+    if sliced and not cfg.cross_entropy:
+      # The selected logit, shifted: selecting from log_p slices it once
+      # per class, and past `_FUSED_SLICES` XLA writes log_p out. (Equal at
+      # a labelled pixel; wherever no class is hit the p^n g term is 0.)
+      # The cross-entropy reads select(log_p) itself, shared with this.
+      log_sel = (select(x, per_slice=True) - peak) - lse
+    else:
+      log_sel = select(log_p)
+    p_sel = jnp.exp(log_sel)
   if _is_integer(n):
     p_n = lax.integer_pow(p_sel, int(n))
   else:
-    p_n = jnp.exp(n * select(log_p))
+    p_n = jnp.exp(n * (select(log_p) if log_sel is None else log_sel))
   return p, p_sel, p_n, log_p if cfg.activation == "softmax" else None
 
 
@@ -227,9 +285,9 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
   hit = is_label if integer and select_ids else None
   if hit is not None:
     # One hit per pixel at most, so the sum of zeros and one entry is exact.
-    select = lambda x: _reduce_classes(jnp.add, jnp.where(hit, x, 0))
+    select = functools.partial(_select_labelled, hit, targets)
   else:
-    select = lambda x: x
+    select = lambda x, per_slice=False: x
   p, p_sel, p_n, log_p = _activate(cfg, predictions, select)
   if integer:
     g = is_label.astype(p.dtype)

@@ -50,6 +50,22 @@ _CASES = (
     "soft",
     dict(exponent=1.7, mask=True, fp_weight=0.3, fn_weight=0.7),
   ),
+  # Between _FUSED_SLICES and _UNROLL_CLASSES: the CPU form slices the
+  # logits for the log-sum-exp and the labelled class's log p.
+  (
+    "softmax_int_n3_mask_21_classes",
+    (2, 3, 4, 21),
+    "softmax",
+    "int",
+    dict(exponent=3.0, from_logits=True, mask=True, ignore_index=4),
+  ),
+  (
+    "softmax_int_n2p5_batch_16_classes",
+    (2, 3, 4, 16),
+    "softmax",
+    "int",
+    dict(exponent=2.5, from_logits=True, batch=True),
+  ),
   # Past _UNROLL_CLASSES: folded in halves, with odd widths (37, 9).
   (
     "softmax_int_n3_37_classes",
@@ -161,6 +177,21 @@ class LoweringTest(parameterized.TestCase):
     self.assertEqual(self._count(fn, (x,), platform, "stablehlo.reduce"), 1)
     with _plain_form(True):
       self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
+
+  @parameterized.product(platform=("cuda", "tpu"), classes=(8, 21))
+  def test_accelerators_get_a_softmax_reduce(self, platform, classes):
+    # The label's log p by a plain class reduce too (21: the CPU's per-slice
+    # selection of the logits).
+    x = jnp.ones((2, 4, 4, classes))
+    t = jnp.zeros((2, 4, 4), jnp.int32)
+    fn = lambda x, t: (
+      _core._pixel_terms(
+        _core.StatsConfig(3.0, "softmax", False, None), x, t, None
+      ).p_sel
+    )
+    # Class max, sum of exp, label selection.
+    self.assertEqual(self._count(fn, (x, t), platform, "stablehlo.reduce"), 3)
+    self.assertEqual(self._count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
 
   def test_cpu_program_has_no_runtime_branch(self):
     """Lowered for one platform, the choice leaves no conditional in XLA."""
