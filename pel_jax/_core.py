@@ -125,10 +125,15 @@ def _reduce_classes(op, x: jax.Array) -> jax.Array:
 _FUSED_SLICES = 15
 
 
+def _past_fused_slices(classes: int) -> bool:
+  """Whether an unrolled class reduction emits its producer too often."""
+  return _FUSED_SLICES < classes <= _UNROLL_CLASSES
+
+
 def _sum_exp(x: jax.Array, shifted: jax.Array, peak: jax.Array) -> jax.Array:
   """`sum(exp(shifted))` over the class axis (kept); `shifted = x - peak`."""
   classes = x.shape[-1]
-  if not _FUSED_SLICES < classes <= _UNROLL_CLASSES:
+  if not _past_fused_slices(classes):
     return _reduce_classes(jnp.add, jnp.exp(shifted))
   per_slice = lambda x, peak: functools.reduce(
     jnp.add, [jnp.exp(x[..., c : c + 1] - peak) for c in range(classes)]
@@ -144,11 +149,6 @@ def _softmax_shift(x: jax.Array):
   return peak, jnp.log(_sum_exp(x, x - peak, peak))
 
 
-def _log_softmax(x: jax.Array) -> jax.Array:
-  peak, lse = _softmax_shift(x)
-  return (x - peak) - lse
-
-
 def _select_labelled(hit, targets, x, per_slice: bool = False):
   """`sum(where(hit, x, 0))` over the class axis: x at each pixel's label.
 
@@ -157,7 +157,7 @@ def _select_labelled(hit, targets, x, per_slice: bool = False):
   rather than slicing `hit`, whose slices make XLA write it out.
   """
   classes = x.shape[-1]
-  if not (per_slice and _FUSED_SLICES < classes <= _UNROLL_CLASSES):
+  if not (per_slice and _past_fused_slices(classes)):
     return _reduce_classes(jnp.add, jnp.where(hit, x, 0))
   by_slice = lambda hit, ids, x: functools.reduce(
     jnp.add,
@@ -196,8 +196,7 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     p = jnp.exp(log_p)
     # Equal to select(p), but computed from the logits: read from p, the
     # power would make XLA write out p and p^n.
-    sliced = _FUSED_SLICES < x.shape[-1] <= _UNROLL_CLASSES
-    if sliced and not cfg.cross_entropy:
+    if _past_fused_slices(x.shape[-1]) and not cfg.cross_entropy:
       # The selected logit, shifted: selecting from log_p slices it once
       # per class, and past `_FUSED_SLICES` XLA writes log_p out. (Equal at
       # a labelled pixel; wherever no class is hit the p^n g term is 0.)
@@ -666,7 +665,7 @@ def stats_backward(
       # dq/dg = 1 - eps.
       ct_q = ct.ce * (1 - cfg.label_smoothing) if cfg.label_smoothing else ct.ce
       if cfg.activation == "softmax":
-        d_g = d_g - ct_q * _log_softmax(px.x)
+        d_g = d_g - ct_q * px.log_p
       else:
         d_g = d_g - ct_q * px.x
     if w is not None:
