@@ -1193,6 +1193,53 @@ def _keras_cases():
     )
 
 
+def _keras_smoothed_ce_cases():
+  """Keras' label-smoothing tests of its cross-entropies, through `ce_weight`.
+
+  pel_loss with ``ce_weight=1, ce_label_smoothing=0.1`` minus pel_loss alone
+  is the smoothed cross-entropy, mean over its terms: Keras' mean over the
+  classes of the binary one (smoothing towards 1/2) and over the batch of
+  the categorical one (towards 1/C). One pixel, classes last.
+  """
+  path = f"{KERAS}: keras/src/losses/losses_test.py::"
+  cases = [
+    (
+      "BinaryCrossentropyTest::test_label_smoothing",
+      [[[10.0, -10.0, -10.0]]],
+      [[[1.0, 0.0, 1.0]]],
+      dict(activation="sigmoid"),
+      (10.0 + 5.0 * 0.1) / 3.0,
+    ),
+    (
+      "CategoricalCrossentropyTest::test_label_smoothing",
+      [[[100.0, -100.0, -100.0]]],
+      [[[1.0, 0.0, 0.0]]],
+      {},
+      400.0 * 0.1 / 3.0,
+    ),
+  ]
+  for test, logits, y_true, kw, expected in cases:
+    x, t = np.asarray(logits), np.asarray(y_true)
+    opts = dict(from_logits=True, **kw)
+
+    def run(x=x, t=t, opts=opts):
+      fused = pel_jax.pel_loss(
+        x, t, ce_weight=1.0, ce_label_smoothing=0.1, **opts
+      )
+      return np.ravel(fused - pel_jax.pel_loss(x, t, **opts))
+
+    # Keras' assertAlmostEqual: decimal=3, |actual - desired| < 1.5e-3.
+    yield Case(
+      f"keras_{test.replace('::', '_')}",
+      path + test,
+      run,
+      expected,
+      0.0,
+      1.5e-3,
+      frozenset({"ce_weight", "ce_label_smoothing"}),
+    )
+
+
 # ----------------------------------------------------------------------------
 # nnU-Net: SoftDiceLoss / MemoryEfficientSoftDiceLoss (no published values).
 # ----------------------------------------------------------------------------
@@ -1283,6 +1330,7 @@ def all_cases():
     + list(_smp_cases())
     + list(_kornia_cases())
     + list(_keras_cases())
+    + list(_keras_smoothed_ce_cases())
     + list(_nnunet_cases())
   )
 
