@@ -489,26 +489,36 @@ def _root_power(r: jax.Array, m: float) -> jax.Array:
 def _soft_power(cfg: StatsConfig, px: _Pixels, backward: bool = False):
   """`(below, power)`: where p < g, and `power(m)` = min(p / g, 1)^m.
 
-  Integer n: powers of `_soft_ratio`'s r, computed again in each pass.
-  Other n: `r ** n` would be a scalar `powf` call per entry (several times
-  an `exp`), so half-integer n takes sqrt(r)^(2n) and any other n
-  exp(n log r), from the softmax's log p where there is one (one log and
-  one exp, both vectorised). These r^n are the same expression in both
-  passes, written without `below`, so that XLA writes r^n out once, as
-  it does p^n for plain targets, and recomputes `below` (written apart,
-  see `_soft_ratio`). Computed in each pass instead, XLA splits the
-  backward's sqrt or log into extra full-size arrays, or (sqrt(r)^5 in
-  the forward's staged sum) leaves the sum unvectorised.
+  Integer n and n = 1/2: integer powers or the square root of
+  `_soft_ratio`'s r, computed again in each pass. Other n: `r ** n` would
+  be a scalar `powf` call per entry (several times an `exp`), so other
+  half-integer n takes sqrt(r)^(2n) and any other n exp(n log r), from the
+  softmax's log p where there is one (one log and one exp, both
+  vectorised). These r^n are the same expression in both passes, written
+  without `below`, so that XLA writes r^n out once, as it does p^n for
+  plain targets, and recomputes `below` (written apart, see
+  `_soft_ratio`). Computed in each pass instead, XLA writes the backward's
+  ratio and power out as extra arrays, and sqrt(r)^5 in the forward's
+  staged sum leaves that sum unvectorised (10x slower).
   """
   n = cfg.exponent
   p, g = px.p, px.g
-  if _is_integer(n):
+  if _is_integer(n) or n == 0.5:
     if not backward and cfg.activation == "sigmoid":
       # Keeps XLA from rewriting p / g as 1 / ((1 + e^-z) g) for a sigmoid
       # p, which makes e^-z a second full-size array next to p.
       p = lax.optimization_barrier(p)
     below, r = _soft_ratio(p, g, backward)
-    return below, functools.partial(_power, r)
+    if n != 0.5:
+      return below, functools.partial(_power, r)
+    # sqrt(r) with r clamped at the smallest normal (a value of at most
+    # 1e-19 at r = 0, and a finite slope) rather than the double `where`,
+    # which reads r next to the root and makes XLA write both out.
+    tiny = jnp.finfo(r.dtype).tiny
+    return (
+      below,
+      lambda m: _root_power(r, m) if m < 0 else jnp.sqrt(jnp.maximum(r, tiny)),
+    )
   below = g > p if backward else p < g
   if _is_integer(2 * n):
     # Wherever g = 0 (p >= g), r is any value in [0, 1]: never selected.
