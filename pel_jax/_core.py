@@ -499,7 +499,7 @@ def _soft_power(cfg: StatsConfig, px: _Pixels, backward: bool = False):
   plain targets, and recomputes `below` (written apart, see
   `_soft_ratio`). Computed in each pass instead, XLA writes the backward's
   ratio and power out as extra arrays, and sqrt(r)^5 in the forward's
-  staged sum leaves that sum unvectorised (10x slower).
+  staged sum leaves that sum unvectorised.
   """
   n = cfg.exponent
   p, g = px.p, px.g
