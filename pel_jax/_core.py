@@ -453,19 +453,93 @@ def _soft_ratio(p: jax.Array, g: jax.Array, backward: bool = False):
   return below, jnp.where(below, p / jnp.where(below, g, 1), 1)
 
 
+def _log_soft_ratio(px: _Pixels) -> jax.Array:
+  """`log min(p / g, 1)`, -inf where p = 0; any value <= 0 where g = 0.
+
+  From the softmax's log p where there is one (finite: no underflow to
+  p = 0), else from log p (double `where`: p = 0 gives -inf, no NaN in a
+  derivative). Clamped at 0 so that `exp(n log r)` stays <= 1 even where
+  it is not selected (p >= g), where an overflow to inf would turn a zero
+  cotangent into a NaN.
+  """
+  g = px.g
+  log_g = jnp.log(jnp.where(g > 0, g, 1))
+  if px.log_p is not None:
+    return jnp.minimum(px.log_p - log_g, 0)
+  positive = px.p > 0
+  log_p = jnp.log(jnp.where(positive, px.p, 1))
+  return jnp.where(positive, jnp.minimum(log_p - log_g, 0), -jnp.inf)
+
+
+def _root_power(r: jax.Array, m: float) -> jax.Array:
+  """`r ** m` for r in [0, 1] and m an odd multiple of 1/2: sqrt(r)^(2m).
+
+  `sqrt` is one vectorised instruction where `**` is a scalar `powf` call
+  per entry. Safe at r = 0 as `_power` is: the double `where` for m > 0,
+  r clamped at eps for m < 0.
+  """
+  if m < 0:
+    root = jnp.sqrt(jnp.maximum(r, jnp.finfo(r.dtype).eps))
+  else:
+    positive = r > 0
+    root = jnp.where(positive, jnp.sqrt(jnp.where(positive, r, 1)), 0)
+  return lax.integer_pow(root, round(2 * m))
+
+
+def _soft_power(cfg: StatsConfig, px: _Pixels, backward: bool = False):
+  """`(below, power)`: where p < g, and `power(m)` = min(p / g, 1)^m.
+
+  Integer n and n = 1/2: integer powers or the square root of
+  `_soft_ratio`'s r, computed again in each pass. Other n: `r ** n` would
+  be a scalar `powf` call per entry (several times an `exp`), so other
+  half-integer n takes sqrt(r)^(2n) and any other n exp(n log r), from the
+  softmax's log p where there is one (one log and one exp, both
+  vectorised). These r^n are the same expression in both passes, written
+  without `below`, so that XLA writes r^n out once, as it does p^n for
+  plain targets, and recomputes `below` (written apart, see
+  `_soft_ratio`). Computed in each pass instead, XLA writes the backward's
+  ratio and power out as extra arrays, and sqrt(r)^5 in the forward's
+  staged sum leaves that sum unvectorised.
+  """
+  n = cfg.exponent
+  p, g = px.p, px.g
+  if _is_integer(n) or n == 0.5:
+    if not backward and cfg.activation == "sigmoid":
+      # Keeps XLA from rewriting p / g as 1 / ((1 + e^-z) g) for a sigmoid
+      # p, which makes e^-z a second full-size array next to p.
+      p = lax.optimization_barrier(p)
+    below, r = _soft_ratio(p, g, backward)
+    if n != 0.5:
+      return below, functools.partial(_power, r)
+    # sqrt(r) with r clamped at the smallest normal (a value of at most
+    # 1e-19 at r = 0, and a finite slope) rather than the double `where`,
+    # which reads r next to the root and makes XLA write both out.
+    tiny = jnp.finfo(r.dtype).tiny
+    return (
+      below,
+      lambda m: _root_power(r, m) if m < 0 else jnp.sqrt(jnp.maximum(r, tiny)),
+    )
+  below = g > p if backward else p < g
+  if _is_integer(2 * n):
+    # Wherever g = 0 (p >= g), r is any value in [0, 1]: never selected.
+    r = jnp.minimum(p / jnp.where(g > 0, g, 1), 1)
+    return below, functools.partial(_root_power, r)
+  log_r = _log_soft_ratio(px)
+  floor = math.log(jnp.finfo(g.dtype).eps)
+  return below, lambda m: jnp.exp(
+    m * (log_r if m > 0 else jnp.maximum(log_r, floor))
+  )
+
+
 def _pixel_summands(cfg: StatsConfig, px: _Pixels) -> RegionStats:
   """The per-pixel terms whose sums are the `RegionStats` fields."""
   p, g = px.p, px.g
   if cfg.soft_labels:
     # TP = sum min(p, g); N = sum g r^n with r = min(p/g, 1): equal to
     # p^n g for hard labels, to g at p = g, and <= min(p, g) for n >= 1.
-    # The barrier keeps XLA from rewriting p / g as 1 / ((1 + e^-z) g) for
-    # a sigmoid p, which makes e^-z a second full-size array next to p.
-    below, r = _soft_ratio(
-      lax.optimization_barrier(p) if cfg.activation == "sigmoid" else p, g
-    )
+    below, power = _soft_power(cfg, px)
     tp = jnp.where(below, p, g)
-    numer = jnp.where(below, g * _power(r, cfg.exponent), g)
+    numer = jnp.where(below, g * power(cfg.exponent), g)
   else:
     tp, numer = p * g, px.times_g(px.p_n)
   ce = None
@@ -607,19 +681,14 @@ def stats_backward(
     ct = ct._replace(ce=cotangent.ce.reshape(pixels[:-1] + (1,)))
     q = _smoothed_targets(cfg, g)
   if cfg.soft_labels:
-    # Written apart from the forward's (see `_soft_ratio`), except for a
-    # softmax with a non-integer n: there the backward's two uses of u
-    # (itself and its class sum) would each need r^n, and XLA writes the
-    # reciprocal and the power out: slower than sharing the forward's.
-    apart = cfg.activation != "softmax" or _is_integer(n)
-    below, r = _soft_ratio(p, g, backward=apart)
+    below, power = _soft_power(cfg, px, backward=True)
     linear = jnp.where(below, ct.tp, 0)
   else:
     linear = ct.tp * g  # d/dp of the terms linear in p (and p^2).
   linear = linear + (2 * ct.sum_p2 * p if cfg.squared else ct.sum_p)
   if cfg.activation is None:
     if cfg.soft_labels:
-      pull = jnp.where(below, n * ct.numer * _power(r, n - 1), 0)
+      pull = jnp.where(below, n * ct.numer * power(n - 1), 0)
     else:
       pull = px.times_g(n * ct.numer, _power(p_sel, n - 1))
     grad = pull + linear
@@ -628,7 +697,7 @@ def stats_backward(
     # are safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for
     # softmax.
     if cfg.soft_labels:
-      pull = jnp.where(below, n * ct.numer * g * _power(r, n), 0)
+      pull = jnp.where(below, n * ct.numer * g * power(n), 0)
     elif cfg.activation == "sigmoid" and _is_integer(n):
       # (.. * p) * p^(n-1) rather than the forward's p^n: with no p^n
       # subexpression to share, XLA stops writing p^n out between forward
@@ -652,9 +721,7 @@ def stats_backward(
   d_targets = None
   if not jnp.issubdtype(targets.dtype, jnp.integer):
     if cfg.soft_labels:
-      d_g = jnp.where(
-        below, ct.numer * (1 - n) * _power(r, n), ct.tp + ct.numer
-      )
+      d_g = jnp.where(below, ct.numer * (1 - n) * power(n), ct.tp + ct.numer)
     else:
       d_g = ct.tp * p + ct.numer * p_n
     d_g = d_g + ct.sum_g

@@ -179,10 +179,55 @@ class SoftLabelsTest(X64TestCase):
     np.testing.assert_allclose(stats.tp, want, rtol=1e-12)
     np.testing.assert_allclose(stats.numer, want, rtol=1e-12)
 
+  @parameterized.product(
+    n=(0.5, 1.3, 2.5), pred_kind=("probs", "sigmoid", "softmax")
+  )
+  def test_non_integer_exponents(self, n, pred_kind):
+    # Half-integer n takes sqrt(r)^(2n), other n exp(n log r) (see
+    # `_core._soft_power`): both against the oracle's min(p/g, 1)^n, with
+    # their derivatives (d/dp and d/dg) by finite differences.
+    x, t, kw = make_case(pred_kind, "soft", pred_kind == "softmax", seed=2)
+    if pred_kind == "probs":
+      x[0, 0, 0] = 0.0  # p = 0 below g: r = 0.
+    kw = dict(kw, soft_labels=True, exponent=n)
+    np.testing.assert_allclose(
+      pel_jax.pel_loss(x, t, **kw),
+      family_numpy(x, t, **kw),
+      rtol=1e-10,
+      atol=1e-12,
+    )
+    x[0, 0, 0] = 0.3 if pred_kind == "probs" else x[0, 0, 0]
+    fn = lambda x, t: pel_jax.pel_loss(x, t, **kw)
+    check_grads(fn, (x, t), order=1, modes=("rev",), eps=1e-6)
+
+  @parameterized.parameters(0.5, 1.3, 2.5)
+  def test_non_integer_exponents_finite_at_extremes(self, n):
+    # p = 0 or 1, g = 0 or tiny, logits of +-1e4: values, gradients and
+    # second derivatives (the backward differentiated) stay finite.
+    rng = np.random.default_rng(0)
+    shape = (2, 3, 3, 3)
+    t = rng.choice([0.0, 1e-30, 0.4, 1.0], shape)
+    t[0, 0, 0, 0] = 1e-300  # with p = 1 there, (p / g)^1.3 overflows.
+    for pred_kind, x in (
+      ("probs", rng.choice([0.0, 1e-30, 0.5, 1.0], shape)),
+      ("sigmoid", rng.choice([-1e4, -30.0, 0.0, 30.0, 1e4], shape)),
+      ("softmax", rng.choice([-1e4, -30.0, 0.0, 30.0, 1e4], shape)),
+    ):
+      x[0, 0, 0] = (1.0, 0.0, 0.0) if pred_kind == "probs" else (1e4, 0, 0)
+      kw = dict(soft_labels=True, exponent=n)
+      if pred_kind != "probs":
+        kw.update(from_logits=True, activation=pred_kind)
+      fn = lambda x, t, kw=kw: pel_jax.pel_loss(x, t, **kw)
+      with self.subTest(pred_kind):
+        loss, grads = jax.value_and_grad(fn, (0, 1))(x, t)
+        second = jax.grad(lambda x: jnp.sum(jax.grad(fn)(x, t) ** 2))(x)
+        for value in (loss, *grads, second):
+          self.assertTrue(np.all(np.isfinite(value)))
+
   @hypothesis.settings(max_examples=40, deadline=None)
   @hypothesis.given(
     seed=st.integers(0, 2**31 - 1),
-    n=st.sampled_from([1.0, 1.5, 2.0, 3.0]),
+    n=st.sampled_from([1.0, 1.5, 2.0, 2.7, 3.0]),
     weights=st.sampled_from([(0.5, 0.5), (1.0, 1.0), (0.3, 0.7), (0.0, 0.0)]),
   )
   def test_minimum_exactly_at_p_equals_g(self, seed, n, weights):
