@@ -361,6 +361,13 @@ _ROWS = 16
 # half-precision conversions exceed its budget, leaving a scalar loop
 # several times slower; 8 copies fit.
 _LONG_ROWS = 8
+# A single channel's stage reads its rows from one contiguous block,
+# `[rows, stage, 8]` reduced over `stage` (one vector of 8 partial sums per
+# block), rather than `stage` strided rows `[stage, rows]`: those lie a
+# multiple of 4 KiB apart for power-of-two images, so the rows of two or
+# three inputs compete for the same cache sets. (Multi-class sums keep the
+# strided rows: a block would interleave the classes' partial sums.)
+_BLOCK = 8
 
 
 def _stage_rows(cfg: StatsConfig, dtype) -> int:
@@ -372,16 +379,20 @@ def _stage_rows(cfg: StatsConfig, dtype) -> int:
   return _LONG_ROWS if logs or half else _ROWS
 
 
-def _staged_sum(reduce, operands, first: int, size: int, stage: int):
+def _staged_sum(
+  reduce, operands, first: int, size: int, stage: int, block: int = 1
+):
   """`reduce(operands, (first,))` over the axis `first` (of `size`), staged.
 
   `reduce` maps a list of same-shape arrays and axes to a tuple of sums (the
   variadic reduce, or one `jnp.sum` each for tangents), `stage` rows at a
-  time.
+  time: `[stage, rows]` reduced over `stage`, or with `block > 1`
+  `[rows, stage, block]` (see `_BLOCK`) while the axis is that long.
   """
   remainders = []
   while size > stage:
-    rows, rest = divmod(size, stage)
+    width = block if size >= stage * block else 1
+    rows, rest = divmod(size, stage * width)
     if rest:
       head = size - rest
       remainders.append(
@@ -392,9 +403,18 @@ def _staged_sum(reduce, operands, first: int, size: int, stage: int):
       )
       operands = [lax.slice_in_dim(x, 0, head, axis=first) for x in operands]
     shape = operands[0].shape
-    split = shape[:first] + (stage, rows) + shape[first + 1 :]
-    operands = reduce([x.reshape(split) for x in operands], (first,))
-    size = rows
+    before, after = shape[:first], shape[first + 1 :]
+    if width == 1:
+      split = before + (stage, rows) + after
+      operands = reduce([x.reshape(split) for x in operands], (first,))
+    else:
+      split = before + (rows, stage, width) + after
+      merged = before + (rows * width,) + after
+      operands = [
+        x.reshape(merged)
+        for x in reduce([x.reshape(split) for x in operands], (first + 1,))
+      ]
+    size = rows * width
   sums = tuple(reduce(list(operands), (first,)))
   for extra in remainders:
     sums = tuple(map(operator.add, sums, extra))
@@ -409,8 +429,9 @@ def _sum_flat(reduce, axes: tuple[int, ...], stage: int, operands):
   first, last = axes[0], axes[-1] + 1
   size = math.prod(shape[first:last])
   flat = shape[:first] + (size,) + shape[last:]
+  block = _BLOCK if math.prod(shape[last:]) == 1 else 1
   return _staged_sum(
-    reduce, [x.reshape(flat) for x in operands], first, size, stage
+    reduce, [x.reshape(flat) for x in operands], first, size, stage, block
   )
 
 
