@@ -357,9 +357,9 @@ def _variadic_sum(operands, axes: tuple[int, ...]):
 _ROWS = 16
 # Rows per stage where the per-entry code is longer (`_stage_rows`): LLVM
 # vectorises a stage only once it fully unrolls the rows, and 16 copies of
-# the sigmoid with a log (cross-entropy, log-space powers) or with
-# half-precision conversions exceed its budget, leaving a scalar loop
-# several times slower; 8 copies fit.
+# the sigmoid with the cross-entropy's exp and log, or with half-precision
+# conversions, exceed its budget, leaving a scalar loop several times
+# slower; 8 copies fit.
 _LONG_ROWS = 8
 # A single channel's stage reads its rows from one contiguous block,
 # `[rows, stage, 8]` reduced over `stage` (one vector of 8 partial sums per
@@ -374,9 +374,8 @@ def _stage_rows(cfg: StatsConfig, dtype) -> int:
   """Rows per stage of the forward sums (see `_LONG_ROWS`)."""
   if cfg.activation != "sigmoid":
     return _ROWS
-  logs = cfg.cross_entropy or not _is_integer(cfg.exponent)
-  half = jnp.dtype(dtype).itemsize < 4
-  return _LONG_ROWS if logs or half else _ROWS
+  long = cfg.cross_entropy or jnp.dtype(dtype).itemsize < 4
+  return _LONG_ROWS if long else _ROWS
 
 
 def _staged_sum(
@@ -678,10 +677,12 @@ def stats_backward(
   """
   del stats
   n = cfg.exponent
-  if cfg.activation == "sigmoid":
+  if cfg.activation == "sigmoid" and _is_integer(n):
     # Equal expressions in the two passes would make XLA compute the
     # sigmoid once and write it out as a full-size array between them;
     # recomputing it from the logits here is cheaper than that traffic.
+    # (Not for a non-integer n: recomputing the log-space power too costs
+    # more than sharing it.)
     predictions = lax.optimization_barrier(predictions)
   px = _pixel_terms(cfg, predictions, targets, mask)
   p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w

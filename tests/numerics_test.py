@@ -343,8 +343,8 @@ class LargeSumAccuracyTest(parameterized.TestCase):
 
   @parameterized.parameters((2, 17, 1), (3, 4099, 1), (2, 5, 7, 3))
   def test_sigmoid_logs_remainders_random(self, *shape):
-    # The sigmoid's cross-entropy and log-space power stage 8 rows at a
-    # time: sizes off multiples of 8 at some stage must add up too.
+    # The sigmoid with the cross-entropy stages 8 rows at a time (and a
+    # log-space power): sizes off multiples of 8 at some stage add up too.
     rng = np.random.default_rng(14)
     x = reference.make_predictions(rng, shape, "sigmoid").astype(np.float32)
     g = reference.make_targets(rng, shape, "soft").astype(np.float32)
@@ -368,8 +368,8 @@ class LargeSumAccuracyTest(parameterized.TestCase):
     ("batch", (16, 512, 512, 1), True), ("prime", (1, 4194301, 1), False)
   )
   def test_constant_logit_sigmoid_cross_entropy(self, shape, batch):
-    # 4M pixels in 8-row stages (sigmoid with cross-entropy and n = 0.5):
-    # every sum within float32 pairwise accuracy of its closed form.
+    # 4M pixels in 8-row blocked stages (sigmoid with the cross-entropy,
+    # n = 0.5): every sum within float32 pairwise accuracy of its closed form.
     z = np.float64(np.float32(0.7))
     x = jnp.full(shape, z, jnp.float32)
     t = (np.arange(math.prod(shape)) % 3 == 0).reshape(shape)
