@@ -357,10 +357,11 @@ def _variadic_sum(operands, axes: tuple[int, ...]):
 _ROWS = 16
 # Rows per stage where the per-entry code is longer (`_stage_rows`): LLVM
 # vectorises a stage only once it fully unrolls the rows, and 16 copies of
-# the sigmoid with the cross-entropy's exp and log, or with half-precision
-# conversions, exceed its budget, leaving a scalar loop several times
-# slower; 8 copies fit.
+# the sigmoid with the cross-entropy's exp and log exceed its budget,
+# leaving a scalar loop several times slower; 8 copies fit, 4 with the
+# comparison and conversion of integer ids too.
 _LONG_ROWS = 8
+_LONGER_ROWS = 4
 # A single channel's stage reads its rows from one contiguous block,
 # `[rows, stage, 8]` reduced over `stage` (one vector of 8 partial sums per
 # block), rather than `stage` strided rows `[stage, rows]`: those lie a
@@ -370,12 +371,12 @@ _LONG_ROWS = 8
 _BLOCK = 8
 
 
-def _stage_rows(cfg: StatsConfig, dtype) -> int:
+def _stage_rows(cfg: StatsConfig, predictions, targets) -> int:
   """Rows per stage of the forward sums (see `_LONG_ROWS`)."""
-  if cfg.activation != "sigmoid":
+  if cfg.activation != "sigmoid" or not cfg.cross_entropy:
     return _ROWS
-  long = cfg.cross_entropy or jnp.dtype(dtype).itemsize < 4
-  return _LONG_ROWS if long else _ROWS
+  ids = jnp.issubdtype(targets.dtype, jnp.integer)
+  return _LONGER_ROWS if ids else _LONG_ROWS
 
 
 def _staged_sum(
@@ -643,7 +644,7 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   sums = _sum_together(
     _sum_axes(cfg, terms.tp.ndim),
     *leaves,
-    stage=_stage_rows(cfg, predictions.dtype),
+    stage=_stage_rows(cfg, predictions, targets),
   )
   stats = jax.tree.unflatten(tree, sums)
   if cfg.cross_entropy:
@@ -677,12 +678,18 @@ def stats_backward(
   """
   del stats
   n = cfg.exponent
-  if cfg.activation == "sigmoid" and _is_integer(n):
+  if (
+    cfg.activation == "sigmoid"
+    and _is_integer(n)
+    and jnp.dtype(predictions.dtype).itemsize >= 4
+    and not cfg.soft_labels
+  ):
     # Equal expressions in the two passes would make XLA compute the
     # sigmoid once and write it out as a full-size array between them;
     # recomputing it from the logits here is cheaper than that traffic.
-    # (Not for a non-integer n: recomputing the log-space power too costs
-    # more than sharing it.)
+    # (Not for a non-integer n, half precision or soft labels: there
+    # recomputing the power, the conversions or the ratio costs more than
+    # sharing them.)
     predictions = lax.optimization_barrier(predictions)
   px = _pixel_terms(cfg, predictions, targets, mask)
   p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w
