@@ -169,6 +169,36 @@ def _select_labelled(hit, targets, x, per_slice: bool = False):
   return _per_platform(by_slice, plain, hit, targets[..., None], x)
 
 
+def _log1p_exp_neg_abs(x: jax.Array) -> jax.Array:
+  """`log(1 + exp(-|x|))` to a few ulps, vectorised.
+
+  `softplus(x) = max(x, 0) + log1p(exp(-|x|))`, but `jax.nn.softplus`'s
+  `log1p` is a scalar call per entry on XLA CPU (the bulk of the sigmoid
+  cross-entropy's time). With `e = exp(-|x|)` and `u = 1 + e`, Goldberg's
+  `log(u) * e / (u - 1)` is `log1p(e)` to a few ulps: `u - 1` is exact, so
+  the rounding of u cancels between the two factors (`e` itself where u
+  rounds to 1). XLA's simplifier rewrites `(1 + e) - 1` as `e`, which
+  would undo the cancellation, so the 1 subtracted is opaque to it.
+  """
+  e = jnp.exp(-jnp.abs(x))
+  u = 1 + e
+  rounded = u == 1
+  one = lax.optimization_barrier(jnp.ones((), u.dtype))
+  ratio = e / jnp.where(rounded, 1, u - one)
+  return jnp.where(rounded, e, jnp.log(u) * ratio)
+
+
+def _log_sigmoid(x: jax.Array, p: jax.Array) -> jax.Array:
+  """`log p` for `p = sigmoid(x)`, vectorised (unlike `jax.nn.log_sigmoid`).
+
+  `min(x, 0) + log(max(p, 1 - p))`: the log's argument lies in [1/2, 1],
+  where its absolute error (under 2^-23) is a relative error of at most
+  n 2^-23 in `p^n = exp(n log p)`, the one use; `x` keeps log p exact
+  in the tails where p or 1 - p underflow.
+  """
+  return jnp.minimum(x, 0) + jnp.log(jnp.where(x < 0, 1 - p, p))
+
+
 def _activate(cfg: StatsConfig, x: jax.Array, select):
   """`(p, p_sel, p_sel ** n, log_p)` in the compute dtype; `p_sel = select(p)`.
 
@@ -186,8 +216,8 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     p_sel = select(x)
     return x, p_sel, _power(p_sel, n), None
   if cfg.activation == "sigmoid":
-    log_p = jax.nn.log_sigmoid(x)
     p = jax.nn.sigmoid(x)
+    log_p = _log_sigmoid(x, p)
     p_sel = select(p)
     log_sel = None
   else:
@@ -325,17 +355,44 @@ def _variadic_sum(operands, axes: tuple[int, ...]):
 # what XLA CPU vectorises; 32 rows per stage, or two 16-row axes at once,
 # fall back to slow loops.
 _ROWS = 16
+# Rows per stage where the per-entry code is longer (`_stage_rows`): LLVM
+# vectorises a stage only once it fully unrolls the rows, and 16 copies of
+# the sigmoid with the cross-entropy's exp and log exceed its budget,
+# leaving a scalar loop several times slower; 8 copies fit, 4 with the
+# comparison and conversion of integer ids too.
+_LONG_ROWS = 8
+_LONGER_ROWS = 4
+# A single channel's stage reads its rows from one contiguous block,
+# `[rows, stage, 8]` reduced over `stage` (one vector of 8 partial sums per
+# block), rather than `stage` strided rows `[stage, rows]`: those lie a
+# multiple of 4 KiB apart for power-of-two images, so the rows of two or
+# three inputs compete for the same cache sets. (Multi-class sums keep the
+# strided rows: a block would interleave the classes' partial sums.)
+_BLOCK = 8
 
 
-def _staged_sum(reduce, operands, first: int, size: int):
+def _stage_rows(cfg: StatsConfig, predictions, targets) -> int:
+  """Rows per stage of the forward sums (see `_LONG_ROWS`)."""
+  if cfg.activation != "sigmoid" or not cfg.cross_entropy:
+    return _ROWS
+  ids = jnp.issubdtype(targets.dtype, jnp.integer)
+  return _LONGER_ROWS if ids else _LONG_ROWS
+
+
+def _staged_sum(
+  reduce, operands, first: int, size: int, stage: int, block: int = 1
+):
   """`reduce(operands, (first,))` over the axis `first` (of `size`), staged.
 
   `reduce` maps a list of same-shape arrays and axes to a tuple of sums (the
-  variadic reduce, or one `jnp.sum` each for tangents).
+  variadic reduce, or one `jnp.sum` each for tangents), `stage` rows at a
+  time: `[stage, rows]` reduced over `stage`, or with `block > 1`
+  `[rows, stage, block]` (see `_BLOCK`) while the axis is that long.
   """
   remainders = []
-  while size > _ROWS:
-    rows, rest = divmod(size, _ROWS)
+  while size > stage:
+    width = block if size >= stage * block else 1
+    rows, rest = divmod(size, stage * width)
     if rest:
       head = size - rest
       remainders.append(
@@ -346,16 +403,25 @@ def _staged_sum(reduce, operands, first: int, size: int):
       )
       operands = [lax.slice_in_dim(x, 0, head, axis=first) for x in operands]
     shape = operands[0].shape
-    split = shape[:first] + (_ROWS, rows) + shape[first + 1 :]
-    operands = reduce([x.reshape(split) for x in operands], (first,))
-    size = rows
+    before, after = shape[:first], shape[first + 1 :]
+    if width == 1:
+      split = before + (stage, rows) + after
+      operands = reduce([x.reshape(split) for x in operands], (first,))
+    else:
+      split = before + (rows, stage, width) + after
+      merged = before + (rows * width,) + after
+      operands = [
+        x.reshape(merged)
+        for x in reduce([x.reshape(split) for x in operands], (first + 1,))
+      ]
+    size = rows * width
   sums = tuple(reduce(list(operands), (first,)))
   for extra in remainders:
     sums = tuple(map(operator.add, sums, extra))
   return sums
 
 
-def _sum_flat(reduce, axes: tuple[int, ...], operands):
+def _sum_flat(reduce, axes: tuple[int, ...], stage: int, operands):
   """Staged sums of same-shape `operands` over the contiguous `axes`."""
   shape = operands[0].shape
   if not axes:
@@ -363,15 +429,19 @@ def _sum_flat(reduce, axes: tuple[int, ...], operands):
   first, last = axes[0], axes[-1] + 1
   size = math.prod(shape[first:last])
   flat = shape[:first] + (size,) + shape[last:]
-  return _staged_sum(reduce, [x.reshape(flat) for x in operands], first, size)
+  block = _BLOCK if math.prod(shape[last:]) == 1 else 1
+  return _staged_sum(
+    reduce, [x.reshape(flat) for x in operands], first, size, stage, block
+  )
 
 
 def _separate_sums(operands, axes: tuple[int, ...]):
   return tuple(jnp.sum(x, axis=axes) for x in operands)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
+def _sum_together(
+  axes: tuple[int, ...], *operands: jax.Array, stage: int = _ROWS
+):
   """Sums of several same-shape arrays over contiguous `axes`, fused.
 
   One variadic reduce over all operands is several times faster on XLA CPU
@@ -381,19 +451,24 @@ def _sum_together(axes: tuple[int, ...], *operands: jax.Array):
   symbolic-zero tangents (e.g. integer targets under grad-of-grad); sums are
   linear, so tangents are summed plainly, laid out the same way.
   """
+  return _staged_sums(axes, stage, *operands)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _staged_sums(axes: tuple[int, ...], stage: int, *operands: jax.Array):
   return _per_platform(
-    lambda *xs: _sum_flat(_variadic_sum, axes, xs),
+    lambda *xs: _sum_flat(_variadic_sum, axes, stage, xs),
     lambda *xs: tuple(_variadic_sum(xs, axes)),
     *operands,
   )
 
 
-@_sum_together.defjvp
-def _sum_together_jvp(axes, primals, tangents):
+@_staged_sums.defjvp
+def _staged_sums_jvp(axes, stage, primals, tangents):
   return (
-    _sum_together(axes, *primals),
+    _staged_sums(axes, stage, *primals),
     _per_platform(
-      lambda *ts: _sum_flat(_separate_sums, axes, ts),
+      lambda *ts: _sum_flat(_separate_sums, axes, stage, ts),
       lambda *ts: _separate_sums(ts, axes),
       *tangents,
     ),
@@ -563,12 +638,16 @@ def _cross_entropy_terms(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   """Per-entry sigmoid cross-entropy from the logits, `[B, *S, C]`.
 
   The binary cross-entropy of each class with the (smoothed) targets q,
-  -q log p - (1 - q) log(1 - p) = softplus(z) - q z: one exponential and
-  one logarithm, where the two log terms take two of each. Finite for any
-  finite logit. Elementwise, so it joins the per-class sums.
+  -q log p - (1 - q) log(1 - p) = softplus(z) - q z
+  = (max(z, 0) - q z) + log(1 + e^-|z|): one logarithm, where the two log
+  terms take two. The linear part is formed first, so that a confident
+  correct logit keeps its small loss (softplus(20) - 20 rounds to 0).
+  Finite for any finite logit. Elementwise, so it joins the per-class sums.
   """
   q = _smoothed_targets(cfg, px.g)
-  return jax.nn.softplus(px.x) - q * px.x
+  x = px.x
+  linear = jnp.where(x > 0, (1 - q) * x, -q * x)
+  return linear + _log1p_exp_neg_abs(x)
 
 
 def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
@@ -636,7 +715,11 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   px = _pixel_terms(cfg, predictions, targets, mask)
   terms = _pixel_summands(cfg, px)
   leaves, tree = jax.tree.flatten(terms)
-  sums = _sum_together(_sum_axes(cfg, terms.tp.ndim), *leaves)
+  sums = _sum_together(
+    _sum_axes(cfg, terms.tp.ndim),
+    *leaves,
+    stage=_stage_rows(cfg, predictions, targets),
+  )
   stats = jax.tree.unflatten(tree, sums)
   if cfg.cross_entropy:
     if stats.ce is not None:
@@ -669,6 +752,19 @@ def stats_backward(
   """
   del stats
   n = cfg.exponent
+  if (
+    cfg.activation == "sigmoid"
+    and _is_integer(n)
+    and jnp.dtype(predictions.dtype).itemsize >= 4
+    and not cfg.soft_labels
+  ):
+    # Equal expressions in the two passes would make XLA compute the
+    # sigmoid once and write it out as a full-size array between them;
+    # recomputing it from the logits here is cheaper than that traffic.
+    # (Not for a non-integer n, half precision or soft labels: there
+    # recomputing the power, the conversions or the ratio costs more than
+    # sharing them.)
+    predictions = lax.optimization_barrier(predictions)
   px = _pixel_terms(cfg, predictions, targets, mask)
   p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w
   # [G, C] -> [G, 1, ..., 1, C] to broadcast over pixels.

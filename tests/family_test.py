@@ -436,6 +436,24 @@ class CrossEntropyTest(X64TestCase):
           want = family_numpy(np.asarray(xh, np.float64), ids, **kw)
           np.testing.assert_allclose(loss, want, rtol=2e-5)
 
+  def test_sigmoid_confident_logits_float32(self):
+    # Each entry's BCE to float32 precision against float64, also where it
+    # is tiny: softplus(20) - 20 would round to 0 (confident and right),
+    # and a plain log(1 + e^-|z|) loses e^-|z| < 2^-24 against the 1.
+    z = np.array([-1e4, -30, -20, -17, -5, -1e-3, 0, 1e-3, 5, 17, 20, 30, 1e4])
+    z = np.float32(z)[:, None, None]
+    z64 = np.float64(z)
+    tail = np.log1p(np.exp(-np.abs(z64)))
+    for q in (0.0, 1.0, 0.3):
+      t = np.full(z.shape, q, np.float32)
+      stats = jax.jit(
+        lambda a, b: pel_jax.region_stats(a, b, from_logits=True, ce_weight=1.0)
+      )(z, t)
+      want = (np.maximum(z64, 0) - np.float32(q) * z64 + tail)[:, 0, 0]
+      with self.subTest(q=q):
+        self.assertTrue(np.all(np.isfinite(stats.ce)))
+        np.testing.assert_allclose(stats.ce, want, rtol=5e-7, atol=1e-37)
+
   def test_reduction_none_raises(self):
     x, t, kw = make_case("softmax", "int", False)
     with self.assertRaisesRegex(ValueError, "ce_weight.*none"):

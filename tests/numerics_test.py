@@ -8,9 +8,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import pel_jax
 from tests import reference
+from tests.reference_family import family_numpy
 
 _SHAPE = (2, 4, 3, 3)
 
@@ -338,6 +340,55 @@ class LargeSumAccuracyTest(parameterized.TestCase):
         jax.grad(lambda a, kw=kw: jnp.sum(reference.pel_jnp(a, ids, **kw)))
       )(x)
       np.testing.assert_allclose(grad, want, atol=1e-6, rtol=2e-4)
+
+  @parameterized.parameters((2, 17, 1), (3, 4099, 1), (2, 5, 7, 3))
+  def test_sigmoid_logs_remainders_random(self, *shape):
+    # The sigmoid with the cross-entropy stages 8 rows at a time (and a
+    # log-space power): sizes off multiples of 8 at some stage add up too.
+    rng = np.random.default_rng(14)
+    x = reference.make_predictions(rng, shape, "sigmoid").astype(np.float32)
+    g = reference.make_targets(rng, shape, "soft").astype(np.float32)
+    for batch in (False, True):
+      kw = dict(
+        batch=batch, from_logits=True, activation="sigmoid", exponent=0.5
+      )
+      fused = lambda a, kw=kw: pel_jax.pel_loss(a, g, ce_weight=0.5, **kw)
+      got, grad = jax.jit(jax.value_and_grad(fused))(x)
+      np.testing.assert_allclose(
+        got, family_numpy(x, g, ce_weight=0.5, **kw), atol=2e-6, rtol=2e-6
+      )
+      apart = lambda a, kw=kw: (
+        reference.pel_jnp(a, g, **kw)
+        + 0.5 * jnp.mean(optax.sigmoid_binary_cross_entropy(a, g))
+      )
+      want = jax.jit(jax.grad(apart))(x)
+      np.testing.assert_allclose(grad, want, atol=1e-6, rtol=2e-4)
+
+  @parameterized.named_parameters(
+    ("batch", (16, 512, 512, 1), True), ("prime", (1, 4194301, 1), False)
+  )
+  def test_constant_logit_sigmoid_cross_entropy(self, shape, batch):
+    # 4M pixels in 8-row blocked stages (sigmoid with the cross-entropy,
+    # n = 0.5): every sum within float32 pairwise accuracy of its closed form.
+    z = np.float64(np.float32(0.7))
+    x = jnp.full(shape, z, jnp.float32)
+    t = (np.arange(math.prod(shape)) % 3 == 0).reshape(shape)
+    stats = jax.jit(
+      lambda a, b: pel_jax.region_stats(
+        a, b, from_logits=True, exponent=0.5, ce_weight=1.0, batch=batch
+      )
+    )(x, t.astype(np.float32))
+    q = 1 / (1 + np.exp(-z))
+    pixels = math.prod(shape[1:-1]) * (shape[0] if batch else 1)
+    ones = t.reshape(1 if batch else shape[0], -1).sum(-1)
+    ce = pixels * np.log1p(np.exp(z)) - ones * z
+    for got, want in (
+      (stats.sum_p[..., 0], q * pixels),
+      (stats.tp[..., 0], q * ones),
+      (stats.numer[..., 0], np.sqrt(q) * ones),
+      (stats.ce, ce),
+    ):
+      np.testing.assert_allclose(got, want, rtol=2e-6)
 
   def test_forward_over_reverse_with_remainders(self):
     # jax.hessian takes the JVP of the staged sums (tangents staged too).
