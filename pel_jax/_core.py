@@ -13,6 +13,8 @@ shapes: reshaping them first costs a layout copy of the gradient on CPU.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -81,6 +83,34 @@ def _per_platform(tuned, plain, *args):
   )
 
 
+# A call with no backward (evaluation, metrics: the custom VJP's primal)
+# reduces over 8 or more classes with plain reduces on every platform. The
+# unrolled and per-slice forms pay off when a backward shares the per-pixel
+# terms, which XLA then writes out once; without it XLA CPU fuses them into
+# the pixel sums and recomputes them for every class entry (O(C^2) work per
+# pixel, unvectorised). Up to `_UNROLL_CLASSES` both forms add the classes
+# in the same order, so the values equal those of `value_and_grad` bit for
+# bit on XLA CPU; past it (halving) at rounding level.
+_VALUE_ONLY_PLAIN_CLASSES = 8
+_value_only = contextvars.ContextVar("pel_jax_value_only", default=False)
+
+
+@contextlib.contextmanager
+def _tracing_value_only():
+  token = _value_only.set(True)
+  try:
+    yield
+  finally:
+    _value_only.reset(token)
+
+
+def _per_class_layout(classes: int, tuned, plain, *args):
+  """`_per_platform` for a reduction over `classes` (see `_value_only`)."""
+  if classes >= _VALUE_ONLY_PLAIN_CLASSES and _value_only.get():
+    return plain(*args)
+  return _per_platform(tuned, plain, *args)
+
+
 # Up to this many classes, reductions over the class axis are unrolled into
 # elementwise ops on slices: they then fuse with their neighbours into one
 # vectorised loop, where XLA CPU makes a minor-axis reduce a separate fusion
@@ -109,11 +139,13 @@ def _reduce_classes(op, x: jax.Array) -> jax.Array:
   reducer = jnp.max if op is jnp.maximum else jnp.sum
   plain = lambda x: reducer(x, axis=-1, keepdims=True)
   if x.shape[-1] > _UNROLL_CLASSES:
-    return _per_platform(functools.partial(_fold_classes, op), plain, x)
+    return _per_class_layout(
+      x.shape[-1], functools.partial(_fold_classes, op), plain, x
+    )
   unrolled = lambda x: functools.reduce(
     op, [x[..., c : c + 1] for c in range(x.shape[-1])]
   )
-  return _per_platform(unrolled, plain, x)
+  return _per_class_layout(x.shape[-1], unrolled, plain, x)
 
 
 # XLA CPU fuses a producer into its consumer only while the fused code
@@ -139,7 +171,7 @@ def _sum_exp(x: jax.Array, shifted: jax.Array, peak: jax.Array) -> jax.Array:
     jnp.add, [jnp.exp(x[..., c : c + 1] - peak) for c in range(classes)]
   )
   plain = lambda x, peak: jnp.sum(jnp.exp(x - peak), axis=-1, keepdims=True)
-  return _per_platform(per_slice, plain, x, peak)
+  return _per_class_layout(classes, per_slice, plain, x, peak)
 
 
 def _softmax_shift(x: jax.Array):
@@ -166,7 +198,7 @@ def _select_labelled(hit, targets, x, per_slice: bool = False):
   plain = lambda hit, ids, x: jnp.sum(
     jnp.where(hit, x, 0), axis=-1, keepdims=True
   )
-  return _per_platform(by_slice, plain, hit, targets[..., None], x)
+  return _per_class_layout(classes, by_slice, plain, hit, targets[..., None], x)
 
 
 def _log1p_exp_neg_abs(x: jax.Array) -> jax.Array:
@@ -840,7 +872,8 @@ def stats_backward(
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def region_sums(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   """`stats_forward` with the fused backward `stats_backward`."""
-  return stats_forward(cfg, predictions, targets, mask)
+  with _tracing_value_only():
+    return stats_forward(cfg, predictions, targets, mask)
 
 
 def _region_sums_fwd(cfg: StatsConfig, predictions, targets, mask):

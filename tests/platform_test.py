@@ -200,5 +200,44 @@ class LoweringTest(parameterized.TestCase):
     self.assertNotIn("conditional", f.lower(x).compile().as_text())
 
 
+class ValueOnlyTest(parameterized.TestCase):
+  """A call with no backward reduces over 8+ classes with plain reduces."""
+
+  @parameterized.product(classes=(4, 8, 16, 21, 37), target=("int", "soft"))
+  def test_value_matches_oracle_and_value_and_grad(self, classes, target):
+    x, t, m = _inputs((2, 5, 4, classes), "softmax", target, True)
+    opts = dict(exponent=2.5, from_logits=True, where=m)
+    loss = lambda x: pel_jax.pel_loss(x, t, **opts)
+    value = jax.jit(loss)(x)
+    with_grad, _ = jax.jit(jax.value_and_grad(loss))(x)
+    np.testing.assert_allclose(
+      float(value), reference.pel_numpy(x, t, **opts), rtol=1e-5
+    )
+    np.testing.assert_allclose(float(value), float(with_grad), rtol=1e-6)
+
+  def _reduces(self, fn, x):
+    lowered = (
+      jax.jit(lambda x: fn(x)).trace(x).lower(lowering_platforms=("cpu",))
+    )
+    return lowered.as_text().count("stablehlo.reduce")
+
+  @parameterized.parameters(8, 21)
+  def test_only_the_value_only_program_changes(self, classes):
+    x, t, _ = _inputs((2, 5, 4, classes), "softmax", "int", False)
+    loss = lambda x: pel_jax.pel_loss(x, t, exponent=2.0, from_logits=True)
+    tuned = mock.patch.object(_core, "_VALUE_ONLY_PLAIN_CLASSES", 10**9)
+    # Value only: the class max, sum of exps and label selection become
+    # reduces; with a backward the program is the tuned one either way.
+    plain_value, plain_grad = (
+      self._reduces(loss, x),
+      self._reduces(jax.grad(loss), x),
+    )
+    with tuned:
+      tuned_value = self._reduces(loss, x)
+      tuned_grad = self._reduces(jax.grad(loss), x)
+    self.assertGreaterEqual(plain_value - tuned_value, 3)
+    self.assertEqual(plain_grad, tuned_grad)
+
+
 if __name__ == "__main__":
   absltest.main()
