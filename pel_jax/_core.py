@@ -529,17 +529,23 @@ def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   return total[..., 0]
 
 
-def _smoothed_targets(cfg: StatsConfig, g: jax.Array) -> jax.Array:
+def _smoothed_targets(
+  cfg: StatsConfig, g: jax.Array, classes: int | None = None
+) -> jax.Array:
   """The cross-entropy's targets q = (1 - eps) g + eps / K.
 
   K = C classes for softmax (optax's `smooth_labels`, torch's
   `label_smoothing`), 2 for sigmoid (Keras and MONAI's BCE: each class is
   a two-way choice). eps = 0 returns g itself (the unsmoothed arithmetic).
+  `classes` is C when `g` holds a slice of the classes only.
   """
   eps = cfg.label_smoothing
   if not eps:
     return g
-  k = g.shape[-1] if cfg.activation == "softmax" else 2
+  if cfg.activation == "softmax":
+    k = g.shape[-1] if classes is None else classes
+  else:
+    k = 2
   return g * (1 - eps) + eps / k
 
 
@@ -555,6 +561,81 @@ def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   # Counted in integers: exact past float32's 2^24.
   kept = jnp.sum(px.w.astype(jnp.int32), axes + (px.w.ndim - 1,))
   return (kept * per_pixel).astype(px.p.dtype)
+
+
+def _softmax_u(cfg: StatsConfig, ct: RegionStats, p, g, hit, p_n, classes=None):
+  """u = p dL/dp per entry (softmax, not soft labels); dL/dz = u - p sum(u).
+
+  `p`, `g`, `hit` and the class axis of `ct` hold all classes or, for
+  `_softmax_total`, one class's slice (`classes` is then C).
+  """
+  linear = ct.tp * g + (2 * ct.sum_p2 * p if cfg.squared else ct.sum_p)
+  # pull = p * dN/dp, written with p^n (log space) so that n < 1 and p = 0
+  # are safe: d(p^n)/dz = n p^n (e_c - p).
+  n_numer = cfg.exponent * ct.numer
+  if hit is not None:
+    pull = jnp.where(hit, n_numer * p_n, 0)
+  else:
+    pull = g * n_numer * p_n
+  u = pull + linear * p
+  if cfg.cross_entropy:
+    u = u - ct.ce * _smoothed_targets(cfg, g, classes)  # p d(-q log p)/dp.
+  return u
+
+
+def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
+  """`sum(u)` over the class axis (kept), u from `_softmax_u`.
+
+  Between `_FUSED_SLICES` and `_UNROLL_CLASSES` classes with integer ids,
+  the unrolled sum would slice u once per class, and XLA then writes u out
+  as a full-size array. There each class's u_c is recomputed from its slice
+  of the logits instead (p_c = exp(x_c - peak - lse), g_c = [id == c]), so
+  that u is only read elementwise, fused into the gradient.
+  """
+  classes = u.shape[-1]
+  integer = jnp.issubdtype(targets.dtype, jnp.integer)
+  if not (integer and _past_fused_slices(classes)):
+    return _reduce_classes(jnp.add, u)
+  peak, lse = _softmax_shift(px.x)
+  sliced = ct._replace(ce=None)
+
+  def by_slice(u, ids, x, peak, lse, p_n, sliced, ce):
+    del u
+    shift = peak + lse
+    total, norm = [], []
+    for c in range(classes):
+      p_c = jnp.exp(x[..., c : c + 1] - shift)
+      norm.append(p_c)
+      hit_c = ids == c
+      ct_c = jax.tree.map(lambda a, c=c: a[..., c : c + 1], sliced)._replace(
+        ce=ce
+      )
+      total.append(
+        _softmax_u(
+          cfg,
+          ct_c,
+          p_c,
+          hit_c.astype(p_c.dtype),
+          None if px.hit is None else hit_c,
+          p_c if px.hit is None else p_n,
+          classes,
+        )
+      )
+    return functools.reduce(jnp.add, total) / functools.reduce(jnp.add, norm)
+
+  plain = lambda u, *_: jnp.sum(u, axis=-1, keepdims=True)
+  return _per_platform(
+    by_slice,
+    plain,
+    u,
+    targets[..., None],
+    px.x,
+    peak,
+    lse,
+    px.p_n,
+    sliced,
+    ct.ce,
+  )
 
 
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
@@ -640,11 +721,14 @@ def stats_backward(
       grad = (pull + linear * p) * (1 - p)
       if cfg.cross_entropy:
         grad = grad + ct.ce * (p - q)  # d BCE / dz = p - q.
-    else:
+    elif cfg.soft_labels:
       u = pull + linear * p
       if cfg.cross_entropy:
         u = u - ct.ce * q  # p * d(-q log p)/dp.
       grad = u - p * _reduce_classes(jnp.add, u)
+    else:
+      u = _softmax_u(cfg, ct, p, g, px.hit, p_n)
+      grad = u - p * _softmax_total(cfg, ct, px, targets, u)
   if w is not None:
     grad = grad * w
   d_predictions = grad.astype(predictions.dtype)

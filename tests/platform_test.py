@@ -18,6 +18,7 @@ import numpy as np
 import pel_jax
 from pel_jax import _core
 from tests import reference
+from tests import reference_family
 
 # name, prediction shape, prediction kind, target kind, options. Sizes past
 # 16 rows (with remainders) exercise the staged sums of the CPU form.
@@ -126,6 +127,48 @@ class BothFormsTest(parameterized.TestCase):
       got = jax.jit(lambda: hvp(lambda x: pel_jax.pel_loss(x, t, **opts)))()
     expected = hvp(lambda x: reference.pel_jnp(x, t, **opts))
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)
+
+
+# Between _FUSED_SLICES and _UNROLL_CLASSES the CPU backward recomputes the
+# class sum of p dL/dp from each class's slice of the logits: every option
+# that enters that sum, with ids outside [0, C) (no class) and -1 ignored.
+_SLICED_CASES = (
+  ("squared_n2_mask", dict(squared=True, exponent=2.0, mask=True)),
+  (
+    "ce_smoothing_n05",
+    dict(ce_weight=0.7, ce_label_smoothing=0.2, exponent=0.5),
+  ),
+  (
+    "n1_generalized_batch",
+    dict(exponent=1.0, generalized="simple", batch=True),
+  ),
+  ("ce_n1_squared", dict(ce_weight=0.4, exponent=1.0, squared=True, mask=True)),
+)
+
+
+class SlicedClassSumTest(parameterized.TestCase):
+  @parameterized.product(case=_SLICED_CASES, form=_FORMS)
+  def test_gradient_matches_oracle_differences(self, case, form):
+    rng = np.random.default_rng(3)
+    shape = (2, 2, 3, 17)
+    x = reference.make_predictions(rng, shape, "softmax", np.float64)
+    t = rng.integers(-1, 19, shape[:-1]).astype(np.int32)
+    kw = dict(case[1], from_logits=True, ignore_index=-1)
+    if kw.pop("mask", False):
+      kw["where"] = reference.make_mask(rng, shape)
+    with jax.enable_x64(True), _plain_form(form[1]):
+      grad = jax.jit(jax.grad(lambda x: pel_jax.pel_loss(x, t, **kw)))(x)
+    # Central differences of the float64 oracle.
+    expected = np.zeros(shape)
+    h = 1e-6
+    for i in np.ndindex(shape):
+      step = np.zeros(shape)
+      step[i] = h
+      expected[i] = (
+        reference_family.family_numpy(x + step, t, **kw)
+        - reference_family.family_numpy(x - step, t, **kw)
+      ) / (2 * h)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-9)
 
 
 class ClassReductionTest(parameterized.TestCase):
