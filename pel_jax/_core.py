@@ -589,31 +589,30 @@ def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
   Between `_FUSED_SLICES` and `_UNROLL_CLASSES` classes with integer ids,
   the unrolled sum would slice u once per class, and XLA then writes u out
   as a full-size array. There each class's u_c is recomputed from its slice
-  of the logits instead (p_c = exp(x_c - peak - lse), g_c = [id == c]), so
-  that u is only read elementwise, fused into the gradient.
+  of p instead (with g_c = [id == c]): XLA writes p out in any case, shared
+  by the forward's sums and the gradient, so u is only read elementwise,
+  fused into the gradient. The sum is divided by sum_c p_c (1 up to
+  rounding): ending in a cheap op, the whole total would be fused into the
+  gradient's loop and recomputed for each class; a division ends it.
   """
   classes = u.shape[-1]
   integer = jnp.issubdtype(targets.dtype, jnp.integer)
   if not (integer and _past_fused_slices(classes)):
     return _reduce_classes(jnp.add, u)
-  peak, lse = _softmax_shift(px.x)
-  sliced = ct._replace(ce=None)
 
-  def by_slice(u, ids, x, peak, lse, p_n, sliced, ce):
+  def by_slice(u, ids, p, p_n, ct):
     del u
-    shift = peak + lse
     total, norm = [], []
     for c in range(classes):
-      p_c = jnp.exp(x[..., c : c + 1] - shift)
-      norm.append(p_c)
+      p_c = p[..., c : c + 1]
       hit_c = ids == c
-      ct_c = jax.tree.map(lambda a, c=c: a[..., c : c + 1], sliced)._replace(
-        ce=ce
+      ct_c = jax.tree.map(
+        lambda a, c=c: a[..., c : c + 1], ct._replace(ce=None)
       )
       total.append(
         _softmax_u(
           cfg,
-          ct_c,
+          ct_c._replace(ce=ct.ce),
           p_c,
           hit_c.astype(p_c.dtype),
           None if px.hit is None else hit_c,
@@ -621,21 +620,11 @@ def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
           classes,
         )
       )
+      norm.append(p_c)
     return functools.reduce(jnp.add, total) / functools.reduce(jnp.add, norm)
 
   plain = lambda u, *_: jnp.sum(u, axis=-1, keepdims=True)
-  return _per_platform(
-    by_slice,
-    plain,
-    u,
-    targets[..., None],
-    px.x,
-    peak,
-    lse,
-    px.p_n,
-    sliced,
-    ct.ce,
-  )
+  return _per_platform(by_slice, plain, u, targets[..., None], px.p, px.p_n, ct)
 
 
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
