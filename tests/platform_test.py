@@ -236,9 +236,29 @@ class LoweringTest(parameterized.TestCase):
     self.assertEqual(self._count(fn, (x, t), platform, "stablehlo.reduce"), 3)
     self.assertEqual(self._count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
 
-  def test_cpu_program_has_no_runtime_branch(self):
+  @parameterized.product(platform=("cuda", "tpu"), classes=(8, 21))
+  def test_accelerators_get_a_backward_class_sum(self, platform, classes):
+    # The backward's sum of p dL/dp over the classes by a plain reduce too
+    # (21: the CPU's per-slice sum from p).
+    x = jnp.ones((2, 4, 4, classes))
+    t = jnp.zeros((2, 4, 4), jnp.int32)
+    cfg = _core.StatsConfig(3.0, "softmax", False, None)
+    ones = jnp.ones((2, 1, 1, classes))
+    ct = _core.RegionStats(ones, ones, ones, ones)
+
+    def fn(x, t):
+      px = _core._pixel_terms(cfg, x, t, None)
+      u = _core._softmax_u(cfg, ct, px.p, px.g, px.hit, px.p_n)
+      return _core._softmax_total(cfg, ct, px, t, u)
+
+    # Class max, sum of exp, label selection, and the backward's sum.
+    self.assertEqual(self._count(fn, (x, t), platform, "stablehlo.reduce"), 4)
+    self.assertEqual(self._count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
+
+  @parameterized.parameters(4, 21)
+  def test_cpu_program_has_no_runtime_branch(self, classes):
     """Lowered for one platform, the choice leaves no conditional in XLA."""
-    x, t, _ = _inputs((2, 8, 8, 4), "softmax", "int", False)
+    x, t, _ = _inputs((2, 8, 8, classes), "softmax", "int", False)
     f = jax.jit(jax.grad(lambda x: pel_jax.pel_loss(x, t, from_logits=True)))
     self.assertNotIn("conditional", f.lower(x).compile().as_text())
 
