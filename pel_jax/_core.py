@@ -693,6 +693,9 @@ def stats_backward(
     else:
       pull = px.times_g(n * ct.numer, _power(p_sel, n - 1))
     grad = pull + linear
+  elif cfg.activation == "softmax" and not cfg.soft_labels:
+    u = _softmax_u(cfg, ct, p, g, px.hit, p_n)
+    grad = u - p * _softmax_total(cfg, ct, px, targets, u)
   else:
     # pull = p * dN/dp, written with p^n (log space) so that n < 1 and p = 0
     # are safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for
@@ -710,14 +713,11 @@ def stats_backward(
       grad = (pull + linear * p) * (1 - p)
       if cfg.cross_entropy:
         grad = grad + ct.ce * (p - q)  # d BCE / dz = p - q.
-    elif cfg.soft_labels:
+    else:
       u = pull + linear * p
       if cfg.cross_entropy:
         u = u - ct.ce * q  # p * d(-q log p)/dp.
       grad = u - p * _reduce_classes(jnp.add, u)
-    else:
-      u = _softmax_u(cfg, ct, p, g, px.hit, p_n)
-      grad = u - p * _softmax_total(cfg, ct, px, targets, u)
   if w is not None:
     grad = grad * w
   d_predictions = grad.astype(predictions.dtype)
