@@ -170,21 +170,21 @@ def _select_labelled(hit, targets, x, per_slice: bool = False):
 
 
 def _activate(cfg: StatsConfig, x: jax.Array, select):
-  """`(p, p_sel, p_sel ** n, log_p)` in the compute dtype; `p_sel = select(p)`.
+  """`(p, p_sel, p_sel ** n, log_p, log_sel)`, compute dtype; `p_sel = select(p)`.
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
   them for float targets, only the labelled class for integer ids (one-hot g
   zeroes the rest), so the power is taken once per pixel, not once per class
   (`per_slice=True`: see `_select_labelled`).
   For logits the power is taken in log space when n is not an integer.
-  `log_p` is the softmax's log-probabilities (the cross-entropy reads them),
-  None otherwise.
+  `log_p` is the softmax's log-probabilities (the cross-entropy reads them)
+  and `log_sel` their selection (`log p_sel`), both None otherwise.
   """
   x = x.astype(compute_dtype(x.dtype))
   n = cfg.exponent
   if cfg.activation is None:
     p_sel = select(x)
-    return x, p_sel, _power(p_sel, n), None
+    return x, p_sel, _power(p_sel, n), None, None
   if cfg.activation == "sigmoid":
     log_p = jax.nn.log_sigmoid(x)
     p = jax.nn.sigmoid(x)
@@ -196,11 +196,11 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     p = jnp.exp(log_p)
     # Equal to select(p), but computed from the logits: read from p, the
     # power would make XLA write out p and p^n.
-    if _past_fused_slices(x.shape[-1]) and not cfg.cross_entropy:
+    if _past_fused_slices(x.shape[-1]):
       # The selected logit, shifted: selecting from log_p slices it once
       # per class, and past `_FUSED_SLICES` XLA writes log_p out. (Equal at
-      # a labelled pixel; wherever no class is hit the p^n g term is 0.)
-      # The cross-entropy reads select(log_p) itself, shared with this.
+      # a labelled pixel; wherever no class is hit the p^n g term is 0,
+      # and the cross-entropy zeroes it.)
       log_sel = (select(x, per_slice=True) - peak) - lse
     else:
       log_sel = select(log_p)
@@ -209,7 +209,9 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     p_n = lax.integer_pow(p_sel, int(n))
   else:
     p_n = jnp.exp(n * (select(log_p) if log_sel is None else log_sel))
-  return p, p_sel, p_n, log_p if cfg.activation == "softmax" else None
+  if cfg.activation == "sigmoid":
+    return p, p_sel, p_n, None, None
+  return p, p_sel, p_n, log_p, log_sel
 
 
 class _Pixels(NamedTuple):
@@ -223,6 +225,7 @@ class _Pixels(NamedTuple):
   hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
   x: jax.Array | None = None  # The masked inputs in the compute dtype.
   log_p: jax.Array | None = None  # Softmax log-probabilities, else None.
+  log_sel: jax.Array | None = None  # select(log_p) for softmax, else None.
 
   def times_g(self, *factors: jax.Array) -> jax.Array:
     """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
@@ -287,7 +290,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
     select = functools.partial(_select_labelled, hit, targets)
   else:
     select = lambda x, per_slice=False: x
-  p, p_sel, p_n, log_p = _activate(cfg, predictions, select)
+  p, p_sel, p_n, log_p, log_sel = _activate(cfg, predictions, select)
   if integer:
     g = is_label.astype(p.dtype)
   else:
@@ -296,7 +299,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
   x = predictions.astype(p.dtype)
-  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p)
+  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p, log_sel)
 
 
 def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
@@ -497,7 +500,7 @@ def _cross_entropy_terms(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   return jax.nn.softplus(px.x) - q * px.x
 
 
-def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
+def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels, targets) -> jax.Array:
   """Softmax cross-entropy summed over kept pixels and classes, `[G]`.
 
   Per pixel first, -sum_c q_c log p_c (`[B, *S, 1]`), from the
@@ -513,8 +516,14 @@ def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   XLA CPU splits them into one pass per class.
   """
   log_p = px.log_p
-  if px.hit is not None:
+  if px.hit is not None and _past_fused_slices(log_p.shape[-1]):
+    # `_activate`'s selection from the logits (see there), 0 where the id
+    # is no class: selecting from log_p would make XLA write log_p out.
+    labelled = (targets >= 0) & (targets < log_p.shape[-1])
+    ce = -jnp.where(labelled[..., None], px.log_sel, 0)
+  elif px.hit is not None:
     ce = -_reduce_classes(jnp.add, jnp.where(px.hit, log_p, 0))
+  if px.hit is not None:
     eps = cfg.label_smoothing
     if eps:
       spread = jnp.sum(log_p, -1, keepdims=True)
@@ -638,7 +647,7 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
     if stats.ce is not None:
       ce = jnp.sum(stats.ce, -1)
     else:
-      ce = _cross_entropy_sum(cfg, px)
+      ce = _cross_entropy_sum(cfg, px, targets)
     stats = stats._replace(ce=ce, count=_term_count(cfg, px))
   if cfg.batch:
     stats = jax.tree.map(lambda s: s[None], stats)

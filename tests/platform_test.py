@@ -129,9 +129,10 @@ class BothFormsTest(parameterized.TestCase):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)
 
 
-# Between _FUSED_SLICES and _UNROLL_CLASSES the CPU backward recomputes the
-# class sum of p dL/dp from each class's slice of the logits: every option
-# that enters that sum, with ids outside [0, C) (no class) and -1 ignored.
+# Between _FUSED_SLICES and _UNROLL_CLASSES the CPU backward sums p dL/dp
+# over the classes per class slice of p, and the cross-entropy reads the
+# labelled class's log p from the selected logit: every option that enters
+# either, with ids outside [0, C) (no class) and -1 ignored.
 _SLICED_CASES = (
   ("squared_n2_mask", dict(squared=True, exponent=2.0, mask=True)),
   (
@@ -148,7 +149,7 @@ _SLICED_CASES = (
 
 class SlicedClassSumTest(parameterized.TestCase):
   @parameterized.product(case=_SLICED_CASES, form=_FORMS)
-  def test_gradient_matches_oracle_differences(self, case, form):
+  def test_value_and_gradient_match_oracle(self, case, form):
     rng = np.random.default_rng(3)
     shape = (2, 2, 3, 17)
     x = reference.make_predictions(rng, shape, "softmax", np.float64)
@@ -157,7 +158,12 @@ class SlicedClassSumTest(parameterized.TestCase):
     if kw.pop("mask", False):
       kw["where"] = reference.make_mask(rng, shape)
     with jax.enable_x64(True), _plain_form(form[1]):
-      grad = jax.jit(jax.grad(lambda x: pel_jax.pel_loss(x, t, **kw)))(x)
+      loss, grad = jax.jit(
+        jax.value_and_grad(lambda x: pel_jax.pel_loss(x, t, **kw))
+      )(x)
+    np.testing.assert_allclose(
+      loss, reference_family.family_numpy(x, t, **kw), rtol=1e-10
+    )
     # Central differences of the float64 oracle.
     expected = np.zeros(shape)
     h = 1e-6
