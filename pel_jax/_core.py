@@ -202,6 +202,14 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
       # a labelled pixel; wherever no class is hit the p^n g term is 0,
       # and the cross-entropy zeroes it.)
       log_sel = (select(x, per_slice=True) - peak) - lse
+      if cfg.cross_entropy:
+        # Elsewhere the cross-entropy reads select(log_p), shared with this.
+        log_sel = _per_platform(
+          lambda log_sel, log_p: log_sel,
+          lambda log_sel, log_p: select(log_p),
+          log_sel,
+          log_p,
+        )
     else:
       log_sel = select(log_p)
     p_sel = jnp.exp(log_sel)
@@ -517,10 +525,19 @@ def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels, targets) -> jax.Array:
   """
   log_p = px.log_p
   if px.hit is not None and _past_fused_slices(log_p.shape[-1]):
-    # `_activate`'s selection from the logits (see there), 0 where the id
-    # is no class: selecting from log_p would make XLA write log_p out.
+    # On the CPU, `_activate`'s selection from the logits (see there), 0
+    # where the id is no class: selecting from log_p makes XLA write it out.
     labelled = (targets >= 0) & (targets < log_p.shape[-1])
-    ce = -jnp.where(labelled[..., None], px.log_sel, 0)
+    ce = _per_platform(
+      lambda hit, labelled, log_sel, log_p: -jnp.where(labelled, log_sel, 0),
+      lambda hit, labelled, log_sel, log_p: (
+        -jnp.sum(jnp.where(hit, log_p, 0), axis=-1, keepdims=True)
+      ),
+      px.hit,
+      labelled[..., None],
+      px.log_sel,
+      log_p,
+    )
   elif px.hit is not None:
     ce = -_reduce_classes(jnp.add, jnp.where(px.hit, log_p, 0))
   if px.hit is not None:
