@@ -232,21 +232,21 @@ def _log_sigmoid(x: jax.Array, p: jax.Array) -> jax.Array:
 
 
 def _activate(cfg: StatsConfig, x: jax.Array, select):
-  """`(p, p_sel, p_sel ** n, log_p)` in the compute dtype; `p_sel = select(p)`.
+  """`(p, p_sel, p_sel ** n, log_p, log_sel)`, compute dtype; `p_sel = select(p)`.
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
   them for float targets, only the labelled class for integer ids (one-hot g
   zeroes the rest), so the power is taken once per pixel, not once per class
   (`per_slice=True`: see `_select_labelled`).
   For logits the power is taken in log space when n is not an integer.
-  `log_p` is the softmax's log-probabilities (the cross-entropy reads them),
-  None otherwise.
+  `log_p` is the softmax's log-probabilities (the cross-entropy reads them)
+  and `log_sel` their selection (`log p_sel`), both None otherwise.
   """
   x = x.astype(compute_dtype(x.dtype))
   n = cfg.exponent
   if cfg.activation is None:
     p_sel = select(x)
-    return x, p_sel, _power(p_sel, n), None
+    return x, p_sel, _power(p_sel, n), None, None
   if cfg.activation == "sigmoid":
     p = jax.nn.sigmoid(x)
     log_p = _log_sigmoid(x, p)
@@ -258,12 +258,20 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     p = jnp.exp(log_p)
     # Equal to select(p), but computed from the logits: read from p, the
     # power would make XLA write out p and p^n.
-    if _past_fused_slices(x.shape[-1]) and not cfg.cross_entropy:
+    if _past_fused_slices(x.shape[-1]):
       # The selected logit, shifted: selecting from log_p slices it once
       # per class, and past `_FUSED_SLICES` XLA writes log_p out. (Equal at
-      # a labelled pixel; wherever no class is hit the p^n g term is 0.)
-      # The cross-entropy reads select(log_p) itself, shared with this.
+      # a labelled pixel; wherever no class is hit the p^n g term is 0,
+      # and the cross-entropy zeroes it.)
       log_sel = (select(x, per_slice=True) - peak) - lse
+      if cfg.cross_entropy:
+        # Elsewhere the cross-entropy reads select(log_p), shared with this.
+        log_sel = _per_platform(
+          lambda log_sel, log_p: log_sel,
+          lambda log_sel, log_p: select(log_p),
+          log_sel,
+          log_p,
+        )
     else:
       log_sel = select(log_p)
     p_sel = jnp.exp(log_sel)
@@ -271,7 +279,9 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     p_n = lax.integer_pow(p_sel, int(n))
   else:
     p_n = jnp.exp(n * (select(log_p) if log_sel is None else log_sel))
-  return p, p_sel, p_n, log_p if cfg.activation == "softmax" else None
+  if cfg.activation == "sigmoid":
+    return p, p_sel, p_n, None, None
+  return p, p_sel, p_n, log_p, log_sel
 
 
 class _Pixels(NamedTuple):
@@ -285,6 +295,7 @@ class _Pixels(NamedTuple):
   hit: jax.Array | None  # bool g when p_sel is per pixel, else None.
   x: jax.Array | None = None  # The masked inputs in the compute dtype.
   log_p: jax.Array | None = None  # Softmax log-probabilities, else None.
+  log_sel: jax.Array | None = None  # select(log_p) for softmax, else None.
 
   def times_g(self, *factors: jax.Array) -> jax.Array:
     """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
@@ -349,7 +360,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
     select = functools.partial(_select_labelled, hit, targets)
   else:
     select = lambda x, per_slice=False: x
-  p, p_sel, p_n, log_p = _activate(cfg, predictions, select)
+  p, p_sel, p_n, log_p, log_sel = _activate(cfg, predictions, select)
   if integer:
     g = is_label.astype(p.dtype)
   else:
@@ -358,7 +369,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
   x = predictions.astype(p.dtype)
-  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p)
+  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p, log_sel)
 
 
 def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
@@ -682,7 +693,7 @@ def _cross_entropy_terms(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   return linear + _log1p_exp_neg_abs(x)
 
 
-def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
+def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels, targets) -> jax.Array:
   """Softmax cross-entropy summed over kept pixels and classes, `[G]`.
 
   Per pixel first, -sum_c q_c log p_c (`[B, *S, 1]`), from the
@@ -698,8 +709,23 @@ def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   XLA CPU splits them into one pass per class.
   """
   log_p = px.log_p
-  if px.hit is not None:
+  if px.hit is not None and _past_fused_slices(log_p.shape[-1]):
+    # On the CPU, `_activate`'s selection from the logits (see there), 0
+    # where the id is no class: selecting from log_p makes XLA write it out.
+    labelled = (targets >= 0) & (targets < log_p.shape[-1])
+    ce = _per_platform(
+      lambda hit, labelled, log_sel, log_p: -jnp.where(labelled, log_sel, 0),
+      lambda hit, labelled, log_sel, log_p: (
+        -jnp.sum(jnp.where(hit, log_p, 0), axis=-1, keepdims=True)
+      ),
+      px.hit,
+      labelled[..., None],
+      px.log_sel,
+      log_p,
+    )
+  elif px.hit is not None:
     ce = -_reduce_classes(jnp.add, jnp.where(px.hit, log_p, 0))
+  if px.hit is not None:
     eps = cfg.label_smoothing
     if eps:
       spread = jnp.sum(log_p, -1, keepdims=True)
@@ -714,17 +740,23 @@ def _cross_entropy_sum(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   return total[..., 0]
 
 
-def _smoothed_targets(cfg: StatsConfig, g: jax.Array) -> jax.Array:
+def _smoothed_targets(
+  cfg: StatsConfig, g: jax.Array, classes: int | None = None
+) -> jax.Array:
   """The cross-entropy's targets q = (1 - eps) g + eps / K.
 
   K = C classes for softmax (optax's `smooth_labels`, torch's
   `label_smoothing`), 2 for sigmoid (Keras and MONAI's BCE: each class is
   a two-way choice). eps = 0 returns g itself (the unsmoothed arithmetic).
+  `classes` is C when `g` holds a slice of the classes only.
   """
   eps = cfg.label_smoothing
   if not eps:
     return g
-  k = g.shape[-1] if cfg.activation == "softmax" else 2
+  if cfg.activation == "softmax":
+    k = g.shape[-1] if classes is None else classes
+  else:
+    k = 2
   return g * (1 - eps) + eps / k
 
 
@@ -742,6 +774,70 @@ def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   return (kept * per_pixel).astype(px.p.dtype)
 
 
+def _softmax_u(cfg: StatsConfig, ct: RegionStats, p, g, hit, p_n, classes=None):
+  """u = p dL/dp per entry (softmax, not soft labels); dL/dz = u - p sum(u).
+
+  `p`, `g`, `hit` and the class axis of `ct` hold all classes or, for
+  `_softmax_total`, one class's slice (`classes` is then C).
+  """
+  linear = ct.tp * g + (2 * ct.sum_p2 * p if cfg.squared else ct.sum_p)
+  # pull = p * dN/dp, written with p^n (log space) so that n < 1 and p = 0
+  # are safe: d(p^n)/dz = n p^n (e_c - p).
+  n_numer = cfg.exponent * ct.numer
+  if hit is not None:
+    pull = jnp.where(hit, n_numer * p_n, 0)
+  else:
+    pull = g * n_numer * p_n
+  u = pull + linear * p
+  if cfg.cross_entropy:
+    u = u - ct.ce * _smoothed_targets(cfg, g, classes)  # p d(-q log p)/dp.
+  return u
+
+
+def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
+  """`sum(u)` over the class axis (kept), u from `_softmax_u`.
+
+  Between `_FUSED_SLICES` and `_UNROLL_CLASSES` classes with integer ids,
+  the unrolled sum would slice u once per class, and XLA then writes u out
+  as a full-size array. There each class's u_c is recomputed from its slice
+  of p instead (with g_c = [id == c]): XLA writes p out in any case, shared
+  by the forward's sums and the gradient, so u is only read elementwise,
+  fused into the gradient. The sum is divided by sum_c p_c (1 up to
+  rounding): ending in a cheap op, the whole total would be fused into the
+  gradient's loop and recomputed for each class; a division ends it.
+  """
+  classes = u.shape[-1]
+  integer = jnp.issubdtype(targets.dtype, jnp.integer)
+  if not (integer and _past_fused_slices(classes)):
+    return _reduce_classes(jnp.add, u)
+
+  def by_slice(u, ids, p, p_n, ct):
+    del u
+    total, norm = [], []
+    for c in range(classes):
+      p_c = p[..., c : c + 1]
+      hit_c = ids == c
+      ct_c = jax.tree.map(
+        lambda a, c=c: a[..., c : c + 1], ct._replace(ce=None)
+      )
+      total.append(
+        _softmax_u(
+          cfg,
+          ct_c._replace(ce=ct.ce),
+          p_c,
+          hit_c.astype(p_c.dtype),
+          None if px.hit is None else hit_c,
+          p_c if px.hit is None else p_n,
+          classes,
+        )
+      )
+      norm.append(p_c)
+    return functools.reduce(jnp.add, total) / functools.reduce(jnp.add, norm)
+
+  plain = lambda u, *_: jnp.sum(u, axis=-1, keepdims=True)
+  return _per_platform(by_slice, plain, u, targets[..., None], px.p, px.p_n, ct)
+
+
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   """The region sums of one call, `[G, C]` (G = 1 with `cfg.batch`)."""
   px = _pixel_terms(cfg, predictions, targets, mask)
@@ -757,7 +853,7 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
     if stats.ce is not None:
       ce = jnp.sum(stats.ce, -1)
     else:
-      ce = _cross_entropy_sum(cfg, px)
+      ce = _cross_entropy_sum(cfg, px, targets)
     stats = stats._replace(ce=ce, count=_term_count(cfg, px))
   if cfg.batch:
     stats = jax.tree.map(lambda s: s[None], stats)
@@ -820,6 +916,9 @@ def stats_backward(
     else:
       pull = px.times_g(n * ct.numer, _power(p_sel, n - 1))
     grad = pull + linear
+  elif cfg.activation == "softmax" and not cfg.soft_labels:
+    u = _softmax_u(cfg, ct, p, g, px.hit, p_n)
+    grad = u - p * _softmax_total(cfg, ct, px, targets, u)
   else:
     # pull = p * dN/dp, written with p^n (log space) so that n < 1 and p = 0
     # are safe: d(p^n)/dz = n p^n (1 - p) for sigmoid, n p^n (e_c - p) for

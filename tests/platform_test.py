@@ -18,6 +18,7 @@ import numpy as np
 import pel_jax
 from pel_jax import _core
 from tests import reference
+from tests import reference_family
 
 # name, prediction shape, prediction kind, target kind, options. Sizes past
 # 16 rows (with remainders) exercise the staged sums of the CPU form.
@@ -128,6 +129,54 @@ class BothFormsTest(parameterized.TestCase):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)
 
 
+# Between _FUSED_SLICES and _UNROLL_CLASSES the CPU backward sums p dL/dp
+# over the classes per class slice of p, and the cross-entropy reads the
+# labelled class's log p from the selected logit: every option that enters
+# either, with ids outside [0, C) (no class) and -1 ignored.
+_SLICED_CASES = (
+  ("squared_n2_mask", dict(squared=True, exponent=2.0, mask=True)),
+  (
+    "ce_smoothing_n05",
+    dict(ce_weight=0.7, ce_label_smoothing=0.2, exponent=0.5),
+  ),
+  (
+    "n1_generalized_batch",
+    dict(exponent=1.0, generalized="simple", batch=True),
+  ),
+  ("ce_n1_squared", dict(ce_weight=0.4, exponent=1.0, squared=True, mask=True)),
+)
+
+
+class SlicedClassSumTest(parameterized.TestCase):
+  @parameterized.product(case=_SLICED_CASES, form=_FORMS)
+  def test_value_and_gradient_match_oracle(self, case, form):
+    rng = np.random.default_rng(3)
+    shape = (2, 2, 3, 17)
+    x = reference.make_predictions(rng, shape, "softmax", np.float64)
+    t = rng.integers(-1, 19, shape[:-1]).astype(np.int32)
+    kw = dict(case[1], from_logits=True, ignore_index=-1)
+    if kw.pop("mask", False):
+      kw["where"] = reference.make_mask(rng, shape)
+    with jax.enable_x64(True), _plain_form(form[1]):
+      loss, grad = jax.jit(
+        jax.value_and_grad(lambda x: pel_jax.pel_loss(x, t, **kw))
+      )(x)
+    np.testing.assert_allclose(
+      loss, reference_family.family_numpy(x, t, **kw), rtol=1e-10
+    )
+    # Central differences of the float64 oracle.
+    expected = np.zeros(shape)
+    h = 1e-6
+    for i in np.ndindex(shape):
+      step = np.zeros(shape)
+      step[i] = h
+      expected[i] = (
+        reference_family.family_numpy(x + step, t, **kw)
+        - reference_family.family_numpy(x - step, t, **kw)
+      ) / (2 * h)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-9)
+
+
 class ClassReductionTest(parameterized.TestCase):
   @parameterized.product(
     width=(1, 2, 3, 8, 24, 25, 37, 64, 100), forced=(False, True)
@@ -193,9 +242,29 @@ class LoweringTest(parameterized.TestCase):
     self.assertEqual(self._count(fn, (x, t), platform, "stablehlo.reduce"), 3)
     self.assertEqual(self._count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
 
-  def test_cpu_program_has_no_runtime_branch(self):
+  @parameterized.product(platform=("cuda", "tpu"), classes=(8, 21))
+  def test_accelerators_get_a_backward_class_sum(self, platform, classes):
+    # The backward's sum of p dL/dp over the classes by a plain reduce too
+    # (21: the CPU's per-slice sum from p).
+    x = jnp.ones((2, 4, 4, classes))
+    t = jnp.zeros((2, 4, 4), jnp.int32)
+    cfg = _core.StatsConfig(3.0, "softmax", False, None)
+    ones = jnp.ones((2, 1, 1, classes))
+    ct = _core.RegionStats(ones, ones, ones, ones)
+
+    def fn(x, t):
+      px = _core._pixel_terms(cfg, x, t, None)
+      u = _core._softmax_u(cfg, ct, px.p, px.g, px.hit, px.p_n)
+      return _core._softmax_total(cfg, ct, px, t, u)
+
+    # Class max, sum of exp, label selection, and the backward's sum.
+    self.assertEqual(self._count(fn, (x, t), platform, "stablehlo.reduce"), 4)
+    self.assertEqual(self._count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
+
+  @parameterized.parameters(4, 21)
+  def test_cpu_program_has_no_runtime_branch(self, classes):
     """Lowered for one platform, the choice leaves no conditional in XLA."""
-    x, t, _ = _inputs((2, 8, 8, 4), "softmax", "int", False)
+    x, t, _ = _inputs((2, 8, 8, classes), "softmax", "int", False)
     f = jax.jit(jax.grad(lambda x: pel_jax.pel_loss(x, t, from_logits=True)))
     self.assertNotIn("conditional", f.lower(x).compile().as_text())
 
