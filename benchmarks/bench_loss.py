@@ -246,16 +246,21 @@ def _cross_entropy_apart(case: Case, smoothing: float = 0.0) -> Callable:
   ).mean()
 
 
-def option_variants(case: Case) -> dict[str, tuple[Callable, str]]:
+def option_variants(
+  case: Case, exponent: float | None = None
+) -> dict[str, tuple[Callable, str]]:
   """Option name -> (loss(x, targets, onehot), kind), plain first.
 
   Options that only change the `[G, C]` ratio (generalized, focal, log,
   absent classes, micro) are timed on integer ids with several classes;
   those that change the per-pixel pass (squared, soft labels, batch, CE)
   on every case where they apply (soft labels: float targets only).
+  Every pel_jax row, plain included, takes `exponent` when given.
   """
+  fixed = {} if exponent is None else dict(exponent=exponent)
 
   def pel(**options):
+    options = {**fixed, **options}
     return lambda x, t, oh: pel_jax.pel_loss(x, t, from_logits=True, **options)
 
   rows = {PLAIN: {}}
@@ -481,14 +486,16 @@ def run_case(
   return rows
 
 
-def run_option_case(case: Case, rounds: int, min_sample_s: float):
+def run_option_case(
+  case: Case, rounds: int, min_sample_s: float, exponent: float | None = None
+):
   """Rows of the option table for one case (all options in the same rounds).
 
   `over_plain` is each option's time over the plain option's; the fused
   CE row also gets `apart_over_this`, the CE computed apart over fused.
   """
   ms, temps, grad_bytes, arrays = time_variants(
-    case, option_variants(case), rounds, min_sample_s
+    case, option_variants(case, exponent), rounds, min_sample_s
   )
   apart = {CE_FUSED: CE_APART, CE_SMOOTHED: CE_SMOOTHED_APART}
   targets = (
@@ -813,6 +820,13 @@ def main(argv=None):
     help="replace the committed results_cpu[_classes|_options].{json,md}"
     " (full sizes, whole suite only)",
   )
+  ap.add_argument(
+    "--exponent",
+    type=float,
+    default=None,
+    help="the option table's exponent n, plain row included (default:"
+    " pel_loss's)",
+  )
   ap.add_argument("--rounds", type=int, default=None)
   ap.add_argument("--no-unet", action="store_true")
   ap.add_argument(
@@ -833,6 +847,8 @@ def main(argv=None):
       "--write-results replaces the committed full-size results: it"
       " cannot be combined with --quick, --tiny or --only"
     )
+  if args.write_results and args.exponent is not None:
+    ap.error("--write-results takes the default exponent (no --exponent)")
   if args.options and (args.classes or args.no_options):
     ap.error("--options cannot be combined with --classes or --no-options")
   if args.json and os.path.exists(args.json) and not args.overwrite:
@@ -878,7 +894,7 @@ def main(argv=None):
         f"  run {i + 1}/{repeat} done: {case.name}", file=sys.stderr, flush=True
       )
     for case in option_set:
-      option_rows += run_option_case(case, rounds, sample_s)
+      option_rows += run_option_case(case, rounds, sample_s, args.exponent)
       print(
         f"  run {i + 1}/{repeat} done: options, {case.name}",
         file=sys.stderr,
@@ -903,6 +919,7 @@ def main(argv=None):
     out.append(
       "Family options, value+grad against the plain option on the same"
       f" inputs (goal: ≤ {1 + OVERHEAD_GOAL:.2f}× plain, CE aside)"
+      f"{'' if args.exponent is None else f', exponent {args.exponent:g}'}"
       f"{smoothing}:"
     )
     out.append(option_table(option_rows))
