@@ -885,13 +885,14 @@ def stats_backward(
     and _is_integer(n)
     and jnp.dtype(predictions.dtype).itemsize >= 4
     and not cfg.soft_labels
+    and not jnp.issubdtype(targets.dtype, jnp.integer)
   ):
     # Equal expressions in the two passes would make XLA compute the
     # sigmoid once and write it out as a full-size array between them;
     # recomputing it from the logits here is cheaper than that traffic.
-    # (Not for a non-integer n, half precision or soft labels: there
-    # recomputing the power, the conversions or the ratio costs more than
-    # sharing them.)
+    # (Not for a non-integer n, half precision, soft labels or integer ids:
+    # there recomputing the power, the conversions, the ratio or the label
+    # selection costs more than sharing them.)
     predictions = lax.optimization_barrier(predictions)
   px = _pixel_terms(cfg, predictions, targets, mask)
   p, p_sel, p_n, g, w = px.p, px.p_sel, px.p_n, px.g, px.w
