@@ -353,7 +353,9 @@ def _time_round_robin(
   args: dict[str, tuple],
   rounds: int,
   min_sample_s: float,
+  samples_out: dict | None = None,
 ):
+  """Median ms of each function; `samples_out` receives the per-round times."""
   inner = {}
   for k, f in fns.items():
     jax.block_until_ready(f(*args[k]))  # compile + warm up
@@ -376,6 +378,8 @@ def _time_round_robin(
         out = f(*args[k])
       jax.block_until_ready(out)
       samples[k].append((time.perf_counter() - t0) / inner[k])
+  if samples_out is not None:
+    samples_out.update(samples)
   return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
 
 
@@ -396,12 +400,14 @@ def time_variants(
   rounds: int,
   min_sample_s: float,
   extra: dict[str, Callable] | None = None,
+  samples_out: dict | None = None,
 ):
   """`(ms, temp_bytes, grad_bytes, full_size_arrays)` of each loss's
   value+grad, and the time and temp bytes of `a * b`.
 
   Every loss and the roofline run in the same interleaved rounds; `extra`
-  steps (no arguments, no XLA temp) join them.
+  steps (no arguments, no XLA temp) join them; `samples_out` receives the
+  per-round times.
   """
   x, targets, onehot, other = make_inputs(case)
   fns = {ROOFLINE: jax.jit(lambda a, b: a * b)}
@@ -418,7 +424,7 @@ def time_variants(
     arrays[name] = full_size_arrays(vg, x, targets, onehot, shape=case.shape)
   for name, step in (extra or {}).items():
     fns[name], args[name], temps[name] = step, (), None
-  ms = _time_round_robin(fns, args, rounds, min_sample_s)
+  ms = _time_round_robin(fns, args, rounds, min_sample_s, samples_out)
   return ms, temps, x.size * x.dtype.itemsize, arrays
 
 
@@ -499,11 +505,21 @@ def run_option_case(
 ):
   """Rows of the option table for one case (all options in the same rounds).
 
-  `over_plain` is each option's time over the plain option's; the fused
-  CE row also gets `apart_over_this`, the CE computed apart over fused.
+  `over_plain` is the median over rounds of each option's time over the
+  plain option's in the same round (paired: a drift of the machine's speed
+  between rounds cancels); the fused CE row also gets `apart_over_this`,
+  the CE computed apart over fused.
   """
+  samples = {}
   ms, temps, grad_bytes, arrays = time_variants(
-    case, option_variants(case, exponent), rounds, min_sample_s
+    case,
+    option_variants(case, exponent),
+    rounds,
+    min_sample_s,
+    samples_out=samples,
+  )
+  paired = lambda name: float(
+    np.median(np.divide(samples[name], samples[PLAIN]))
   )
   apart = {CE_FUSED: CE_APART, CE_SMOOTHED: CE_SMOOTHED_APART}
   targets = (
@@ -523,7 +539,7 @@ def run_option_case(
         variant=name,
         ms=ms[name],
         plain_ms=ms[PLAIN],
-        over_plain=ms[name] / ms[PLAIN],
+        over_plain=paired(name),
         vs_roofline=ms[name] / ms[ROOFLINE],
         apart_over_this=(ms[apart[name]] / ms[name] if name in apart else None),
         temp_bytes=temps[name],
