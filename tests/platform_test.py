@@ -198,34 +198,36 @@ class ClassReductionTest(parameterized.TestCase):
     np.testing.assert_array_equal(peak[..., 0], x.max(-1))
 
 
-class LoweringTest(parameterized.TestCase):
-  def _count(self, fn, args, platform, op):
-    # A fresh function each time: jit's trace cache would ignore the patch.
-    text = (
-      jax.jit(lambda *a: fn(*a))
-      .trace(*args)
-      .lower(lowering_platforms=(platform,))
-      .as_text()
-    )
-    return text.count(op)
+def _count(fn, args, platform, op):
+  """Occurrences of `op` in `fn(*args)` lowered for `platform`."""
+  # A fresh function each time: jit's trace cache would ignore the patch.
+  text = (
+    jax.jit(lambda *a: fn(*a))
+    .trace(*args)
+    .lower(lowering_platforms=(platform,))
+    .as_text()
+  )
+  return text.count(op)
 
+
+class LoweringTest(parameterized.TestCase):
   @parameterized.parameters("cuda", "tpu")
   def test_accelerators_get_plain_sums(self, platform):
     x = jnp.ones((2, 40, 40, 3))
     fn = lambda x: _core._sum_together((0, 1, 2), x, 2 * x)
-    self.assertGreater(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
-    self.assertEqual(self._count(fn, (x,), platform, "stablehlo.reduce"), 1)
+    self.assertGreater(_count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
+    self.assertEqual(_count(fn, (x,), platform, "stablehlo.reduce"), 1)
     with _plain_form(True):
-      self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
+      self.assertEqual(_count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
 
   @parameterized.product(platform=("cuda", "tpu"), classes=(8, 37))
   def test_accelerators_get_a_class_reduce(self, platform, classes):
     x = jnp.ones((2, 4, 4, classes))
     fn = lambda x: _core._reduce_classes(jnp.add, x)
-    self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 0)
-    self.assertEqual(self._count(fn, (x,), platform, "stablehlo.reduce"), 1)
+    self.assertEqual(_count(fn, (x,), "cpu", "stablehlo.reduce"), 0)
+    self.assertEqual(_count(fn, (x,), platform, "stablehlo.reduce"), 1)
     with _plain_form(True):
-      self.assertEqual(self._count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
+      self.assertEqual(_count(fn, (x,), "cpu", "stablehlo.reduce"), 1)
 
   @parameterized.product(platform=("cuda", "tpu"), classes=(8, 21))
   def test_accelerators_get_a_softmax_reduce(self, platform, classes):
@@ -239,8 +241,8 @@ class LoweringTest(parameterized.TestCase):
       ).p_sel
     )
     # Class max, sum of exp, label selection.
-    self.assertEqual(self._count(fn, (x, t), platform, "stablehlo.reduce"), 3)
-    self.assertEqual(self._count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
+    self.assertEqual(_count(fn, (x, t), platform, "stablehlo.reduce"), 3)
+    self.assertEqual(_count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
 
   @parameterized.product(platform=("cuda", "tpu"), classes=(8, 21))
   def test_accelerators_get_a_backward_class_sum(self, platform, classes):
@@ -258,8 +260,8 @@ class LoweringTest(parameterized.TestCase):
       return _core._softmax_total(cfg, ct, px, t, u)
 
     # Class max, sum of exp, label selection, and the backward's sum.
-    self.assertEqual(self._count(fn, (x, t), platform, "stablehlo.reduce"), 4)
-    self.assertEqual(self._count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
+    self.assertEqual(_count(fn, (x, t), platform, "stablehlo.reduce"), 4)
+    self.assertEqual(_count(fn, (x, t), "cpu", "stablehlo.reduce"), 0)
 
   @parameterized.parameters(4, 21)
   def test_cpu_program_has_no_runtime_branch(self, classes):
@@ -285,10 +287,7 @@ class ValueOnlyTest(parameterized.TestCase):
     np.testing.assert_allclose(float(value), float(with_grad), rtol=1e-6)
 
   def _reduces(self, fn, x):
-    lowered = (
-      jax.jit(lambda x: fn(x)).trace(x).lower(lowering_platforms=("cpu",))
-    )
-    return lowered.as_text().count("stablehlo.reduce")
+    return _count(fn, (x,), "cpu", "stablehlo.reduce")
 
   @parameterized.parameters(8, 21)
   def test_only_the_value_only_program_changes(self, classes):
