@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import re
+import resource
 import sys
 import time
 
@@ -354,8 +355,15 @@ def _time_round_robin(
   rounds: int,
   min_sample_s: float,
   samples_out: dict | None = None,
+  faults_out: dict | None = None,
 ):
-  """Median ms of each function; `samples_out` receives the per-round times."""
+  """Median ms of each function; `samples_out` receives the per-round times.
+
+  `faults_out` receives the median minor page faults per call (the whole
+  process's, XLA's threads included): on glibc, a buffer over its 32 MiB
+  mmap ceiling is mapped afresh on every call and each of its 4 KiB pages
+  faults on first write, a cost the ms include (benchmarks/README.md).
+  """
   inner = {}
   for k, f in fns.items():
     jax.block_until_ready(f(*args[k]))  # compile + warm up
@@ -364,6 +372,7 @@ def _time_round_robin(
     dt = time.perf_counter() - t0
     inner[k] = max(1, min(20, int(min_sample_s / max(dt, 1e-6))))
   samples = {k: [] for k in fns}
+  faults = {k: [] for k in fns}
   # A new order every round (seeded), so that no variant always follows the
   # same one: in a fixed order the plain option, always right after the
   # roofline, ran 10-20% off options that compile to its very program
@@ -373,13 +382,18 @@ def _time_round_robin(
     shuffle(order)
     for k in order:
       f = fns[k]
+      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       t0 = time.perf_counter()
       for _ in range(inner[k]):
         out = f(*args[k])
       jax.block_until_ready(out)
       samples[k].append((time.perf_counter() - t0) / inner[k])
+      f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      faults[k].append((f1 - f0) / inner[k])
   if samples_out is not None:
     samples_out.update(samples)
+  if faults_out is not None:
+    faults_out.update({k: float(np.median(v)) for k, v in faults.items()})
   return {k: float(np.median(v)) * 1e3 for k, v in samples.items()}
 
 
@@ -401,13 +415,14 @@ def time_variants(
   min_sample_s: float,
   extra: dict[str, Callable] | None = None,
   samples_out: dict | None = None,
+  faults_out: dict | None = None,
 ):
   """`(ms, temp_bytes, grad_bytes, full_size_arrays)` of each loss's
   value+grad, and the time and temp bytes of `a * b`.
 
   Every loss and the roofline run in the same interleaved rounds; `extra`
   steps (no arguments, no XLA temp) join them; `samples_out` receives the
-  per-round times.
+  per-round times and `faults_out` the page faults per call.
   """
   x, targets, onehot, other = make_inputs(case)
   fns = {ROOFLINE: jax.jit(lambda a, b: a * b)}
@@ -424,7 +439,9 @@ def time_variants(
     arrays[name] = full_size_arrays(vg, x, targets, onehot, shape=case.shape)
   for name, step in (extra or {}).items():
     fns[name], args[name], temps[name] = step, (), None
-  ms = _time_round_robin(fns, args, rounds, min_sample_s, samples_out)
+  ms = _time_round_robin(
+    fns, args, rounds, min_sample_s, samples_out, faults_out
+  )
   return ms, temps, x.size * x.dtype.itemsize, arrays
 
 
@@ -470,8 +487,9 @@ def run_case(
   if monai:
     x, targets, _, _ = make_inputs(case)
     extra[MONAI] = monai_step(case, x, targets)
+  faults = {}
   ms, temps, grad_bytes, _ = time_variants(
-    case, variant_set(case), rounds, min_sample_s, extra
+    case, variant_set(case), rounds, min_sample_s, extra, faults_out=faults
   )
   rows = []
   for name in ms:
@@ -495,6 +513,7 @@ def run_case(
         temp_over_grad=(
           None if temps[name] is None else temps[name] / grad_bytes
         ),
+        faults_per_call=faults[name],
       )
     )
   return rows
@@ -664,6 +683,7 @@ def machine() -> dict:
     device=str(dev.device_kind),
     date=datetime.date.today().isoformat(),
     load=" ".join(f"{v:.2f}" for v in os.getloadavg()),
+    glibc_tunables=os.environ.get("GLIBC_TUNABLES"),
   )
   if monai_missing() is None:
     import monai  # pylint: disable=import-outside-toplevel
@@ -681,6 +701,11 @@ def _fmt_bytes(n):
 
 def _opt(v):
   return "–" if v is None else f"{v:.2f}"
+
+
+def _faults(r: dict) -> str:
+  faults = r.get("faults_per_call")  # absent from older result files
+  return "–" if faults is None else f"{faults:.0f}"
 
 
 def _case_cell(r: dict) -> str:
@@ -715,7 +740,8 @@ def table(rows: list[dict]) -> str:
     ("plain autodiff ÷ this", True, lambda r: f"{r['plain_over_this']:.2f}"),
     ("optax dice ÷ this", True, lambda r: _opt(r["optax_over_this"])),
   ]
-  return _markdown(columns + _temp_columns(), rows)
+  faults = [("page faults/call", True, _faults)]
+  return _markdown(columns + _temp_columns() + faults, rows)
 
 
 def _goal(r: dict) -> str:
@@ -907,6 +933,11 @@ def main(argv=None):
     f"Machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']},"
     f" backend {info['backend']} ({info['device']}), {info['date']},"
     f" load average {info['load']}"
+    + (
+      f", GLIBC_TUNABLES={info['glibc_tunables']}"
+      if info["glibc_tunables"]
+      else ""
+    )
   ]
   print(out[0], flush=True)
   runs, option_runs = [], []

@@ -61,7 +61,25 @@ def test_suite_has_every_row():
   assert all(r["ms"] > 0 for r in rows)
   pel = [r for r in rows if r["variant"] == "pel_jax"]
   assert all(r["over_pel"] == 1.0 for r in pel)
+  assert all(r["faults_per_call"] >= 0 for r in rows)
   assert "| case |" in bench.table(rows)
+  assert "page faults/call" in bench.table(rows)
+
+
+def test_page_faults_per_call_count_fresh_pages():
+  bench = _bench()
+  size = 64 * 2**20  # over glibc's 32 MiB mmap ceiling: mapped every call
+  fns = {
+    "touch": lambda: np.ones(size // 4, np.float32).sum(),
+    "noop": lambda: np.float32(0),
+  }
+  faults = {}
+  bench._time_round_robin(  # pylint: disable=protected-access
+    fns, {"touch": (), "noop": ()}, 3, 0.0, faults_out=faults
+  )
+  # 16384 pages of 4 KiB; 32 with transparent 2 MiB huge pages.
+  assert faults["touch"] >= 32
+  assert faults["noop"] < faults["touch"]
 
 
 def test_class_sweep_rows_and_table():
