@@ -162,6 +162,26 @@ def _past_fused_slices(classes: int) -> bool:
   return _FUSED_SLICES < classes <= _UNROLL_CLASSES
 
 
+def _powers_each_entry(cfg: StatsConfig, targets, classes: int) -> bool:
+  """Whether `p^n g` takes p^n of every entry rather than of the label's p.
+
+  Integer ids select one class per pixel, so the power is usually taken
+  once per pixel (see `_activate`). Between `_FUSED_SLICES` and
+  `_UNROLL_CLASSES` softmax classes that selection is a pass of its own
+  over the logits, which an integer n avoids: p^n of each entry is n - 1
+  multiplies, fused into the passes that read p anyway. (Not with the
+  cross-entropy, which reads the selection itself.)
+  """
+  return (
+    jnp.issubdtype(targets.dtype, jnp.integer)
+    and cfg.activation == "softmax"
+    and not cfg.cross_entropy
+    and _is_integer(cfg.exponent)
+    and cfg.exponent != 1
+    and _past_fused_slices(classes)
+  )
+
+
 def _sum_exp(x: jax.Array, shifted: jax.Array, peak: jax.Array) -> jax.Array:
   """`sum(exp(shifted))` over the class axis (kept); `shifted = x - peak`."""
   classes = x.shape[-1]
@@ -231,7 +251,7 @@ def _log_sigmoid(x: jax.Array, p: jax.Array) -> jax.Array:
   return jnp.minimum(x, 0) + jnp.log(jnp.where(x < 0, 1 - p, p))
 
 
-def _activate(cfg: StatsConfig, x: jax.Array, select):
+def _activate(cfg: StatsConfig, x: jax.Array, select, each: bool = False):
   """`(p, p_sel, p_sel ** n, log_p, log_sel)`, compute dtype; `p_sel = select(p)`.
 
   `select` picks, per pixel, the entries the `p^n g` term can see: all of
@@ -241,6 +261,10 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
   For logits the power is taken in log space when n is not an integer.
   `log_p` is the softmax's log-probabilities (the cross-entropy reads them)
   and `log_sel` their selection (`log p_sel`), both None otherwise.
+  `each` (`_powers_each_entry`, `select` the identity) makes `p_sel` p
+  behind an optimization barrier and `p^n` its integer power: XLA
+  otherwise rewrites `exp(a) * exp(a) * exp(a)` as `exp(3 a)`, a second
+  exponential per entry that it writes out.
   """
   x = x.astype(compute_dtype(x.dtype))
   n = cfg.exponent
@@ -256,6 +280,9 @@ def _activate(cfg: StatsConfig, x: jax.Array, select):
     peak, lse = _softmax_shift(x)
     log_p = (x - peak) - lse
     p = jnp.exp(log_p)
+    if each:
+      p_sel = lax.optimization_barrier(p)
+      return p, p_sel, lax.integer_pow(p_sel, int(n)), log_p, None
     # Equal to select(p), but computed from the logits: read from p, the
     # power would make XLA write out p and p^n.
     if _past_fused_slices(x.shape[-1]):
@@ -353,14 +380,15 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
   # n = 1: p^n is p, no selection needed; the softmax cross-entropy of ids
   # reads the labelled class's log p from the same selection.
   softmax_ce = cfg.cross_entropy and cfg.activation == "softmax"
-  select_ids = cfg.exponent != 1 or softmax_ce
+  each = _powers_each_entry(cfg, targets, predictions.shape[-1])
+  select_ids = (cfg.exponent != 1 or softmax_ce) and not each
   hit = is_label if integer and select_ids else None
   if hit is not None:
     # One hit per pixel at most, so the sum of zeros and one entry is exact.
     select = functools.partial(_select_labelled, hit, targets)
   else:
     select = lambda x, per_slice=False: x
-  p, p_sel, p_n, log_p, log_sel = _activate(cfg, predictions, select)
+  p, p_sel, p_n, log_p, log_sel = _activate(cfg, predictions, select, each)
   if integer:
     g = is_label.astype(p.dtype)
   else:
@@ -774,20 +802,23 @@ def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
   return (kept * per_pixel).astype(px.p.dtype)
 
 
-def _softmax_u(cfg: StatsConfig, ct: RegionStats, p, g, hit, p_n, classes=None):
+def _softmax_u(
+  cfg: StatsConfig, ct: RegionStats, p, g, hit, powers, classes=None
+):
   """u = p dL/dp per entry (softmax, not soft labels); dL/dz = u - p sum(u).
 
   `p`, `g`, `hit` and the class axis of `ct` hold all classes or, for
-  `_softmax_total`, one class's slice (`classes` is then C).
+  `_softmax_total`, one class's slice (`classes` is then C). `powers` are
+  p^n as factors, multiplied left to right (see `_power_factors`).
   """
   linear = ct.tp * g + (2 * ct.sum_p2 * p if cfg.squared else ct.sum_p)
   # pull = p * dN/dp, written with p^n (log space) so that n < 1 and p = 0
   # are safe: d(p^n)/dz = n p^n (e_c - p).
   n_numer = cfg.exponent * ct.numer
   if hit is not None:
-    pull = jnp.where(hit, n_numer * p_n, 0)
+    pull = jnp.where(hit, functools.reduce(operator.mul, powers, n_numer), 0)
   else:
-    pull = g * n_numer * p_n
+    pull = functools.reduce(operator.mul, powers, g * n_numer)
   u = pull + linear * p
   if cfg.cross_entropy:
     u = u - ct.ce * _smoothed_targets(cfg, g, classes)  # p d(-q log p)/dp.
@@ -811,11 +842,19 @@ def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
   if not (integer and _past_fused_slices(classes)):
     return _reduce_classes(jnp.add, u)
 
+  each = _powers_each_entry(cfg, targets, classes)
+
   def by_slice(u, ids, p, p_n, ct):
     del u
     total, norm = [], []
     for c in range(classes):
       p_c = p[..., c : c + 1]
+      if px.hit is not None:
+        powers = (p_n,)
+      elif each:  # p_n holds p itself (behind `_activate`'s barrier).
+        powers = _power_factors(p_n[..., c : c + 1], cfg.exponent)
+      else:
+        powers = (p_c,)
       hit_c = ids == c
       ct_c = jax.tree.map(
         lambda a, c=c: a[..., c : c + 1], ct._replace(ce=None)
@@ -827,7 +866,7 @@ def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
           p_c,
           hit_c.astype(p_c.dtype),
           None if px.hit is None else hit_c,
-          p_c if px.hit is None else p_n,
+          powers,
           classes,
         )
       )
@@ -835,7 +874,18 @@ def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
     return functools.reduce(jnp.add, total) / functools.reduce(jnp.add, norm)
 
   plain = lambda u, *_: jnp.sum(u, axis=-1, keepdims=True)
-  return _per_platform(by_slice, plain, u, targets[..., None], px.p, px.p_n, ct)
+  p_n = px.p_sel if each else px.p_n
+  return _per_platform(by_slice, plain, u, targets[..., None], px.p, p_n, ct)
+
+
+def _power_factors(p: jax.Array, n: float) -> tuple[jax.Array, ...]:
+  """p^n as the factors `(p, p^(n-1))`, for the backward of an integer n.
+
+  Multiplied into the backward's other factors one at a time, they form no
+  p^n subexpression that XLA could share with the forward's sums and then
+  write out between the passes (see `_Pixels.times_g`).
+  """
+  return (p, _power(p, n - 1))
 
 
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
@@ -918,7 +968,11 @@ def stats_backward(
       pull = px.times_g(n * ct.numer, _power(p_sel, n - 1))
     grad = pull + linear
   elif cfg.activation == "softmax" and not cfg.soft_labels:
-    u = _softmax_u(cfg, ct, p, g, px.hit, p_n)
+    if _powers_each_entry(cfg, targets, p.shape[-1]):
+      powers = _power_factors(p_sel, n)
+    else:
+      powers = (p_n,)
+    u = _softmax_u(cfg, ct, p, g, px.hit, powers)
     grad = u - p * _softmax_total(cfg, ct, px, targets, u)
   else:
     # pull = p * dN/dp, written with p^n (log space) so that n < 1 and p = 0
@@ -930,7 +984,7 @@ def stats_backward(
       # (.. * p) * p^(n-1) rather than the forward's p^n: with no p^n
       # subexpression to share, XLA stops writing p^n out between forward
       # and backward.
-      pull = px.times_g(n * ct.numer, p_sel, _power(p_sel, n - 1))
+      pull = px.times_g(n * ct.numer, *_power_factors(p_sel, n))
     else:
       pull = px.times_g(n * ct.numer, p_n)
     if cfg.activation == "sigmoid":

@@ -144,6 +144,9 @@ _SLICED_CASES = (
     dict(exponent=1.0, generalized="simple", batch=True),
   ),
   ("ce_n1_squared", dict(ce_weight=0.4, exponent=1.0, squared=True, mask=True)),
+  # Integer n: p^n of every entry, no selection (`_powers_each_entry`).
+  ("n3_batch_mask", dict(exponent=3.0, batch=True, mask=True)),
+  ("n2_focal", dict(exponent=2.0, focal_gamma=2.0)),
 )
 
 
@@ -232,12 +235,13 @@ class LoweringTest(parameterized.TestCase):
   @parameterized.product(platform=("cuda", "tpu"), classes=(8, 21))
   def test_accelerators_get_a_softmax_reduce(self, platform, classes):
     # The label's log p by a plain class reduce too (21: the CPU's per-slice
-    # selection of the logits).
+    # selection of the logits; n = 2.5, as an integer n takes p^n of every
+    # entry there and selects nothing).
     x = jnp.ones((2, 4, 4, classes))
     t = jnp.zeros((2, 4, 4), jnp.int32)
     fn = lambda x, t: (
       _core._pixel_terms(
-        _core.StatsConfig(3.0, "softmax", False, None), x, t, None
+        _core.StatsConfig(2.5, "softmax", False, None), x, t, None
       ).p_sel
     )
     # Class max, sum of exp, label selection.
@@ -250,13 +254,13 @@ class LoweringTest(parameterized.TestCase):
     # (21: the CPU's per-slice sum from p).
     x = jnp.ones((2, 4, 4, classes))
     t = jnp.zeros((2, 4, 4), jnp.int32)
-    cfg = _core.StatsConfig(3.0, "softmax", False, None)
+    cfg = _core.StatsConfig(2.5, "softmax", False, None)
     ones = jnp.ones((2, 1, 1, classes))
     ct = _core.RegionStats(ones, ones, ones, ones)
 
     def fn(x, t):
       px = _core._pixel_terms(cfg, x, t, None)
-      u = _core._softmax_u(cfg, ct, px.p, px.g, px.hit, px.p_n)
+      u = _core._softmax_u(cfg, ct, px.p, px.g, px.hit, (px.p_n,))
       return _core._softmax_total(cfg, ct, px, t, u)
 
     # Class max, sum of exp, label selection, and the backward's sum.
@@ -292,7 +296,8 @@ class ValueOnlyTest(parameterized.TestCase):
   @parameterized.parameters(8, 21)
   def test_only_the_value_only_program_changes(self, classes):
     x, t, _ = _inputs((2, 5, 4, classes), "softmax", "int", False)
-    loss = lambda x: pel_jax.pel_loss(x, t, exponent=2.0, from_logits=True)
+    # (n = 2.5: with an integer n, 21 classes select no label.)
+    loss = lambda x: pel_jax.pel_loss(x, t, exponent=2.5, from_logits=True)
     tuned = mock.patch.object(_core, "_VALUE_ONLY_PLAIN_CLASSES", 10**9)
     # Value only: the class max, sum of exps and label selection become
     # reduces; with a backward the program is the tuned one either way.
