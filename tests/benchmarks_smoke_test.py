@@ -362,3 +362,25 @@ def test_full_size_arrays_counts_what_xla_writes():
   two = lambda a, b: (a * b, a + b, (a - b)[..., :1])
   assert bench.full_size_arrays(two, a, a, shape=shape) == 2
   assert bench.full_size_arrays(two, a, a, shape=(2, 8, 8, 1)) == 1
+
+
+def test_floor_two_pass_is_the_plain_loss_and_gradient():
+  path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_floor.py"
+  spec = importlib.util.spec_from_file_location("bench_floor", path)
+  floor = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(floor)
+  bench = _bench()
+  case = bench.Case("binary logits f32", (2, 8, 8, 1))
+  x, targets, onehot, _ = bench.make_inputs(case)
+  value, grad = floor.two_pass(jax.nn.sigmoid)(x, targets)
+  plain = jax.value_and_grad(lambda x: bench.plain_pel(x, onehot, logits=True))
+  want_value, want_grad = plain(x)
+  np.testing.assert_allclose(value, want_value, rtol=1e-5)
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-9)
+  rows = floor.run((2, 8, 8, 1), rounds=1)
+  assert [name for name, _, _, _ in rows] == [
+    "a * b (roofline)",
+    "pel_jax value+grad",
+    "two passes, no activation (p = x)",
+    "two passes, jax.nn.sigmoid",
+  ]
