@@ -108,3 +108,19 @@ def test_alpha_and_float_images(tmp_path):
     data.to_float(raw, tmp_path / "raw.tif")
   write_pair(tmp_path / "set", "a", la, mask)
   assert data.load_folder(tmp_path / "set", 2).in_channels == 1
+
+
+def test_near_path_equals_testing_every_pixel_against_every_point():
+  rng = np.random.default_rng(4)
+  size = 40
+  yy, xx = np.mgrid[:size, :size].astype(np.float32)
+  for _ in range(20):
+    # Paths that also leave the image on either side.
+    n = 90
+    py = rng.uniform(-5, size + 5) + np.cumsum(rng.normal(0, 0.6, n))
+    px = rng.uniform(-5, size + 5) + np.cumsum(rng.normal(0, 0.6, n))
+    half_width = rng.uniform(0.7, 1.3)
+    d2 = (yy[..., None] - py) ** 2 + (xx[..., None] - px) ** 2
+    expected = d2.min(-1) <= half_width**2
+    got = data._near_path(size, py, px, half_width)  # pylint: disable=protected-access
+    np.testing.assert_array_equal(got, expected)
