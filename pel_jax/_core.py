@@ -323,6 +323,7 @@ class _Pixels(NamedTuple):
   x: jax.Array | None = None  # The masked inputs in the compute dtype.
   log_p: jax.Array | None = None  # Softmax log-probabilities, else None.
   log_sel: jax.Array | None = None  # select(log_p) for softmax, else None.
+  each: bool = False  # p_n is p^n of every entry (`_powers_each_entry`).
 
   def times_g(self, *factors: jax.Array) -> jax.Array:
     """`g * factors[0] * factors[1] ...`, a selection when `p_sel` is per pixel.
@@ -397,7 +398,7 @@ def _pixel_terms(cfg: StatsConfig, predictions, targets, mask) -> _Pixels:
       g = jnp.where(keep, g, 0)
   w = None if keep is None else keep.astype(p.dtype)
   x = predictions.astype(p.dtype)
-  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p, log_sel)
+  return _Pixels(p, p_sel, p_n, g, w, hit, x, log_p, log_sel, each)
 
 
 def _sum_axes(cfg: StatsConfig, ndim: int) -> tuple[int, ...]:
@@ -842,17 +843,15 @@ def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
   if not (integer and _past_fused_slices(classes)):
     return _reduce_classes(jnp.add, u)
 
-  each = _powers_each_entry(cfg, targets, classes)
-
-  def by_slice(u, ids, p, p_n, ct):
+  def by_slice(u, ids, p, p_sel, p_n, ct):
     del u
     total, norm = [], []
     for c in range(classes):
       p_c = p[..., c : c + 1]
       if px.hit is not None:
         powers = (p_n,)
-      elif each:  # p_n holds p itself (behind `_activate`'s barrier).
-        powers = _power_factors(p_n[..., c : c + 1], cfg.exponent)
+      elif px.each:  # p_sel: p behind `_activate`'s barrier.
+        powers = _power_factors(p_sel[..., c : c + 1], cfg.exponent)
       else:
         powers = (p_c,)
       hit_c = ids == c
@@ -874,8 +873,9 @@ def _softmax_total(cfg: StatsConfig, ct: RegionStats, px: _Pixels, targets, u):
     return functools.reduce(jnp.add, total) / functools.reduce(jnp.add, norm)
 
   plain = lambda u, *_: jnp.sum(u, axis=-1, keepdims=True)
-  p_n = px.p_sel if each else px.p_n
-  return _per_platform(by_slice, plain, u, targets[..., None], px.p, p_n, ct)
+  return _per_platform(
+    by_slice, plain, u, targets[..., None], px.p, px.p_sel, px.p_n, ct
+  )
 
 
 def _power_factors(p: jax.Array, n: float) -> tuple[jax.Array, ...]:
@@ -968,10 +968,7 @@ def stats_backward(
       pull = px.times_g(n * ct.numer, _power(p_sel, n - 1))
     grad = pull + linear
   elif cfg.activation == "softmax" and not cfg.soft_labels:
-    if _powers_each_entry(cfg, targets, p.shape[-1]):
-      powers = _power_factors(p_sel, n)
-    else:
-      powers = (p_n,)
+    powers = _power_factors(p_sel, n) if px.each else (p_n,)
     u = _softmax_u(cfg, ct, p, g, px.hit, powers)
     grad = u - p * _softmax_total(cfg, ct, px, targets, u)
   else:
