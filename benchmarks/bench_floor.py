@@ -39,6 +39,8 @@ from pel_jax import _core  # pylint: disable=g-import-not-at-top,wrong-import-po
 def two_pass(activation, exponent: int = 3, smooth: float = 1e-5):
   """value+grad of the Jaccard-form PEL, sums and gradient by hand.
 
+  `activation` is `_identity` (probabilities) or `jax.nn.sigmoid`.
+
   The forward pass is one fused set of staged sums (pel_jax's own
   `_sum_together`), the backward one elementwise pass that recomputes the
   activation: the two passes every region-sum loss needs, nothing more.
@@ -67,13 +69,16 @@ def two_pass(activation, exponent: int = 3, smooth: float = 1e-5):
       c.reshape(c.shape[:1] + (1,) * (x.ndim - 2) + c.shape[1:])
       for c in cotangents
     )
+    # dL/dp = n ct_numer t p^(n-1) + ct_tp t + ct_p; through the sigmoid,
+    # dL/dx = dL/dp p (1 - p), written as p dL/dp (one more factor p).
+    sigmoid = activation is not _identity
     pull = exponent * ct_numer * t
-    for _ in range(exponent):
+    for _ in range(exponent if sigmoid else exponent - 1):
       pull = pull * p
-    grad = pull + (ct_tp * t + ct_p) * p
-    if activation is not _identity:
-      grad = grad * (1 - p)  # the sigmoid's dp/dx = p (1 - p)
-    return grad, None
+    linear = ct_tp * t + ct_p
+    if not sigmoid:
+      return pull + linear, None
+    return (pull + linear * p) * (1 - p), None
 
   sums.defvjp(forward, backward)
 

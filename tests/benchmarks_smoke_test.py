@@ -25,10 +25,10 @@ _ONE_CASE = [
 _SMALLEST = ["--tiny", "--classes", "2", "--dims", "2", "--rounds", "1"]
 
 
-def _bench():
-  spec = importlib.util.spec_from_file_location("bench_loss", _PATH)
+def _bench(name: str = "bench_loss"):
+  spec = importlib.util.spec_from_file_location(name, _DIR / f"{name}.py")
   mod = importlib.util.module_from_spec(spec)
-  sys.modules["bench_loss"] = mod  # dataclasses need the module registered
+  sys.modules[name] = mod  # dataclasses need the module registered
   spec.loader.exec_module(mod)
   return mod
 
@@ -364,19 +364,22 @@ def test_full_size_arrays_counts_what_xla_writes():
   assert bench.full_size_arrays(two, a, a, shape=(2, 8, 8, 1)) == 1
 
 
-def test_floor_two_pass_is_the_plain_loss_and_gradient():
-  path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_floor.py"
-  spec = importlib.util.spec_from_file_location("bench_floor", path)
-  floor = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(floor)
+@pytest.mark.parametrize("logits", [True, False])
+def test_floor_two_pass_is_the_plain_loss_and_gradient(logits):
   bench = _bench()
-  case = bench.Case("binary logits f32", (2, 8, 8, 1))
+  floor = _bench("bench_floor")
+  case = bench.Case("binary", (2, 8, 8, 1), logits=logits)
   x, targets, onehot, _ = bench.make_inputs(case)
-  value, grad = floor.two_pass(jax.nn.sigmoid)(x, targets)
-  plain = jax.value_and_grad(lambda x: bench.plain_pel(x, onehot, logits=True))
+  activation = jax.nn.sigmoid if logits else floor._identity  # pylint: disable=protected-access
+  value, grad = floor.two_pass(activation)(x, targets)
+  plain = jax.value_and_grad(
+    lambda x: bench.plain_pel(x, onehot, logits=logits)
+  )
   want_value, want_grad = plain(x)
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
   np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-9)
+  if not logits:
+    return
   rows = floor.run((2, 8, 8, 1), rounds=1)
   assert [name for name, _, _, _ in rows] == [
     "a * b (roofline)",
