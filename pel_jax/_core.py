@@ -1085,6 +1085,7 @@ def _generalized_weights(kind: str, sum_g: jax.Array) -> jax.Array:
   return jnp.where(finite, weights, jnp.max(weights, -1, keepdims=True))
 
 
+@jax.custom_jvp
 def _ratio(numer: jax.Array, denom: jax.Array) -> jax.Array:
   """(N + s) / (D + s) with a zero D counted as a perfect match (R = 1).
 
@@ -1093,6 +1094,40 @@ def _ratio(numer: jax.Array, denom: jax.Array) -> jax.Array:
   """
   valid = denom != 0
   return jnp.where(valid, numer / jnp.where(valid, denom, 1), 1)
+
+
+@_ratio.defjvp
+def _ratio_jvp(primals, tangents):
+  """dR = (dN - R dD) / D, never -N / D^2.
+
+  Autodiff of N / D takes dR/dD = -N * D^-2: D^-2 overflows once D < 1e-19
+  (float32), which an absent class reaches with zero smoothing (its D sums
+  p or p^2 over pixels where p underflows), and N = 0 there gives 0 * inf =
+  NaN, spread to every logit through the softmax. R / D is 0 for that class,
+  as its exact derivative is. A subnormal D divides as the smallest normal
+  number: 1 / D would be inf, whose product with the pixels' zero factors
+  (g = 0 in dN/dp) is NaN again.
+  """
+  numer, denom = primals
+  d_numer, d_denom = tangents
+  ratio = _ratio(numer, denom)
+  valid = denom != 0
+  tiny = jnp.finfo(jnp.result_type(denom)).tiny
+  safe = jnp.where(valid, jnp.where(jnp.abs(denom) < tiny, tiny, denom), 1)
+  d_ratio = (d_numer - ratio * d_denom) / safe
+  return ratio, jnp.where(valid, d_ratio, 0)
+
+
+def _odd_power(x: jax.Array, exponent: float) -> jax.Array:
+  """sign(x) |x|^exponent: x^exponent for x >= 0, odd below 0.
+
+  The focal transform of a per-class loss, which is negative when the
+  ratio exceeds 1 (smooth_nr > smooth_dr on an empty class, or N > D with
+  n < 1 and a small fn_weight). The odd extension keeps the loss increasing
+  in L (decreasing in R) on both sides of 0, and gamma = 1 the identity.
+  The slope at 0 is 0 for gamma < 1, where it is infinite (see `_power`).
+  """
+  return jnp.sign(x) * _power(jnp.abs(x), exponent)
 
 
 def stats_losses(cfg: RatioConfig, stats: RegionStats):
@@ -1123,9 +1158,7 @@ def stats_losses(cfg: RatioConfig, stats: RegionStats):
   else:
     losses = 1.0 - cfg.scale * ratio
   if cfg.focal_gamma is not None:
-    # L^gamma on L >= 0 (scale = 1: L < 0 only by rounding), zero slope at
-    # L = 0 for gamma < 1 instead of an infinite one.
-    losses = _power(jnp.maximum(losses, 0), cfg.focal_gamma)
+    losses = _odd_power(losses, cfg.focal_gamma)
   present = None
   if cfg.absent_classes == "exclude":
     present = lax.stop_gradient(sum_g > 0).astype(losses.dtype)

@@ -405,3 +405,133 @@ class LargeSumAccuracyTest(parameterized.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+# Every option of the family, for the zero-smoothing gradient sweep below.
+_FAMILY = (
+  ("plain", {}),
+  ("squared", dict(squared=True)),
+  ("generalized_square", dict(generalized="square")),
+  ("generalized_simple", dict(generalized="simple")),
+  ("micro", dict(average="micro")),
+  ("soft_labels", dict(soft_labels=True)),
+  ("focal_half", dict(focal_gamma=0.5)),
+  ("focal_two", dict(focal_gamma=2.0)),
+  ("log", dict(log_loss=True)),
+  ("squared_log", dict(squared=True, log_loss=True)),
+  ("exclude", dict(absent_classes="exclude")),
+  (
+    "squared_focal_exclude",
+    dict(squared=True, focal_gamma=0.5, absent_classes="exclude"),
+  ),
+  ("batch", dict(batch=True)),
+  ("no_background", dict(include_background=False)),
+  ("class_weights", dict(class_weights=(1.0, 2.0, 3.0))),
+  ("tversky", dict(fp_weight=0.3, fn_weight=0.7)),
+  ("fn_only", dict(fp_weight=0.0, fn_weight=1.0)),
+  ("ce", dict(ce_weight=1.0)),
+  ("ce_smoothed", dict(ce_weight=1.0, ce_label_smoothing=0.1)),
+)
+
+
+def _confident(gap, dtype):
+  """Logits [2, 4, 4, 3]: class 0 leads every pixel by `gap`.
+
+  Class 1 is the target in one row of sample 0 (nearly absent from the
+  prediction there, absent from sample 1); class 2 is nowhere.
+  """
+  x = np.zeros((2, 4, 4, 3), dtype)
+  x[..., 0] = gap
+  ids = np.zeros((2, 4, 4), np.int32)
+  ids[0, :1] = 1
+  return x, ids
+
+
+class ZeroSmoothingGradientTest(parameterized.TestCase):
+  """smooth_nr = smooth_dr = 0 (smp's and kornia's default) with absent and
+  nearly absent classes: a denominator D > 0 far below 1 must not turn the
+  gradient into NaN (autodiff of N / D takes -N * D^-2: 0 * inf)."""
+
+  @parameterized.named_parameters(
+    (name, options, i % 2) for i, (name, options) in enumerate(_FAMILY)
+  )
+  def test_gradient_finite_and_right(self, options, rotation):
+    # Each option in float32 and float64; targets, activation and n rotate.
+    cases = (
+      (np.float32, "ids", "softmax", 3.0),
+      (np.float64, "soft", "sigmoid", 0.5),
+      (np.float32, "soft", "sigmoid", 0.5),
+      (np.float64, "ids", "softmax", 3.0),
+    )
+    for dtype, targets, activation, n in cases[2 * rotation : 2 * rotation + 2]:
+      if options.get("soft_labels"):
+        targets = "soft"  # Its L1 form is for float targets.
+      kw = dict(
+        from_logits=True,
+        activation=activation,
+        exponent=n,
+        smooth_nr=0.0,
+        smooth_dr=0.0,
+        **options,
+      )
+      _, ids = _confident(0.0, dtype)
+      t = ids if targets == "ids" else np.eye(3, dtype=dtype)[ids]
+      with jax.enable_x64(dtype == np.float64):
+        value_and_grad = jax.jit(
+          jax.value_and_grad(lambda a: pel_jax.pel_loss(a, t, **kw))
+        )
+        grads = {}
+        for gap in (0.0, 23.0, 45.0, 90.0, 120.0, 400.0):
+          loss, grads[gap] = value_and_grad(_confident(gap, dtype)[0])
+          msg = f"{dtype.__name__} {targets} {activation} n={n} gap={gap}"
+          self.assertTrue(np.isfinite(loss), msg)
+          self.assertTrue(np.all(np.isfinite(grads[gap])), msg)
+        if dtype == np.float64 or options.get("focal_gamma", 1) < 1:
+          continue  # gamma < 1: L_0 is 0 in float32, 1e-10 in float64,
+          # either side of the infinite slope at 0 (taken as 0 there).
+        # At gap 23 float32's D (~1e-20 summed squares) is tiny but normal,
+        # where autodiff of N / D gave NaN: the gradient must be float64's,
+        # whose D^-2 does not overflow. Only the trailing logits compare:
+        # float32 rounds the leading class's p = 1 - 1e-10 to 1, so its own
+        # slope, p (1 - p) or p (u_0 - sum p u), is lost to the activation.
+        with jax.enable_x64(True):
+          t64 = np.asarray(t, np.int32 if targets == "ids" else np.float64)
+          _, want = _value_and_grad(_confident(23.0, np.float64)[0], t64, **kw)
+        want = np.asarray(want)[..., 1:]
+        np.testing.assert_allclose(
+          np.asarray(grads[23.0])[..., 1:],
+          want,
+          rtol=2e-3,
+          atol=1e-4 * np.max(np.abs(want)),
+          err_msg=f"{targets} {activation}",
+        )
+
+  @parameterized.product(
+    dtype=(np.float32, np.float64),
+    options=(
+      {},
+      dict(squared=True),
+      dict(log_loss=True),
+      dict(squared=True, focal_gamma=0.5),
+    ),
+  )
+  def test_absent_class_loss_is_flat(self, dtype, options):
+    # With zero smoothing an absent class (g = 0 everywhere) has N = 0 and
+    # ratio 0 / D = 0 for every prediction with D > 0: its loss is constant
+    # and its gradient exactly 0, however small D is.
+    kw = dict(
+      from_logits=True,
+      exponent=3.0,
+      smooth_nr=0.0,
+      smooth_dr=0.0,
+      reduction="none",
+      **options,
+    )
+    _, ids = _confident(0.0, dtype)
+    with jax.enable_x64(dtype == np.float64):
+      grad_of_absent = jax.jit(
+        jax.grad(lambda a: pel_jax.pel_loss(a, ids, **kw)[1, 2])
+      )
+      for gap in (23.0, 45.0, 200.0):
+        grad = grad_of_absent(_confident(gap, dtype)[0])
+        np.testing.assert_array_equal(grad, np.zeros_like(grad))
