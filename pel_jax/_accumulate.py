@@ -97,6 +97,8 @@ def accumulated_value_and_grad(
       f" {[jnp.shape(x) for x in leaves]}."
     )
 
+  _check_params(params)
+
   def stats_of(mb):
     return stats_fn(params, mb)
 
@@ -127,3 +129,22 @@ def accumulated_value_and_grad(
   xs = (microbatches, cotangent) if stack else microbatches
   grads, _ = lax.scan(grad_step, zero_grads, xs)
   return loss, grads
+
+
+def _check_params(params: PyTree) -> None:
+  """Every leaf of `params` is differentiated: it must be inexact.
+
+  An integer leaf (a step counter) would otherwise fail inside the scan
+  with JAX's float0 message, which names neither the argument nor the leaf.
+  """
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      raise TypeError(
+        "`accumulated_value_and_grad` differentiates every leaf of"
+        f" `params`, so they must be float (or complex); `params"
+        f"{jax.tree_util.keystr(path)}` has dtype {dtype.name} and shape"
+        f" {jnp.shape(leaf)}. Keep integer state (a step counter) out of"
+        " `params`: close over it in `stats_fn` or pass it in"
+        " `microbatches`."
+      )

@@ -1,9 +1,14 @@
-"""Static (trace-time) argument checks; none of them reads array values."""
+"""Static (trace-time) argument checks: shapes, dtypes and static values.
+
+None of them reads a traced array; `class_weights` are checked by value
+when they are concrete (a list, a NumPy array, an array closed over).
+"""
 
 from __future__ import annotations
 
 import numbers
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -202,17 +207,22 @@ def check_representable(predictions, compute_dtype, **values: float) -> None:
   (p^n stays in [0, 1]) is bounded by max / (4 * predictions.size), which
   keeps every weighted sum of [0, 1] terms finite.
   """
-  big = float(jnp.finfo(compute_dtype).max)
   for name, value in values.items():
-    limit = big / (4 * max(np.size(predictions), 1))
+    limit = _representable_limit(predictions, compute_dtype)
     if name == "exponent":
-      limit = big
+      limit = float(jnp.finfo(compute_dtype).max)
     if value > limit:
       raise ValueError(
         f"`{name}={value}` would overflow {jnp.dtype(compute_dtype).name},"
         " the dtype the loss is computed in for `predictions` of"
         f" {_describe(predictions)}: it must be <= {limit:.3g}."
       )
+
+
+def _representable_limit(predictions, compute_dtype) -> float:
+  return float(jnp.finfo(compute_dtype).max) / (
+    4 * max(np.size(predictions), 1)
+  )
 
 
 def check_flag(name: str, value) -> bool:
@@ -241,7 +251,7 @@ def check_mask(predictions, where) -> None:
     raise TypeError(f"`where` must be a bool array, got {_describe(where)}.")
 
 
-def check_class_weights(predictions, class_weights) -> None:
+def check_class_weights(predictions, class_weights, compute_dtype) -> None:
   if class_weights is None:
     return
   num_classes = np.shape(predictions)[-1]
@@ -254,6 +264,18 @@ def check_class_weights(predictions, class_weights) -> None:
   if not jnp.issubdtype(jnp.result_type(class_weights), jnp.number):
     raise TypeError(
       f"`class_weights` must be numeric, got {_describe(class_weights)}."
+    )
+  if isinstance(class_weights, jax.core.Tracer):
+    return  # Traced weights have no values at trace time to check.
+  values = np.asarray(class_weights, np.float64)
+  limit = _representable_limit(predictions, compute_dtype)
+  bad = ~np.isfinite(values) | (values < 0) | (values > limit)
+  if np.any(bad):
+    raise ValueError(
+      f"`class_weights` must be finite, >= 0 and <= {limit:.3g} (larger"
+      f" overflows {jnp.dtype(compute_dtype).name}, the dtype the loss is"
+      f" computed in for `predictions` of {_describe(predictions)}); got"
+      f" {values[bad].tolist()} at class(es) {np.flatnonzero(bad).tolist()}."
     )
 
 

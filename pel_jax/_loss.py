@@ -124,12 +124,21 @@ def pel_loss(
     soft_labels: for float targets, TP from the L1 form
       :math:`\sum w \min(p, g) = (\sum w p + \sum w g - \sum w |p - g|)/2`
       and :math:`N = \sum w g \min(p/g, 1)^n`: identical for hard
-      labels, and for soft labels with n >= 1 the loss is minimal exactly at
-      p = g (then :math:`N \le TP \le D`, with equality only at p = g).
+      labels, and for soft labels with n >= 1 and both ``fp_weight`` and
+      ``fn_weight`` > 0 the loss is minimal exactly at p = g (then
+      :math:`N \le TP \le D`, with equality only at p = g). A zero weight
+      makes an error free: with ``fp_weight=0`` every p >= g reaches the
+      minimum, with ``fn_weight=0`` and n = 1 every p <= g (p > 0).
       Not with ``squared`` (see the README).
     focal_gamma: :math:`\gamma > 0`: each per-class loss becomes
-      :math:`L_c^\gamma` (focal Tversky), before class weights and the
-      reduction. Needs ``scale=1``.
+      :math:`\operatorname{sign}(L_c)\,|L_c|^\gamma` (focal Tversky),
+      before class weights and the reduction: :math:`L_c^\gamma` for the
+      usual :math:`L_c \ge 0`. :math:`L_c < 0` where the ratio exceeds 1
+      (``smooth_nr > smooth_dr`` on an empty class, or N > D with n < 1 and
+      a small ``fn_weight``); the odd extension keeps the loss decreasing
+      in the ratio there, and ``focal_gamma=1`` the plain loss. For
+      :math:`\gamma < 1` the slope at :math:`L_c = 0`, infinite, is taken
+      as 0. Needs ``scale=1``.
     log_loss: each per-class loss becomes :math:`-\log R_c` (smp's
       ``log_loss``), before class weights and the reduction. Needs
       ``scale=1``.
@@ -216,7 +225,11 @@ def _configs(predictions, targets, o: dict[str, Any]):
   include_background = _checks.check_flag(
     "include_background", o["include_background"]
   )
-  _checks.check_class_weights(predictions, o["class_weights"])
+  _checks.check_class_weights(
+    predictions,
+    o["class_weights"],
+    _core.compute_dtype(jnp.result_type(predictions)),
+  )
   _checks.check_options(predictions, o["reduction"], include_background)
   scale = _checks.check_number("scale", o["scale"], positive=True)
   focal_gamma = _checks.check_family(
@@ -291,6 +304,7 @@ def _stats_inputs(predictions, targets, where, o):
     fn_weight=ratio_cfg.fn_weight,
     smooth_nr=ratio_cfg.smooth_nr,
     smooth_dr=ratio_cfg.smooth_dr,
+    ce_weight=o["ce_weight"],
   )
   predictions = jnp.asarray(predictions)
   targets = jnp.asarray(targets)

@@ -98,7 +98,8 @@ def dice_loss(
     squared: sums of p^2 and g^2 in the denominator (V-Net).
     soft_labels: TP from the L1 form, exact for soft targets (see
       `pel_loss`).
-    focal_gamma: each per-class loss raised to this power (focal Tversky).
+    focal_gamma: each per-class loss raised to this power (focal Tversky),
+      sign-preserving below 0 (see `pel_loss`).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
       the mean.
@@ -195,7 +196,8 @@ def jaccard_loss(
     squared: sums of p^2 and g^2 in the denominator (V-Net).
     soft_labels: TP from the L1 form, exact for soft targets (see
       `pel_loss`).
-    focal_gamma: each per-class loss raised to this power (focal Tversky).
+    focal_gamma: each per-class loss raised to this power (focal Tversky),
+      sign-preserving below 0 (see `pel_loss`).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
       the mean.
@@ -291,7 +293,8 @@ def tversky_loss(
     squared: sums of p^2 and g^2 in the denominator (V-Net).
     soft_labels: TP from the L1 form, exact for soft targets (see
       `pel_loss`).
-    focal_gamma: each per-class loss raised to this power (focal Tversky).
+    focal_gamma: each per-class loss raised to this power (focal Tversky),
+      sign-preserving below 0 (see `pel_loss`).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
       the mean.

@@ -174,6 +174,18 @@ class AccumulateOwnStatsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "no arrays"):
       pel_jax.accumulated_value_and_grad(stats_fn, lambda s: s["s"], 1.0, {})
 
+  def test_integer_params_leaf_named(self):
+    # A step counter among the params: JAX's float0 error deep in the scan
+    # named neither the argument nor the leaf.
+    params = dict(w=jnp.ones(3), step=jnp.array(7, jnp.int32))
+    stats_fn = lambda prm, mb: dict(s=jnp.sum(mb * prm["w"]))
+    with self.assertRaisesRegex(
+      TypeError, r"`params\['step'\]` has dtype int32 and shape \(\)"
+    ):
+      pel_jax.accumulated_value_and_grad(
+        stats_fn, lambda s: s["s"], params, jnp.ones((2, 3))
+      )
+
   def test_docstring_example(self):
     result = doctest.testmod(_accumulate, optionflags=doctest.ELLIPSIS)
     self.assertGreater(result.attempted, 0)

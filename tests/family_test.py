@@ -250,6 +250,65 @@ class SoftLabelsTest(X64TestCase):
       p = np.clip(g + rng.normal(0, 0.2, shape), 0.0, 1.0)
       self.assertGreaterEqual(float(pel_jax.pel_loss(p, g, **kw)), at_g - 1e-12)
 
+  @parameterized.parameters(1.0, 2.0)
+  def test_zero_weight_makes_an_error_free(self, n):
+    # The docstring's caveat: with fp_weight = 0 every p >= g reaches the
+    # minimum (TP = sum g, FN = 0, N = sum g), not only p = g.
+    rng = np.random.default_rng(3)
+    g = rng.uniform(0.05, 0.95, (1, 6, 1, 2))
+    p = g + (1 - g) * rng.uniform(0.2, 1.0, g.shape)  # p > g everywhere
+    kw = dict(soft_labels=True, exponent=n, fp_weight=0.0, fn_weight=0.5)
+    self.assertAlmostEqual(float(pel_jax.pel_loss(p, g, **kw)), 0.0, 12)
+    kw["fp_weight"] = 0.5  # Both weights > 0: the minimum is at p = g only.
+    self.assertGreater(float(pel_jax.pel_loss(p, g, **kw)), 1e-3)
+
+
+class FocalNegativeLossTest(X64TestCase):
+  """`focal_gamma` where a per-class loss is below 0 (ratio above 1)."""
+
+  def _perfect_with_empty_class(self):
+    # Class 0 everywhere, predicted exactly; class 1 empty and unpredicted.
+    # With smooth_nr = 2, smooth_dr = 1 over P = 6 pixels: class 0 has
+    # R = (6 + 2) / (6 + 1), L = -1/7; class 1 has R = 2 / 1, L = -1.
+    p = np.zeros((1, 2, 3, 2))
+    p[..., 0] = 1.0
+    return p, p.copy(), dict(smooth_nr=2.0, smooth_dr=1.0)
+
+  def test_hand_computed_values(self):
+    p, g, kw = self._perfect_with_empty_class()
+    plain = float(pel_jax.pel_loss(p, g, **kw))
+    self.assertAlmostEqual(plain, (-1 / 7 - 1) / 2, places=12)
+    # gamma = 1 is the plain loss (it was clamped to 0 before).
+    self.assertAlmostEqual(
+      float(pel_jax.pel_loss(p, g, focal_gamma=1.0, **kw)), plain, places=12
+    )
+    # sign(L) |L|^gamma, per class, then the mean.
+    for gamma in (0.5, 2.0, 3.0):
+      want = (-((1 / 7) ** gamma) - 1) / 2
+      got = float(pel_jax.pel_loss(p, g, focal_gamma=gamma, **kw))
+      self.assertAlmostEqual(got, want, places=12, msg=f"gamma={gamma}")
+
+  @parameterized.parameters(0.5, 2.0)
+  def test_n_below_one_with_small_fn_weight(self, gamma):
+    # PEL with n = 0.5 and fn_weight = 0: N = sum sqrt(p) g exceeds
+    # D = 0.5 TP + 0.5 sum p when little mass falls outside the class, so
+    # every L_c < 0, away from 0:
+    # the oracle's value and finite differences of the gradient.
+    rng = np.random.default_rng(5)
+    g = np.eye(3)[rng.permuted(np.arange(18).reshape(2, 3, 3) % 3, axis=1)]
+    p = np.where(g > 0, rng.uniform(0.05, 0.6, g.shape), 0.01)
+    kw = dict(exponent=0.5, fp_weight=0.5, fn_weight=0.0, focal_gamma=gamma)
+    per_class = pel_jax.pel_loss(
+      p, g, **{**kw, "focal_gamma": None, "reduction": "none"}
+    )
+    self.assertTrue(np.all(np.asarray(per_class) < -0.1))
+    np.testing.assert_allclose(
+      pel_jax.pel_loss(p, g, **kw), family_numpy(p, g, **kw), rtol=1e-12
+    )
+    check_grads(
+      lambda x: pel_jax.pel_loss(x, g, **kw), (p,), order=1, modes=("rev",)
+    )
+
 
 class ValidationTest(parameterized.TestCase):
   @parameterized.parameters(

@@ -22,7 +22,7 @@ batch too with ``batch=True``), with the pixel mask w:
                 finite weight of its sample (of the batch with ``batch``), as
                 in MONAI; weights carry no gradient (Sudre et al. 2017).
 
-  L = 1 - scale r;  ``log_loss``: L = -log r;  ``focal_gamma``: L = L^gamma,
+  L = 1 - scale r;  ``log_loss``: L = -log r;  ``focal_gamma``: L = sign(L) |L|^gamma,
   applied to each ratio before class weights and the reduction.
 
 ``absent_classes="exclude"`` leaves the (sample, class) entries whose target
@@ -195,8 +195,8 @@ def family_numpy(
     losses = -np.log(ratio)
   else:
     losses = 1.0 - scale * ratio
-  if focal_gamma is not None:
-    losses = losses**focal_gamma
+  if focal_gamma is not None:  # Odd below 0 (documented in pel_loss).
+    losses = np.sign(losses) * np.abs(losses) ** focal_gamma
   if cw is not None and generalized is None and average == "macro":
     losses = losses * cw
 

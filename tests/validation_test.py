@@ -301,6 +301,39 @@ _BAD = (
     ValueError,
     r"`smooth_dr=1e\+38`.*float32.*bfloat16",
   ),
+  # Issue 20 item 4: weights are checked as the other hyperparameters are.
+  (
+    "ce_weight_overflows_float32",
+    _P,
+    _IDS,
+    dict(from_logits=True, ce_weight=1e39),
+    ValueError,
+    r"`ce_weight=1e\+39` would overflow float32",
+  ),
+  (
+    "class_weights_overflow_float32",
+    _P,
+    _IDS,
+    dict(class_weights=(1.0, 1e39, 1.0)),
+    ValueError,
+    r"`class_weights` must be finite.*float32.*\[1e\+39\] at class\(es\) \[1\]",
+  ),
+  (
+    "class_weights_negative",
+    _P,
+    _IDS,
+    dict(class_weights=np.array([1.0, -0.5, 1.0])),
+    ValueError,
+    r"`class_weights` must be finite, >= 0.*\[-0.5\] at class\(es\) \[1\]",
+  ),
+  (
+    "class_weights_nan",
+    _P,
+    _IDS,
+    dict(class_weights=[np.nan, 1.0, 1.0]),
+    ValueError,
+    r"`class_weights`.*\[nan\] at class\(es\) \[0\]",
+  ),
   (
     "batch_not_a_bool",
     _P,
@@ -421,6 +454,23 @@ class BadInputTest(parameterized.TestCase):
       p = jnp.asarray(_P, jnp.float64)
       loss = pel_jax.pel_loss(p, _IDS, smooth_nr=1e39, smooth_dr=1e39)
       np.testing.assert_allclose(loss, 0.0, atol=1e-12)  # Ratio -> 1.
+
+  def test_class_weights_checked_when_concrete_only(self):
+    # Traced weights have no values at trace time: they pass unchecked (as
+    # before), and concrete ones, in range, give the same loss.
+    w = np.array([0.5, 2.0, 0.0], np.float32)
+    traced = jax.jit(lambda p, t, w: pel_jax.pel_loss(p, t, class_weights=w))
+    want = np.mean(
+      pel_jax.pel_loss(_P, _IDS, reduction="none") * w, dtype=np.float64
+    )
+    np.testing.assert_allclose(traced(_P, _IDS, w), want, rtol=1e-6)
+    np.testing.assert_allclose(
+      pel_jax.pel_loss(_P, _IDS, class_weights=jnp.asarray(w)), want, rtol=1e-6
+    )
+    with jax.enable_x64(True):  # float64 holds 1e39.
+      p = jnp.asarray(_P, jnp.float64)
+      loss = pel_jax.pel_loss(p, _IDS, class_weights=(1.0, 1e39, 1.0))
+      self.assertTrue(np.isfinite(loss))
 
   @parameterized.named_parameters(
     ("dice", pel_jax.dice_loss),
