@@ -460,9 +460,7 @@ class BadInputTest(parameterized.TestCase):
     # before), and concrete ones, in range, give the same loss.
     w = np.array([0.5, 2.0, 0.0], np.float32)
     traced = jax.jit(lambda p, t, w: pel_jax.pel_loss(p, t, class_weights=w))
-    want = np.mean(
-      pel_jax.pel_loss(_P, _IDS, reduction="none") * w, dtype=np.float64
-    )
+    want = np.mean(np.asarray(pel_jax.pel_loss(_P, _IDS, reduction="none")) * w)
     np.testing.assert_allclose(traced(_P, _IDS, w), want, rtol=1e-6)
     np.testing.assert_allclose(
       pel_jax.pel_loss(_P, _IDS, class_weights=jnp.asarray(w)), want, rtol=1e-6
