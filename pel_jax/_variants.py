@@ -101,7 +101,9 @@ def dice_loss(
     focal_gamma: each per-class loss raised to this power (focal Tversky).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
-      the mean.
+      the mean: one mean over the present (sample, class) entries
+      ("exclude") or each sample's mean over its present classes, then the
+      mean over samples ("exclude_per_sample", kornia's; see `pel_loss`).
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
@@ -198,7 +200,9 @@ def jaccard_loss(
     focal_gamma: each per-class loss raised to this power (focal Tversky).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
-      the mean.
+      the mean: one mean over the present (sample, class) entries
+      ("exclude") or each sample's mean over its present classes, then the
+      mean over samples ("exclude_per_sample", kornia's; see `pel_loss`).
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
@@ -294,7 +298,9 @@ def tversky_loss(
     focal_gamma: each per-class loss raised to this power (focal Tversky).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
-      the mean.
+      the mean: one mean over the present (sample, class) entries
+      ("exclude") or each sample's mean over its present classes, then the
+      mean over samples ("exclude_per_sample", kornia's; see `pel_loss`).
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
