@@ -161,8 +161,9 @@ def pel_loss(
     ce_label_smoothing: :math:`\varepsilon \in [0, 1)`: the cross-entropy's
       targets become :math:`q = (1 - \varepsilon) g + \varepsilon / K`, K = C
       for softmax (``optax.smooth_labels``, torch's and MONAI
-      ``DiceCELoss``'s ``label_smoothing``), K = 2 for sigmoid (Keras and
-      MONAI's BCE). Per softmax pixel the CE is then
+      ``DiceCELoss``'s ``label_smoothing``), K = 2 for sigmoid (Keras'
+      ``BinaryCrossentropy``; MONAI 1.6.1's ``DiceCELoss`` does not smooth
+      its BCE: map it to 0). Per softmax pixel the CE is then
       :math:`(1 - \varepsilon)(-\sum_c g_c \log p_c) +
       \frac{\varepsilon}{C}(-\sum_c \log p_c)`; its logit gradient
       :math:`p \sum_c q_c - q`. Only the CE term is smoothed, never the

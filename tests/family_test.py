@@ -371,7 +371,7 @@ class CrossEntropyTest(X64TestCase):
 
   def test_label_smoothing_equals_optax(self):
     # pel + lam * optax CE of optax.smooth_labels(g, eps) over kept pixels;
-    # sigmoid: optax's BCE of (1 - eps) g + eps / 2 (Keras, MONAI).
+    # sigmoid: optax's BCE of (1 - eps) g + eps / 2 (Keras).
     x, ids, kw = make_case("softmax", "int", True, shape=(2, 5, 4, 3))
     where = kw.pop("where")
     ids = np.where(where, ids, 255)
