@@ -317,7 +317,7 @@ def check_options(predictions, reduction, include_background) -> None:
 
 GENERALIZED = (None, "square", "simple", "uniform")
 AVERAGES = ("macro", "micro")
-ABSENT_CLASSES = ("count", "exclude")
+ABSENT_CLASSES = ("count", "exclude", "exclude_per_sample")
 
 
 def check_family(
@@ -335,7 +335,7 @@ def check_family(
   Refuses combinations that have no meaning: `log_loss` or `focal_gamma`
   with `scale != 1` (1 - sR or the log of sR is not a per-class loss in
   [0, 1] then), both at once, and per-class options (`class_weights`,
-  `absent_classes="exclude"`) with a single ratio over the classes
+  `absent_classes` other than "count") with a single ratio over the classes
   (`generalized`, `average="micro"`).
   """
   for name, value, allowed in (
@@ -363,11 +363,11 @@ def check_family(
       f"`class_weights` weight per-class losses; `{single}` computes one"
       " ratio over all classes, so there is no per-class loss to weight."
     )
-  if single is not None and absent_classes == "exclude":
+  if single is not None and absent_classes != "count":
     raise ValueError(
-      f"`absent_classes='exclude'` leaves classes out of the mean over"
-      f" classes; `{single}` has no such mean (absent classes add nothing"
-      " to its sums)."
+      f"`absent_classes={absent_classes!r}` leaves classes out of the"
+      f" mean over classes; `{single}` has no such mean (absent classes"
+      " add nothing to its sums)."
     )
   if focal_gamma is not None:
     focal_gamma = check_number("focal_gamma", focal_gamma, positive=True)

@@ -775,8 +775,9 @@ def _smoothed_targets(
   """The cross-entropy's targets q = (1 - eps) g + eps / K.
 
   K = C classes for softmax (optax's `smooth_labels`, torch's
-  `label_smoothing`), 2 for sigmoid (Keras and MONAI's BCE: each class is
-  a two-way choice). eps = 0 returns g itself (the unsmoothed arithmetic).
+  `label_smoothing`), 2 for sigmoid (Keras' binary CE: each class is a
+  two-way choice; MONAI 1.6.1 does not smooth its BCE). eps = 0 returns g
+  itself (the unsmoothed arithmetic).
   `classes` is C when `g` holds a slice of the classes only.
   """
   eps = cfg.label_smoothing

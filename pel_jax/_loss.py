@@ -142,10 +142,22 @@ def pel_loss(
     log_loss: each per-class loss becomes :math:`-\log R_c` (smp's
       ``log_loss``), before class weights and the reduction. Needs
       ``scale=1``.
-    absent_classes: "count", or "exclude": classes with no target pixel (in
-      the sample, or the batch with ``batch=True``) leave the mean, a
-      weighted mean (0 with zero gradient if no class is present); "none"
-      returns 0 for them.
+    absent_classes: "count", "exclude" or "exclude_per_sample". "exclude":
+      classes with no target pixel (in the sample, or the batch with
+      ``batch=True``) leave the mean, one mean over the present (sample,
+      class) entries (0 with zero gradient if none is present); "none"
+      returns 0 for them. "exclude_per_sample" (kornia's macro Dice and
+      its Tversky): each sample's loss is the mean over the classes present
+      in it, :math:`L_b = \sum_c m_{bc} L_{bc} / \sum_c m_{bc}` with
+      :math:`m_{bc} = [\sum g_{bc} > 0]`, or 1 with zero gradient if no
+      class is present (kornia's value); "mean" is
+      :math:`\frac{1}{B} \sum_b L_b` (B the global batch under
+      ``axis_name``), "sum" is :math:`\sum_b L_b` and "none" returns
+      :math:`L_b`, `[B]`. It differs from "exclude" for B > 1 when samples
+      have different numbers of present classes. With ``batch=True`` there is
+      one row: the same mean as "exclude" (1 instead of 0 if no class is
+      present), a scalar for every reduction. ``class_weights`` multiply
+      :math:`L_{bc}`; the count stays that of the present classes.
     average: "macro" (one ratio per class) or "micro": the sums added over
       classes before one ratio (kornia's default; ``generalized="uniform"``).
     ce_weight: :math:`\lambda \ge 0`: adds :math:`\lambda` times the
@@ -158,8 +170,9 @@ def pel_loss(
     ce_label_smoothing: :math:`\varepsilon \in [0, 1)`: the cross-entropy's
       targets become :math:`q = (1 - \varepsilon) g + \varepsilon / K`, K = C
       for softmax (``optax.smooth_labels``, torch's and MONAI
-      ``DiceCELoss``'s ``label_smoothing``), K = 2 for sigmoid (Keras and
-      MONAI's BCE). Per softmax pixel the CE is then
+      ``DiceCELoss``'s ``label_smoothing``), K = 2 for sigmoid (Keras'
+      ``BinaryCrossentropy``; MONAI 1.6.1's ``DiceCELoss`` does not smooth
+      its BCE: map it to 0). Per softmax pixel the CE is then
       :math:`(1 - \varepsilon)(-\sum_c g_c \log p_c) +
       \frac{\varepsilon}{C}(-\sum_c \log p_c)`; its logit gradient
       :math:`p \sum_c q_c - q`. Only the CE term is smoothed, never the
@@ -168,7 +181,8 @@ def pel_loss(
   Returns:
     A scalar for "mean" and "sum". For "none": `[B, C']` per sample and class,
     or `[C']` with ``batch=True`` (C' = C - 1 without background); `[B]` or a
-    scalar with ``generalized``/``average="micro"``. The loss is
+    scalar with ``generalized``/``average="micro"``/
+    ``absent_classes="exclude_per_sample"``. The loss is
     float32 for float32/bfloat16/float16 predictions and float64 for float64;
     its gradient has the dtype of ``predictions``.
 
@@ -280,7 +294,9 @@ def _configs(predictions, targets, o: dict[str, Any]):
     generalized=("uniform" if o["average"] == "micro" else o["generalized"]),
     focal_gamma=focal_gamma,
     log_loss=bool(o["log_loss"]),
-    absent_classes=o["absent_classes"],
+    # Both "exclude" modes need the same 0/1 `present` weights from the
+    # core; where the mean over them is taken is `_reduce`'s business.
+    absent_classes="count" if o["absent_classes"] == "count" else "exclude",
   )
   return stats_cfg, ratio_cfg
 
@@ -338,6 +354,7 @@ def _loss_of_sums(stats, ratio_cfg, class_weights, o):
     bool(o["batch"]),
     o["axis_name"],
     per_sample,
+    by_sample=o["absent_classes"] == "exclude_per_sample",
   )
   if o["ce_weight"]:
     loss = loss + o["ce_weight"] * _cross_entropy(
@@ -517,14 +534,24 @@ def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
   return _loss_of_sums(stats, ratio_cfg, class_weights, o)
 
 
-def _reduce(losses, present, reduction, batch, axis_name, per_sample):
+def _reduce(
+  losses, present, reduction, batch, axis_name, per_sample, by_sample=False
+):
   """Reduces `[G, C']` losses (`[G, 1]` per sample); global over `axis_name`.
 
   With `present` (0/1, "exclude"), the mean is over the present entries
   only: a weighted mean, 0 with a zero gradient when none is present.
+  With `by_sample` ("exclude_per_sample"), each row is first the mean over
+  its own present entries (1 with a zero gradient for a row with none, as
+  kornia), and the rows are then reduced as per-sample losses.
   """
   if present is not None:
     losses = losses * present
+  if by_sample:
+    count = jnp.sum(present, -1, keepdims=True)
+    some = count > 0
+    mean = jnp.sum(losses, -1, keepdims=True) / jnp.where(some, count, 1)
+    losses, present, per_sample = jnp.where(some, mean, 1), None, True
   if per_sample:
     losses = losses[:, 0]
   if batch:

@@ -102,7 +102,9 @@ def dice_loss(
       sign-preserving below 0 (see `pel_loss`).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
-      the mean.
+      the mean: one mean over the present (sample, class) entries
+      ("exclude") or each sample's mean over its present classes, then the
+      mean over samples ("exclude_per_sample", kornia's; see `pel_loss`).
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
@@ -200,7 +202,9 @@ def jaccard_loss(
       sign-preserving below 0 (see `pel_loss`).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
-      the mean.
+      the mean: one mean over the present (sample, class) entries
+      ("exclude") or each sample's mean over its present classes, then the
+      mean over samples ("exclude_per_sample", kornia's; see `pel_loss`).
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
@@ -297,7 +301,9 @@ def tversky_loss(
       sign-preserving below 0 (see `pel_loss`).
     log_loss: each per-class loss is -log of its ratio.
     absent_classes: "count", or "exclude" classes with no target pixel from
-      the mean.
+      the mean: one mean over the present (sample, class) entries
+      ("exclude") or each sample's mean over its present classes, then the
+      mean over samples ("exclude_per_sample", kornia's; see `pel_loss`).
     average: "macro" (per class) or "micro" (sums added over classes).
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import dataclasses
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 import pel_jax
@@ -522,34 +523,61 @@ def _monai_cases():
 # ----------------------------------------------------------------------------
 
 
-def monai_dice_ce(kw, x, y):
-  """MONAI DiceCELoss(kw)(x, y) as pel_jax Dice + optax cross-entropy.
+def monai_dice_ce_loss(kw, y, num_classes):
+  """MONAI 1.6.1 DiceCELoss(**kw)(x, y) as a function of x, channels last.
 
-  DiceCELoss feeds the *same* input to both terms, with softmax=False by
-  default: its Dice sees the raw input and its CE the input as logits. With
-  softmax=True the pel_jax equivalent is one fused call
-  `lambda_dice * pel_loss(x, ids, from_logits=True, ce_weight=lambda_ce /
-  lambda_dice, ...)`; without it, the Dice is on the raw input (below).
+  DiceCELoss feeds the *same* input to both terms. Its CE is torch's
+  CrossEntropyLoss(label_smoothing=eps) over the channels when C > 1 (even
+  with sigmoid=True) and BCEWithLogitsLoss, never smoothed, when C = 1.
+  Where pel_jax's fused CE is that loss (softmax=True with C > 1, or
+  sigmoid=True with C = 1) the README's one call is used:
+  `lambda_dice * pel_loss(x, t, from_logits=True, ce_weight=lambda_ce /
+  lambda_dice, ce_label_smoothing=eps if C > 1 else 0, ...)`. Otherwise
+  (softmax=False, MONAI's default: the Dice sees the raw input; or sigmoid
+  with C > 1: a sigmoid Dice beside a softmax CE) the Dice is pel_jax's
+  and the CE optax's.
   """
   import optax  # pylint: disable=g-import-not-at-top
 
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  opts = monai_options("DiceLoss", kw, x.shape[1])
-  logits = _chlast(x)
+  y = np.asarray(y, np.float64)
+  opts = monai_options("DiceLoss", kw, num_classes)
   lam_dice, lam_ce = kw.get("lambda_dice", 1.0), kw.get("lambda_ce", 1.0)
+  smoothing = kw.get("label_smoothing", 0.0) if num_classes > 1 else 0.0
+  if y.shape[1] == 1 and num_classes > 1:
+    ids = y[:, 0].astype(np.int32)
+    dice_targets = ids if kw.get("to_onehot_y") else _chlast(y)
+    ce_targets = np.eye(num_classes)[ids]
+  else:  # One-hot, float or integer: pel_jax reads integer arrays as ids.
+    dice_targets = ce_targets = _chlast(y)
+  fused = opts.get("activation") == (
+    "sigmoid" if num_classes == 1 else "softmax"
+  )
 
-  def run():
-    if y.shape[1] == 1:
-      ids = y[:, 0].astype(np.int32)
-      dice_targets = ids if kw.get("to_onehot_y") else _chlast(y)
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids)
-    else:  # One-hot, float or integer: pel_jax reads integer arrays as ids.
-      dice_targets = _chlast(y)
-      ce = optax.softmax_cross_entropy(logits, dice_targets)
-    dice = pel_jax.pel_loss(logits, dice_targets, **opts)
-    return np.ravel(lam_dice * dice + lam_ce * np.mean(ce))
+  def loss(x):
+    if fused:
+      return lam_dice * pel_jax.pel_loss(
+        x,
+        dice_targets,
+        ce_weight=lam_ce / lam_dice,
+        ce_label_smoothing=smoothing,
+        **opts,
+      )
+    if num_classes == 1:
+      ce = optax.sigmoid_binary_cross_entropy(x, ce_targets)
+    else:
+      q = optax.smooth_labels(ce_targets, smoothing)
+      ce = optax.softmax_cross_entropy(x, q)
+    dice = pel_jax.pel_loss(x, dice_targets, **opts)
+    return lam_dice * dice + lam_ce * jnp.mean(ce)
 
-  return run
+  return loss
+
+
+def monai_dice_ce(kw, x, y):
+  """Runs the pel_jax equivalent of MONAI `DiceCELoss(**kw)(x, y)`."""
+  x = np.asarray(x, np.float64)
+  loss = monai_dice_ce_loss(kw, y, x.shape[1])
+  return lambda: np.ravel(loss(_chlast(x)))
 
 
 _DICE_CE = [
@@ -924,11 +952,10 @@ def _smp_cases():
 # ----------------------------------------------------------------------------
 
 
-def kornia(
+def kornia_options(
   loss,
-  pred,
-  target,
   *,
+  version="0.9.0",
   average="micro",
   eps=1e-8,
   weight=None,
@@ -936,21 +963,22 @@ def kornia(
   alpha=0.5,
   beta=0.5,
 ):
-  """pel_jax equivalent of kornia `loss(pred, target, ...)` (softmax logits).
+  """pel_loss keywords for kornia `loss(pred, target, ...)` (softmax logits).
 
   kornia's Dice is 2 I / (card + eps) per sample: our smooth_dr = eps / 2;
-  its Tversky is micro-averaged (summed over classes) with eps. Its macro
-  `weight` is a weighted mean (sum w L / sum w): class_weights = w C / sum w.
-  Its micro `weight` multiplies p and g; pel_jax refuses class_weights with
-  average="micro" (no per-class loss to weight): those cases need
-  "class_weights_with_micro", which pel_jax does not offer.
+  its Tversky has eps in the denominator only. kornia 0.9.0 averages its
+  macro Dice and its Tversky per sample over the classes present in that
+  sample's (non-ignored) target, then over the samples, a fully ignored
+  sample counting 1: absent_classes="exclude_per_sample". kornia 0.8.2
+  averaged the macro Dice over all classes and summed its Tversky over the
+  classes (micro). The macro `weight` is a weighted mean (sum w L / sum w):
+  class_weights = w C / sum w, exact when every class is present in every
+  sample (0.9.0 divides by the weights of the present classes only). The
+  micro `weight` multiplies p and g; pel_jax refuses class_weights with
+  average="micro" (no per-class loss to weight).
   """
-  pred = np.asarray(pred, np.float64)
-  target = np.asarray(target)
-  bs = max(pred.shape[0], target.shape[0])  # kornia's tests broadcast.
-  x = np.broadcast_to(_chlast(pred), (bs,) + _chlast(pred).shape[1:])
-  t = np.broadcast_to(target, (bs,) + target.shape[1:]).astype(np.int32)
-  num_classes = x.shape[-1]
+  assert version in ("0.8.2", "0.9.0"), version
+  per_sample = dict(absent_classes="exclude_per_sample")
   opts = dict(
     exponent=1.0,
     from_logits=True,
@@ -962,23 +990,44 @@ def kornia(
     opts.update(fp_weight=0.5, fn_weight=0.5, smooth_dr=eps / 2)
     if average == "micro":
       opts["average"] = "micro"
-    if weight is not None:
-      w = np.asarray(weight, np.float64)
-      opts["class_weights"] = (
-        w if average == "micro" else w * num_classes / np.sum(w)
-      )
+    elif version == "0.9.0":
+      opts.update(per_sample)
   else:
-    opts.update(fp_weight=alpha, fn_weight=beta, smooth_dr=eps, average="micro")
+    opts.update(fp_weight=alpha, fn_weight=beta, smooth_dr=eps)
+    opts.update(per_sample if version == "0.9.0" else dict(average="micro"))
+  if weight is not None:
+    w = np.asarray(weight, np.float64)
+    opts["class_weights"] = w if average == "micro" else w * len(w) / np.sum(w)
+  return opts
+
+
+def kornia(loss, pred, target, **kw):
+  """Runs the pel_jax equivalent of kornia `loss(pred, target, **kw)`.
+
+  `kw` are `kornia_options`' (`version` included). Cases with a micro
+  `weight` need "class_weights_with_micro", which pel_jax does not offer.
+  """
+  pred = np.asarray(pred, np.float64)
+  target = np.asarray(target)
+  bs = max(pred.shape[0], target.shape[0])  # kornia's tests broadcast.
+  x = np.broadcast_to(_chlast(pred), (bs,) + _chlast(pred).shape[1:])
+  t = np.broadcast_to(target, (bs,) + target.shape[1:]).astype(np.int32)
+  opts = kornia_options(loss, **kw)
   run = lambda: np.ravel(pel_jax.pel_loss(x, t, **opts))
   needs = _needs(opts)
-  if weight is not None and average == "micro":
+  if "class_weights" in opts and opts.get("average") == "micro":
     needs |= {"class_weights_with_micro"}
   return run, needs
 
 
 def _kornia_cases():
-  dice = f"{KORNIA}: tests/losses/test_dice.py::TestDiceLoss::"
-  tversky = f"{KORNIA}: tests/losses/test_tversky.py::TestTverskyLoss::"
+  """kornia v0.8.2's published cases, through its mapping (see below)."""
+  dice = f"{KORNIA} v0.8.2: tests/losses/test_dice.py::TestDiceLoss::"
+  tversky = f"{KORNIA} v0.8.2: tests/losses/test_tversky.py::TestTverskyLoss::"
+
+  def kornia_082(*args, **kw):
+    return kornia(*args, version="0.8.2", **kw)
+
   # test_all_zeros: class 0 at logit 10, the others 1, all labels 0.
   zeros = np.ones((2, 3, 1, 2))
   zeros[:, 0] = 10.0
@@ -988,7 +1037,7 @@ def _kornia_cases():
       ("dice_loss", dice, {}),
       ("tversky_loss", tversky, {}),
     ):
-      run, needs = kornia(loss, zeros, labels0, ignore_index=ignore, **kw)
+      run, needs = kornia_082(loss, zeros, labels0, ignore_index=ignore, **kw)
       yield Case(
         f"kornia_{loss}_all_zeros_{ignore}",
         path + f"test_all_zeros[{ignore}]",
@@ -1004,7 +1053,7 @@ def _kornia_cases():
   logits[:, 0, 0:3], logits[:, 0, 3:4] = 10.0, 1.0
   logits[:, 1, 0:3], logits[:, 1, 3:4] = 1.0, 10.0
   inter = (3.0 * e10 + e1) / (e1 + e10)
-  run, needs = kornia(
+  run, needs = kornia_082(
     "dice_loss", logits, np.zeros((2, 4, 1), np.int64), average="micro"
   )
   yield Case(
@@ -1025,7 +1074,7 @@ def _kornia_cases():
   expected = (
     (1.0 - 2.0 * inter / (card1 + 1e-8)) + (1.0 - 0.0 / (card2 + 1e-8))
   ) / 2.0
-  run, needs = kornia(
+  run, needs = kornia_082(
     "dice_loss", logits, np.zeros((2, 1, 4), np.int64), average="macro"
   )
   yield Case(
@@ -1048,7 +1097,7 @@ def _kornia_cases():
       ((0.0, 1.0, 0.0), 1.0),
       ((0.0, 0.0, 1.0), 0.2),
     ):
-      run, needs = kornia(
+      run, needs = kornia_082(
         "dice_loss", logits, labels, average=avg, weight=weight
       )
       yield Case(
@@ -1060,7 +1109,7 @@ def _kornia_cases():
         1e-3,
         needs,
       )
-  run, needs = kornia(
+  run, needs = kornia_082(
     "dice_loss", logits, labels, average="macro", weight=(0.3, 0.7, 0.0)
   )
   yield Case(
@@ -1080,7 +1129,7 @@ def _kornia_cases():
     labels = np.zeros((2, 1, 4), np.int64)
     labels[..., 2:] = ignore
     for loss, path in (("dice_loss", dice), ("tversky_loss", tversky)):
-      run, needs = kornia(loss, logits, labels, ignore_index=ignore)
+      run, needs = kornia_082(loss, logits, labels, ignore_index=ignore)
       yield Case(
         f"kornia_{loss}_ignore_index_{ignore}",
         path + f"test_ignore_index[{ignore}]",
@@ -1090,6 +1139,87 @@ def _kornia_cases():
         1e-3,
         needs,
       )
+
+
+def _kornia_09_cases():
+  """kornia's per-sample Tversky tests (its 0.9.0 convention), as published.
+
+  From the test file of kornia's per-sample Tversky (kornia 0.9.0, run, gives
+  these values). The logits are log-probabilities: their softmax is the
+  probabilities.
+  """
+  path = f"{KORNIA}: tests/losses/test_tversky.py::TestTverskyLoss::"
+  probabilities = np.array(
+    [
+      [[[0.5, 0.25, 0.125, 0.5]], [[0.25, 0.5, 0.125, 0.25]]]
+      + [[[0.25, 0.25, 0.75, 0.25]]],
+      [[[0.5, 0.25, 0.5, 0.25]], [[0.25, 0.5, 0.25, 0.5]]]
+      + [[[0.25, 0.25, 0.25, 0.25]]],
+    ]
+  )
+  labels = np.array([[[0, 1, 1, 0]], [[2, 2, 2, 2]]])
+  for alpha, beta in ((0.3, 0.7), (0.7, 0.3), (0.5, 0.5), (1.0, 1.0)):
+    for eps in (0.0, 0.25):
+      # Sample 0: (TP, FP, FN) = (1, 3/8, 1), (5/8, 1/2, 11/8) for its
+      # classes 0 and 1; sample 1: (1, 0, 3) for its only class, 2.
+      score_0 = 1 / (1 + alpha * 0.375 + beta + eps)
+      score_1 = 0.625 / (0.625 + alpha * 0.5 + beta * 1.375 + eps)
+      score_2 = 1 / (1 + beta * 3 + eps)
+      run, needs = kornia(
+        "tversky_loss",
+        np.log(probabilities),
+        labels,
+        alpha=alpha,
+        beta=beta,
+        eps=eps,
+      )
+      yield Case(
+        f"kornia_tversky_target_presence_per_sample_{alpha}_{beta}_{eps}",
+        path + "test_target_presence_per_sample",
+        run,
+        1 - ((score_0 + score_1) / 2 + score_2) / 2,
+        1e-7,
+        1e-7,
+        needs,
+      )
+  # A fully ignored sample counts 1; the valid one: TP = 1/3, FN = 2/3.
+  for ignore in (-100, 0, 255):
+    for eps in (0.0, 1e-8):
+      run, needs = kornia(
+        "tversky_loss",
+        np.zeros((2, 3, 1, 2)),
+        np.array([[[1, ignore]], [[ignore, ignore]]]),
+        alpha=0.3,
+        beta=0.7,
+        eps=eps,
+        ignore_index=ignore,
+      )
+      yield Case(
+        f"kornia_tversky_ignored_samples_{ignore}_{eps}",
+        path + f"test_ignored_samples[{eps}-{ignore}]",
+        run,
+        1 - (1 / 2.4) / 2,
+        1e-7,
+        1e-7,
+        needs,
+      )
+  # Only class 0 is present, TP = 1, FP = 0, FN = 1 after masking.
+  logits = np.zeros((2, 2, 1, 4))
+  logits[:, 0, :, 0] = 100.0
+  logits[:, 1, :, 1:] = 100.0
+  for ignore in (-100, 255):
+    labels = np.zeros((2, 1, 4), np.int64)
+    labels[..., 2:] = ignore
+    run, needs = kornia("tversky_loss", logits, labels, ignore_index=ignore)
+    yield Case(
+      f"kornia_tversky_ignore_index_per_sample_{ignore}",
+      path + f"test_ignore_index[{ignore}]",
+      run,
+      1.0 / 3.0,
+      1e-3,
+      1e-3,
+      needs,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -1329,6 +1459,7 @@ def all_cases():
     + list(_fused_ce_case())
     + list(_smp_cases())
     + list(_kornia_cases())
+    + list(_kornia_09_cases())
     + list(_keras_cases())
     + list(_keras_smoothed_ce_cases())
     + list(_nnunet_cases())

@@ -1,11 +1,17 @@
-"""pel_jax against the Dice-family peers' own published test values.
+"""pel_jax against the Dice-family peers: published values and peer runs.
 
 The cases, their sources and the keyword mapping are in tests/compat_cases.py
 (one mapping function per peer, the executable form of the README table
 "Coming from another library"). The values are float64 here; the tolerance
 of each case is its peer's own.
 optax is a JAX library we depend on, so it is compared live.
+MONAI 1.6.1 and kornia 0.9.0 were run on inputs with absent classes, C > 1
+and B > 1 by tests/peer_values/make_peer_values.py; `PeerRunTest` checks
+the mapping's value and input gradient against what they returned.
 """
+
+import json
+import pathlib
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -161,6 +167,122 @@ class OptaxLiveTest(parameterized.TestCase):
       )
       got = pel_jax.pel_loss(x, targets, **opts)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+_PEER_RUNS = json.loads(
+  (
+    pathlib.Path(__file__).parent / "peer_values" / "peer_values.json"
+  ).read_text()
+)
+
+
+def _readme_mapping(name, case):
+  """pel_jax's loss of the channels-last logits, as the README maps `case`."""
+  kw = case["kwargs"]
+  if name.startswith("kornia"):
+    return _kornia(case)
+  num_classes = np.shape(case["logits"])[1]
+  return compat_cases.monai_dice_ce_loss(kw, case["target"], num_classes)
+
+
+def _kornia(case, **changes):
+  """kornia 0.9.0's mapping, with `changes` to its pel_loss keywords."""
+  loss = case["peer"].rsplit(".", 1)[1]
+  opts = {**compat_cases.kornia_options(loss, **case["kwargs"]), **changes}
+  ids = np.asarray(case["target"], np.int32)
+  return lambda x: pel_jax.pel_loss(x, ids, **opts)
+
+
+def _monai_fused_smoothed(case):
+  """The former DiceCELoss row: the fused CE smoothed by label_smoothing.
+
+  With sigmoid that is pel_jax's BCE towards 1/2, for any C; MONAI 1.6.1
+  does not smooth its BCE (C = 1) and uses a softmax CE for C > 1.
+  """
+  kw = case["kwargs"]
+  num_classes = np.shape(case["logits"])[1]
+  opts = compat_cases.monai_options("DiceLoss", kw, num_classes)
+  if num_classes > 1:
+    targets = np.asarray(case["target"], np.int32)[:, 0]
+  else:
+    targets = compat_cases._chlast(case["target"])
+  return lambda x: pel_jax.pel_loss(
+    x,
+    targets,
+    ce_weight=kw.get("lambda_ce", 1.0),
+    ce_label_smoothing=kw["label_smoothing"],
+    **opts,
+  )
+
+
+# The mappings the README gave before issue 20, per peer-run case (kornia's
+# are those of kornia 0.8.2): each misses the peer's value or gradient.
+_OLD_MAPPINGS = (
+  ("kornia_dice_macro", "count", dict(absent_classes="count")),
+  ("kornia_dice_macro", "exclude", dict(absent_classes="exclude")),
+  ("kornia_dice_macro_ignore", "count", dict(absent_classes="count")),
+  ("kornia_dice_macro_ignore", "exclude", dict(absent_classes="exclude")),
+  ("kornia_tversky", "micro", dict(absent_classes="count", average="micro")),
+  (
+    "kornia_tversky_ignore",
+    "micro",
+    dict(absent_classes="count", average="micro"),
+  ),
+  ("monai_DiceCELoss_sigmoid_binary_smoothing", "smoothed_bce", None),
+  ("monai_DiceCELoss_sigmoid_multiclass_smoothing", "fused_bce", None),
+)
+
+
+class PeerRunTest(parameterized.TestCase):
+  """MONAI 1.6.1 and kornia 0.9.0 themselves, through the README mapping."""
+
+  def _miss(self, case, loss):
+    """`(|value - peer's|, max |gradient - peer's|)` of `loss`, float64."""
+    with jax.enable_x64(True):
+      value, grad = jax.value_and_grad(loss)(
+        compat_cases._chlast(case["logits"])
+      )
+    grad = np.asarray(grad) - compat_cases._chlast(case["grad"])
+    return abs(float(value) - case["value"]), np.max(np.abs(grad))
+
+  def test_versions(self):
+    self.assertEqual(
+      {k: _PEER_RUNS["versions"][k] for k in ("monai", "kornia")},
+      {"monai": "1.6.1", "kornia": "0.9.0"},
+    )
+
+  def test_inputs_have_absent_classes_and_several_samples_and_classes(self):
+    for name, case in _PEER_RUNS["cases"].items():
+      batch, num_classes = np.shape(case["logits"])[:2]
+      with self.subTest(name):
+        self.assertGreater(batch, 1)
+        if num_classes == 1:
+          continue  # MONAI's one-channel (BCE) case.
+        ids = np.reshape(case["target"], (batch, -1))
+        present = {frozenset(set(row) & set(range(num_classes))) for row in ids}
+        self.assertGreater(len(present), 1)  # Samples differ in classes.
+        if name.startswith("kornia"):  # A background-only or empty sample.
+          self.assertTrue(any(c <= {0} for c in present))
+
+  @parameterized.named_parameters(
+    (name, name) for name in sorted(_PEER_RUNS["cases"])
+  )
+  def test_value_and_gradient_match_the_peer(self, name):
+    case = _PEER_RUNS["cases"][name]
+    value_miss, grad_miss = self._miss(case, _readme_mapping(name, case))
+    self.assertLess(value_miss, 1e-9 * abs(case["value"]))
+    self.assertLess(grad_miss, 1e-10)
+
+  @parameterized.named_parameters(
+    (f"{name}_{label}", name, changes) for name, label, changes in _OLD_MAPPINGS
+  )
+  def test_old_mapping_misses_the_peer(self, name, changes):
+    case = _PEER_RUNS["cases"][name]
+    if name.startswith("kornia"):
+      loss = _kornia(case, **changes)
+    else:
+      loss = _monai_fused_smoothed(case)
+    self.assertGreater(max(self._miss(case, loss)), 1e-4)
 
 
 if __name__ == "__main__":

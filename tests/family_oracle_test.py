@@ -27,7 +27,7 @@ _CW = (1.0, 2.0, 0.5, 1.0)
 _L = dict(from_logits=True)
 
 # name, prediction kind, target kind, options ("mask": a random `where`,
-# "absent": class 2 never in the targets).
+# "absent": class 2 never in the targets; "ragged": see `_ragged`).
 _CASES = (
   (
     "gen_square",
@@ -180,7 +180,65 @@ _CASES = (
     "int",
     dict(ce_weight=1.0, absent_classes="exclude", absent=True),
   ),
+  (
+    "per_sample",
+    "softmax",
+    "int",
+    dict(absent_classes="exclude_per_sample", exponent=1.0, ragged=True),
+  ),
+  (
+    "per_sample_none_nobg",
+    "softmax",
+    "onehot",
+    dict(
+      absent_classes="exclude_per_sample",
+      reduction="none",
+      include_background=False,
+      ragged=True,
+    ),
+  ),
+  (
+    "per_sample_sum_cw_mask",
+    "sigmoid",
+    "multihot",
+    dict(
+      absent_classes="exclude_per_sample",
+      reduction="sum",
+      class_weights=_CW,
+      mask=True,
+      ragged=True,
+    ),
+  ),
+  (
+    "per_sample_batch",
+    "softmax",
+    "int",
+    dict(absent_classes="exclude_per_sample", batch=True, ragged=True),
+  ),
+  (
+    "per_sample_ce_ignore",
+    "softmax",
+    "int",
+    dict(
+      absent_classes="exclude_per_sample",
+      ce_weight=0.5,
+      ignore_index=3,
+      ragged=True,
+    ),
+  ),
 )
+
+
+def _ragged(t, target_kind):
+  """Class 2 absent from sample 0; sample 1 background (class 0) only."""
+  t = t.copy()
+  if target_kind == "int":
+    t[0] = np.where(t[0] == 2, 0, t[0])
+    t[1] = 0
+  else:
+    t[0, ..., 2] = 0.0
+    t[1] = np.eye(t.shape[-1])[0]
+  return t
 
 
 class FamilyOracleTest(parameterized.TestCase):
@@ -192,6 +250,8 @@ class FamilyOracleTest(parameterized.TestCase):
     kw = dict(_L, **options)
     if kw.pop("mask", False):
       kw["where"] = reference.make_mask(rng, _SHAPE)
+    if kw.pop("ragged", False):
+      t = _ragged(t, target_kind)
     if kw.pop("absent", False):
       if target_kind == "int":
         t = np.where(t == 2, 0, t).astype(np.int32)
@@ -204,6 +264,67 @@ class FamilyOracleTest(parameterized.TestCase):
     np.testing.assert_allclose(
       got, reference_family.family_numpy(x, t, **kw), rtol=1e-10, atol=1e-12
     )
+
+
+class ExcludePerSampleTest(absltest.TestCase):
+  """`absent_classes="exclude_per_sample"`: value and gradient, jitted."""
+
+  def _case(self):
+    rng = np.random.default_rng(11)
+    x = reference.make_predictions(rng, _SHAPE, "softmax", np.float64)
+    t = _ragged(reference.make_targets(rng, _SHAPE, "int"), "int")
+    # Without background sample 1 has no present class.
+    kw = dict(
+      _L,
+      exponent=2.0,
+      include_background=False,
+      absent_classes="exclude_per_sample",
+    )
+    return x, t, kw
+
+  def test_jit_value_and_gradient_match_the_oracle(self):
+    x, t, kw = self._case()
+    with jax.enable_x64(True):
+      loss, grad = jax.jit(
+        jax.value_and_grad(lambda x: pel_jax.pel_loss(x, t, **kw))
+      )(x)
+    oracle = lambda x: reference_family.family_numpy(x, t, **kw)
+    np.testing.assert_allclose(loss, oracle(x), rtol=1e-12)
+    # Central differences of the oracle, entry by entry (float64).
+    h = 1e-6
+    numeric = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+      step = np.zeros_like(x)
+      step[i] = h
+      numeric[i] = (oracle(x + step) - oracle(x - step)) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
+
+  def test_sample_with_no_present_class_is_one_with_zero_gradient(self):
+    x, t, kw = self._case()
+    with jax.enable_x64(True):
+      per_sample, vjp = jax.vjp(
+        lambda x: pel_jax.pel_loss(x, t, reduction="none", **kw), x
+      )
+      (grad,) = vjp(np.ones(_SHAPE[0]))
+    self.assertEqual(float(per_sample[1]), 1.0)
+    self.assertTrue(np.all(np.isfinite(grad)))
+    np.testing.assert_array_equal(grad[1], 0.0)
+    self.assertTrue(np.all(np.abs(grad[0]) > 0))
+
+  def test_differs_from_exclude_only_across_samples(self):
+    x, t, kw = self._case()
+    kw = dict(kw, include_background=True)
+    with jax.enable_x64(True):
+      for b, same in ((slice(0, 1), True), (slice(0, 3), False)):
+        per_sample = float(pel_jax.pel_loss(x[b], t[b], **kw))
+        exclude = float(
+          pel_jax.pel_loss(x[b], t[b], **dict(kw, absent_classes="exclude"))
+        )
+        with self.subTest(batch=b.stop):
+          if same:
+            self.assertAlmostEqual(per_sample, exclude, places=14)
+          else:
+            self.assertGreater(abs(per_sample - exclude), 1e-3)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,31 @@ _OPTIONS = (
     "ce_smoothing_batch_n1",
     dict(ce_weight=0.5, ce_label_smoothing=0.3, batch=True, exponent=1.0),
   ),
+  ("exclude_per_sample", dict(absent_classes="exclude_per_sample")),
+  (
+    "exclude_per_sample_none_cw",
+    dict(
+      absent_classes="exclude_per_sample",
+      reduction="none",
+      class_weights=(0.5, 1.0, 2.0),
+    ),
+  ),
+  (
+    "exclude_per_sample_sum_nobg",
+    dict(
+      absent_classes="exclude_per_sample",
+      reduction="sum",
+      include_background=False,
+    ),
+  ),
+  (
+    "exclude_per_sample_batch_none",
+    dict(absent_classes="exclude_per_sample", batch=True, reduction="none"),
+  ),
+  (
+    "exclude_per_sample_ce",
+    dict(absent_classes="exclude_per_sample", ce_weight=0.5, exponent=1.0),
+  ),
 )
 
 # Inputs: (predictions kind, targets kind, with a mask). Class 2 is absent
@@ -326,6 +351,12 @@ class ValidationTest(parameterized.TestCase):
       ValueError,
       "absent_classes",
     ),
+    (
+      dict(generalized="simple", absent_classes="exclude_per_sample"),
+      ValueError,
+      "absent_classes='exclude_per_sample'.*generalized='simple'",
+    ),
+    (dict(absent_classes="per_sample"), ValueError, "exclude_per_sample"),
     (dict(log_loss=True, scale=2.0), ValueError, "log_loss"),
     (dict(focal_gamma=2.0, scale=20.0), ValueError, "focal_gamma"),
     (dict(focal_gamma=0.0), ValueError, "focal_gamma"),
@@ -399,7 +430,7 @@ class CrossEntropyTest(X64TestCase):
 
   def test_label_smoothing_equals_optax(self):
     # pel + lam * optax CE of optax.smooth_labels(g, eps) over kept pixels;
-    # sigmoid: optax's BCE of (1 - eps) g + eps / 2 (Keras, MONAI).
+    # sigmoid: optax's BCE of (1 - eps) g + eps / 2 (Keras).
     x, ids, kw = make_case("softmax", "int", True, shape=(2, 5, 4, 3))
     where = kw.pop("where")
     ids = np.where(where, ids, 255)

@@ -28,6 +28,13 @@ batch too with ``batch=True``), with the pixel mask w:
 ``absent_classes="exclude"`` leaves the (sample, class) entries whose target
 sum G_c is 0 out of the mean (a weighted mean; 0 when every entry is absent).
 
+``absent_classes="exclude_per_sample"`` (kornia 0.9.0's macro dice_loss and
+its tversky_loss, kornia/losses/dice.py and tversky.py): sample b's loss is
+the mean of L over the classes c with G_bc > 0, 1 when it has none (kornia:
+"a sample whose pixels are all ignored enters the batch mean as loss 1");
+"mean" averages these over the samples, "sum" adds them, "none" returns
+them. With ``batch`` the batch is the one sample.
+
 ``ce_weight=lam`` adds lam times the cross-entropy, averaged over the kept
 pixels (softmax: -sum_c g_c log p_c per pixel, with targets smoothed to
 (1 - eps) g + eps / C by ``ce_label_smoothing``; sigmoid: binary CE averaged
@@ -154,7 +161,7 @@ def family_numpy(
 
   Returns the reduced scalar, or for ``reduction="none"``: `[B, C']` per
   sample and class (`[C']` with ``batch``) for macro; `[B]` (a scalar with
-  ``batch``) for micro and generalized.
+  ``batch``) for micro, generalized and "exclude_per_sample".
   """
   p = reference.np_probabilities(predictions, from_logits, activation)
   num_classes = p.shape[-1]
@@ -200,7 +207,18 @@ def family_numpy(
   if cw is not None and generalized is None and average == "macro":
     losses = losses * cw
 
-  if absent_classes == "exclude":
+  if absent_classes == "exclude_per_sample":
+    per_sample = []
+    for row_losses, row_present in zip(
+      np.atleast_2d(losses), np.atleast_2d(present)
+    ):
+      kept = row_losses[row_present > 0]
+      per_sample.append(kept.mean() if kept.size else 1.0)
+    per_sample = np.asarray(per_sample)
+    if batch:
+      per_sample = per_sample[0]
+    out = reference.np_reduce(per_sample, reduction)
+  elif absent_classes == "exclude":
     if reduction == "none":
       out = losses * present
     elif reduction == "sum":

@@ -149,6 +149,31 @@ class OracleByHandTest(parameterized.TestCase):
     none = np.array([[3, 3, 3]], np.int32)
     self.assertEqual(_oracle(_P3, none, absent_classes="exclude"), 0.0)
 
+  def test_exclude_per_sample(self):
+    # Sample 0 is _T3: present classes 0, 1, losses 2/9, 1/3: mean 5/18.
+    # Sample 1, labels (0, 0, 0): class 0 TP = 1.6, P = 1.6, G = 3,
+    # D = 2.3: loss 1 - 1.6/2.3 = 7/23, the only present class. Sample 2
+    # (id 3 is no class): nothing present, 1.
+    p = np.concatenate([_P3] * 3)
+    t = np.array([[0, 0, 1], [0, 0, 0], [3, 3, 3]], np.int32)
+    per_sample = [5 / 18, 7 / 23, 1.0]
+    kw = dict(absent_classes="exclude_per_sample")
+    np.testing.assert_allclose(
+      reference_family.family_numpy(p, t, reduction="none", **_DICE, **kw),
+      per_sample,
+      rtol=1e-12,
+    )
+    self.assertAlmostEqual(_oracle(p, t, **kw), sum(per_sample) / 3, places=12)
+    self.assertAlmostEqual(
+      _oracle(p, t, reduction="sum", **kw), sum(per_sample), places=12
+    )
+    # "exclude": one mean over the three present entries, sample 2 adds 0.
+    self.assertAlmostEqual(
+      _oracle(p, t, absent_classes="exclude"),
+      (2 / 9 + 1 / 3 + 7 / 23) / 3,
+      places=12,
+    )
+
   def test_cross_entropy(self):
     # softmax(log (1, 3)) = (1/4, 3/4), softmax(log (3, 1)) = (3/4, 1/4);
     # labels (1, 0): CE = -log 3/4 at both pixels.

@@ -29,6 +29,7 @@ _FAMILY = (
   dict(focal_gamma=1.5),
   dict(log_loss=True, smooth_nr=0.1, smooth_dr=0.1),
   dict(absent_classes="exclude"),
+  dict(absent_classes="exclude_per_sample"),
   dict(ce_weight=0.5),
 )
 _INPUTS = family_test._INPUTS
@@ -209,6 +210,14 @@ _DP_OPTIONS = (
     dict(batch=False, generalized="simple", squared=True),
   ),
   ("sample_exclude", dict(batch=False, absent_classes="exclude")),
+  (
+    "sample_exclude_per_sample",
+    dict(batch=False, absent_classes="exclude_per_sample"),
+  ),
+  (
+    "batch_exclude_per_sample_sum",
+    dict(batch=True, absent_classes="exclude_per_sample", reduction="sum"),
+  ),
   ("sample_log_micro", dict(batch=False, log_loss=True, average="micro")),
   ("sample_ce", dict(batch=False, ce_weight=0.5)),
   ("batch_ce_sum", dict(batch=True, ce_weight=0.5, reduction="sum")),
