@@ -420,6 +420,7 @@ _FAMILY = (
   ("log", dict(log_loss=True)),
   ("squared_log", dict(squared=True, log_loss=True)),
   ("exclude", dict(absent_classes="exclude")),
+  ("exclude_per_sample", dict(absent_classes="exclude_per_sample")),
   (
     "squared_focal_exclude",
     dict(squared=True, focal_gamma=0.5, absent_classes="exclude"),
