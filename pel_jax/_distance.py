@@ -30,7 +30,7 @@ def distance_transform(
 
   so ``False`` pixels are 0 and a ``True`` pixel next to one is at
   :math:`s_a`. A sample without any ``False`` pixel is ``+inf`` everywhere
-  (SciPy returns the distance to a point outside the image's corner there).
+  (SciPy returns distances to a point just outside the image there).
 
   The squared distance is separable (Saito and Toriwaki 1994): along the
   last spatial axis it is the 1-D distance to the nearest ``False`` pixel of
@@ -48,8 +48,9 @@ def distance_transform(
   (in pixels along the axis, at most its length) in the batch, against
   SciPy's :math:`O(N)`. On a CPU it beat SciPy on segmentation-like
   masks from 128² to 1024² and on 3-D ones, and lost on one object
-  filling most of a 512² image (0.7×) and on a lone ``False`` pixel in a
-  corner, :math:`r = n` (0.1-0.6× in 2-D): ``benchmarks/README.md``.
+  filling most of a 2-D image (0.3-1.1× at 256², 0.7× at 512²) and on a
+  lone ``False`` pixel in a corner, :math:`r = n` (0.1-0.6× in 2-D):
+  ``benchmarks/README.md``.
 
   Args:
     mask: bool ``[batch, *spatial]``, one or more spatial axes (2-D and
@@ -89,7 +90,7 @@ def signed_distance(
 
   with :math:`D_m` = ``distance_transform(mask)`` and
   :math:`D_{\neg m}` = ``distance_transform(~mask)``. A ``False`` pixel is
-  at its distance to the nearest ``True`` one (at least one pixel), and
+  at its distance to the nearest ``True`` one (at least one step), and
   the 1 shifts the inside so that the ``True`` pixels on the border are 0,
   the next layer -1. As in the reference code the shift is 1 in the units
   of ``spacing``, not one pixel, so with a spacing other than 1 the border
@@ -98,7 +99,7 @@ def signed_distance(
   A sample whose mask is all ``False`` is 0 everywhere, as in the
   reference code (which leaves such a class blank), and so is one that is
   all ``True``: it has no boundary either (the reference code returns
-  SciPy's distance to a point beyond the image's corner there). MONAI has
+  SciPy's distances to a point just outside the image there). MONAI has
   no boundary loss; its ``HausdorffDTLoss`` uses the unsigned
   :math:`D_m + D_{\neg m}`, also 0 for an empty mask.
 
