@@ -78,6 +78,16 @@ def _adversarial(shape):
   return {name: m[None] for name, m in masks.items() if not m.all()}
 
 
+def _inner_eqns(eqn):
+  """Every equation nested in `eqn`'s sub-jaxprs (loop bodies, pjit)."""
+  for param in eqn.params.values():
+    for sub in param if isinstance(param, tuple) else (param,):
+      jaxpr = getattr(sub, "jaxpr", sub)
+      for inner in getattr(jaxpr, "eqns", ()):
+        yield inner
+        yield from _inner_eqns(inner)
+
+
 def _random(rng, shape, density):
   """A batch whose samples differ in density, each with a False pixel."""
   mask = rng.random(shape) < np.linspace(0.3, density, shape[0]).reshape(
@@ -171,6 +181,14 @@ class DistanceTransformTest(parameterized.TestCase):
     # vmap over a leading axis: [3, B=2, 10, 12], one batch per vmapped row.
     stacked = jax.vmap(pel_jax.distance_transform)(mask.reshape(3, 2, 10, 12))
     np.testing.assert_allclose(stacked.reshape(want.shape), want, rtol=1e-6)
+
+  def test_no_host_callback(self):
+    mask = np.zeros((2, 5, 6, 4), bool)
+    for fn in (pel_jax.distance_transform, pel_jax.signed_distance):
+      top = jax.make_jaxpr(fn)(mask).jaxpr.eqns
+      primitives = {e.primitive.name for t in top for e in (t, *_inner_eqns(t))}
+      self.assertIn("while", primitives)  # the walk reaches the loop's body
+      self.assertFalse({p for p in primitives if "callback" in p}, primitives)
 
   def test_constant_inside_a_differentiated_step(self):
     ids = np.random.default_rng(2).integers(0, 2, (2, 8, 9))
