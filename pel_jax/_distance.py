@@ -50,7 +50,9 @@ def distance_transform(
   masks from 128² to 1024² and on 3-D ones, and lost on one object
   filling most of a 2-D image (0.3-1.1× at 256², 0.7× at 512²) and on a
   lone ``False`` pixel in a corner, :math:`r = n` (0.1-0.6× in 2-D):
-  ``benchmarks/README.md``.
+  ``benchmarks/README.md``. Memory: the pass reads a copy padded with
+  :math:`n` infinities on both sides, so XLA's temporaries are about 5
+  arrays of the output's size (9 for :func:`signed_distance`, two maps).
 
   Args:
     mask: bool ``[batch, *spatial]``, one or more spatial axes (2-D and
