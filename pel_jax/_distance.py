@@ -76,7 +76,7 @@ def distance_transform(
     Array([[[1.5, 1. , 0.5, 0. ]]], dtype=float32)
   """
   _check_mask(mask)
-  return _distance_transform(mask, _spacing(spacing, np.shape(mask)))
+  return _distance_transform(mask, _mask_spacing(spacing, mask))
 
 
 def signed_distance(
@@ -121,7 +121,7 @@ def signed_distance(
     Array([[[-2., -1.,  0.,  1.,  2.]]], dtype=float32)
   """
   _check_mask(mask)
-  return _signed_distance(mask, _spacing(spacing, np.shape(mask)))
+  return _signed_distance(mask, _mask_spacing(spacing, mask))
 
 
 def _signed_distance(mask, spacing):
@@ -203,9 +203,14 @@ def _check_mask(mask) -> None:
     )
 
 
-def _spacing(spacing, shape) -> tuple[float, ...]:
-  """`spacing` as one positive finite float per spatial axis of `shape`."""
-  spatial = len(shape) - 1
+def _mask_spacing(spacing, mask) -> tuple[float, ...]:
+  shape = np.shape(mask)
+  return check_spacing(spacing, len(shape) - 1, f"`mask` {shape}")
+
+
+def check_spacing(spacing, spatial: int, described: str) -> tuple[float, ...]:
+  """`spacing` as `spatial` positive finite floats; `described` names the
+  array whose spatial axes they are, for the error."""
   if spacing is None:
     return (1.0,) * spatial
   ok = isinstance(spacing, Sequence) and not isinstance(spacing, str)
@@ -221,6 +226,6 @@ def _spacing(spacing, shape) -> tuple[float, ...]:
   if not ok:
     raise ValueError(
       f"`spacing` must be {spatial} positive finite numbers, one per spatial"
-      f" axis of `mask` {tuple(shape)} (batch first), got {spacing!r}."
+      f" axis of {described}, got {spacing!r}."
     )
   return tuple(float(v) for v in values)

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 import pel_jax
+from tests.reference_distance import one_hot2dist
 
 # One compile per shape and spacing, reused by every mask of that shape.
 _edt = jax.jit(pel_jax.distance_transform, static_argnames="spacing")
@@ -18,18 +19,6 @@ def _scipy(mask, spacing=None):
   return np.stack(
     [ndimage.distance_transform_edt(m, sampling=spacing) for m in mask]
   )
-
-
-def _one_hot2dist(mask, spacing=None):
-  """Kervadec et al.'s reference `one_hot2dist`, one class, per sample."""
-  out = np.zeros(mask.shape)
-  for b, pos in enumerate(mask):
-    if pos.any():
-      neg = ~pos
-      outside = ndimage.distance_transform_edt(neg, sampling=spacing)
-      inside = ndimage.distance_transform_edt(pos, sampling=spacing)
-      out[b] = outside * neg - (inside - 1) * pos
-  return out
 
 
 def _adversarial(shape):
@@ -201,7 +190,7 @@ class DistanceTransformTest(parameterized.TestCase):
       )(p)
 
     value, grad = step(p, ids)
-    want = _one_hot2dist(ids == 1)
+    want = one_hot2dist(ids == 1)
     np.testing.assert_allclose(grad, want, rtol=1e-6)
     np.testing.assert_allclose(value, np.sum(np.asarray(p) * want), rtol=1e-5)
 
@@ -212,7 +201,7 @@ class SignedDistanceTest(parameterized.TestCase):
     ("2d_anisotropic", (4, 15, 18), (0.5, 2.0)),
     ("3d", (3, 7, 8, 6), (1.0, 1.5, 0.75)),
   )
-  def test_equals_reference_one_hot2dist(self, shape, spacing):
+  def test_equals_referenceone_hot2dist(self, shape, spacing):
     rng = np.random.default_rng(sum(shape))
     # Blobs: a smoothed noise field thresholded at different levels.
     sigma = (0,) + (2,) * (len(shape) - 1)
@@ -222,7 +211,7 @@ class SignedDistanceTest(parameterized.TestCase):
     with jax.enable_x64(True):
       np.testing.assert_allclose(
         _signed(mask, spacing=spacing),
-        _one_hot2dist(mask, spacing),
+        one_hot2dist(mask, spacing),
         rtol=0,
         atol=1e-10,
       )
@@ -239,7 +228,7 @@ class SignedDistanceTest(parameterized.TestCase):
     mask[2, 2, 3] = True
     got = np.asarray(_signed(mask))
     np.testing.assert_array_equal(got[:2], 0)
-    np.testing.assert_allclose(got[2:], _one_hot2dist(mask[2:]), rtol=1e-6)
+    np.testing.assert_allclose(got[2:], one_hot2dist(mask[2:]), rtol=1e-6)
 
 
 class BadInputTest(parameterized.TestCase):
