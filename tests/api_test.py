@@ -27,6 +27,7 @@ class ApiTest(parameterized.TestCase):
       set(pel_jax.__all__),
       {
         "accumulated_value_and_grad",
+        "boundary_loss",
         "check_labels",
         "dice_loss",
         "distance_transform",
