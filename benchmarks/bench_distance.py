@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python benchmarks/bench_distance.py                # ~40 s on 2 loaded cores
-    python benchmarks/bench_distance.py --sizes 256x256 --masks blobs
+    python benchmarks/bench_distance.py --sizes 1x256x256 --masks blobs
 
 Both in this process, float32 on the CPU: SciPy loops over the batch (as
 every peer does), pel_jax runs one jitted call on the whole batch. The
