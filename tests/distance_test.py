@@ -161,7 +161,7 @@ class DistanceTransformTest(parameterized.TestCase):
     got = pel_jax.distance_transform(np.zeros((0, 4, 5), bool))
     self.assertEqual(got.shape, (0, 4, 5))
 
-  def test_vmap_and_eager_equal_jit(self):
+  def test_eager_and_vmap_equal_scipy(self):
     mask = _random(np.random.default_rng(1), (6, 10, 12), 0.98)
     want = _scipy(mask)
     np.testing.assert_allclose(
