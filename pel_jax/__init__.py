@@ -4,6 +4,9 @@ Modules with a leading underscore are private; use the names exported here.
 """
 
 from pel_jax._accumulate import accumulated_value_and_grad
+from pel_jax._boundary import boundary_loss
+from pel_jax._distance import distance_transform
+from pel_jax._distance import signed_distance
 from pel_jax._loss import check_labels
 from pel_jax._loss import global_sum
 from pel_jax._loss import loss_from_stats
@@ -18,13 +21,16 @@ __version__ = "0.1.0"
 
 __all__ = (
   "accumulated_value_and_grad",
+  "boundary_loss",
   "check_labels",
   "dice_loss",
+  "distance_transform",
   "global_sum",
   "jaccard_loss",
   "loss_from_stats",
   "pel_loss",
   "region_stats",
+  "signed_distance",
   "tversky_loss",
   "weight_map",
 )

@@ -27,13 +27,16 @@ class ApiTest(parameterized.TestCase):
       set(pel_jax.__all__),
       {
         "accumulated_value_and_grad",
+        "boundary_loss",
         "check_labels",
         "dice_loss",
+        "distance_transform",
         "global_sum",
         "jaccard_loss",
         "loss_from_stats",
         "pel_loss",
         "region_stats",
+        "signed_distance",
         "tversky_loss",
         "weight_map",
       },
@@ -72,8 +75,10 @@ class ApiTest(parameterized.TestCase):
     first = {
       pel_jax.accumulated_value_and_grad: "stats_fn",
       pel_jax.check_labels: "targets",
+      pel_jax.distance_transform: "mask",
       pel_jax.global_sum: "x",
       pel_jax.loss_from_stats: "stats",
+      pel_jax.signed_distance: "mask",
     }
     self.assertEqual(positional[0], first.get(fn, "predictions"))
 
