@@ -6,10 +6,8 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from pel_jax import _checks
-from pel_jax import _core
+from pel_jax import _dense
 from pel_jax import _distance
 
 ArrayLike = jax.typing.ArrayLike
@@ -77,17 +75,14 @@ def boundary_loss(
     >>> print(f"{boundary_loss(shifted, ids):.2f}")  # (0 + 1) / 5
     0.20
   """
-  _checks.check_predictions(predictions)
-  _checks.check_targets(predictions, targets, None)
-  from_logits = _checks.check_flag("from_logits", from_logits)
-  include_background = _checks.check_flag(
-    "include_background", include_background
-  )
-  _checks.check_options(predictions, reduction, include_background)
-  activation = _checks.resolve_activation(predictions, from_logits, activation)
-  shape = np.shape(predictions)
-  spacing = _distance.check_spacing(
-    spacing, len(shape) - 2, f"`predictions` {shape} ([B, *spatial, C])"
+  activation, include_background, spacing = _dense.check_inputs(
+    predictions,
+    targets,
+    from_logits=from_logits,
+    activation=activation,
+    include_background=include_background,
+    reduction=reduction,
+    spacing=spacing,
   )
   return _boundary_loss(
     predictions, targets, activation, include_background, spacing, reduction
@@ -97,30 +92,13 @@ def boundary_loss(
 def _boundary_loss(
   predictions, targets, activation, include_background, spacing, reduction
 ):
-  x = jnp.asarray(predictions)
-  x = x.astype(_core.compute_dtype(x.dtype))
-  if activation == "sigmoid":
-    p = jax.nn.sigmoid(x)
-  elif activation == "softmax":
-    p = jax.nn.softmax(x, axis=-1)
-  else:
-    p = x
-  targets = jnp.asarray(targets)
-  if jnp.issubdtype(targets.dtype, jnp.integer):
-    masks = _core._is_label(targets, x.shape[-1])  # pylint: disable=protected-access
-  else:
-    masks = targets.astype(p.dtype) > 0.5
-  if not include_background:
-    p, masks = p[..., 1:], masks[..., 1:]
-  # Classes join the batch axis: one transform for all of them.
-  classes_first = jnp.moveaxis(masks, -1, 1)
-  flat = classes_first.reshape((-1,) + classes_first.shape[2:])
-  phi = _distance._signed_distance(flat, spacing)  # pylint: disable=protected-access
-  phi = jnp.moveaxis(phi.reshape(classes_first.shape), 1, -1)
+  p, g = _dense.probabilities_and_targets(
+    predictions, targets, activation, include_background
+  )
+  phi = _dense.per_class_maps(
+    g > 0.5,
+    lambda m: _distance._signed_distance(m, spacing),  # pylint: disable=protected-access
+  )
   spatial = tuple(range(1, p.ndim - 1))
   per_class = jnp.mean(p * phi.astype(p.dtype), axis=spatial)
-  if reduction == "none":
-    return per_class
-  if reduction == "sum":
-    return jnp.sum(per_class)
-  return jnp.mean(per_class)
+  return _dense.reduce(per_class, reduction)
