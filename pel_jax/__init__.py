@@ -5,8 +5,11 @@ Modules with a leading underscore are private; use the names exported here.
 
 from pel_jax._accumulate import accumulated_value_and_grad
 from pel_jax._boundary import boundary_loss
+from pel_jax._cldice import cldice_loss
+from pel_jax._cldice import soft_dice_cldice_loss
 from pel_jax._distance import distance_transform
 from pel_jax._distance import signed_distance
+from pel_jax._hausdorff import hausdorff_dt_loss
 from pel_jax._loss import check_labels
 from pel_jax._loss import global_sum
 from pel_jax._loss import loss_from_stats
@@ -23,14 +26,17 @@ __all__ = (
   "accumulated_value_and_grad",
   "boundary_loss",
   "check_labels",
+  "cldice_loss",
   "dice_loss",
   "distance_transform",
   "global_sum",
+  "hausdorff_dt_loss",
   "jaccard_loss",
   "loss_from_stats",
   "pel_loss",
   "region_stats",
   "signed_distance",
+  "soft_dice_cldice_loss",
   "tversky_loss",
   "weight_map",
 )

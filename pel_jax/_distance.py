@@ -126,14 +126,31 @@ def signed_distance(
 
 def _signed_distance(mask, spacing):
   mask = jnp.asarray(mask)
+  inside, outside, boundary = _both_sides(mask, spacing)
+  phi = jnp.where(mask, 1 - inside, outside)
+  return jnp.where(boundary, phi, 0)
+
+
+def _distance_field(mask, spacing):
+  """MONAI's ``HausdorffDTLoss.distance_field``: each pixel's distance to
+  the other side of the mask, 0 in a sample that is empty or full."""
+  mask = jnp.asarray(mask)
+  inside, outside, boundary = _both_sides(mask, spacing)
+  # One of the two is 0 at each pixel and the other +inf in an empty or full
+  # sample; `where` keeps that inf out.
+  return jnp.where(boundary, inside + outside, 0)
+
+
+def _both_sides(mask, spacing):
+  """The distances inside and outside the mask, and whether each sample has
+  a boundary (is neither empty nor full), `[batch, 1, ...]`."""
   inside = _distance_transform(mask, spacing)
   outside = _distance_transform(~mask, spacing)
   spatial = tuple(range(1, mask.ndim))
   boundary = jnp.any(mask, spatial, keepdims=True) & ~jnp.all(
     mask, spatial, keepdims=True
   )
-  phi = jnp.where(mask, 1 - inside, outside)
-  return jnp.where(boundary, phi, 0)
+  return inside, outside, boundary
 
 
 def _distance_transform(mask, spacing):
