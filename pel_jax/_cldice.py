@@ -133,9 +133,10 @@ def soft_dice_cldice_loss(
 
   MONAI 1.6.1's ``SoftDiceclDiceLoss`` (Shit et al. 2021 train with this
   sum: clDice alone does not fix the segmentation's extent).
-  :math:`L_{Dice}` is :func:`dice_loss` with the same ``smooth_nr``,
-  ``smooth_dr`` and options (per sample and class, :math:`1 - (2 \sum p g +
-  \epsilon_{nr}) / (\sum p + \sum g + \epsilon_{dr})`) and
+  :math:`L_{Dice}` is MONAI's ``DiceLoss``, per sample and class
+  :math:`1 - (2 \sum p g + \epsilon_{nr}) / (\sum p + \sum g +
+  \epsilon_{dr})` (:func:`dice_loss` with half these constants: it adds
+  twice its own), and
   :math:`L_{clDice}` is :func:`cldice_loss` (per sample), each reduced on
   its own. It follows MONAI 1.6.1, not the zero loss of single-channel
   inputs in MONAI before 1.6 (see :func:`cldice_loss`).
@@ -191,8 +192,10 @@ def soft_dice_cldice_loss(
   dice = _variants.dice_loss(
     predictions,
     targets,
-    smooth_nr=smooths[0],
-    smooth_dr=smooths[1],
+    # `dice_loss` adds twice its constants (its ratio is halved); MONAI's
+    # DiceLoss adds them once.
+    smooth_nr=smooths[0] / 2,
+    smooth_dr=smooths[1] / 2,
     from_logits=from_logits,
     activation=activation,
     include_background=include_background,
@@ -208,14 +211,14 @@ def soft_dice_cldice_loss(
 def soft_skeleton(x: jax.Array, iter_: int) -> jax.Array:
   """The soft skeleton of ``[B, *spatial, C]`` values in [0, 1] (private)."""
   skel = jax.nn.relu(x - _open(x))
-
-  def step(_, carry):
-    img, skel = carry
-    img = _erode(img)
-    delta = jax.nn.relu(img - _open(img))
-    return img, skel + jax.nn.relu(delta - skel * delta)
-
-  return lax.fori_loop(0, iter_, step, (x, skel))[1]
+  # Unrolled: reverse-mode autodiff of max pooling inside `fori_loop` fails
+  # in JAX 0.10 (linearization of its select-and-gather), and `iter_` is
+  # small (the structures' half-width).
+  for _ in range(iter_):
+    x = _erode(x)
+    delta = jax.nn.relu(x - _open(x))
+    skel = skel + jax.nn.relu(delta - skel * delta)
+  return skel
 
 
 def _cldice(p, g, iter_, smooth_nr, smooth_dr, smooth):
@@ -292,8 +295,10 @@ def _check_cldice(
   _checks.check_representable(
     predictions,
     _core.compute_dtype(jnp.result_type(predictions)),
-    smooth_nr=smooths[0],
-    smooth_dr=smooths[1],
+    # `dice_loss` adds twice its constants (its ratio is halved); MONAI's
+    # DiceLoss adds them once.
+    smooth_nr=smooths[0] / 2,
+    smooth_dr=smooths[1] / 2,
     smooth=smooths[2],
   )
   return activation, include_background, int(iter_), smooths
