@@ -40,7 +40,7 @@ def _dilate(x):
 
 
 def _skel(x, iters):
-  relu = lambda v: np.maximum(v, 0)  # noqa: E731
+  relu = lambda v: np.maximum(v, 0)
   skel = relu(x - _dilate(_erode(x)))
   for _ in range(iters):
     x = _erode(x)
