@@ -5,10 +5,11 @@ from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import ndimage
 
 import pel_jax
+from tests.reference_distance import blob_case
 from tests.reference_distance import one_hot2dist
+from tests.reference_distance import softmax
 
 # Compiled once per shape, dtype and options: eager calls retrace the
 # transforms' while loops every time.
@@ -35,20 +36,6 @@ def _kervadec(probs, one_hot, idc, spacing=None):
   return products.mean(), products.mean(axis=spatial), dist
 
 
-def _softmax(x):
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def _case(shape, classes, seed):
-  """Logits and blob-shaped ids (smoothed noise, arg-max over classes)."""
-  rng = np.random.default_rng(seed)
-  logits = rng.normal(size=shape + (classes,))
-  sigma = (0,) + (1.5,) * (len(shape) - 1) + (0,)
-  ids = np.argmax(ndimage.gaussian_filter(rng.random(logits.shape), sigma), -1)
-  return logits, ids
-
-
 class BoundaryLossTest(parameterized.TestCase):
   @parameterized.named_parameters(
     ("2d", (3, 14, 12), 3, None, True),
@@ -56,10 +43,10 @@ class BoundaryLossTest(parameterized.TestCase):
     ("3d_anisotropic", (2, 6, 7, 5), 4, (2.0, 1.0, 0.5), False),
   )
   def test_per_class_equal_reference_float64(self, shape, classes, spacing, bg):
-    logits, ids = _case(shape, classes, sum(shape))
+    logits, ids = blob_case(shape, classes, sum(shape))
     one_hot = np.eye(classes, dtype=bool)[ids]
     idc = list(range(0 if bg else 1, classes))
-    _, want, _ = _kervadec(_softmax(logits), one_hot, idc, spacing)
+    _, want, _ = _kervadec(softmax(logits), one_hot, idc, spacing)
     with jax.enable_x64(True):
       got = _loss(
         logits,
@@ -72,9 +59,9 @@ class BoundaryLossTest(parameterized.TestCase):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
   def test_target_forms_and_reductions_equal_reference_float64(self):
-    logits, ids = _case((2, 9, 10), 3, 4)
+    logits, ids = blob_case((2, 9, 10), 3, 4)
     one_hot = np.eye(3, dtype=bool)[ids]
-    probs = _softmax(logits)
+    probs = softmax(logits)
     want, per_class, _ = _kervadec(probs, one_hot, [0, 1, 2])
     with jax.enable_x64(True):
       for targets in (ids, one_hot.astype(np.float64), one_hot):
@@ -84,7 +71,7 @@ class BoundaryLossTest(parameterized.TestCase):
       )
 
   def test_binary_sigmoid_with_ids(self):
-    logits, ids = _case((2, 10, 9), 2, 0)
+    logits, ids = blob_case((2, 10, 9), 2, 0)
     x = logits[..., :1]
     probs = 1 / (1 + np.exp(-x))
     want, _, _ = _kervadec(probs, (ids == 1)[..., None], [0])
@@ -93,9 +80,9 @@ class BoundaryLossTest(parameterized.TestCase):
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
   def test_gradient_is_the_map_over_the_count(self):
-    logits, ids = _case((2, 9, 8), 3, 1)
-    probs = jnp.asarray(_softmax(logits), jnp.float32)
-    _, _, dist = _kervadec(_softmax(logits), np.eye(3, dtype=bool)[ids], [1, 2])
+    logits, ids = blob_case((2, 9, 8), 3, 1)
+    probs = jnp.asarray(softmax(logits), jnp.float32)
+    _, _, dist = _kervadec(softmax(logits), np.eye(3, dtype=bool)[ids], [1, 2])
     step = jax.jit(
       jax.grad(
         lambda p: pel_jax.boundary_loss(p, ids, include_background=False)

@@ -14,6 +14,8 @@ import numpy as np
 from scipy import ndimage
 
 import pel_jax
+from tests.reference_distance import blob_case
+from tests.reference_distance import softmax
 
 _PEERS = pathlib.Path(__file__).parent / "peer_values" / "hausdorff_values.json"
 
@@ -66,19 +68,6 @@ def _dice(p, g, nr=1.0, dr=1.0):
   return 1 - (2 * (p * g).sum(axes) + nr) / (p.sum(axes) + g.sum(axes) + dr)
 
 
-def _softmax(x):
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def _case(shape, classes, seed):
-  rng = np.random.default_rng(seed)
-  logits = rng.normal(0, 2, size=shape + (classes,))
-  sigma = (0,) + (1.2,) * (len(shape) - 1) + (0,)
-  ids = np.argmax(ndimage.gaussian_filter(rng.random(logits.shape), sigma), -1)
-  return logits, ids
-
-
 class ClDiceOracleTest(parameterized.TestCase):
   @parameterized.named_parameters(
     ("2d", (2, 11, 9), 3, 3, True),
@@ -86,8 +75,8 @@ class ClDiceOracleTest(parameterized.TestCase):
     ("3d", (2, 6, 5, 4), 2, 2, True),
   )
   def test_equal_oracle_float64(self, shape, classes, iters, bg):
-    logits, ids = _case(shape, classes, sum(shape))
-    p, g = _softmax(logits), np.eye(classes)[ids]
+    logits, ids = blob_case(shape, classes, sum(shape), scale=2.0)
+    p, g = softmax(logits), np.eye(classes)[ids]
     k = 0 if bg else 1
     want = _oracle(p[..., k:], g[..., k:], iters)
     combined = 0.6 * _dice(p[..., k:], g[..., k:]).mean() + 0.4 * want.mean()
@@ -100,7 +89,7 @@ class ClDiceOracleTest(parameterized.TestCase):
 
   def test_one_channel_is_not_the_old_zero_loss(self):
     # MONAI before 1.6 summed channels [:, 1:]: 0 for one channel, always.
-    logits, ids = _case((2, 9, 8), 2, 4)
+    logits, ids = blob_case((2, 9, 8), 2, 4, scale=2.0)
     x = logits[..., :1]
     p = 1 / (1 + np.exp(-x))
     want = _oracle(p, (ids == 1)[..., None].astype(float)).mean()
@@ -142,7 +131,7 @@ class ClDiceOracleTest(parameterized.TestCase):
   def test_check_grads_float64(self):
     rng = np.random.default_rng(2)
     p = rng.random((2, 6, 5, 2))
-    ids = _case((2, 6, 5), 2, 2)[1]
+    ids = blob_case((2, 6, 5), 2, 2, scale=2.0)[1]
     with jax.enable_x64(True):
       check_grads(
         lambda x: pel_jax.soft_dice_cldice_loss(x, ids, iter_=2),
@@ -153,7 +142,7 @@ class ClDiceOracleTest(parameterized.TestCase):
       )
 
   def test_jit(self):
-    logits, ids = _case((2, 8, 7), 3, 1)
+    logits, ids = blob_case((2, 8, 7), 3, 1, scale=2.0)
     f = jax.jit(
       lambda x: pel_jax.soft_dice_cldice_loss(x, ids, from_logits=True)
     )

@@ -13,6 +13,8 @@ import numpy as np
 from scipy import ndimage
 
 import pel_jax
+from tests.reference_distance import blob_case
+from tests.reference_distance import softmax
 
 _PEERS = pathlib.Path(__file__).parent / "peer_values" / "hausdorff_values.json"
 
@@ -51,20 +53,6 @@ def _oracle(p, g, alpha=2.0, spacing=None):
   return out
 
 
-def _softmax(x):
-  e = np.exp(x - x.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
-
-
-def _case(shape, classes, seed):
-  """Logits and blob-shaped ids (smoothed noise, arg-max over classes)."""
-  rng = np.random.default_rng(seed)
-  logits = rng.normal(0, 2, size=shape + (classes,))
-  sigma = (0,) + (1.5,) * (len(shape) - 1) + (0,)
-  ids = np.argmax(ndimage.gaussian_filter(rng.random(logits.shape), sigma), -1)
-  return logits, ids
-
-
 class HausdorffOracleTest(parameterized.TestCase):
   @parameterized.named_parameters(
     ("2d", (2, 9, 8), 3, None, True, 2.0),
@@ -74,9 +62,9 @@ class HausdorffOracleTest(parameterized.TestCase):
   def test_per_class_equal_oracle_float64(
     self, shape, classes, spacing, bg, alpha
   ):
-    logits, ids = _case(shape, classes, sum(shape))
+    logits, ids = blob_case(shape, classes, sum(shape), scale=2.0)
     ids[1][ids[1] == classes - 1] = 0  # an absent class in sample 1
-    want = _oracle(_softmax(logits), np.eye(classes)[ids], alpha, spacing)
+    want = _oracle(softmax(logits), np.eye(classes)[ids], alpha, spacing)
     want = want[:, 0 if bg else 1 :]
     with jax.enable_x64(True):
       got = _loss(
@@ -120,7 +108,7 @@ class HausdorffOracleTest(parameterized.TestCase):
     self.assertGreater(got[0, 1], 0)
 
   def test_extreme_logits_are_finite(self):
-    logits, ids = _case((2, 6, 5), 3, 7)
+    logits, ids = blob_case((2, 6, 5), 3, 7, scale=2.0)
     logits = 1e4 * np.sign(logits).astype(np.float32)
     value, grad = jax.value_and_grad(
       lambda x: pel_jax.hausdorff_dt_loss(x, ids, from_logits=True, log=True)
@@ -134,7 +122,7 @@ class HausdorffOracleTest(parameterized.TestCase):
     rng = np.random.default_rng(5)
     p = rng.uniform(0.05, 0.4, (2, 6, 5, 2))
     p = np.where(rng.random(p.shape) < 0.4, 1 - p, p)
-    ids = _case((2, 6, 5), 2, 5)[1]
+    ids = blob_case((2, 6, 5), 2, 5, scale=2.0)[1]
     with jax.enable_x64(True):
       check_grads(
         lambda x: pel_jax.hausdorff_dt_loss(x, ids, alpha=1.5, log=True),
@@ -160,7 +148,7 @@ class HausdorffOracleTest(parameterized.TestCase):
       np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-15)
 
   def test_jit_has_no_host_callback(self):
-    logits, ids = _case((2, 6, 5), 3, 2)
+    logits, ids = blob_case((2, 6, 5), 3, 2, scale=2.0)
     jaxpr = str(
       jax.make_jaxpr(
         lambda x: pel_jax.hausdorff_dt_loss(x, ids, from_logits=True)

@@ -15,3 +15,19 @@ def one_hot2dist(mask, spacing=None):
       inside = ndimage.distance_transform_edt(pos, sampling=spacing)
       out[b] = outside * neg - (inside - 1) * pos
   return out
+
+
+def softmax(x):
+  """Float64 softmax over the last (class) axis."""
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def blob_case(shape, classes, seed, scale=1.0):
+  """Normal logits `shape + (classes,)` and blob-shaped ids `shape`
+  (smoothed noise, arg-max over the classes), from one seeded generator."""
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(0, scale, size=shape + (classes,))
+  sigma = (0,) + (1.5,) * (len(shape) - 1) + (0,)
+  ids = np.argmax(ndimage.gaussian_filter(rng.random(logits.shape), sigma), -1)
+  return logits, ids
