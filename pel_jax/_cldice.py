@@ -7,6 +7,7 @@ import numbers
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 from pel_jax import _checks
 from pel_jax import _core
@@ -208,23 +209,23 @@ def soft_dice_cldice_loss(
   return (1 - alpha) * dice + alpha * cl
 
 
-def soft_skeleton(x: jax.Array, iter_: int) -> jax.Array:
-  """The soft skeleton of ``[B, *spatial, C]`` values in [0, 1] (private)."""
+def _soft_skeleton(x: jax.Array, iter_: int) -> jax.Array:
+  """The soft skeleton of ``[B, *spatial, C]`` values in [0, 1]."""
   skel = jax.nn.relu(x - _open(x))
-  # Unrolled: reverse-mode autodiff of max pooling inside `fori_loop` fails
-  # in JAX 0.10 (linearization of its select-and-gather), and `iter_` is
-  # small (the structures' half-width).
-  for _ in range(iter_):
+
+  def step(_, carry):
+    x, skel = carry
     x = _erode(x)
     delta = jax.nn.relu(x - _open(x))
-    skel = skel + jax.nn.relu(delta - skel * delta)
-  return skel
+    return x, skel + jax.nn.relu(delta - skel * delta)
+
+  return lax.fori_loop(0, iter_, step, (x, skel))[1]
 
 
 def _cldice(p, g, iter_, smooth_nr, smooth_dr, smooth):
   """clDice per sample of ``[B, *S, C']`` probabilities and targets."""
-  skel_p = soft_skeleton(p, iter_)
-  skel_g = soft_skeleton(g, iter_)
+  skel_p = _soft_skeleton(p, iter_)
+  skel_g = _soft_skeleton(g, iter_)
   axes = tuple(range(1, p.ndim))
   tprec = (jnp.sum(skel_p * g, axes) + smooth_nr) / (
     jnp.sum(skel_p, axes) + smooth_dr
@@ -240,7 +241,10 @@ def _max_pool(x, spatial_window):
   the output keeps the shape, as PyTorch's max pooling with padding."""
   window = (1, *spatial_window, 1)
   pad = [(0, 0)] + [(w // 2, w // 2) for w in spatial_window] + [(0, 0)]
-  init = jnp.array(-jnp.inf, x.dtype)
+  # A concrete NumPy init lets JAX pick its max-pooling primitive, which has
+  # a reverse-mode rule; a traced one (jnp.array under jit) falls back to the
+  # generic reduction, which has none.
+  init = np.array(-np.inf, x.dtype)
   return lax.reduce_window(x, init, lax.max, window, (1,) * x.ndim, pad)
 
 

@@ -94,8 +94,10 @@ class ClDiceOracleTest(parameterized.TestCase):
     p = 1 / (1 + np.exp(-x))
     want = _oracle(p, (ids == 1)[..., None].astype(float)).mean()
     with jax.enable_x64(True):
-      value, grad = jax.value_and_grad(
-        lambda x: pel_jax.cldice_loss(x, ids, from_logits=True)
+      value, grad = jax.jit(
+        jax.value_and_grad(
+          lambda x: pel_jax.cldice_loss(x, ids, from_logits=True)
+        )
       )(x)
     np.testing.assert_allclose(value, want, rtol=1e-12)
     self.assertGreater(value, 0.05)
@@ -116,15 +118,19 @@ class ClDiceOracleTest(parameterized.TestCase):
     # tprec = tsens = 1 (smooth_nr / smooth_dr): 1 - 2 / (2 + 1e-4).
     want = 1 - 2 / (2 + 1e-4)
     for fn in (pel_jax.cldice_loss, pel_jax.soft_dice_cldice_loss):
-      value, grad = jax.value_and_grad(lambda x, fn=fn: fn(x, zeros))(zeros)
+      value, grad = jax.jit(jax.value_and_grad(lambda x, fn=fn: fn(x, zeros)))(
+        zeros
+      )
       self.assertTrue(np.all(np.isfinite(grad)))
       if fn is pel_jax.cldice_loss:
         np.testing.assert_allclose(value, want, atol=1e-7)  # 1 - x, float32
     logits = np.full((2, 6, 5, 3), 1e4, np.float32)
     logits[..., 0] = -1e4
     ids = np.zeros((2, 6, 5), np.int32)
-    value, grad = jax.value_and_grad(
-      lambda x: pel_jax.soft_dice_cldice_loss(x, ids, from_logits=True)
+    value, grad = jax.jit(
+      jax.value_and_grad(
+        lambda x: pel_jax.soft_dice_cldice_loss(x, ids, from_logits=True)
+      )
     )(logits)
     self.assertTrue(np.isfinite(value) and np.all(np.isfinite(grad)))
 
@@ -134,7 +140,7 @@ class ClDiceOracleTest(parameterized.TestCase):
     ids = blob_case((2, 6, 5), 2, 2, scale=2.0)[1]
     with jax.enable_x64(True):
       check_grads(
-        lambda x: pel_jax.soft_dice_cldice_loss(x, ids, iter_=2),
+        jax.jit(lambda x: pel_jax.soft_dice_cldice_loss(x, ids, iter_=2)),
         (p,),
         order=1,
         modes=("rev",),
@@ -249,7 +255,9 @@ class ClDiceMonaiTest(absltest.TestCase):
       kwargs = case["pel_jax_kwargs"]
       with jax.enable_x64(True):
         got = fn(x, t, **kwargs)
-        grad = jax.grad(lambda x, fn=fn, t=t, k=kwargs: fn(x, t, **k).sum())(x)
+        grad = jax.jit(
+          jax.grad(lambda x, fn=fn, t=t, k=kwargs: fn(x, t, **k).sum())
+        )(x)
       np.testing.assert_allclose(
         got, case["loss"], rtol=1e-12, err_msg=case["name"]
       )

@@ -110,8 +110,10 @@ class HausdorffOracleTest(parameterized.TestCase):
   def test_extreme_logits_are_finite(self):
     logits, ids = blob_case((2, 6, 5), 3, 7, scale=2.0)
     logits = 1e4 * np.sign(logits).astype(np.float32)
-    value, grad = jax.value_and_grad(
-      lambda x: pel_jax.hausdorff_dt_loss(x, ids, from_logits=True, log=True)
+    value, grad = jax.jit(
+      jax.value_and_grad(
+        lambda x: pel_jax.hausdorff_dt_loss(x, ids, from_logits=True, log=True)
+      )
     )(logits)
     self.assertTrue(np.isfinite(value))
     self.assertTrue(np.all(np.isfinite(grad)))
@@ -125,7 +127,9 @@ class HausdorffOracleTest(parameterized.TestCase):
     ids = blob_case((2, 6, 5), 2, 5, scale=2.0)[1]
     with jax.enable_x64(True):
       check_grads(
-        lambda x: pel_jax.hausdorff_dt_loss(x, ids, alpha=1.5, log=True),
+        jax.jit(
+          lambda x: pel_jax.hausdorff_dt_loss(x, ids, alpha=1.5, log=True)
+        ),
         (p,),
         order=1,
         modes=("rev",),
@@ -134,7 +138,7 @@ class HausdorffOracleTest(parameterized.TestCase):
       # The gradient is 2 (p - g) (d_p^a + d_g^a) / (B C P): the fields are
       # constants.
       g = np.eye(2)[ids]
-      grad = jax.grad(lambda x: pel_jax.hausdorff_dt_loss(x, ids))(p)
+      grad = jax.jit(jax.grad(lambda x: pel_jax.hausdorff_dt_loss(x, ids)))(p)
       weight = np.stack(
         [
           [
@@ -263,8 +267,8 @@ class HausdorffMonaiTest(parameterized.TestCase):
       t = np.asarray(case["targets"], dtype)
       kwargs = case["pel_jax_kwargs"]
       with jax.enable_x64(True):
-        value, grad = jax.value_and_grad(
-          lambda x, t=t, k=kwargs: _loss(x, t, **k).sum()
+        value, grad = jax.jit(
+          jax.value_and_grad(lambda x, t=t, k=kwargs: _loss(x, t, **k).sum())
         )(x)
         got = _loss(x, t, **kwargs)
       # MONAI rounds its fields to float32: about 1e-7 relative.
