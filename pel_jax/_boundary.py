@@ -92,7 +92,7 @@ def boundary_loss(
 def _boundary_loss(
   predictions, targets, activation, include_background, spacing, reduction
 ):
-  p, g = _dense.probabilities_and_targets(
+  p, g, _ = _dense.probabilities_and_targets(
     predictions, targets, activation, include_background
   )
   phi = _dense.per_class_maps(

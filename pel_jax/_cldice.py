@@ -28,6 +28,8 @@ def cldice_loss(
   from_logits: bool = False,
   activation: str | None = None,
   include_background: bool = True,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
   reduction: str = "mean",
 ) -> jax.Array:
   r"""Soft clDice: the centreline Dice of soft skeletons.
@@ -84,6 +86,10 @@ def cldice_loss(
     activation: ``"sigmoid"`` or ``"softmax"`` (logits only); default
       sigmoid for one class, else softmax.
     include_background: keep class 0.
+    where: bool ``[B, *spatial]``: False pixels leave the four sums (the
+      skeletons are still those of the whole image; MONAI has no mask).
+    ignore_index: an id of integer ``targets`` whose pixels leave the sums
+      as with ``where``; they are in no class's target.
     reduction: ``"mean"`` over samples, ``"sum"``, or ``"none"``: ``[B]``.
 
   Returns:
@@ -108,12 +114,14 @@ def cldice_loss(
     from_logits=from_logits,
     activation=activation,
     include_background=include_background,
+    where=where,
+    ignore_index=ignore_index,
     reduction=reduction,
   )
-  p, g = _dense.probabilities_and_targets(
-    predictions, targets, activation, include_background
+  p, g, w = _dense.probabilities_and_targets(
+    predictions, targets, activation, include_background, where, ignore_index
   )
-  return _dense.reduce(_cldice(p, g, iter_, *smooths), reduction)
+  return _dense.reduce(_cldice(p, g, w, iter_, *smooths), reduction)
 
 
 def soft_dice_cldice_loss(
@@ -128,6 +136,8 @@ def soft_dice_cldice_loss(
   from_logits: bool = False,
   activation: str | None = None,
   include_background: bool = True,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
   reduction: str = "mean",
 ) -> jax.Array:
   r"""Soft Dice plus clDice: :math:`(1 - \alpha) L_{Dice} + \alpha L_{clDice}`.
@@ -153,6 +163,8 @@ def soft_dice_cldice_loss(
     from_logits: apply ``activation`` to ``predictions`` first.
     activation: ``"sigmoid"`` or ``"softmax"`` (logits only).
     include_background: keep class 0 in both losses.
+    where: False pixels leave both losses' sums (see :func:`cldice_loss`).
+    ignore_index: an id of integer ``targets`` left out of both.
     reduction: ``"mean"`` (Dice over samples and classes, clDice over
       samples) or ``"sum"``. ``"none"`` is refused: the two losses have
       shapes ``[B, C']`` and ``[B]`` (MONAI broadcasts them into an
@@ -178,6 +190,8 @@ def soft_dice_cldice_loss(
     from_logits=from_logits,
     activation=activation,
     include_background=include_background,
+    where=where,
+    ignore_index=ignore_index,
     reduction=reduction,
   )
   alpha = _checks.check_number("alpha", alpha)
@@ -200,12 +214,14 @@ def soft_dice_cldice_loss(
     from_logits=from_logits,
     activation=activation,
     include_background=include_background,
+    where=where,
+    ignore_index=ignore_index,
     reduction=reduction,
   )
-  p, g = _dense.probabilities_and_targets(
-    predictions, targets, activation, include_background
+  p, g, w = _dense.probabilities_and_targets(
+    predictions, targets, activation, include_background, where, ignore_index
   )
-  cl = _dense.reduce(_cldice(p, g, iter_, *smooths), reduction)
+  cl = _dense.reduce(_cldice(p, g, w, iter_, *smooths), reduction)
   return (1 - alpha) * dice + alpha * cl
 
 
@@ -222,10 +238,14 @@ def _soft_skeleton(x: jax.Array, iter_: int) -> jax.Array:
   return lax.fori_loop(0, iter_, step, (x, skel))[1]
 
 
-def _cldice(p, g, iter_, smooth_nr, smooth_dr, smooth):
-  """clDice per sample of ``[B, *S, C']`` probabilities and targets."""
+def _cldice(p, g, w, iter_, smooth_nr, smooth_dr, smooth):
+  """clDice per sample of ``[B, *S, C']`` probabilities and targets, over
+  the pixels ``w`` (bool ``[B, *S, 1]``, None for all)."""
   skel_p = _soft_skeleton(p, iter_)
   skel_g = _soft_skeleton(g, iter_)
+  if w is not None:
+    skel_p = jnp.where(w, skel_p, 0)
+    skel_g = jnp.where(w, skel_g, 0)
   axes = tuple(range(1, p.ndim))
   tprec = (jnp.sum(skel_p * g, axes) + smooth_nr) / (
     jnp.sum(skel_p, axes) + smooth_dr
@@ -276,6 +296,8 @@ def _check_cldice(
   activation,
   include_background,
   reduction,
+  where,
+  ignore_index,
 ):
   activation, include_background, _ = _dense.check_inputs(
     predictions,
@@ -284,6 +306,8 @@ def _check_cldice(
     activation=activation,
     include_background=include_background,
     reduction=reduction,
+    where=where,
+    ignore_index=ignore_index,
   )
   if not isinstance(iter_, numbers.Integral) or isinstance(iter_, bool):
     raise TypeError(

@@ -26,16 +26,20 @@ def check_inputs(
   include_background,
   reduction,
   spacing=False,
+  where=None,
+  ignore_index=None,
 ):
   """The trace-time checks common to the dense losses.
 
   Returns ``(activation, include_background, spacing)``: the activation to
   apply (None for probabilities), the flag as a bool, and ``spacing`` as a
   tuple of floats (None where the loss takes no ``spacing``: pass
-  ``spacing=False``).
+  ``spacing=False``). ``where`` and ``ignore_index`` are checked as for
+  `pel_loss`.
   """
   _checks.check_predictions(predictions)
-  _checks.check_targets(predictions, targets, None)
+  _checks.check_targets(predictions, targets, ignore_index)
+  _checks.check_mask(predictions, where)
   from_logits = _checks.check_flag("from_logits", from_logits)
   include_background = _checks.check_flag(
     "include_background", include_background
@@ -53,12 +57,20 @@ def check_inputs(
 
 
 def probabilities_and_targets(
-  predictions, targets, activation, include_background
+  predictions,
+  targets,
+  activation,
+  include_background,
+  where=None,
+  ignore_index=None,
 ):
-  """``(p, g)``, both ``[B, *S, C']`` in the compute dtype.
+  """``(p, g, w)``: ``p`` and ``g`` ``[B, *S, C']`` in the compute dtype,
+  ``w`` the kept pixels, bool ``[B, *S, 1]``, or None when all are kept.
 
   Integer ids become one-hot (with one channel, id 1 is the foreground);
-  float and bool targets are kept as they are (soft targets stay soft).
+  float and bool targets are kept as they are (soft targets stay soft). A
+  pixel whose id is ``ignore_index`` belongs to no class (all of its ``g``
+  are 0) and is left out by ``w``, as a pixel where ``where`` is False.
   """
   x = jnp.asarray(predictions)
   x = x.astype(_core.compute_dtype(x.dtype))
@@ -69,14 +81,19 @@ def probabilities_and_targets(
   else:
     p = x
   targets = jnp.asarray(targets)
+  w = None if where is None else jnp.asarray(where)[..., None]
   if jnp.issubdtype(targets.dtype, jnp.integer):
     g = _core._is_label(targets, x.shape[-1])  # pylint: disable=protected-access
+    if ignore_index is not None:
+      kept = (targets != ignore_index)[..., None]
+      g = g & kept
+      w = kept if w is None else w & kept
   else:
     g = targets
   g = g.astype(p.dtype)
   if not include_background:
     p, g = p[..., 1:], g[..., 1:]
-  return p, g
+  return p, g, w
 
 
 def per_class_maps(masks, transform):

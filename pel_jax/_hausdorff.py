@@ -24,6 +24,8 @@ def hausdorff_dt_loss(
   activation: str | None = None,
   include_background: bool = True,
   spacing: Sequence[float] | None = None,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
   batch: bool = False,
   reduction: str = "mean",
   log: bool = False,
@@ -76,6 +78,11 @@ def hausdorff_dt_loss(
       here needs two or more classes).
     spacing: the pixel size along each spatial axis, as for
       :func:`distance_transform` (default 1; MONAI has none).
+    where: bool ``[B, *spatial]``: False pixels leave the mean, which is
+      over the kept pixels (0 for a sample with none). The fields are still
+      those of the whole image (MONAI has no mask).
+    ignore_index: an id of integer ``targets`` whose pixels leave the mean
+      as with ``where``; they are in no class's target mask.
     batch: average over the batch and the pixels together, one loss per
       class (MONAI's ``batch``; every sample has :math:`P` pixels, so only
       ``"sum"`` and ``"none"`` differ).
@@ -103,12 +110,14 @@ def hausdorff_dt_loss(
     include_background=include_background,
     reduction=reduction,
     spacing=spacing,
+    where=where,
+    ignore_index=ignore_index,
   )
   alpha = _checks.check_number("alpha", alpha)
   batch = _checks.check_flag("batch", batch)
   log = _checks.check_flag("log", log)
-  p, g = _dense.probabilities_and_targets(
-    predictions, targets, activation, include_background
+  p, g, w = _dense.probabilities_and_targets(
+    predictions, targets, activation, include_background, where, ignore_index
   )
   masks = jnp.concatenate([lax.stop_gradient(p) > 0.5, g > 0.5], axis=-1)
   fields = _dense.per_class_maps(
@@ -119,6 +128,12 @@ def hausdorff_dt_loss(
   kept = p.shape[-1]
   weight = fields[..., :kept] + fields[..., kept:]
   axes = tuple(range(0 if batch else 1, p.ndim - 1))
-  per_class = jnp.mean((p - g) ** 2 * weight, axis=axes)
+  err = (p - g) ** 2 * weight
+  if w is None:
+    per_class = jnp.mean(err, axis=axes)
+  else:
+    w = w.astype(p.dtype)
+    count = jnp.maximum(jnp.sum(w, axis=axes), 1)
+    per_class = jnp.sum(err * w, axis=axes) / count
   loss = _dense.reduce(per_class, reduction)
   return jnp.log1p(loss) if log else loss

@@ -51,19 +51,26 @@ def _skel(x, iters):
   return skel
 
 
-def _oracle(p, g, iters=3, nr=1.0, dr=1.0, smooth=1e-4):
-  """clDice per sample of channels-last `[B, *S, C]` float64 arrays."""
+def _oracle(p, g, iters=3, nr=1.0, dr=1.0, smooth=1e-4, keep=None):
+  """clDice per sample of channels-last `[B, *S, C]` float64 arrays; the
+  skeletons' pixels outside `keep` (bool `[B, *S]`) leave the sums."""
+  if keep is None:
+    keep = np.ones(p.shape[:-1], bool)
   out = []
-  for pb, gb in zip(p, g, strict=True):
+  for pb, gb, kb in zip(p, g, keep[..., None], strict=True):
     sp = np.stack([_skel(pb[..., c], iters) for c in range(p.shape[-1])], -1)
     sg = np.stack([_skel(gb[..., c], iters) for c in range(p.shape[-1])], -1)
+    sp, sg = sp * kb, sg * kb
     tprec = ((sp * gb).sum() + nr) / (sp.sum() + dr)
     tsens = ((sg * pb).sum() + nr) / (sg.sum() + dr)
     out.append(1 - 2 * tprec * tsens / (tprec + tsens + smooth))
   return np.array(out)
 
 
-def _dice(p, g, nr=1.0, dr=1.0):
+def _dice(p, g, nr=1.0, dr=1.0, keep=None):
+  """MONAI's DiceLoss per sample and class, over the pixels `keep`."""
+  if keep is not None:
+    p, g = p * keep[..., None], g * keep[..., None]
   axes = tuple(range(1, p.ndim - 1))
   return 1 - (2 * (p * g).sum(axes) + nr) / (p.sum(axes) + g.sum(axes) + dr)
 
@@ -112,6 +119,26 @@ class ClDiceOracleTest(parameterized.TestCase):
       both = pel_jax.soft_dice_cldice_loss(p, g, reduction="sum", alpha=1.0)
     np.testing.assert_allclose(got, _oracle(p, g, nr=0.0).sum(), rtol=1e-12)
     np.testing.assert_allclose(both, _oracle(p, g).sum(), rtol=1e-12)
+
+  def test_where_and_ignore_index_equal_oracle_float64(self):
+    logits, ids = blob_case((2, 9, 8), 3, 12, scale=2.0)
+    keep = np.random.default_rng(12).random(ids.shape) > 0.3
+    p = softmax(logits)
+    g = np.eye(3)[ids] * keep[..., None]  # ignored pixels: in no class
+    want = _oracle(p, g, keep=keep)
+    both = 0.5 * _dice(p, g, keep=keep).mean() + 0.5 * want.mean()
+    ignored = np.where(keep, ids, -1).astype(np.int32)
+    with jax.enable_x64(True):
+      for fn, expect, kwargs in (
+        (pel_jax.cldice_loss, want, {"reduction": "none"}),
+        (pel_jax.soft_dice_cldice_loss, both, {}),
+      ):
+        by_index = fn(
+          logits, ignored, from_logits=True, ignore_index=-1, **kwargs
+        )
+        by_where = fn(logits, g, from_logits=True, where=keep, **kwargs)
+        np.testing.assert_allclose(by_index, expect, rtol=1e-12)
+        np.testing.assert_allclose(by_where, expect, rtol=1e-12)
 
   def test_empty_inputs_are_finite(self):
     zeros = np.zeros((2, 6, 5, 1), np.float32)

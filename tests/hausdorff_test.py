@@ -29,6 +29,7 @@ _loss = jax.jit(
     "batch",
     "reduction",
     "log",
+    "ignore_index",
   ),
 )
 
@@ -41,15 +42,18 @@ def _field(mask, spacing=None):
   return edt(mask, sampling=spacing) + edt(~mask, sampling=spacing)
 
 
-def _oracle(p, g, alpha=2.0, spacing=None):
-  """Per-sample, per-class losses `[B, C]` of channels-last float64 arrays."""
+def _oracle(p, g, alpha=2.0, spacing=None, keep=None):
+  """Per-sample, per-class losses `[B, C]` of channels-last float64 arrays;
+  `keep`, bool `[B, *S]`: the mean over those pixels only."""
+  if keep is None:
+    keep = np.ones(p.shape[:-1], bool)
   out = np.zeros((p.shape[0], p.shape[-1]))
   for b in range(p.shape[0]):
     for c in range(p.shape[-1]):
       dp = _field(p[b, ..., c] > 0.5, spacing)
       dg = _field(g[b, ..., c] > 0.5, spacing)
-      err = (p[b, ..., c] - g[b, ..., c]) ** 2
-      out[b, c] = np.mean(err * (dp**alpha + dg**alpha))
+      err = (p[b, ..., c] - g[b, ..., c]) ** 2 * (dp**alpha + dg**alpha)
+      out[b, c] = err[keep[b]].mean() if keep[b].any() else 0.0
   return out
 
 
@@ -95,6 +99,29 @@ class HausdorffOracleTest(parameterized.TestCase):
       ):
         got = _loss(p, g, **kwargs)
         np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=kwargs)
+
+  def test_where_and_ignore_index_equal_oracle_float64(self):
+    logits, ids = blob_case((3, 8, 7), 3, 11, scale=2.0)
+    keep = np.random.default_rng(11).random(ids.shape) > 0.3
+    keep[2] = False  # a sample without a kept pixel: 0, not NaN
+    p = softmax(logits)
+    g = np.eye(3)[ids] * keep[..., None]  # ignored pixels: in no class
+    want = _oracle(p, g, keep=keep)
+    self.assertTrue(np.all(want[:2] > 0))
+    with jax.enable_x64(True):
+      by_index = _loss(
+        logits,
+        np.where(keep, ids, 255).astype(np.int32),
+        from_logits=True,
+        ignore_index=255,
+        reduction="none",
+      )
+      by_where = _loss(
+        logits, g, from_logits=True, where=keep, reduction="none"
+      )
+    np.testing.assert_allclose(by_index, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(by_where, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(by_index[2], 0)
 
   def test_empty_and_full_masks_are_zero_not_nan(self):
     ids = np.zeros((2, 6, 5), np.int32)
@@ -165,6 +192,8 @@ class HausdorffOracleTest(parameterized.TestCase):
     ("alpha", {"alpha": -1.0}, ValueError, r"`alpha`"),
     ("batch", {"batch": "yes"}, TypeError, r"`batch`"),
     ("log", {"log": None}, TypeError, r"`log`"),
+    ("where_shape", {"where": np.ones((2, 4), bool)}, ValueError, r"`where`"),
+    ("ignore_index", {"ignore_index": 1.5}, TypeError, r"`ignore_index`"),
     ("spacing", {"spacing": (1.0,)}, ValueError, r"`spacing`"),
     ("reduction", {"reduction": "max"}, ValueError, r"`reduction`"),
     ("activation", {"activation": "softmax"}, ValueError, r"from_logits"),
