@@ -104,7 +104,7 @@ def cldice_loss(
     >>> print(f"{cldice_loss(jnp.zeros_like(g), g):.4f}")  # T_sens = 1/6
     0.7143
   """
-  activation, include_background, iter_, smooths = _check_cldice(
+  p, g, w, iter_, smooths = _prepare(
     predictions,
     targets,
     iter_=iter_,
@@ -117,9 +117,6 @@ def cldice_loss(
     where=where,
     ignore_index=ignore_index,
     reduction=reduction,
-  )
-  p, g, w = _dense.probabilities_and_targets(
-    predictions, targets, activation, include_background, where, ignore_index
   )
   return _dense.reduce(_cldice(p, g, w, iter_, *smooths), reduction)
 
@@ -180,7 +177,7 @@ def soft_dice_cldice_loss(
     >>> print(f"{soft_dice_cldice_loss(g, g):.4f}")
     0.0000
   """
-  activation, include_background, iter_, smooths = _check_cldice(
+  p, g, w, iter_, smooths = _prepare(
     predictions,
     targets,
     iter_=iter_,
@@ -217,9 +214,6 @@ def soft_dice_cldice_loss(
     where=where,
     ignore_index=ignore_index,
     reduction=reduction,
-  )
-  p, g, w = _dense.probabilities_and_targets(
-    predictions, targets, activation, include_background, where, ignore_index
   )
   cl = _dense.reduce(_cldice(p, g, w, iter_, *smooths), reduction)
   return (1 - alpha) * dice + alpha * cl
@@ -284,7 +278,7 @@ def _open(x):
   return _max_pool(_erode(x), (3,) * (x.ndim - 2))
 
 
-def _check_cldice(
+def _prepare(
   predictions,
   targets,
   *,
@@ -299,6 +293,8 @@ def _check_cldice(
   where,
   ignore_index,
 ):
+  """Checks the options; returns ``(p, g, w, iter_, smooths)`` (see
+  `_dense.probabilities_and_targets`)."""
   activation, include_background, _ = _dense.check_inputs(
     predictions,
     targets,
@@ -329,4 +325,7 @@ def _check_cldice(
     smooth_dr=smooths[1] / 2,
     smooth=smooths[2],
   )
-  return activation, include_background, int(iter_), smooths
+  p, g, w = _dense.probabilities_and_targets(
+    predictions, targets, activation, include_background, where, ignore_index
+  )
+  return p, g, w, int(iter_), smooths

@@ -1,5 +1,8 @@
 """SciPy references of the distance maps (test-only: SciPy is no dependency)."""
 
+import json
+import pathlib
+
 import numpy as np
 from scipy import ndimage
 
@@ -31,3 +34,32 @@ def blob_case(shape, classes, seed, scale=1.0):
   sigma = (0,) + (1.5,) * (len(shape) - 1) + (0,)
   ids = np.argmax(ndimage.gaussian_filter(rng.random(logits.shape), sigma), -1)
   return logits, ids
+
+
+_PEERS = pathlib.Path(__file__).parent / "peer_values" / "hausdorff_values.json"
+
+
+def monai_run_cases(classes):
+  """The cases of peer_values/hausdorff_values.json (MONAI 1.6.1 run by
+  make_hausdorff_values.py) for the MONAI loss `classes`: dicts with the
+  inputs as arrays (`x`, `targets`: int32 ids or float64), the pel_jax
+  keywords and MONAI's `loss` and `grad`."""
+  stored = json.loads(_PEERS.read_text())
+  if stored["monai"] != "1.6.1":
+    raise ValueError(f"peer values of MONAI {stored['monai']}, not 1.6.1")
+  cases = []
+  for case in stored["cases"]:
+    if case["monai_class"] in classes:
+      dtype = np.int32 if case["targets_are_ids"] else np.float64
+      cases.append(
+        {
+          "name": case["name"],
+          "monai_class": case["monai_class"],
+          "x": np.asarray(case["input"]),
+          "targets": np.asarray(case["targets"], dtype),
+          "kwargs": case["pel_jax_kwargs"],
+          "loss": np.asarray(case["loss"]),
+          "grad": np.asarray(case["grad"]),
+        }
+      )
+  return cases
