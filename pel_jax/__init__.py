@@ -10,6 +10,10 @@ from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
 from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
+from pel_jax._metrics import ConfusionStats
+from pel_jax._metrics import SegmentationMetrics
+from pel_jax._metrics import confusion_stats
+from pel_jax._metrics import segmentation_metrics
 from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
 from pel_jax._variants import tversky_loss
@@ -17,14 +21,18 @@ from pel_jax._variants import tversky_loss
 __version__ = "0.1.0"
 
 __all__ = (
+  "ConfusionStats",
+  "SegmentationMetrics",
   "accumulated_value_and_grad",
   "check_labels",
+  "confusion_stats",
   "dice_loss",
   "global_sum",
   "jaccard_loss",
   "loss_from_stats",
   "pel_loss",
   "region_stats",
+  "segmentation_metrics",
   "tversky_loss",
   "weight_map",
 )
