@@ -10,8 +10,6 @@ from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
 from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
-from pel_jax._metrics import ConfusionStats
-from pel_jax._metrics import SegmentationMetrics
 from pel_jax._metrics import confusion_stats
 from pel_jax._metrics import segmentation_metrics
 from pel_jax._variants import dice_loss
@@ -21,8 +19,6 @@ from pel_jax._variants import tversky_loss
 __version__ = "0.1.0"
 
 __all__ = (
-  "ConfusionStats",
-  "SegmentationMetrics",
   "accumulated_value_and_grad",
   "check_labels",
   "confusion_stats",

@@ -287,8 +287,9 @@ def segmentation_metrics(
   never averaged: reduce them as the peer does (see above).
 
   Args:
-    stats: a `ConfusionStats` of `confusion_stats` (possibly summed over
-      batches or devices), fields `[..., C]`.
+    stats: the `ConfusionStats` of `confusion_stats` (possibly summed over
+      batches or devices), or any tuple (tp, fp, fn, tn) of float sums
+      `[..., C]` (a confusion matrix's, say).
     average: "macro", "micro" or "none".
     zero_division: the value of a ratio with denominator 0: 0, 1 or NaN.
     absent_classes: "count", "exclude" or "exclude_empty" (above).
@@ -300,10 +301,13 @@ def segmentation_metrics(
     ``include_background``) or `[...]`, in the dtype of the sums.
 
   Examples:
+    Sums of two classes, the second in neither prediction nor target:
+
     >>> import jax.numpy as jnp
-    >>> from pel_jax import ConfusionStats, segmentation_metrics
-    >>> s = ConfusionStats(tp=jnp.array([3.0, 0.0]), fp=jnp.array([1.0, 0.0]),
-    ...                    fn=jnp.array([1.0, 0.0]), tn=jnp.array([0.0, 5.0]))
+    >>> from pel_jax import segmentation_metrics
+    >>> tp, fp, fn, tn = (jnp.array(v) for v in
+    ...                   ([3.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 5.0]))
+    >>> s = (tp, fp, fn, tn)
     >>> m = segmentation_metrics(s, average="none", zero_division=1.0)
     >>> m.dice.tolist(), m.iou.tolist()
     ([0.75, 1.0], [0.6000000238418579, 1.0])
@@ -365,10 +369,11 @@ def _mean_of_defined(values):
 
 
 def _check_metric_options(stats, average, zero_division, absent_classes):
-  if not isinstance(stats, ConfusionStats):
+  if not isinstance(stats, tuple) or len(stats) != 4:
     raise TypeError(
-      "`stats` must be a `ConfusionStats` (of `confusion_stats`), got"
-      f" {type(stats).__name__}."
+      "`stats` must be the `ConfusionStats` of `confusion_stats` or a tuple"
+      f" (tp, fp, fn, tn), got {type(stats).__name__}"
+      f" of length {len(stats) if isinstance(stats, tuple) else None}."
     )
   shapes = {np.shape(x) for x in stats}
   if len(shapes) != 1 or not next(iter(shapes)):

@@ -28,12 +28,14 @@ class ApiTest(parameterized.TestCase):
       {
         "accumulated_value_and_grad",
         "check_labels",
+        "confusion_stats",
         "dice_loss",
         "global_sum",
         "jaccard_loss",
         "loss_from_stats",
         "pel_loss",
         "region_stats",
+        "segmentation_metrics",
         "tversky_loss",
         "weight_map",
       },
@@ -74,6 +76,7 @@ class ApiTest(parameterized.TestCase):
       pel_jax.check_labels: "targets",
       pel_jax.global_sum: "x",
       pel_jax.loss_from_stats: "stats",
+      pel_jax.segmentation_metrics: "stats",
     }
     self.assertEqual(positional[0], first.get(fn, "predictions"))
 
