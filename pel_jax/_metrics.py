@@ -191,7 +191,7 @@ def _confusion_stats(
 
 
 def _check_hard(predictions, hard, threshold) -> None:
-  if not any(hard is m for m in HARD_MODES):
+  if not (hard is None or (isinstance(hard, str) and hard in HARD_MODES)):
     raise ValueError(f"`hard` must be one of {HARD_MODES}, got {hard!r}.")
   if hard == "argmax" and np.shape(predictions)[-1] < 2:
     raise ValueError(

@@ -192,6 +192,23 @@ class ConfusionStatsTest(parameterized.TestCase):
     for k, field in enumerate(got):
       np.testing.assert_allclose(field, want[..., k], atol=2e-5, rtol=1e-6)
 
+  @parameterized.parameters("threshold", None)
+  def test_float64_matches_oracle(self, hard):
+    x, ids = _data()
+    t = np.eye(4)[ids]
+    with jax.enable_x64(True):
+      got = pel_jax.confusion_stats(
+        x.astype(np.float64), t, from_logits=True, hard=hard, batch=True
+      )
+      self.assertEqual(got.tp.dtype, jnp.float64)
+      m = pel_jax.segmentation_metrics(got, absent_classes="exclude_empty")
+    want = _oracle_stats(x, t, hard=hard, logits=True, batch=True)
+    np.testing.assert_allclose(np.stack(got, -1), want[0], rtol=1e-12)
+    want = _oracle_metrics(
+      want, average="macro", zero_division=0.0, absent="exclude_empty"
+    )
+    _close(m, {n: v[0] for n, v in want.items()}, atol=1e-12)
+
   def test_float_targets_threshold_one_channel(self):
     rng = np.random.default_rng(3)
     p = rng.uniform(size=(2, 6, 1)).astype(np.float32)
@@ -339,6 +356,7 @@ class SegmentationMetricsTest(parameterized.TestCase):
 class ConfusionStatsErrorsTest(parameterized.TestCase):
   @parameterized.named_parameters(
     ("hard", dict(hard="round"), ValueError, "`hard`"),
+    ("hard_array", dict(hard=np.array("argmax")), ValueError, "`hard`"),
     (
       "threshold",
       dict(hard="threshold", threshold=1.5),
