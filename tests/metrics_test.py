@@ -395,7 +395,57 @@ class ConfusionStatsErrorsTest(parameterized.TestCase):
 # -------------------------------------------------------- published values
 
 # MONAI tests/metrics/test_compute_meandice.py at commit
-# 41e52c1a6f267ca1d44598259a1c357fbe12d91f (channels first [B, C, H, W]).
+# 41e52c1a6f267ca1d44598259a1c357fbe12d91f and test_compute_meaniou.py at
+# a4e90d9a542105caf73095ff43d1e81e67f15a1c (the same inputs, channels first
+# [B, C, H, W]; expected values to 1e-4 as MONAI checks them).
+_M2_PRED = [
+  [
+    [[0.0, 1.0], [0.0, 0.0]],
+    [[0.0, 0.0], [1.0, 1.0]],
+    [[1.0, 0.0], [0.0, 0.0]],
+  ],
+  [
+    [[0.0, 0.0], [0.0, 1.0]],
+    [[1.0, 0.0], [0.0, 0.0]],
+    [[0.0, 1.0], [1.0, 0.0]],
+  ],
+]
+_M2_Y = [
+  [
+    [[0.0, 0.0], [0.0, 1.0]],
+    [[1.0, 0.0], [1.0, 0.0]],
+    [[0.0, 1.0], [0.0, 0.0]],
+  ],
+  [
+    [[0.0, 0.0], [0.0, 1.0]],
+    [[1.0, 1.0], [0.0, 0.0]],
+    [[0.0, 0.0], [1.0, 0.0]],
+  ],
+]
+_M3_PRED = [
+  [
+    [[0.0, 0.0], [0.0, 0.0]],
+    [[0.0, 0.0], [0.0, 0.0]],
+    [[1.0, 1.0], [1.0, 1.0]],
+  ],
+  [
+    [[0.0, 0.0], [0.0, 0.0]],
+    [[0.0, 0.0], [0.0, 0.0]],
+    [[1.0, 1.0], [1.0, 1.0]],
+  ],
+]
+_M3_Y = [
+  [
+    [[1.0, 1.0], [1.0, 1.0]],
+    [[0.0, 0.0], [0.0, 0.0]],
+    [[0.0, 0.0], [0.0, 0.0]],
+  ],
+  [
+    [[0.0, 1.0], [1.0, 0.0]],
+    [[1.0, 0.0], [0.0, 1.0]],
+    [[0.0, 0.0], [0.0, 0.0]],
+  ],
+]
 _M4_PRED = [
   [
     [[1.0, 1.0], [1.0, 0.0]],
@@ -420,78 +470,65 @@ _M4_Y = [
     [[0.0, 0.0], [1.0, 0.0]],
   ],
 ]
+_M7_Y = [_M4_Y[0], _M4_Y[0]]
 
 
-def _monai_stats(pred, y):
+def _monai(pred, y, average="none", **kw):
+  """MONAI's default ignore_empty=True is absent_classes="exclude"."""
   last = lambda a: np.moveaxis(np.asarray(a, np.float32), 1, -1)
-  return pel_jax.confusion_stats(last(pred), last(y), hard=None)
+  s = pel_jax.confusion_stats(last(pred), last(y), hard=None)
+  kw.setdefault("absent_classes", "exclude")
+  return pel_jax.segmentation_metrics(s, average=average, **kw)
 
 
 class MonaiPublishedTest(absltest.TestCase):
   def test_case_1(self):
-    s = _monai_stats([[[[1.0, 0.0], [0.0, 1.0]]]], [[[[1.0, 0.0], [1.0, 1.0]]]])
-    m = pel_jax.segmentation_metrics(
-      s, average="none", absent_classes="exclude"
-    )
+    m = _monai([[[[1.0, 0.0], [0.0, 1.0]]]], [[[[1.0, 0.0], [1.0, 1.0]]]])
     np.testing.assert_allclose(m.dice, [[0.8]], atol=1e-4)
+    np.testing.assert_allclose(m.iou, [[0.6667]], atol=1e-4)
 
   def test_case_2_no_background(self):
-    pred = [
-      [
-        [[0.0, 1.0], [0.0, 0.0]],
-        [[0.0, 0.0], [1.0, 1.0]],
-        [[1.0, 0.0], [0.0, 0.0]],
-      ],
-      [
-        [[0.0, 0.0], [0.0, 1.0]],
-        [[1.0, 0.0], [0.0, 0.0]],
-        [[0.0, 1.0], [1.0, 0.0]],
-      ],
-    ]
-    y = [
-      [
-        [[0.0, 0.0], [0.0, 1.0]],
-        [[1.0, 0.0], [1.0, 0.0]],
-        [[0.0, 1.0], [0.0, 0.0]],
-      ],
-      [
-        [[0.0, 0.0], [0.0, 1.0]],
-        [[1.0, 1.0], [0.0, 0.0]],
-        [[0.0, 0.0], [1.0, 0.0]],
-      ],
-    ]
-    m = pel_jax.segmentation_metrics(
-      _monai_stats(pred, y),
-      average="none",
-      absent_classes="exclude",
-      include_background=False,
-    )
-    np.testing.assert_allclose(
-      m.dice, [[0.5, 0.0], [0.6667, 0.6667]], atol=1e-4
-    )
+    m = _monai(_M2_PRED, _M2_Y, include_background=False)
+    np.testing.assert_allclose(m.dice, [[0.5, 0], [0.6667, 0.6667]], atol=1e-4)
+    np.testing.assert_allclose(m.iou, [[0.3333, 0], [0.5, 0.5]], atol=1e-4)
 
-  def test_cases_4_and_5_nan_reductions(self):
-    m = pel_jax.segmentation_metrics(
-      _monai_stats(_M4_PRED, _M4_Y), average="none", absent_classes="exclude"
-    )
+  def test_case_3_nan_where_no_target(self):
+    m = _monai(_M3_PRED, _M3_Y)
+    for name in ("dice", "iou"):
+      np.testing.assert_array_equal(
+        np.isnan(getattr(m, name)), [[False, True, True], [False, False, True]]
+      )
+
+  def test_cases_4_5_7_nan_reductions(self):
+    m = _monai(_M4_PRED, _M4_Y)
     # reduction="mean_batch": per class over the samples with a target.
     np.testing.assert_allclose(
       np.nanmean(m.dice, 0), [0.6786, 0.4, 0.6667], atol=1e-4
     )
-    macro = pel_jax.segmentation_metrics(
-      _monai_stats(_M4_PRED, _M4_Y), absent_classes="exclude"
+    np.testing.assert_allclose(
+      np.nanmean(m.iou, 0), [0.5416, 0.25, 0.5], atol=1e-4
     )
-    np.testing.assert_allclose(np.nanmean(macro.dice), 0.689683, atol=1e-6)
+    # reduction="mean": per sample over its classes, then over the samples.
+    for y, dice, iou in ((_M4_Y, 0.689683, 0.5555), (_M7_Y, 0.857143, 0.75)):
+      m = _monai(_M4_PRED, y, average="macro")
+      np.testing.assert_allclose(np.nanmean(m.dice), dice, atol=1e-4)
+      np.testing.assert_allclose(np.nanmean(m.iou), iou, atol=1e-4)
 
-  def test_cases_11_and_12_ignore_empty_false(self):
-    for pred, want in ((np.zeros, 1.0), (np.ones, 0.0)):
-      s = pel_jax.confusion_stats(
-        pred((2, 3, 3, 2), np.float32),
-        np.zeros((2, 3, 3, 2), np.float32),
-        hard=None,
+  def test_cases_9_11_12_full_and_empty(self):
+    # 11 and 12 set ignore_empty=False; 9 (all ones) holds under either.
+    for pred, y, want in (
+      (np.ones, np.ones, 1.0),
+      (np.zeros, np.zeros, 1.0),
+      (np.ones, np.zeros, 0.0),
+    ):
+      m = _monai(
+        pred((2, 2, 3, 3)),
+        y((2, 2, 3, 3)),
+        absent_classes="count",
+        zero_division=1.0,
       )
-      m = pel_jax.segmentation_metrics(s, average="none", zero_division=1.0)
       np.testing.assert_array_equal(m.dice, np.full((2, 2), want))
+      np.testing.assert_array_equal(m.iou, np.full((2, 2), want))
 
 
 # ------------------------------------------------------------- peer runs
