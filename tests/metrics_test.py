@@ -531,6 +531,67 @@ class MonaiPublishedTest(absltest.TestCase):
       np.testing.assert_array_equal(m.iou, np.full((2, 2), want))
 
 
+def _index_stats(case, classes):
+  """Per-sample stats of index predictions and targets (one-hot probs)."""
+  preds = np.eye(classes, dtype=np.float32)[np.array(case["preds"])]
+  return pel_jax.confusion_stats(preds, np.array(case["target"]), hard=None)
+
+
+class TorchmetricsPublishedTest(absltest.TestCase):
+  """Values printed in torchmetrics 1.9.0's docstring examples (its doctests).
+
+  The inputs are drawn by torch's generator: make_metric_values.py stores
+  them (`torchmetrics_docstring_inputs`).
+  """
+
+  def test_mean_iou_index_example(self):
+    # torchmetrics/functional/segmentation/mean_iou.py, `mean_iou`.
+    case = _PEERS["torchmetrics_docstring_inputs"]["mean_iou"]
+    s = _index_stats(case, 5)
+    m = pel_jax.segmentation_metrics(s, absent_classes="exclude_empty")
+    np.testing.assert_allclose(
+      m.iou, [0.3617, 0.3128, 0.3047, 0.3499], atol=1e-4
+    )
+    m = pel_jax.segmentation_metrics(
+      s, average="none", absent_classes="exclude_empty"
+    )
+    np.testing.assert_allclose(
+      np.nan_to_num(m.iou, nan=-1.0),
+      [
+        [0.3617, 0.3617, -1, -1, -1],
+        [0.3128, 0.3128, -1, -1, -1],
+        [0.2727, 0.3366, -1, -1, -1],
+        [0.3756, 0.3242, -1, -1, -1],
+      ],
+      atol=1e-4,
+    )
+
+  def test_dice_score_index_example(self):
+    # torchmetrics/functional/segmentation/dice.py, `dice_score`.
+    case = _PEERS["torchmetrics_docstring_inputs"]["dice_score"]
+    s = _index_stats(case, 5)
+    o = dict(zero_division=math.nan, absent_classes="exclude_empty")
+    m = pel_jax.segmentation_metrics(s, average="micro", **o)
+    np.testing.assert_allclose(
+      m.dice, [0.2031, 0.1914, 0.2266, 0.1641], atol=1e-4
+    )
+    m = pel_jax.segmentation_metrics(s, average="none", **o)
+    np.testing.assert_allclose(
+      m.dice,
+      [
+        [0.1731, 0.1667, 0.2400, 0.2424, 0.1947],
+        [0.2245, 0.2247, 0.2321, 0.1132, 0.1682],
+        [0.2500, 0.2476, 0.1887, 0.1818, 0.2718],
+        [0.1308, 0.1800, 0.1980, 0.1607, 0.1522],
+      ],
+      atol=1e-4,
+    )
+    # aggregation_level="global": the sums over the batch.
+    total = jax.tree.map(lambda a: a.sum(0), s)
+    m = pel_jax.segmentation_metrics(total, average="macro", **o)
+    np.testing.assert_allclose(m.dice, 0.1965, atol=1e-4)
+
+
 # ------------------------------------------------------------- peer runs
 
 

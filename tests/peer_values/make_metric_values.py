@@ -6,7 +6,8 @@ or torchmetrics. Each case stores its inputs (channels last, as pel_jax
 takes them: logits `[B, H, W, C]` rounded to 3 decimals, so argmax and
 threshold see the same numbers here and there; integer target ids
 `[B, H, W]` or multi-hot labels `[B, H, W, C]`), the peer call and the
-value it returned.
+value it returned; and the inputs of torchmetrics' docstring examples
+(drawn with torch's generator), whose published values the tests hold.
 
 Run it in a virtual environment of its own, outside the repository, with
 the peer versions below:
@@ -203,6 +204,27 @@ def _torchmetrics_multilabel(logits, labels):
   return cases
 
 
+def _docstring_inputs():
+  """The index inputs of torchmetrics 1.9.0's docstring examples (torch RNG).
+
+  The tests compare with the values those docstrings publish; they only
+  need the inputs, which NumPy cannot draw.
+  """
+  g = lambda seed: torch.Generator().manual_seed(seed)
+  iou_preds = torch.randint(0, 2, (4, 16, 16), generator=g(42))
+  iou_target = torch.randint(0, 2, (4, 16, 16), generator=g(43))
+  torch.manual_seed(42)
+  dice_preds = torch.randint(0, 5, (4, 16, 16))
+  dice_target = torch.randint(0, 5, (4, 16, 16))
+  return {
+    "mean_iou": {"preds": iou_preds.tolist(), "target": iou_target.tolist()},
+    "dice_score": {
+      "preds": dice_preds.tolist(),
+      "target": dice_target.tolist(),
+    },
+  }
+
+
 def main():
   for module in (monai, torchmetrics):
     want = VERSIONS[module.__name__]
@@ -228,6 +250,7 @@ def main():
       logits, ignored, ignore_index=255
     ),
     "torchmetrics_multilabel": _torchmetrics_multilabel(ml_logits, labels),
+    "torchmetrics_docstring_inputs": _docstring_inputs(),
   }
   OUT.write_text(json.dumps(data, indent=None) + "\n")
   print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
