@@ -13,6 +13,8 @@ from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
 from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
+from pel_jax._metrics import confusion_stats
+from pel_jax._metrics import segmentation_metrics
 from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
 from pel_jax._variants import tversky_loss
@@ -23,6 +25,7 @@ __all__ = (
   "accumulated_value_and_grad",
   "boundary_loss",
   "check_labels",
+  "confusion_stats",
   "dice_loss",
   "distance_transform",
   "global_sum",
@@ -30,6 +33,7 @@ __all__ = (
   "loss_from_stats",
   "pel_loss",
   "region_stats",
+  "segmentation_metrics",
   "signed_distance",
   "tversky_loss",
   "weight_map",

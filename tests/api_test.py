@@ -29,6 +29,7 @@ class ApiTest(parameterized.TestCase):
         "accumulated_value_and_grad",
         "boundary_loss",
         "check_labels",
+        "confusion_stats",
         "dice_loss",
         "distance_transform",
         "global_sum",
@@ -36,6 +37,7 @@ class ApiTest(parameterized.TestCase):
         "loss_from_stats",
         "pel_loss",
         "region_stats",
+        "segmentation_metrics",
         "signed_distance",
         "tversky_loss",
         "weight_map",
@@ -78,6 +80,7 @@ class ApiTest(parameterized.TestCase):
       pel_jax.distance_transform: "mask",
       pel_jax.global_sum: "x",
       pel_jax.loss_from_stats: "stats",
+      pel_jax.segmentation_metrics: "stats",
       pel_jax.signed_distance: "mask",
     }
     self.assertEqual(positional[0], first.get(fn, "predictions"))
