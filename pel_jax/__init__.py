@@ -10,6 +10,8 @@ from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
 from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
+from pel_jax._lovasz import lovasz_hinge_loss
+from pel_jax._lovasz import lovasz_softmax_loss
 from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
 from pel_jax._variants import tversky_loss
@@ -23,6 +25,8 @@ __all__ = (
   "global_sum",
   "jaccard_loss",
   "loss_from_stats",
+  "lovasz_hinge_loss",
+  "lovasz_softmax_loss",
   "pel_loss",
   "region_stats",
   "tversky_loss",
