@@ -8,6 +8,7 @@ of the Jaccard loss when its pixel joins the set of mispredicted pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 import numbers
 
 import jax
@@ -115,6 +116,11 @@ def _resolve_classes(classes, num_classes: int):
   return tuple(int(c) for c in picked), False
 
 
+def _as_arrays(*xs):
+  # Python sequences are array-likes too (and have no dtype to check).
+  return (np.asarray(x) if isinstance(x, (list, tuple)) else x for x in xs)
+
+
 def _reduce(per_image: jax.Array, reduction: str) -> jax.Array:
   if reduction == "none":
     return per_image
@@ -219,8 +225,7 @@ def lovasz_softmax_loss(
     >>> print(f"{lovasz_softmax_loss(p, jnp.array([[0, 1, 2]])):.4f}")
     0.3433
   """
-  if isinstance(predictions, (list, tuple)):
-    predictions = np.asarray(predictions)
+  predictions, targets = _as_arrays(predictions, targets)
   _checks.check_predictions(predictions)
   shape = np.shape(predictions)
   if shape[-1] < 2:
@@ -237,9 +242,46 @@ def lovasz_softmax_loss(
   per_image = _checks.check_flag("per_image", per_image)
   picked, present_only = _resolve_classes(classes, shape[-1])
 
-  x = jnp.asarray(predictions)
+  return _softmax_loss(
+    predictions,
+    targets,
+    where,
+    ignore_index=ignore_index,
+    from_logits=from_logits,
+    picked=picked,
+    present_only=present_only,
+    per_image=per_image,
+    reduction=reduction,
+  )
+
+
+# Jitted once the static checks have passed: an eager call runs one program
+# instead of dispatching each of its small operations.
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "ignore_index",
+    "from_logits",
+    "picked",
+    "present_only",
+    "per_image",
+    "reduction",
+  ),
+)
+def _softmax_loss(
+  x,
+  targets,
+  where,
+  *,
+  ignore_index,
+  from_logits,
+  picked,
+  present_only,
+  per_image,
+  reduction,
+):
+  shape = x.shape
   x = x.astype(_core.compute_dtype(x.dtype))
-  targets = jnp.asarray(targets)
   valid = _valid(shape[:-1], targets, where, ignore_index)
   # Left-out pixels may hold NaN or inf: replaced before the softmax, or
   # their zero cotangent times a NaN derivative would still be NaN.
@@ -319,8 +361,7 @@ def lovasz_hinge_loss(
     >>> print(f"{lovasz_hinge_loss(z, g, per_image=True):.4f}")  # (3 + 1/4)/2
     1.6250
   """
-  if isinstance(logits, (list, tuple)):
-    logits = np.asarray(logits)
+  logits, targets = _as_arrays(logits, targets)
   _checks.check_predictions(logits)
   shape = np.shape(logits)
   if shape[-1] != 1:
@@ -337,9 +378,22 @@ def lovasz_hinge_loss(
   _checks.check_options(logits, reduction, True)
   per_image = _checks.check_flag("per_image", per_image)
 
-  z = jnp.asarray(logits)[..., 0]
-  z = z.astype(_core.compute_dtype(z.dtype))
-  targets = jnp.asarray(targets)
+  return _hinge_loss(
+    logits,
+    targets,
+    where,
+    ignore_index=ignore_index,
+    per_image=per_image,
+    reduction=reduction,
+  )
+
+
+@functools.partial(
+  jax.jit, static_argnames=("ignore_index", "per_image", "reduction")
+)
+def _hinge_loss(logits, targets, where, *, ignore_index, per_image, reduction):
+  shape = logits.shape
+  z = logits[..., 0].astype(_core.compute_dtype(logits.dtype))
   valid = _valid(shape[:-1], targets, where, ignore_index)
   z = jnp.where(valid, z, 0)
   fg = targets == 1
