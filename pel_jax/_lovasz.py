@@ -309,7 +309,7 @@ def _softmax_loss(
 
 
 def lovasz_hinge_loss(
-  logits: ArrayLike,
+  predictions: ArrayLike,
   targets: ArrayLike,
   *,
   per_image: bool = False,
@@ -333,9 +333,9 @@ def lovasz_hinge_loss(
   without foreground has loss :math:`\max(0, \max_i e_i)`.
 
   Args:
-    logits: float `[B, *spatial, 1]`, one logit channel, channels last
-      (`logits[..., None]` adds it). For multilabel (smp's "multilabel"
-      mode, one loss over every channel's pixels), reshape to
+    predictions: float logits `[B, *spatial, 1]`, one channel, channels
+      last (`logits[..., None]` adds it). For multilabel (smp's
+      "multilabel" mode, one loss over every channel's pixels), reshape to
       `[B, -1, 1]` and the targets to `[B, -1]`.
     targets: integer or bool `[B, *spatial]`; 1 (True) is the foreground,
       every other id background. Float (soft) targets are refused.
@@ -347,7 +347,7 @@ def lovasz_hinge_loss(
       else the batch's one loss for every reduction.
 
   Returns:
-    The loss, float32 for float32 and half-precision logits, float64 for
+    The loss, float32 for float32 and half-precision predictions, float64 for
     float64. An image (or batch) with no kept pixel has loss 0, zero
     gradient, and counts in the mean over images (smp's and Berman's).
 
@@ -361,25 +361,26 @@ def lovasz_hinge_loss(
     >>> print(f"{lovasz_hinge_loss(z, g, per_image=True):.4f}")  # (3 + 1/4)/2
     1.6250
   """
-  logits, targets = _as_arrays(logits, targets)
-  _checks.check_predictions(logits)
-  shape = np.shape(logits)
+  predictions, targets = _as_arrays(predictions, targets)
+  _checks.check_predictions(predictions)
+  shape = np.shape(predictions)
   if shape[-1] != 1:
     raise ValueError(
-      f"`logits` must be [batch, *spatial, 1] (one binary channel), got"
+      "`predictions` (logits) must be [batch, *spatial, 1] (one binary"
+      f" channel), got"
       f" shape {shape}.{_checks.layout_hint(shape)} For C classes use"
       " `lovasz_softmax_loss`; for multilabel reshape to [B, -1, 1]."
     )
   if jnp.result_type(targets) == jnp.bool_:
     targets = jnp.asarray(targets, jnp.int32)
   _check_integer_targets(targets, "lovasz_hinge_loss", "1 the foreground")
-  _checks.check_targets(logits, targets, ignore_index)
-  _checks.check_mask(logits, where)
-  _checks.check_options(logits, reduction, True)
+  _checks.check_targets(predictions, targets, ignore_index)
+  _checks.check_mask(predictions, where)
+  _checks.check_options(predictions, reduction, True)
   per_image = _checks.check_flag("per_image", per_image)
 
   return _hinge_loss(
-    logits,
+    predictions,
     targets,
     where,
     ignore_index=ignore_index,

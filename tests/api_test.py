@@ -32,6 +32,8 @@ class ApiTest(parameterized.TestCase):
         "global_sum",
         "jaccard_loss",
         "loss_from_stats",
+        "lovasz_hinge_loss",
+        "lovasz_softmax_loss",
         "pel_loss",
         "region_stats",
         "tversky_loss",

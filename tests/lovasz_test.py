@@ -448,7 +448,13 @@ class BadInputTest(absltest.TestCase):
       (TypeError, "`per_image`", softmax, (x, ids), {"per_image": "yes"}),
       (ValueError, "`where`", softmax, (x, ids), {"where": ids[0] > 0}),
       (ValueError, "`reduction`", softmax, (x, ids), {"reduction": "max"}),
-      (ValueError, r"`logits` must be .*\(2, 3, 4, 5\)", hinge, (x, ids), {}),
+      (
+        ValueError,
+        r"`predictions` \(logits\) .*\(2, 3, 4, 5\)",
+        hinge,
+        (x, ids),
+        {},
+      ),
       (TypeError, "soft targets", hinge, (x[..., :1], ids * 0.5), {}),
       (TypeError, "`predictions`", hinge, (ids[..., None], ids), {}),
     )
