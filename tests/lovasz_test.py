@@ -128,23 +128,25 @@ class OracleTest(parameterized.TestCase):
     )
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
-  @parameterized.parameters((False, False), (True, True))
-  def test_hinge_matches_the_paper(self, per_image, ignore):
+  @parameterized.parameters(
+    (False, "none"), (True, "ignore_index"), (False, "where")
+  )
+  def test_hinge_matches_the_paper(self, per_image, masking):
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 2, (3, 4, 5, 1))
     labels = (rng.random((3, 4, 5)) < 0.4).astype(np.int32)
     labels[1] = 0  # No foreground in image 1.
     keep = np.ones(labels.shape, bool)
-    if ignore:
-      labels[0, 2] = -1
-      keep[0, 2] = False
+    kw = {}
+    if masking != "none":
+      keep[0, 2] = keep[2, :, 1] = False
+    if masking == "ignore_index":
+      labels[~keep] = -1
+      kw["ignore_index"] = -1
+    if masking == "where":
+      kw["where"] = keep
     with jax.enable_x64(True):
-      got = pel_jax.lovasz_hinge_loss(
-        logits,
-        labels,
-        per_image=per_image,
-        ignore_index=-1 if ignore else None,
-      )
+      got = pel_jax.lovasz_hinge_loss(logits, labels, per_image=per_image, **kw)
     want = _hinge_oracle(
       logits.reshape(3, -1),
       labels.reshape(3, -1),
@@ -169,6 +171,11 @@ class OracleTest(parameterized.TestCase):
     ]
     np.testing.assert_allclose(each, want, rtol=1e-12)
     np.testing.assert_allclose(total, sum(want), rtol=1e-12)
+    # Without per_image the batch has one loss, whatever the reduction.
+    batch = pel_jax.lovasz_softmax_loss(
+      logits, ids, from_logits=True, reduction="none"
+    )
+    self.assertEqual(batch.shape, ())
 
 
 class PublishedValuesTest(absltest.TestCase):
