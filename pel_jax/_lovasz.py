@@ -18,6 +18,7 @@ import numpy as np
 
 from pel_jax import _checks
 from pel_jax import _core
+from pel_jax._loss import _as_array_likes
 
 ArrayLike = jax.typing.ArrayLike
 
@@ -117,11 +118,6 @@ def _resolve_classes(classes, num_classes: int):
       f" {picked!r}."
     )
   return tuple(int(c) for c in picked), False
-
-
-def _as_arrays(*xs):
-  # Python sequences are array-likes too (and have no dtype to check).
-  return (np.asarray(x) if isinstance(x, (list, tuple)) else x for x in xs)
 
 
 def _reduce(per_image: jax.Array, reduction: str) -> jax.Array:
@@ -230,7 +226,7 @@ def lovasz_softmax_loss(
     >>> print(f"{lovasz_softmax_loss(p, jnp.array([[0, 1, 2]])):.4f}")
     0.3433
   """
-  predictions, targets = _as_arrays(predictions, targets)
+  predictions, targets = _as_array_likes(predictions, targets)
   _checks.check_predictions(predictions)
   shape = np.shape(predictions)
   if shape[-1] < 2:
@@ -366,7 +362,7 @@ def lovasz_hinge_loss(
     >>> print(f"{lovasz_hinge_loss(z, g, per_image=True):.4f}")  # (3 + 1/4)/2
     1.6250
   """
-  predictions, targets = _as_arrays(predictions, targets)
+  predictions, targets = _as_array_likes(predictions, targets)
   _checks.check_predictions(predictions)
   shape = np.shape(predictions)
   if shape[-1] != 1:
