@@ -13,6 +13,8 @@ from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
 from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
+from pel_jax._lovasz import lovasz_hinge_loss
+from pel_jax._lovasz import lovasz_softmax_loss
 from pel_jax._metrics import confusion_stats
 from pel_jax._metrics import segmentation_metrics
 from pel_jax._variants import dice_loss
@@ -31,6 +33,8 @@ __all__ = (
   "global_sum",
   "jaccard_loss",
   "loss_from_stats",
+  "lovasz_hinge_loss",
+  "lovasz_softmax_loss",
   "pel_loss",
   "region_stats",
   "segmentation_metrics",

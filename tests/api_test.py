@@ -35,6 +35,8 @@ class ApiTest(parameterized.TestCase):
         "global_sum",
         "jaccard_loss",
         "loss_from_stats",
+        "lovasz_hinge_loss",
+        "lovasz_softmax_loss",
         "pel_loss",
         "region_stats",
         "segmentation_metrics",
