@@ -16,6 +16,10 @@ from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
 from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
+from pel_jax._lovasz import lovasz_hinge_loss
+from pel_jax._lovasz import lovasz_softmax_loss
+from pel_jax._metrics import confusion_stats
+from pel_jax._metrics import segmentation_metrics
 from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
 from pel_jax._variants import tversky_loss
@@ -27,14 +31,18 @@ __all__ = (
   "boundary_loss",
   "check_labels",
   "cldice_loss",
+  "confusion_stats",
   "dice_loss",
   "distance_transform",
   "global_sum",
   "hausdorff_dt_loss",
   "jaccard_loss",
   "loss_from_stats",
+  "lovasz_hinge_loss",
+  "lovasz_softmax_loss",
   "pel_loss",
   "region_stats",
+  "segmentation_metrics",
   "signed_distance",
   "soft_dice_cldice_loss",
   "tversky_loss",

@@ -1,8 +1,11 @@
-"""Segmentation metrics in numpy: IoU and Dice from a confusion matrix, boundary F1."""
+"""Segmentation metrics: IoU and Dice of a confusion matrix (pel_jax), boundary F1."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
+
+import pel_jax
 
 
 def confusion_matrix(
@@ -67,9 +70,17 @@ def summarize(cm: np.ndarray, bcounts: np.ndarray) -> dict:
   """
   tp = np.diag(cm).astype(np.float64)
   fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+  # pel_jax's per-class metrics of the confusion-matrix sums, in float64 as
+  # the counts; zero_division=1: a class in neither prediction nor target
+  # scores 1 (MONAI's ignore_empty=False).
+  with jax.enable_x64(True):
+    per_class = pel_jax.segmentation_metrics(
+      (tp, fp, fn, cm.sum() - tp - fp - fn), average="none", zero_division=1.0
+    )
+  iou, dice = np.asarray(per_class.iou), np.asarray(per_class.dice)
+  # Boundary precision and recall count different matches (predicted vs
+  # true boundary pixels), not one TP of the same sums.
   with np.errstate(invalid="ignore", divide="ignore"):
-    iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), 1.0)
-    dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0)
     prec = np.where(bcounts[:, 1] > 0, bcounts[:, 0] / bcounts[:, 1], 1.0)
     rec = np.where(bcounts[:, 3] > 0, bcounts[:, 2] / bcounts[:, 3], 1.0)
     bf1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
