@@ -78,6 +78,7 @@ class ClDiceOracleTest(parameterized.TestCase):
     ("2d", (2, 11, 9), 3, 3, True),
     ("2d_no_background_iter0", (2, 8, 9), 3, 0, False),
     ("3d", (2, 6, 5, 4), 2, 2, True),
+    ("1d", (3, 16), 2, 2, True),
   )
   def test_equal_oracle_float64(self, shape, classes, iters, bg):
     logits, ids = blob_case(shape, classes, sum(shape), scale=2.0)
