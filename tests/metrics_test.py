@@ -738,7 +738,9 @@ class DistributedTest(parameterized.TestCase):
     want = pel_jax.confusion_stats(
       x, ids, from_logits=True, where=mask, batch=batch
     )
-    mesh = jax.make_mesh((_N,), ("d",))
+    mesh = jax.make_mesh(
+      (_N,), ("d",), axis_types=(jax.sharding.AxisType.Auto,)
+    )
     args = tuple(
       jax.device_put(a, NamedSharding(mesh, P("d"))) for a in (x, ids, mask)
     )
