@@ -521,8 +521,7 @@ def _sum_together(
 
   One variadic reduce over all operands is several times faster on XLA CPU
   than a `jnp.sum` each; on the CPU the reduction is staged (see `_ROWS`)
-  for float32 accuracy, elsewhere one sum per operand (see
-  `_layout_accel.region_sums`).
+  for float32 accuracy; GPU and TPU get `_layout_accel.region_sums`.
   The custom JVP exists because JAX's JVP of a variadic reduce fails on
   symbolic-zero tangents (e.g. integer targets under grad-of-grad); sums are
   linear, so tangents are summed plainly, laid out the same way.
@@ -534,7 +533,7 @@ def _sum_together(
 def _staged_sums(axes: tuple[int, ...], stage: int, *operands: jax.Array):
   return _per_platform(
     lambda *xs: _sum_flat(_variadic_sum, axes, stage, xs),
-    lambda *xs: _layout_accel.region_sums(xs, axes),
+    lambda *xs: _layout_accel.region_sums(xs, axes, _variadic_sum),
     *operands,
   )
 
