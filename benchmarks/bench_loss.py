@@ -118,7 +118,18 @@ def sweep_cases(classes, size: str = "full", dims=(2, 3)) -> list[Case]:
 # ----------------------------------------------------------------- variants
 
 
-def plain_pel(x, g, *, logits, exponent=3.0, batch=False, smooth=1e-5):
+def plain_pel(
+  x,
+  g,
+  *,
+  logits,
+  exponent=3.0,
+  batch=False,
+  smooth=1e-5,
+  scale=1.0,
+  fp_weight=1.0,
+  fn_weight=1.0,
+):
   """A straightforward jnp PEL (one-hot targets), differentiated by autodiff."""
   x = x.astype(jnp.float32)
   g = g.astype(jnp.float32)
@@ -131,7 +142,8 @@ def plain_pel(x, g, *, logits, exponent=3.0, batch=False, smooth=1e-5):
   fp = jnp.sum(p * (1 - g), axes)
   fn = jnp.sum((1 - p) * g, axes)
   num = jnp.sum(p**exponent * g, axes)
-  return jnp.mean(1 - (num + smooth) / (tp + fp + fn + smooth))
+  denom = tp + fp_weight * fp + fn_weight * fn + smooth
+  return jnp.mean(1 - scale * (num + smooth) / denom)
 
 
 def make_inputs(case: Case, seed: int = 0):

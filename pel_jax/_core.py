@@ -25,6 +25,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from pel_jax import _layout_accel
+
 
 @dataclasses.dataclass(frozen=True)
 class StatsConfig:
@@ -262,7 +264,8 @@ def _activate(cfg: StatsConfig, x: jax.Array, select, each: bool = False):
   `log_p` is the softmax's log-probabilities (the cross-entropy reads them)
   and `log_sel` their selection (`log p_sel`), both None otherwise.
   `each` (`_powers_each_entry`, `select` the identity) makes `p_sel` p
-  behind an optimization barrier and `p^n` its integer power: XLA
+  behind an optimization barrier (not on TPU: `_layout_accel.unshared`)
+  and `p^n` its integer power: XLA
   otherwise rewrites `exp(a) * exp(a) * exp(a)` as `exp(3 a)`, a second
   exponential per entry that it writes out.
   """
@@ -281,7 +284,7 @@ def _activate(cfg: StatsConfig, x: jax.Array, select, each: bool = False):
     log_p = (x - peak) - lse
     p = jnp.exp(log_p)
     if each:
-      p_sel = lax.optimization_barrier(p)
+      p_sel = _layout_accel.unshared(p)
       return p, p_sel, lax.integer_pow(p_sel, int(n)), log_p, None
     # Equal to select(p), but computed from the logits: read from p, the
     # power would make XLA write out p and p^n.
@@ -518,7 +521,7 @@ def _sum_together(
 
   One variadic reduce over all operands is several times faster on XLA CPU
   than a `jnp.sum` each; on the CPU the reduction is staged (see `_ROWS`)
-  for float32 accuracy, elsewhere it is one reduce (see `_TUNED_PLATFORMS`).
+  for float32 accuracy; GPU and TPU get `_layout_accel.region_sums`.
   The custom JVP exists because JAX's JVP of a variadic reduce fails on
   symbolic-zero tangents (e.g. integer targets under grad-of-grad); sums are
   linear, so tangents are summed plainly, laid out the same way.
@@ -530,7 +533,7 @@ def _sum_together(
 def _staged_sums(axes: tuple[int, ...], stage: int, *operands: jax.Array):
   return _per_platform(
     lambda *xs: _sum_flat(_variadic_sum, axes, stage, xs),
-    lambda *xs: tuple(_variadic_sum(xs, axes)),
+    lambda *xs: _layout_accel.region_sums(xs, axes, _variadic_sum),
     *operands,
   )
 
