@@ -1122,12 +1122,8 @@ def _kornia_cases():
     needs,
   )
   # test_ignore_index: pixels 2, 3 ignored; the kept ones 1 right, 1 wrong.
-  logits = np.zeros((2, 2, 1, 4))
-  logits[:, 0, :, 0] = 100.0
-  logits[:, 1, :, 1:] = 100.0
   for ignore in (-100, 255):
-    labels = np.zeros((2, 1, 4), np.int64)
-    labels[..., 2:] = ignore
+    logits, labels = _kornia_ignore_index_inputs(ignore)
     for loss, path in (("dice_loss", dice), ("tversky_loss", tversky)):
       run, needs = kornia_082(loss, logits, labels, ignore_index=ignore)
       yield Case(
@@ -1139,6 +1135,18 @@ def _kornia_cases():
         1e-3,
         needs,
       )
+
+
+def _kornia_ignore_index_inputs(ignore):
+  """kornia's test_ignore_index inputs: channels first `[2, 2, 1, 4]`
+  logits (class 0 at pixel 0, class 1 elsewhere) and labels of class 0 with
+  pixels 2 and 3 set to `ignore`."""
+  logits = np.zeros((2, 2, 1, 4))
+  logits[:, 0, :, 0] = 100.0
+  logits[:, 1, :, 1:] = 100.0
+  labels = np.zeros((2, 1, 4), np.int64)
+  labels[..., 2:] = ignore
+  return logits, labels
 
 
 def _kornia_09_cases():
@@ -1204,12 +1212,8 @@ def _kornia_09_cases():
         needs,
       )
   # Only class 0 is present, TP = 1, FP = 0, FN = 1 after masking.
-  logits = np.zeros((2, 2, 1, 4))
-  logits[:, 0, :, 0] = 100.0
-  logits[:, 1, :, 1:] = 100.0
   for ignore in (-100, 255):
-    labels = np.zeros((2, 1, 4), np.int64)
-    labels[..., 2:] = ignore
+    logits, labels = _kornia_ignore_index_inputs(ignore)
     run, needs = kornia("tversky_loss", logits, labels, ignore_index=ignore)
     yield Case(
       f"kornia_tversky_ignore_index_per_sample_{ignore}",
