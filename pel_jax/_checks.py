@@ -207,10 +207,9 @@ def check_representable(predictions, compute_dtype, **values: float) -> None:
   (p^n stays in [0, 1]) is bounded by max / (4 * predictions.size), which
   keeps every weighted sum of [0, 1] terms finite.
   """
+  bound = _representable_limit(predictions, compute_dtype)
   for name, value in values.items():
-    limit = _representable_limit(predictions, compute_dtype)
-    if name == "exponent":
-      limit = float(jnp.finfo(compute_dtype).max)
+    limit = float(jnp.finfo(compute_dtype).max) if name == "exponent" else bound
     if value > limit:
       raise ValueError(
         f"`{name}={value}` would overflow {jnp.dtype(compute_dtype).name},"

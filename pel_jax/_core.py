@@ -1115,11 +1115,10 @@ def _ratio_jvp(primals, tangents):
   numer, denom = primals
   d_numer, d_denom = tangents
   ratio = _ratio(numer, denom)
-  valid = denom != 0
   tiny = jnp.finfo(jnp.result_type(denom)).tiny
-  safe = jnp.where(valid, jnp.where(jnp.abs(denom) < tiny, tiny, denom), 1)
+  safe = jnp.where(jnp.abs(denom) < tiny, tiny, denom)  # D = 0 included.
   d_ratio = (d_numer - ratio * d_denom) / safe
-  return ratio, jnp.where(valid, d_ratio, 0)
+  return ratio, jnp.where(denom != 0, d_ratio, 0)
 
 
 def _odd_power(x: jax.Array, exponent: float) -> jax.Array:
