@@ -19,12 +19,14 @@ import dataclasses
 import functools
 import math
 import operator
+import sys
 from typing import NamedTuple
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 
+from pel_jax import _gpu
 from pel_jax import _layout_accel
 
 
@@ -793,18 +795,21 @@ def _smoothed_targets(
   return g * (1 - eps) + eps / k
 
 
-def _term_count(cfg: StatsConfig, px: _Pixels) -> jax.Array:
-  """Cross-entropy terms per sample `[B]` (or `[]` over the batch)."""
-  axes = _sum_axes(cfg, px.p.ndim)
-  per_pixel = 1 if cfg.activation == "softmax" else px.p.shape[-1]
-  if px.w is None:
-    shape = px.p.shape[: axes[0]]
+def term_count(cfg: StatsConfig, shape, dtype, w) -> jax.Array:
+  """Cross-entropy terms per sample `[B]` (or `[]` over the batch).
+
+  `shape` is the predictions' and `w` the 0/1 pixel weight `[B, *S, 1]`
+  (None when every pixel is kept).
+  """
+  axes = _sum_axes(cfg, len(shape))
+  per_pixel = 1 if cfg.activation == "softmax" else shape[-1]
+  if w is None:
     return jnp.full(
-      shape, math.prod(px.p.shape[axes[0] : -1]) * per_pixel, px.p.dtype
+      shape[: axes[0]], math.prod(shape[axes[0] : -1]) * per_pixel, dtype
     )
   # Counted in integers: exact past float32's 2^24.
-  kept = jnp.sum(px.w.astype(jnp.int32), axes + (px.w.ndim - 1,))
-  return (kept * per_pixel).astype(px.p.dtype)
+  kept = jnp.sum(w.astype(jnp.int32), axes + (w.ndim - 1,))
+  return (kept * per_pixel).astype(dtype)
 
 
 def _softmax_u(
@@ -894,6 +899,36 @@ def _power_factors(p: jax.Array, n: float) -> tuple[jax.Array, ...]:
 
 def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
   """The region sums of one call, `[G, C]` (G = 1 with `cfg.batch`)."""
+  if _gpu.handles(cfg, predictions.shape[-1]):
+    return _per_platform_sums(cfg, predictions, targets, mask)[0]
+  return _global_sums(cfg, _local_sums(cfg, predictions, targets, mask))
+
+
+def _per_platform_sums(cfg: StatsConfig, predictions, targets, mask):
+  """`(stats, lse)`: `_gpu.forward` lowered for CUDA, else `_local_sums`.
+
+  Elsewhere `lse` is a zero placeholder of its shape, which only the CUDA
+  backward reads (lowered for one platform, XLA drops it).
+  """
+
+  def generic(predictions, targets):
+    stats = _local_sums(cfg, predictions, targets, mask)
+    lse_shape = predictions.shape[:-1] + (1,)
+    return stats, jnp.zeros(lse_shape, compute_dtype(predictions.dtype))
+
+  stats, lse = lax.platform_dependent(
+    predictions,
+    targets,
+    **_gpu.per_platform(
+      lambda x, t: _gpu.forward(cfg, sys.modules[__name__], x, t, mask)
+    ),
+    default=generic,
+  )
+  return _global_sums(cfg, stats), lse
+
+
+def _local_sums(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
+  """The sums over this call's pixels: `[B, C]`, or `[C]` with `cfg.batch`."""
   px = _pixel_terms(cfg, predictions, targets, mask)
   terms = _pixel_summands(cfg, px)
   leaves, tree = jax.tree.flatten(terms)
@@ -908,7 +943,14 @@ def stats_forward(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
       ce = jnp.sum(stats.ce, -1)
     else:
       ce = _cross_entropy_sum(cfg, px, targets)
-    stats = stats._replace(ce=ce, count=_term_count(cfg, px))
+    stats = stats._replace(
+      ce=ce, count=term_count(cfg, px.p.shape, px.p.dtype, px.w)
+    )
+  return stats
+
+
+def _global_sums(cfg: StatsConfig, stats: RegionStats) -> RegionStats:
+  """`[G, C]` sums: the batch axis kept, summed across devices if asked."""
   if cfg.batch:
     stats = jax.tree.map(lambda s: s[None], stats)
   if cfg.batch and cfg.axis_name is not None:
@@ -1032,17 +1074,36 @@ def region_sums(cfg: StatsConfig, predictions, targets, mask) -> RegionStats:
 
 
 def _region_sums_fwd(cfg: StatsConfig, predictions, targets, mask):
-  stats = stats_forward(cfg, predictions, targets, mask)
-  # Residuals: the inputs and the [G, C] sums; the backward recomputes the
-  # activation rather than keeping any full-size intermediate alive.
-  return stats, (predictions, targets, mask, stats)
+  # Residuals: the inputs and the [G, C] sums (and on CUDA the per-pixel
+  # log-sum-exp); the backward recomputes the activation rather than
+  # keeping any full-size intermediate alive.
+  if _gpu.handles(cfg, predictions.shape[-1]):
+    stats, lse = _per_platform_sums(cfg, predictions, targets, mask)
+  else:
+    stats, lse = stats_forward(cfg, predictions, targets, mask), None
+  return stats, (predictions, targets, mask, stats, lse)
 
 
 def _region_sums_bwd(cfg: StatsConfig, residuals, cotangent):
-  predictions, targets, mask, stats = residuals
-  d_predictions, d_targets = stats_backward(
-    cfg, predictions, targets, mask, stats, cotangent
-  )
+  predictions, targets, mask, stats, lse = residuals
+  if lse is None:
+    d_predictions, d_targets = stats_backward(
+      cfg, predictions, targets, mask, stats, cotangent
+    )
+  else:
+    d_predictions, d_targets = lax.platform_dependent(
+      predictions,
+      targets,
+      lse,
+      **_gpu.per_platform(
+        lambda x, t, lse: _gpu.backward(
+          cfg, sys.modules[__name__], x, t, mask, lse, cotangent
+        )
+      ),
+      default=lambda x, t, lse: stats_backward(
+        cfg, x, t, mask, stats, cotangent
+      ),
+    )
   return d_predictions, d_targets, None
 
 

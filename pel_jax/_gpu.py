@@ -1,0 +1,171 @@
+"""The softmax region sums as XLA GPU rewards them (lowered for CUDA only).
+
+Designed from programs compiled for an H100 and an A100 without the device
+(benchmarks/bench_compiled.py; numbers in benchmarks/README.md). What XLA
+GPU does with the generic core, and what this layout does instead:
+
+* It fuses an elementwise producer into a reduction, but it does not
+  duplicate an expensive one (an `exp`) into several consumers: the softmax
+  `p`, read by each region sum and by the backward, was written out as a
+  full-size array. Here every sum is one row of a single reduction over
+  `[..., K, C]`, each row `exp(a_k l)` times a cheap coefficient, with
+  `l = x - lse` the log-probabilities: the exponential sits after the
+  broadcast to K rows, so nothing is shared and nothing written.
+* The class max and the sum of exponentials are one row reduction (an
+  online log-sum-exp, a variadic reduce), and its result, `lse` per pixel
+  (`1/C` of the logits), is the custom VJP's residual: the backward reads
+  it instead of reducing over the classes again.
+* The backward is one row reduction (`sum_c v_c`) and one elementwise pass
+  that writes the gradient: `dL/dx = v - p sum_c v`, with `v = dL/dl`.
+
+It serves the softmax with `C >= MIN_CLASSES` (not `soft_labels`): with
+fewer classes the per-pixel arrays (the `lse`, the integer ids) are as
+large as the logits, and the compiled generic core moved fewer bytes.
+"""
+
+from __future__ import annotations
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+# Where this layout is lowered; tests set ("cpu",) to run it here.
+PLATFORMS = ("cuda",)
+# Below this many classes the generic core moved fewer bytes on H100/A100.
+MIN_CLASSES = 8
+
+
+def handles(cfg, classes: int) -> bool:
+  """Whether `cfg` (a `_core.StatsConfig`) takes this layout on GPU."""
+  return (
+    cfg.activation == "softmax"
+    and not cfg.soft_labels
+    and classes >= MIN_CLASSES
+  )
+
+
+def per_platform(branch) -> dict:
+  """`lax.platform_dependent` keywords lowering `branch` for `PLATFORMS`."""
+  return {platform: branch for platform in PLATFORMS}
+
+
+def log_sum_exp(x: jax.Array) -> jax.Array:
+  """`log sum_c exp(x_c)` per pixel, `[B, *S, 1]`, in one variadic reduce.
+
+  Pairs (m, t) combine as (max, t_a e^(m_a - M) + t_b e^(m_b - M)): the class
+  max and the shifted sum in one pass (two row reductions otherwise). The
+  max is a shift only, so no gradient flows through it.
+  """
+
+  def combine(a, b):
+    (m_a, t_a), (m_b, t_b) = a, b
+    m = jnp.maximum(m_a, m_b)
+    # Where both are -inf (a row of -inf logits) the shifts are 0, not NaN.
+    shift_a = jnp.where(m_a == m, 0, m_a - m)
+    shift_b = jnp.where(m_b == m, 0, m_b - m)
+    return m, t_a * jnp.exp(shift_a) + t_b * jnp.exp(shift_b)
+
+  init = (jnp.array(-jnp.inf, x.dtype), jnp.array(0, x.dtype))
+  peak, total = lax.reduce((x, jnp.ones_like(x)), init, combine, (x.ndim - 1,))
+  return (lax.stop_gradient(peak) + jnp.log(total))[..., None]
+
+
+def _targets(cfg, core, x, targets):
+  """`(g, keep)`: targets as floats `[B, *S, C]` and the kept pixels or None."""
+  keep = None
+  if jnp.issubdtype(targets.dtype, jnp.integer):
+    if cfg.ignore_index is not None:
+      keep = targets != cfg.ignore_index
+    g = core._is_label(targets, x.shape[-1]).astype(x.dtype)
+  else:
+    g = targets.astype(x.dtype)
+  return g, keep
+
+
+def _inputs(cfg, core, predictions, targets, mask):
+  """`(x, g, w)`: masked logits and targets (compute dtype), weight or None."""
+  x = predictions.astype(core.compute_dtype(predictions.dtype))
+  g, keep = _targets(cfg, core, x, targets)
+  if mask is not None:
+    keep = mask if keep is None else keep & mask
+  w = None
+  if keep is not None:
+    # Excluded pixels' inputs become 0 before any arithmetic (double where).
+    x = jnp.where(keep[..., None], x, 0)
+    g = jnp.where(keep[..., None], g, 0)
+    w = keep[..., None].astype(x.dtype)
+  return x, g, w
+
+
+def forward(cfg, core, predictions, targets, mask):
+  """`(stats, lse)`: the local region sums (before the batch sum) and `lse`."""
+  x, g, w = _inputs(cfg, core, predictions, targets, mask)
+  lse = log_sum_exp(x)
+  log_p = x - lse
+  powers = [1.0, cfg.exponent] + [2.0 if cfg.squared else 1.0]
+  coefficients = [g, g, jnp.ones_like(g)]
+  linear = [g] + ([g * g] if cfg.squared else [])
+  if cfg.cross_entropy:
+    q = core._smoothed_targets(cfg, g)
+    linear.append(-q * log_p)
+  a = jnp.asarray(powers, x.dtype)[:, None]
+  rows = jnp.concatenate(
+    [
+      jnp.exp(a * log_p[..., None, :]) * jnp.stack(coefficients, -2),
+      jnp.stack(linear, -2),
+    ],
+    axis=-2,
+  )
+  if w is not None:
+    rows = rows * w[..., None]
+  axes = tuple(range(0 if cfg.batch else 1, x.ndim - 1))
+  sums = jnp.sum(rows, axis=axes)
+  tp, numer, sum_p = sums[..., 0, :], sums[..., 1, :], sums[..., 2, :]
+  sum_g = sums[..., 3, :]
+  stats = core.RegionStats(tp, None if cfg.squared else sum_p, sum_g, numer)
+  if cfg.squared:
+    stats = stats._replace(sum_p2=sum_p, sum_g2=sums[..., 4, :])
+  if cfg.cross_entropy:
+    count = core.term_count(cfg, x.shape, x.dtype, w)
+    stats = stats._replace(ce=jnp.sum(sums[..., -1, :], -1), count=count)
+  return stats, lse
+
+
+def backward(cfg, core, predictions, targets, mask, lse, cotangent):
+  """`(d_predictions, d_targets)`; `lse` is `forward`'s residual.
+
+  With `l = x - lse` and `v = dL/dl` per entry, `dL/dx = v - p sum_c v`.
+  """
+  x, g, w = _inputs(cfg, core, predictions, targets, mask)
+  log_p = x - lse
+  p = jnp.exp(log_p)
+  pixels = (cotangent.tp.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  ct = jax.tree.map(
+    lambda c: c.reshape(pixels), cotangent._replace(ce=None, count=None)
+  )
+  n = cfg.exponent
+  p_n = jnp.exp(n * log_p)
+  if cfg.squared:
+    v = p * (ct.tp * g + 2 * ct.sum_p2 * p)
+  else:
+    v = p * (ct.tp * g + ct.sum_p)
+  v = v + n * ct.numer * g * p_n
+  if cfg.cross_entropy:
+    ct_ce = cotangent.ce.reshape(pixels[:-1] + (1,))
+    q = core._smoothed_targets(cfg, g)
+    v = v - ct_ce * q
+  if w is not None:
+    v = v * w
+  grad = v - p * jnp.sum(v, -1, keepdims=True)
+  d_predictions = grad.astype(predictions.dtype)
+  d_targets = None
+  if not jnp.issubdtype(targets.dtype, jnp.integer):
+    d_g = ct.tp * p + ct.numer * p_n + ct.sum_g
+    if cfg.squared:
+      d_g = d_g + 2 * ct.sum_g2 * g
+    if cfg.cross_entropy:
+      d_g = d_g - ct_ce * (1 - cfg.label_smoothing) * log_p
+    if w is not None:
+      d_g = d_g * w
+    d_targets = d_g.astype(targets.dtype)
+  return d_predictions, d_targets
