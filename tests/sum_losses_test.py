@@ -1,0 +1,300 @@
+"""MCC, generalized Wasserstein Dice and unified focal losses.
+
+Expected values come from tests/reference_losses.py (the papers' formulas in
+float64 NumPy, pixel by pixel), from smp's six published `MCCLoss` cases
+(qubvel-org/segmentation_models.pytorch, tests/test_losses.py,
+`test_binary_mcc_loss`), and from MONAI 1.6.1 and smp 0.6.0 run by
+tests/peer_values/make_new_loss_values.py (values and input gradients).
+"""
+
+import json
+import pathlib
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+from jax import test_util as jtu
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+import pel_jax
+from tests import reference_losses as ref
+
+_PEERS = json.loads(
+  (
+    pathlib.Path(__file__).parent / "peer_values" / "new_loss_values.json"
+  ).read_text()
+)
+_DIST = np.array(
+  [[0.0, 1.0, 1.0], [1.0, 0.0, 0.5], [1.0, 0.5, 0.0]]
+)  # MONAI's docstring example, scaled below to test the max-normalisation.
+_IGNORE = 7
+
+
+def _inputs(seed, shape=(2, 3, 4), num_classes=3):
+  """float64 probabilities, their logits, ids with ignored pixels, a mask."""
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(0, 1.5, shape + (num_classes,))
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  ids = rng.integers(0, num_classes, shape)
+  ids.reshape(-1)[:num_classes] = np.arange(num_classes)
+  ignored = np.where(rng.random(shape) < 0.2, _IGNORE, ids)
+  mask = rng.random(shape) < 0.8
+  return logits, probs, ids, ignored, mask
+
+
+def _onehot(ids, num_classes):
+  return (
+    np.eye(num_classes)[np.where(ids < num_classes, ids, 0)]
+    * (ids < num_classes)[..., None]
+  )
+
+
+def _peer_call(case):
+  """The pel_jax call that maps the peer's case, and its channels-last x."""
+  x = np.moveaxis(np.asarray(case["inputs"]), 1, -1)
+  t = np.asarray(case["targets"])
+  s, name = case["settings"], case["name"]
+  if name.startswith("gwdl"):
+    return lambda x: jnp.sum(
+      pel_jax.generalized_wasserstein_dice_loss(
+        x,
+        t,
+        dist_matrix=np.asarray(s["dist_matrix"]),
+        weighting_mode=s["weighting_mode"],
+        from_logits=True,
+        reduction=s["reduction"],
+      )
+    ), x
+  t = np.moveaxis(t.astype(np.float64), 1, -1)
+  if name.startswith("aufl"):
+    return lambda x: pel_jax.unified_focal_loss(
+      x, t, weight=s["weight"], gamma=s["gamma"], delta=s["delta"]
+    ), x
+  return lambda x: pel_jax.mcc_loss(x, t, eps=s["eps"]), x
+
+
+class PeerTest(parameterized.TestCase):
+  @parameterized.named_parameters((c["name"], c) for c in _PEERS["cases"])
+  def test_value_and_gradient(self, case):
+    fn, x = _peer_call(case)
+    with jax.enable_x64(True):
+      value, grad = jax.jit(jax.value_and_grad(fn))(x)
+    # MONAI computes the GDL weights 1 / (V + 1) in float32.
+    rtol = 1e-7 if "GDL" in case["name"] else 1e-12
+    np.testing.assert_allclose(value, case["value"], rtol=rtol)
+    want = np.moveaxis(np.asarray(case["grad"]), 1, -1)
+    np.testing.assert_allclose(grad, want, rtol=rtol, atol=1e-12)
+
+  def test_gwdl_is_per_sample_then_mean(self):
+    case = next(c for c in _PEERS["cases"] if c["name"] == "gwdl_default_none")
+    x = np.moveaxis(np.asarray(case["inputs"]), 1, -1)
+    with jax.enable_x64(True):
+      got = pel_jax.generalized_wasserstein_dice_loss(
+        x,
+        np.asarray(case["targets"]),
+        dist_matrix=np.asarray(case["settings"]["dist_matrix"]),
+        from_logits=True,
+        reduction="none",
+      )
+    np.testing.assert_allclose(got, case["settings"]["per_sample"], rtol=1e-12)
+
+  @parameterized.named_parameters(
+    # segmentation_models.pytorch tests/test_losses.py, test_binary_mcc_loss.
+    ("ideal", [[1, 1, 0, 0], [0, 0, 1, 1]], [[1, 1, 0, 0], [0, 0, 1, 1]], 0.0),
+    ("worst", [[1, 1, 0, 0], [0, 0, 1, 1]], [[0, 0, 1, 1], [1, 1, 0, 0]], 2.0),
+    ("1_minus_1_3", [[0, 1, 1, 0]] * 2, [[1, 1, 0, 0]] * 2, 1.0),
+    ("trivial_1", [[0, 0, 0, 0]] * 2, [[1, 1, 0, 0]] * 2, 1.0),
+    ("trivial_2", [[0, 0, 0, 0]] * 2, [[1, 1, 1, 1]] * 2, 1.5),
+    ("trivial_3", [[1, 1, 1, 1]] * 2, [[1, 1, 1, 1]] * 2, 0.5),
+  )
+  def test_smp_published_mcc_cases(self, y_pred, y_true, expected):
+    p = jnp.asarray([y_pred], jnp.float32)[..., None]  # smp's (N, H, W).
+    g = jnp.asarray([y_true], jnp.float32)[..., None]
+    np.testing.assert_allclose(
+      pel_jax.mcc_loss(p, g, eps=1e-5), expected, atol=1e-5
+    )
+
+
+class OracleTest(parameterized.TestCase):
+  @parameterized.parameters(True, False)
+  def test_mcc_multiclass(self, batch):
+    logits, probs, _, ignored, mask = _inputs(1)
+    keep = mask & (ignored != _IGNORE)
+    with jax.enable_x64(True):
+      got = pel_jax.mcc_loss(
+        logits,
+        ignored,
+        from_logits=True,
+        batch=batch,
+        ignore_index=_IGNORE,
+        where=mask,
+        reduction="none",
+      )
+      soft = pel_jax.mcc_loss(
+        probs, probs[::-1], batch=batch, include_background=False
+      )
+    want = ref.mcc(probs, _onehot(ignored, 3), keep, batch=batch)
+    np.testing.assert_allclose(got, want if not batch else want[0], rtol=1e-12)
+    want = ref.mcc(probs, probs[::-1], batch=batch)[:, 1:].mean()
+    np.testing.assert_allclose(soft, want, rtol=1e-12)
+
+  @parameterized.parameters(("default", False), ("GDL", True))
+  def test_gwdl(self, mode, batch):
+    logits, probs, _, ignored, mask = _inputs(2)
+    keep = mask & (ignored != _IGNORE)
+    with jax.enable_x64(True):
+      got = pel_jax.generalized_wasserstein_dice_loss(
+        logits,
+        ignored,
+        dist_matrix=2 * _DIST,
+        weighting_mode=mode,
+        from_logits=True,
+        batch=batch,
+        ignore_index=_IGNORE,
+        where=mask,
+        reduction="none",
+      )
+      soft = pel_jax.generalized_wasserstein_dice_loss(
+        probs, probs[::-1], dist_matrix=_DIST, weighting_mode=mode
+      )
+    want = ref.gwdl(
+      probs, _onehot(ignored, 3), _DIST, keep, mode=mode, batch=batch
+    )
+    np.testing.assert_allclose(got, want if not batch else want[0], rtol=1e-12)
+    want = ref.gwdl(probs, probs[::-1], _DIST, mode=mode).mean()
+    np.testing.assert_allclose(soft, want, rtol=1e-12)
+
+  @parameterized.parameters(False, True)
+  def test_unified_focal_multiclass(self, batch):
+    logits, probs, _, ignored, mask = _inputs(3, num_classes=4)
+    keep = mask & (ignored != _IGNORE)
+    o = dict(weight=0.4, delta=0.6, gamma=0.3, batch=batch)
+    with jax.enable_x64(True):
+      got = pel_jax.unified_focal_loss(
+        logits, ignored, from_logits=True, ignore_index=_IGNORE, where=mask, **o
+      )
+      soft = pel_jax.unified_focal_loss(probs, probs[::-1], **o)
+    want = ref.unified_focal(probs, _onehot(ignored, 4), keep, **o)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(
+      soft, ref.unified_focal(probs, probs[::-1], **o), rtol=1e-12
+    )
+
+  def test_unified_focal_one_channel_is_the_foreground(self):
+    _, probs, ids, _, _ = _inputs(4, num_classes=2)
+    with jax.enable_x64(True):
+      got = pel_jax.unified_focal_loss(probs[..., 1:], ids)
+    np.testing.assert_allclose(
+      got, ref.unified_focal(probs, _onehot(ids, 2)), rtol=1e-12
+    )
+
+  def test_check_grads(self):
+    logits, _, _, ignored, mask = _inputs(5, shape=(2, 2, 3))
+    o = dict(from_logits=True, ignore_index=_IGNORE, where=mask)
+
+    @jax.jit
+    def losses(x):  # One compilation for the three.
+      return (
+        pel_jax.mcc_loss(x, ignored, batch=False, **o)
+        + 2
+        * pel_jax.generalized_wasserstein_dice_loss(
+          x, ignored, dist_matrix=_DIST, weighting_mode="GDL", **o
+        )
+        + 3 * pel_jax.unified_focal_loss(x, ignored, **o)
+      )
+
+    with jax.enable_x64(True):
+      jtu.check_grads(losses, (logits,), order=1, modes=("rev",), eps=1e-6)
+
+
+class UsageTest(parameterized.TestCase):
+  def test_jit_and_finite_when_nothing_is_kept(self):
+    logits, _, ids, _, _ = _inputs(6)
+    x = jnp.asarray(logits, jnp.float32)
+
+    def losses(x, w):
+      return jnp.stack(
+        [
+          pel_jax.mcc_loss(x, ids, from_logits=True, where=w),
+          pel_jax.generalized_wasserstein_dice_loss(
+            x, ids, dist_matrix=_DIST, from_logits=True, where=w
+          ),
+          pel_jax.unified_focal_loss(x, ids, from_logits=True, where=w),
+        ]
+      )
+
+    step = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(losses(x, w))))
+    every = np.ones(ids.shape, bool)
+    probs = np.asarray(jax.nn.softmax(x))
+    onehot = _onehot(ids, 3)
+    want = [
+      ref.mcc(probs, onehot).mean(),
+      ref.gwdl(probs, onehot, _DIST).mean(),
+      ref.unified_focal(probs, onehot),
+    ]
+    np.testing.assert_allclose(jax.jit(losses)(x, every), want, rtol=1e-5)
+    for w in (every, ~every):
+      value, grad = step(x, w)
+      self.assertTrue(np.isfinite(value))
+      self.assertTrue(np.all(np.isfinite(grad)))
+
+  def test_bad_inputs_name_the_argument(self):
+    logits, _, ids, _, _ = _inputs(7)
+    gwdl = pel_jax.generalized_wasserstein_dice_loss
+    bad = (
+      (lambda: pel_jax.mcc_loss(logits, ids, eps=-1.0), "`eps`"),
+      (
+        lambda: pel_jax.mcc_loss(logits, ids, batch=False, axis_name="d"),
+        "`axis_name=",
+      ),
+      (lambda: pel_jax.mcc_loss(logits, ids[0]), "`targets`"),
+      (lambda: gwdl(logits, ids, dist_matrix=np.eye(2)), "`dist_matrix`"),
+      (
+        lambda: gwdl(logits, ids, dist_matrix=_DIST, weighting_mode="x"),
+        "`weighting_mode`",
+      ),
+      (lambda: gwdl(logits[..., :1], ids, dist_matrix=np.eye(1)), "C >= 2"),
+      (lambda: pel_jax.unified_focal_loss(logits, ids, gamma=1.0), "`gamma`"),
+      (lambda: pel_jax.unified_focal_loss(logits, ids, delta=1.5), "`delta`"),
+      (lambda: pel_jax.unified_focal_loss(logits, ids, weight=2), "`weight`"),
+    )
+    for call, name in bad:
+      with self.assertRaisesRegex(ValueError, name):
+        call()
+    with self.assertRaisesRegex(TypeError, "`dist_matrix`"):
+      gwdl(logits, ids, dist_matrix=np.eye(3, dtype=bool))
+
+  def test_shard_map_is_the_global_loss(self):
+    n = jax.device_count()
+    logits, _, _, ignored, mask = _inputs(8, shape=(n, 2, 3))
+    o = dict(from_logits=True, ignore_index=_IGNORE, batch=True)
+
+    def losses(x, t, w, **a):  # One compilation for the three.
+      return (
+        pel_jax.mcc_loss(x, t, where=w, **o, **a)
+        + 2
+        * pel_jax.generalized_wasserstein_dice_loss(
+          x, t, dist_matrix=_DIST, weighting_mode="GDL", where=w, **o, **a
+        )
+        + 3 * pel_jax.unified_focal_loss(x, t, where=w, **o, **a)
+      )
+
+    mesh = jax.make_mesh((n,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
+    args = [jnp.asarray(logits, jnp.float32), ignored, mask]
+    sharded = [jax.device_put(a, NamedSharding(mesh, P("d"))) for a in args]
+    want, want_grad = jax.jit(jax.value_and_grad(losses))(*args)
+    local = jax.value_and_grad(lambda x, t, w: losses(x, t, w, axis_name="d"))
+    got, grad = jax.jit(
+      jax.shard_map(
+        local, mesh=mesh, in_specs=(P("d"),) * 3, out_specs=(P(), P("d"))
+      )
+    )(*sharded)
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+if __name__ == "__main__":
+  absltest.main()
