@@ -1,4 +1,4 @@
-"""MCC, generalized Wasserstein Dice and unified focal losses against Dice.
+"""MCC, Wasserstein Dice, unified focal and focal CE losses against Dice.
 
 Run from the repository root:
 
@@ -40,6 +40,9 @@ def _losses(shape):
       )
     ),
     "unified_focal_loss": lambda x: pel_jax.unified_focal_loss(
+      x, ids, from_logits=True
+    ),
+    "focal_cross_entropy": lambda x: pel_jax.focal_cross_entropy(
       x, ids, from_logits=True
     ),
   }

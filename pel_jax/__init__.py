@@ -9,6 +9,7 @@ from pel_jax._cldice import cldice_loss
 from pel_jax._cldice import soft_dice_cldice_loss
 from pel_jax._distance import distance_transform
 from pel_jax._distance import signed_distance
+from pel_jax._focal import focal_cross_entropy
 from pel_jax._gwdl import generalized_wasserstein_dice_loss
 from pel_jax._hausdorff import hausdorff_dt_loss
 from pel_jax._loss import check_labels
@@ -37,6 +38,7 @@ __all__ = (
   "confusion_stats",
   "dice_loss",
   "distance_transform",
+  "focal_cross_entropy",
   "generalized_wasserstein_dice_loss",
   "global_sum",
   "hausdorff_dt_loss",

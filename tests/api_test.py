@@ -33,6 +33,7 @@ class ApiTest(parameterized.TestCase):
         "confusion_stats",
         "dice_loss",
         "distance_transform",
+        "focal_cross_entropy",
         "generalized_wasserstein_dice_loss",
         "global_sum",
         "hausdorff_dt_loss",

@@ -135,3 +135,51 @@ def unified_focal(
       mti = (tp + epsilon) / (tp + delta * fn + (1 - delta) * fp + epsilon)
       terms.append(1 - mti if c == 0 else (1 - mti) ** (1 - gamma))
   return weight * focal + (1 - weight) * np.mean(terms)
+
+
+def focal(
+  logits,
+  targets,
+  keep=None,
+  *,
+  gamma=2.0,
+  alpha=None,
+  reduced_threshold=None,
+  normalized=False,
+  class_weights=None,
+):
+  """Lin et al. 2017 sigmoid focal loss of each channel, smp's reductions.
+
+  Per class: the mean over the kept pixels of a_t (1 - p_t)^gamma CE, with
+  p_t the probability of the target; then the (weighted) class mean.
+  """
+  z, g, k = _flat(logits, targets, keep)
+  n_cls = z.shape[-1]
+  per_class = []
+  for c in range(n_cls):
+    total = norm = 0.0
+    count = 0
+    for b in range(z.shape[0]):
+      for i in range(z.shape[1]):
+        if not k[b, i]:
+          continue
+        count += 1
+        s = 1 / (1 + np.exp(-z[b, i, c]))
+        t = g[b, i, c]
+        ce = -t * np.log(s) - (1 - t) * np.log(1 - s)
+        pt = np.exp(-ce)
+        if reduced_threshold is None:
+          factor = (1 - pt) ** gamma
+        elif pt < reduced_threshold:
+          factor = 1.0
+        else:
+          factor = ((1 - pt) / reduced_threshold) ** gamma
+        a = 1.0 if alpha is None else alpha * t + (1 - alpha) * (1 - t)
+        total += a * factor * ce
+        norm += factor
+    value = total / max(count, 1)
+    if normalized:
+      value /= max(norm, 1e-6)
+    per_class.append(value)
+  w = np.ones(n_cls) if class_weights is None else np.asarray(class_weights)
+  return float(np.sum(w * per_class) / np.sum(w))

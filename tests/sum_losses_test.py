@@ -52,6 +52,11 @@ def _onehot(ids, num_classes):
   )
 
 
+def _jitted(loss):
+  """`loss` compiled whole: one compilation, not one per operation."""
+  return lambda *args, **options: jax.jit(lambda *a: loss(*a, **options))(*args)
+
+
 def _peer_call(case):
   """The pel_jax call that maps the peer's case, and its channels-last x."""
   x = np.moveaxis(np.asarray(case["inputs"]), 1, -1)
@@ -68,6 +73,11 @@ def _peer_call(case):
         reduction=s["reduction"],
       )
     ), x
+  if name.startswith("focal"):
+    o = {k: v for k, v in s.items() if k != "mode"}
+    if t.ndim == x.ndim:  # Float (multi-hot) targets, channels first.
+      t = np.moveaxis(t.astype(np.float64), 1, -1)
+    return lambda x: pel_jax.focal_cross_entropy(x, t, from_logits=True, **o), x
   t = np.moveaxis(t.astype(np.float64), 1, -1)
   if name.startswith("aufl"):
     return lambda x: pel_jax.unified_focal_loss(
@@ -124,7 +134,7 @@ class OracleTest(parameterized.TestCase):
     logits, probs, _, ignored, mask = _inputs(1)
     keep = mask & (ignored != _IGNORE)
     with jax.enable_x64(True):
-      got = pel_jax.mcc_loss(
+      got = _jitted(pel_jax.mcc_loss)(
         logits,
         ignored,
         from_logits=True,
@@ -133,7 +143,7 @@ class OracleTest(parameterized.TestCase):
         where=mask,
         reduction="none",
       )
-      soft = pel_jax.mcc_loss(
+      soft = _jitted(pel_jax.mcc_loss)(
         probs, probs[::-1], batch=batch, include_background=False
       )
     want = ref.mcc(probs, _onehot(ignored, 3), keep, batch=batch)
@@ -146,7 +156,7 @@ class OracleTest(parameterized.TestCase):
     logits, probs, _, ignored, mask = _inputs(2)
     keep = mask & (ignored != _IGNORE)
     with jax.enable_x64(True):
-      got = pel_jax.generalized_wasserstein_dice_loss(
+      got = _jitted(pel_jax.generalized_wasserstein_dice_loss)(
         logits,
         ignored,
         dist_matrix=2 * _DIST,
@@ -157,7 +167,7 @@ class OracleTest(parameterized.TestCase):
         where=mask,
         reduction="none",
       )
-      soft = pel_jax.generalized_wasserstein_dice_loss(
+      soft = _jitted(pel_jax.generalized_wasserstein_dice_loss)(
         probs, probs[::-1], dist_matrix=_DIST, weighting_mode=mode
       )
     want = ref.gwdl(
@@ -173,10 +183,10 @@ class OracleTest(parameterized.TestCase):
     keep = mask & (ignored != _IGNORE)
     o = dict(weight=0.4, delta=0.6, gamma=0.3, batch=batch)
     with jax.enable_x64(True):
-      got = pel_jax.unified_focal_loss(
+      got = _jitted(pel_jax.unified_focal_loss)(
         logits, ignored, from_logits=True, ignore_index=_IGNORE, where=mask, **o
       )
-      soft = pel_jax.unified_focal_loss(probs, probs[::-1], **o)
+      soft = _jitted(pel_jax.unified_focal_loss)(probs, probs[::-1], **o)
     want = ref.unified_focal(probs, _onehot(ignored, 4), keep, **o)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     np.testing.assert_allclose(
@@ -186,9 +196,46 @@ class OracleTest(parameterized.TestCase):
   def test_unified_focal_one_channel_is_the_foreground(self):
     _, probs, ids, _, _ = _inputs(4, num_classes=2)
     with jax.enable_x64(True):
-      got = pel_jax.unified_focal_loss(probs[..., 1:], ids)
+      got = _jitted(pel_jax.unified_focal_loss)(probs[..., 1:], ids)
     np.testing.assert_allclose(
       got, ref.unified_focal(probs, _onehot(ids, 2)), rtol=1e-12
+    )
+
+  @parameterized.parameters(
+    dict(gamma=2.0, alpha=0.25),
+    dict(gamma=1.5, reduced_threshold=0.4, normalized=True),
+  )
+  def test_focal_multiclass_and_multilabel(self, **o):
+    logits, probs, _, ignored, mask = _inputs(9)
+    keep = mask & (ignored != _IGNORE)
+    with jax.enable_x64(True):
+      got = _jitted(pel_jax.focal_cross_entropy)(
+        logits, ignored, from_logits=True, ignore_index=_IGNORE, where=mask, **o
+      )
+      soft = _jitted(pel_jax.focal_cross_entropy)(
+        probs, probs[::-1], class_weights=[1.0, 2.0, 0.5], **o
+      )
+    want = ref.focal(logits, _onehot(ignored, 3), keep, **o)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    logit_probs = np.log(probs) - np.log1p(-probs)
+    want = ref.focal(logit_probs, probs[::-1], class_weights=[1, 2, 0.5], **o)
+    np.testing.assert_allclose(soft, want, rtol=1e-10)
+
+  def test_smp_published_focal_cases(self):
+    # segmentation_models.pytorch tests/test_losses.py: test_focal_loss_with
+    # _logits (smp's functional default alpha=0.25), and the FocalLoss class
+    # weight tests (uniform weights are no weights; weights are scale-free).
+    target = jnp.array([[1, 0, 1]])
+    good = jnp.array([[[10.0], [-10.0], [10.0]]])
+    bad = jnp.array([[[-1.0], [2.0], [0.0]]])
+    o = dict(from_logits=True, alpha=0.25)
+    focal = _jitted(pel_jax.focal_cross_entropy)
+    self.assertLess(focal(good, target, **o), focal(bad, target, **o))
+    logits, _, ids, _, _ = _inputs(10)
+    fn = lambda w: focal(logits, ids, from_logits=True, class_weights=w)
+    np.testing.assert_allclose(fn([1.0, 1.0, 1.0]), fn(None), rtol=1e-6)
+    np.testing.assert_allclose(
+      fn([1.0, 2.0, 0.5]), fn([10.0, 20.0, 5.0]), rtol=1e-6
     )
 
   def test_check_grads(self):
@@ -204,6 +251,7 @@ class OracleTest(parameterized.TestCase):
           x, ignored, dist_matrix=_DIST, weighting_mode="GDL", **o
         )
         + 3 * pel_jax.unified_focal_loss(x, ignored, **o)
+        + 4 * pel_jax.focal_cross_entropy(x, ignored, alpha=0.3, **o)
       )
 
     with jax.enable_x64(True):
@@ -223,6 +271,7 @@ class UsageTest(parameterized.TestCase):
             x, ids, dist_matrix=_DIST, from_logits=True, where=w
           ),
           pel_jax.unified_focal_loss(x, ids, from_logits=True, where=w),
+          pel_jax.focal_cross_entropy(x, ids, from_logits=True, where=w),
         ]
       )
 
@@ -234,6 +283,7 @@ class UsageTest(parameterized.TestCase):
       ref.mcc(probs, onehot).mean(),
       ref.gwdl(probs, onehot, _DIST).mean(),
       ref.unified_focal(probs, onehot),
+      ref.focal(np.asarray(x), onehot),
     ]
     np.testing.assert_allclose(jax.jit(losses)(x, every), want, rtol=1e-5)
     for w in (every, ~every):
@@ -264,6 +314,17 @@ class UsageTest(parameterized.TestCase):
     for call, name in bad:
       with self.assertRaisesRegex(ValueError, name):
         call()
+    focal = pel_jax.focal_cross_entropy
+    for kwargs, name in (
+      (dict(gamma=-1.0), "`gamma`"),
+      (dict(alpha=1.5), "`alpha`"),
+      (dict(reduced_threshold=0.0), "`reduced_threshold`"),
+      (dict(class_weights=[1.0, 2.0]), "`class_weights`"),
+      (dict(class_weights=[1.0] * 3, reduction="sum"), "`class_weights`"),
+      (dict(batch=False, axis_name="d"), "`axis_name="),
+    ):
+      with self.assertRaisesRegex(ValueError, name):
+        focal(logits, ids, **kwargs)
     with self.assertRaisesRegex(TypeError, "`dist_matrix`"):
       gwdl(logits, ids, dist_matrix=np.eye(3, dtype=bool))
 
@@ -280,6 +341,8 @@ class UsageTest(parameterized.TestCase):
           x, t, dist_matrix=_DIST, weighting_mode="GDL", where=w, **o, **a
         )
         + 3 * pel_jax.unified_focal_loss(x, t, where=w, **o, **a)
+        + 4
+        * pel_jax.focal_cross_entropy(x, t, where=w, normalized=True, **o, **a)
       )
 
     mesh = jax.make_mesh((n,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))

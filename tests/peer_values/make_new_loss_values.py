@@ -1,7 +1,7 @@
-"""Writes new_loss_values.json: MONAI's GWDL and unified focal, smp's MCC.
+"""Writes new_loss_values.json: MONAI's GWDL, unified focal; smp's MCC, focal.
 
 tests/new_losses_test.py checks `generalized_wasserstein_dice_loss`,
-`unified_focal_loss` and `mcc_loss` against these values and their input
+`unified_focal_loss`, `mcc_loss` and `focal_cross_entropy` against these values and their input
 gradients without importing torch, MONAI or smp. Each case stores the
 peer's inputs (channels first, as the peer takes them), its settings, its
 loss and the gradient of the loss with respect to its first input.
@@ -28,6 +28,7 @@ from monai.losses import AsymmetricUnifiedFocalLoss
 from monai.losses import GeneralizedWassersteinDiceLoss
 import numpy as np
 import segmentation_models_pytorch as smp
+from segmentation_models_pytorch.losses import FocalLoss
 from segmentation_models_pytorch.losses import MCCLoss
 import torch
 
@@ -134,6 +135,72 @@ def _cases():
   for eps in (1e-5, 0.1):
     cases.append(
       _case(f"mcc_eps{eps}", "smp", {"eps": eps}, MCCLoss(eps=eps), p, g)
+    )
+  cases.extend(_focal_cases(rng))
+  return cases
+
+
+def _focal_cases(rng):
+  """smp `FocalLoss` in its three modes on logits `[B=2, C, 4, 5]`."""
+  cases = []
+  ids = rng.integers(0, 3, (2, 4, 5))
+  ignored = np.where(rng.random(ids.shape) < 0.2, 255, ids)
+  logits = rng.normal(0, 2, (2, 3, 4, 5))
+  binary = np.where(ignored == 2, 0, ignored)
+  for name, mode, x, t, options in (
+    (
+      "binary",
+      "binary",
+      logits[:, :1],
+      binary,
+      {"alpha": 0.25, "gamma": 2.0, "ignore_index": 255},
+    ),
+    (
+      "binary_float",
+      "binary",
+      logits[:, :1],
+      (ids[:, None] == 1).astype(np.float64),
+      {"gamma": 1.5},
+    ),
+    (
+      "multiclass",
+      "multiclass",
+      logits,
+      ignored,
+      {"gamma": 2.0, "ignore_index": 255},
+    ),
+    (
+      "multiclass_normalized",
+      "multiclass",
+      logits,
+      ids,
+      {"alpha": 0.6, "gamma": 2.0, "normalized": True},
+    ),
+    (
+      "multiclass_reduced",
+      "multiclass",
+      logits,
+      ids,
+      {"gamma": 2.0, "reduced_threshold": 0.5},
+    ),
+    (
+      "multiclass_weights",
+      "multiclass",
+      logits,
+      ignored,
+      {"gamma": 2.0, "ignore_index": 255, "class_weights": [1.0, 2.0, 0.5]},
+    ),
+    (
+      "multilabel",
+      "multilabel",
+      logits,
+      (rng.random(logits.shape) < 0.4).astype(np.float64),
+      {"alpha": 0.3, "gamma": 0.5},
+    ),
+  ):
+    loss = FocalLoss(mode, **options)
+    cases.append(
+      _case(f"focal_{name}", "smp", {"mode": mode, **options}, loss, x, t)
     )
   return cases
 
