@@ -63,9 +63,10 @@ def generalized_wasserstein_dice_loss(
   weighting_mode, reduction, smooth_nr, smooth_dr)`` on logits ``x``
   `[B, C, *spatial]` and ids is ``generalized_wasserstein_dice_loss(
   jnp.moveaxis(x, 1, -1), ids, dist_matrix=m, from_logits=True, ...)``.
-  Like MONAI 1.6.1 (and the paper), the loss is per sample, then reduced;
-  earlier MONAI releases summed the statistics over the batch for
-  ``batch > 1`` (``batch=True`` here, up to the reduction).
+  Like MONAI 1.6.1 (and the paper), the loss is per sample, then reduced.
+  MONAI before its fix (issue 4650, PR 8744, 2026) mixed the samples of a
+  batch > 1 (a broadcast paired each sample's weights with every sample's
+  errors): no option reproduces that.
 
   Args:
     predictions: float `[B, *spatial, C]`, C >= 2, probabilities, or logits

@@ -111,6 +111,35 @@ class PeerTest(parameterized.TestCase):
       )
     np.testing.assert_allclose(got, case["settings"]["per_sample"], rtol=1e-12)
 
+  @parameterized.parameters("default", "GDL")
+  def test_monai_published_gwdl_cases(self, mode):
+    # Project-MONAI/MONAI tests/losses/test_generalized_wasserstein_dice_loss
+    # .py: test_bin_seg_2d, test_empty_class_2d (good ~0, poor ~1, 3 places)
+    # and the batch > 1 regression tests of issue 4650 (each sample of a
+    # batch scores as it does alone), in one batch.
+    square = np.zeros((4, 4), int)
+    square[1:3, 1:3] = 1
+    corner = np.zeros((4, 4), int)
+    corner[:2, :2] = 1
+    empty = np.zeros((4, 4), int)
+    targets = np.stack([square, square, empty, empty, square, corner])
+    predicted = np.stack(
+      [square, 1 - square, empty, 1 - empty, square, 1 - corner]
+    )
+    logits = 1000 * np.eye(2)[predicted]
+    fn = _jitted(pel_jax.generalized_wasserstein_dice_loss)
+    o = dict(
+      dist_matrix=np.array([[0.0, 1.0], [1.0, 0.0]]),
+      weighting_mode=mode,
+      from_logits=True,
+      reduction="none",
+    )
+    got = fn(logits, targets, **o)
+    np.testing.assert_allclose(got, [0, 1, 0, 1, 0, 1], atol=5e-4)
+    np.testing.assert_allclose(
+      fn(logits[5:], targets[5:], **o), got[5:], atol=1e-6
+    )
+
   @parameterized.named_parameters(
     # segmentation_models.pytorch tests/test_losses.py, test_binary_mcc_loss.
     ("ideal", [[1, 1, 0, 0], [0, 0, 1, 1]], [[1, 1, 0, 0], [0, 0, 1, 1]], 0.0),
