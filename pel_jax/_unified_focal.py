@@ -57,7 +57,12 @@ def unified_focal_loss(
 
   The multi-class form is that of the paper (eqs. 17, 19 and 21: the
   background term of each loss is suppressed, every other class enhanced),
-  with the class sums divided by C as MONAI's means over classes do.
+  with the class sums divided by C as MONAI's means over classes do. MONAI
+  after 1.6.1 (commit 05142ed) generalises its loss the same way
+  (``AsymmetricUnifiedFocalLoss(use_softmax=...)``, default ``delta=0.6``)
+  and its published cases pass here; its ``include_background=False`` has
+  no equivalent, and it clamps :math:`1 - mTI_r` at :math:`\epsilon`
+  where this loss lets it reach 0.
 
   Peer mapping: MONAI 1.6.1 ``AsymmetricUnifiedFocalLoss(weight, gamma,
   delta)`` is binary only: on probabilities ``p`` `[B, 2, *spatial]` and

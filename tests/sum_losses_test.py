@@ -140,6 +140,33 @@ class PeerTest(parameterized.TestCase):
       fn(logits[5:], targets[5:], **o), got[5:], atol=1e-6
     )
 
+  def test_monai_published_unified_focal_cases(self):
+    # Project-MONAI/MONAI tests/losses/test_unified_focal_loss.py at
+    # 05142ed (after 1.6.1: its multi-class AsymmetricUnifiedFocalLoss,
+    # default delta 0.6), TEST_CASES, channels moved last; atol 1e-3.
+    fn = _jitted(pel_jax.unified_focal_loss)
+    last = lambda a: np.moveaxis(np.asarray(a), 1, -1)
+    perfect = [[[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]]]
+    three = [
+      [
+        [[1.0, 0.0], [0.0, 0.0]],
+        [[0.0, 1.0], [0.0, 0.0]],
+        [[0.0, 0.0], [1.0, 1.0]],
+      ]
+    ]
+    logits = 20 * np.asarray(three) - 10
+    bad = [[[[-10.0, -10.0]], [[10.0, 10.0]], [[-10.0, -10.0]]]]
+    wrong = [[[[1.0, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]]
+    cases = (
+      (last(perfect), last(perfect), {}, 0.0),
+      (last(logits), last(three), dict(from_logits=True), 0.0),
+      (last(three), np.array([[[0, 1], [2, 2]]]), {}, 0.0),
+      (last(bad), last(wrong), dict(from_logits=True), 1.518984),
+    )
+    for x, t, o, want in cases:
+      got = fn(x, t, delta=0.6, **o)
+      np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
   @parameterized.named_parameters(
     # segmentation_models.pytorch tests/test_losses.py, test_binary_mcc_loss.
     ("ideal", [[1, 1, 0, 0], [0, 0, 1, 1]], [[1, 1, 0, 0], [0, 0, 1, 1]], 0.0),
