@@ -9,6 +9,8 @@ from pel_jax._cldice import cldice_loss
 from pel_jax._cldice import soft_dice_cldice_loss
 from pel_jax._distance import distance_transform
 from pel_jax._distance import signed_distance
+from pel_jax._focal import focal_cross_entropy
+from pel_jax._gwdl import generalized_wasserstein_dice_loss
 from pel_jax._hausdorff import hausdorff_dt_loss
 from pel_jax._loss import check_labels
 from pel_jax._loss import global_sum
@@ -18,8 +20,10 @@ from pel_jax._loss import region_stats
 from pel_jax._loss import weight_map
 from pel_jax._lovasz import lovasz_hinge_loss
 from pel_jax._lovasz import lovasz_softmax_loss
+from pel_jax._mcc import mcc_loss
 from pel_jax._metrics import confusion_stats
 from pel_jax._metrics import segmentation_metrics
+from pel_jax._unified_focal import unified_focal_loss
 from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
 from pel_jax._variants import tversky_loss
@@ -34,17 +38,21 @@ __all__ = (
   "confusion_stats",
   "dice_loss",
   "distance_transform",
+  "focal_cross_entropy",
+  "generalized_wasserstein_dice_loss",
   "global_sum",
   "hausdorff_dt_loss",
   "jaccard_loss",
   "loss_from_stats",
   "lovasz_hinge_loss",
   "lovasz_softmax_loss",
+  "mcc_loss",
   "pel_loss",
   "region_stats",
   "segmentation_metrics",
   "signed_distance",
   "soft_dice_cldice_loss",
   "tversky_loss",
+  "unified_focal_loss",
   "weight_map",
 )

@@ -15,6 +15,7 @@ import numpy as np
 from pel_jax import _checks
 from pel_jax import _core
 from pel_jax import _distance
+from pel_jax import _loss
 
 
 def check_inputs(
@@ -116,3 +117,27 @@ def reduce(per_class, reduction):
   if reduction == "sum":
     return jnp.sum(per_class)
   return jnp.mean(per_class)
+
+
+def pixel_sums(x, w, batch, axis_name):
+  """Sums of ``[B, *S, K]`` over the kept pixels: ``[B, K]``, or ``[K]``
+  with ``batch`` (global over ``axis_name``, with `global_sum`'s gradient).
+
+  Such sums add over batches and devices, so a loss computed from them alone
+  is exact under accumulation and data parallelism.
+  """
+  if w is not None:
+    x = jnp.where(w, x, 0)
+  sums = jnp.sum(x, tuple(range(0 if batch else 1, x.ndim - 1)))
+  if axis_name is not None:
+    sums = _loss.global_sum(sums, axis_name)
+  return sums
+
+
+def check_axis_name(axis_name, batch) -> None:
+  """`axis_name` sums over the devices, so it needs the batch's sums."""
+  if axis_name is not None and not batch:
+    raise ValueError(
+      f"`axis_name={axis_name!r}` sums the statistics over the devices,"
+      " which needs `batch=True` (per-sample statistics are local)."
+    )
