@@ -24,11 +24,13 @@ from pel_jax import _distance
 
 ArrayLike = jax.typing.ArrayLike
 
-_COMMON_ARGS = """
+_ARRAYS = """
     predictions: the predicted segmentation, integer class ids
       ``[B, *spatial]`` or bool (or 0/1 float) masks ``[B, *spatial, C]``,
       one channel per class (a float mask is its entries above 0.5).
-    targets: the reference segmentation, in either form.
+    targets: the reference segmentation, in either form."""
+
+_OPTIONS = """
     num_classes: the number of classes of integer ids, needed when both
       arguments are ids (else the masks' ``C``). With one class, id 1 is
       the foreground, as in the losses.
@@ -38,7 +40,9 @@ _COMMON_ARGS = """
 
 
 def _doc(func):
-  func.__doc__ = func.__doc__.replace("    COMMON_ARGS", _COMMON_ARGS[1:])
+  """Fills in the arguments the three metrics share."""
+  doc = func.__doc__.replace("    ARRAYS", _ARRAYS[1:])
+  func.__doc__ = doc.replace("    OPTIONS", _OPTIONS[1:])
   return func
 
 
@@ -78,11 +82,12 @@ def hausdorff_distance(
   returns ``+inf`` for both).
 
   Args:
-    COMMON_ARGS
+    ARRAYS
     percentile: ``None`` for the maximum, or a number in [0, 100]
       (static). MONAI takes 0 as the maximum too; here 0 is the minimum.
     directed: only the first term, from the prediction's surface to the
       target's (MONAI's ``directed``).
+    OPTIONS
 
   Returns:
     float ``[B, C']`` (float64 under ``jax.enable_x64``), ``C'`` the kept
@@ -146,9 +151,10 @@ def average_surface_distance(
   them ``+inf`` (MONAI's policy).
 
   Args:
-    COMMON_ARGS
+    ARRAYS
     symmetric: both directions (the default), or from the prediction's
       surface to the target's only.
+    OPTIONS
 
   Returns:
     float ``[B, C']`` (float64 under ``jax.enable_x64``).
@@ -204,9 +210,10 @@ def surface_dice(
   NaN, from one of them 0 (MONAI's policy).
 
   Args:
-    COMMON_ARGS
+    ARRAYS
     tolerance: :math:`\tau \ge 0` in the units of ``spacing``: one number,
       or one per kept class (MONAI's ``class_thresholds``); static.
+    OPTIONS
 
   Returns:
     float ``[B, C']`` in [0, 1] or NaN (float64 under ``jax.enable_x64``).
@@ -223,7 +230,8 @@ def surface_dice(
     predictions, targets, num_classes, include_background, spacing
   )
   tolerance = _check_tolerance(tolerance, p.shape[-1])
-  s = _surfaces(p, g, spacing)
+  # Distances beyond the tolerance only need to be known as such.
+  s = _surfaces(p, g, spacing, cap=max(tolerance, default=0.0))
   tau = jnp.asarray(tolerance, s.to_g.dtype)[None, :, None]
   hits = jnp.sum(s.edges_p & (s.to_g <= tau), -1) + jnp.sum(
     s.edges_g & (s.to_p <= tau), -1
@@ -246,8 +254,9 @@ class _Surfaces:
     self.count_g = jnp.sum(edges_g, -1)
 
 
-def _surfaces(p, g, spacing):
-  """`_Surfaces` of bool `[B, *S, C]` predicted and target masks."""
+def _surfaces(p, g, spacing, cap=None):
+  """`_Surfaces` of bool `[B, *S, C]` predicted and target masks; with a
+  `cap`, only the distances up to it are exact (the others above it)."""
   masks = jnp.moveaxis(jnp.concatenate([p, g], -1), -1, 1)
   batch, pairs = masks.shape[:2]
   flat = masks.reshape((-1,) + masks.shape[2:])
@@ -257,7 +266,14 @@ def _surfaces(p, g, spacing):
   # its values, so it is measured as a full surface (all 0) and stops the
   # transform's loop at once rather than after the image's length.
   empty = ~jnp.any(edges, spatial, keepdims=True)
-  dist = _distance._distance_transform(~(edges | empty), spacing)  # pylint: disable=protected-access
+  # Only the distances at the other surface's pixels are read: the
+  # transform's loops stop at their largest (the Hausdorff distance).
+  other = edges.reshape(batch, 2, -1, *edges.shape[1:])[:, ::-1].reshape(
+    edges.shape
+  )
+  dist = _distance._distance_transform(  # pylint: disable=protected-access
+    ~(edges | empty), spacing, queries=other, cap=cap
+  )
   edges = edges.reshape(batch, pairs, -1)
   dist = dist.reshape(batch, pairs, -1)
   c = pairs // 2
@@ -283,18 +299,44 @@ def _edges(mask):
 
 def _masked_quantile(values, mask, q):
   """The `q` quantile (linear interpolation, as `torch.quantile`) of the
-  `values` where `mask`, along the last axis: one sort, no value branch."""
-  count = jnp.sum(mask, -1, keepdims=True)
-  inf = jnp.asarray(jnp.inf, values.dtype)
-  ordered = jnp.sort(jnp.where(mask, values, inf), -1)
-  rank = q * jnp.maximum(count - 1, 0).astype(values.dtype)
+  nonnegative `values` where `mask`, along the last axis."""
+  count = jnp.sum(mask, -1)
+  last = jnp.maximum(count - 1, 0)
+  rank = q * last.astype(values.dtype)
   lo = jnp.floor(rank)
   frac = rank - lo
-  lo = lo.astype(jnp.int32)
-  hi = jnp.minimum(lo + 1, jnp.maximum(count - 1, 0))
-  v_lo = jnp.take_along_axis(ordered, lo, -1)
-  v_hi = jnp.take_along_axis(ordered, hi, -1)
-  return (v_lo + frac * (v_hi - v_lo))[..., 0]
+  inf = jnp.asarray(jnp.inf, values.dtype)
+  values = jnp.where(mask, values, inf)
+  v_lo = _order_statistic(values, lo.astype(count.dtype))
+  # The next order statistic: v_lo again if it is repeated past `lo`, else
+  # the smallest value above it.
+  repeated = jnp.sum(values <= v_lo[..., None], -1) > lo.astype(count.dtype) + 1
+  above = jnp.min(jnp.where(values > v_lo[..., None], values, inf), -1)
+  v_hi = jnp.where(repeated | (lo >= last), v_lo, above)
+  return v_lo + frac * (v_hi - v_lo)
+
+
+def _order_statistic(values, k):
+  """The `k`-th smallest (from 0) of nonnegative `values` along the last
+  axis, `k` `[...]`: a bisection on the bit patterns, which order
+  nonnegative floats as integers; a fixed number of counting passes where a
+  sort of the whole image would cost more (XLA:CPU sorts slowly)."""
+  nbits = jnp.finfo(values.dtype).bits
+  ints = jnp.int32 if nbits == 32 else jnp.int64
+  bits = lax.bitcast_convert_type(values, ints)
+  lo = jnp.zeros(k.shape, ints)
+  hi = jnp.full(
+    k.shape, lax.bitcast_convert_type(jnp.asarray(jnp.inf, values.dtype), ints)
+  )
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    enough = jnp.sum(bits <= mid[..., None], -1) > k
+    return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+  lo, _ = lax.fori_loop(0, nbits - 1, halve, (lo, hi))
+  return lax.bitcast_convert_type(lo, values.dtype)
 
 
 def _empty_policy(value, s, one_empty):

@@ -27,6 +27,7 @@ class ApiTest(parameterized.TestCase):
       set(pel_jax.__all__),
       {
         "accumulated_value_and_grad",
+        "average_surface_distance",
         "boundary_loss",
         "check_labels",
         "cldice_loss",
@@ -34,6 +35,7 @@ class ApiTest(parameterized.TestCase):
         "dice_loss",
         "distance_transform",
         "global_sum",
+        "hausdorff_distance",
         "hausdorff_dt_loss",
         "jaccard_loss",
         "loss_from_stats",
@@ -44,6 +46,7 @@ class ApiTest(parameterized.TestCase):
         "segmentation_metrics",
         "signed_distance",
         "soft_dice_cldice_loss",
+        "surface_dice",
         "tversky_loss",
         "weight_map",
       },
