@@ -381,10 +381,11 @@ def _check_inputs(
     (t_shape, is_ids[1], "targets"),
   ):
     want = spatial_shape if ids else spatial_shape + (num_classes,)
+    form = "integer ids [B, *spatial]" if ids else "masks [B, *spatial, C]"
     if shape != want:
       raise ValueError(
-        f"`{name}` must have shape {want} ({'integer ids [B, *spatial]' if ids else 'masks [B, *spatial, C]'}"
-        f" for `predictions` {p_shape} and `targets` {t_shape}), got {shape}."
+        f"`{name}` must have shape {want} ({form} for `predictions`"
+        f" {p_shape} and `targets` {t_shape}), got {shape}."
       )
   if len(spatial_shape) < 2 or spatial_shape[0] == 0:
     raise ValueError(
