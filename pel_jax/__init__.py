@@ -23,6 +23,9 @@ from pel_jax._lovasz import lovasz_softmax_loss
 from pel_jax._mcc import mcc_loss
 from pel_jax._metrics import confusion_stats
 from pel_jax._metrics import segmentation_metrics
+from pel_jax._surface import average_surface_distance
+from pel_jax._surface import hausdorff_distance
+from pel_jax._surface import surface_dice
 from pel_jax._unified_focal import unified_focal_loss
 from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
@@ -32,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = (
   "accumulated_value_and_grad",
+  "average_surface_distance",
   "boundary_loss",
   "check_labels",
   "cldice_loss",
@@ -41,6 +45,7 @@ __all__ = (
   "focal_cross_entropy",
   "generalized_wasserstein_dice_loss",
   "global_sum",
+  "hausdorff_distance",
   "hausdorff_dt_loss",
   "jaccard_loss",
   "loss_from_stats",
@@ -52,6 +57,7 @@ __all__ = (
   "segmentation_metrics",
   "signed_distance",
   "soft_dice_cldice_loss",
+  "surface_dice",
   "tversky_loss",
   "unified_focal_loss",
   "weight_map",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 
 from pel_jax import _dense
 from pel_jax import _distance
@@ -21,13 +20,15 @@ def boundary_loss(
   activation: str | None = None,
   include_background: bool = True,
   spacing: Sequence[float] | None = None,
+  where: ArrayLike | None = None,
+  ignore_index: int | None = None,
   reduction: str = "mean",
 ) -> jax.Array:
   r"""Boundary loss: probabilities weighted by the targets' signed distance.
 
   Kervadec et al., "Boundary loss for highly unbalanced segmentation"
   (MIDL 2019), as their reference ``BoundaryLoss``: per sample and class
-  :math:`c`, the mean over the :math:`P` pixels
+  :math:`c`, the mean over the :math:`P` (kept) pixels
 
   .. math::
     L_c = \frac{1}{P} \sum_x p_c(x) \, \phi_c(x),
@@ -57,6 +58,12 @@ def boundary_loss(
       often ``[1]``: ``include_background=False``).
     spacing: the pixel size along each spatial axis, as for
       :func:`signed_distance` (default 1).
+    where: bool ``[B, *spatial]``: False pixels contribute nothing, and
+      the mean is over the kept pixels (0 for a sample with none). The
+      maps are still those of the whole image's targets.
+    ignore_index: an id of integer ``targets`` whose pixels leave the mean
+      as with ``where``; they are in no class's target mask, so the maps
+      treat them as outside every class.
     reduction: ``"mean"`` over samples and kept classes (the reference
       code's ``.mean()``), ``"sum"``, or ``"none"``: ``[B, C']``.
 
@@ -83,22 +90,16 @@ def boundary_loss(
     include_background=include_background,
     reduction=reduction,
     spacing=spacing,
+    where=where,
+    ignore_index=ignore_index,
   )
-  return _boundary_loss(
-    predictions, targets, activation, include_background, spacing, reduction
-  )
-
-
-def _boundary_loss(
-  predictions, targets, activation, include_background, spacing, reduction
-):
-  p, g, _ = _dense.probabilities_and_targets(
-    predictions, targets, activation, include_background
+  p, g, w = _dense.probabilities_and_targets(
+    predictions, targets, activation, include_background, where, ignore_index
   )
   phi = _dense.per_class_maps(
     g > 0.5,
     lambda m: _distance._signed_distance(m, spacing),  # pylint: disable=protected-access
   )
   spatial = tuple(range(1, p.ndim - 1))
-  per_class = jnp.mean(p * phi.astype(p.dtype), axis=spatial)
+  per_class = _dense.masked_mean(p * phi.astype(p.dtype), w, spatial)
   return _dense.reduce(per_class, reduction)

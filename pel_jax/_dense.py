@@ -110,6 +110,16 @@ def per_class_maps(masks, transform):
   return jnp.moveaxis(maps, 1, -1)
 
 
+def masked_mean(values, w, axes):
+  """The mean of ``values`` over ``axes``, over the pixels kept by ``w``
+  (bool, broadcastable; None keeps all): 0 where no pixel is kept."""
+  if w is None:
+    return jnp.mean(values, axis=axes)
+  w = w.astype(values.dtype)
+  count = jnp.maximum(jnp.sum(w, axis=axes), 1)
+  return jnp.sum(values * w, axis=axes) / count
+
+
 def reduce(per_class, reduction):
   """``reduction`` ("mean", "sum", "none") of per-sample, per-class values."""
   if reduction == "none":

@@ -153,13 +153,23 @@ def _both_sides(mask, spacing):
   return inside, outside, boundary
 
 
-def _distance_transform(mask, spacing):
-  """`distance_transform` without checks; `spacing` is a tuple of floats."""
+def _distance_transform(mask, spacing, queries=None, cap=None):
+  """`distance_transform` without checks; `spacing` is a tuple of floats.
+
+  With bool `queries` of the mask's shape, only the distances at the
+  `True` queries are exact (others may be too large): each pass stops once
+  its offsets reach the queries' largest current distance, not the whole
+  batch's. With a float `cap`, only the distances up to it are exact (the
+  others are above it): each pass stops at offsets beyond it. Exact there
+  because a distance is reached through pixels whose partial distances
+  are no larger, each pass is exact at every pixel below its stopping
+  reach, and every entry is an upper bound of its distance.
+  """
   mask = jnp.asarray(mask)
   dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
   d2 = _line_distance2(mask, mask.ndim - 1, spacing[-1], dtype)
   for axis in range(1, mask.ndim - 1):
-    d2 = _min_plus_parabola(d2, axis, spacing[axis - 1])
+    d2 = _min_plus_parabola(d2, axis, spacing[axis - 1], queries, cap)
   return jnp.sqrt(d2)
 
 
@@ -177,9 +187,10 @@ def _line_distance2(mask, axis, step, dtype):
   return d * d
 
 
-def _min_plus_parabola(d2, axis, step):
+def _min_plus_parabola(d2, axis, step, queries=None, cap=None):
   """min over k of d2[i + k] + (k step)^2 along `axis`, k until it can't
-  lower any entry (the docstring of `distance_transform`)."""
+  lower any entry (the docstring of `distance_transform`), or any entry of
+  the `queries`, or until k step passes `cap`."""
   n = d2.shape[axis]
   pad = [(0, 0)] * d2.ndim
   pad[axis] = (n, n)
@@ -199,7 +210,10 @@ def _min_plus_parabola(d2, axis, step):
   def may_lower(carry):
     k, out = carry
     reach = (k.astype(d2.dtype) * step) ** 2
-    return (k < n) & (reach < jnp.max(out, initial=-jnp.inf))
+    if queries is not None:
+      out = jnp.where(queries, out, -jnp.inf)
+    more = (k < n) & (reach < jnp.max(out, initial=-jnp.inf))
+    return more if cap is None else more & (reach <= cap * cap)
 
   return lax.while_loop(may_lower, offsets, (jnp.int32(1), d2))[1]
 

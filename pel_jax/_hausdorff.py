@@ -129,11 +129,6 @@ def hausdorff_dt_loss(
   weight = fields[..., :kept] + fields[..., kept:]
   axes = tuple(range(0 if batch else 1, p.ndim - 1))
   err = (p - g) ** 2 * weight
-  if w is None:
-    per_class = jnp.mean(err, axis=axes)
-  else:
-    w = w.astype(p.dtype)
-    count = jnp.maximum(jnp.sum(w, axis=axes), 1)
-    per_class = jnp.sum(err * w, axis=axes) / count
+  per_class = _dense.masked_mean(err, w, axes)
   loss = _dense.reduce(per_class, reduction)
   return jnp.log1p(loss) if log else loss

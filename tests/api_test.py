@@ -27,6 +27,7 @@ class ApiTest(parameterized.TestCase):
       set(pel_jax.__all__),
       {
         "accumulated_value_and_grad",
+        "average_surface_distance",
         "boundary_loss",
         "check_labels",
         "cldice_loss",
@@ -36,6 +37,7 @@ class ApiTest(parameterized.TestCase):
         "focal_cross_entropy",
         "generalized_wasserstein_dice_loss",
         "global_sum",
+        "hausdorff_distance",
         "hausdorff_dt_loss",
         "jaccard_loss",
         "loss_from_stats",
@@ -47,6 +49,7 @@ class ApiTest(parameterized.TestCase):
         "segmentation_metrics",
         "signed_distance",
         "soft_dice_cldice_loss",
+        "surface_dice",
         "tversky_loss",
         "unified_focal_loss",
         "weight_map",

@@ -20,6 +20,7 @@ _loss = jax.jit(
     "activation",
     "include_background",
     "spacing",
+    "ignore_index",
     "reduction",
   ),
 )
@@ -92,6 +93,38 @@ class BoundaryLossTest(parameterized.TestCase):
     np.testing.assert_array_equal(grad[..., 0], 0)
     # mean over B = 2 samples, 2 classes and 72 pixels.
     np.testing.assert_allclose(grad[..., 1:], dist / (2 * 2 * 72), rtol=1e-6)
+
+  def test_where_and_ignore_index_leave_pixels_out_float64(self):
+    logits, ids = blob_case((2, 11, 9), 3, 5)
+    rng = np.random.default_rng(5)
+    ignored = rng.random(ids.shape) < 0.2
+    where = rng.random(ids.shape) < 0.7
+    ids = np.where(ignored, 255, ids)
+    probs = softmax(logits)
+    # Ignored pixels are in no class: the maps see them as outside.
+    one_hot = (ids[..., None] == np.arange(3)) & ~ignored[..., None]
+    _, _, dist = _kervadec(probs, one_hot, [0, 1, 2])
+    kept = (where & ~ignored)[..., None]
+    want = (probs * dist * kept).sum((1, 2)) / kept.sum((1, 2))
+    with jax.enable_x64(True):
+      got = _loss(
+        logits,
+        ids,
+        from_logits=True,
+        where=where,
+        ignore_index=255,
+        reduction="none",
+      )
+      none_kept = _loss(
+        logits,
+        ids,
+        from_logits=True,
+        where=np.zeros_like(where),
+        ignore_index=255,
+        reduction="none",
+      )
+      np.testing.assert_array_equal(none_kept, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
   def test_absent_and_full_classes_add_nothing(self):
     # Class 2 absent and, in sample 1, class 0 everywhere: both maps are 0.

@@ -63,3 +63,26 @@ def monai_run_cases(classes):
         }
       )
   return cases
+
+
+def surface_metrics(pred, target, spacing=None, percentile=None, tau=None):
+  """MONAI's surface metrics of one pair of bool `[*spatial]` masks, in
+  float64 with SciPy: `(hd, directed hd, assd, nsd)`. Surfaces are each
+  mask minus its `binary_erosion` (cross, outside False); the distances
+  from one surface to the other are SciPy's exact EDT of the other's
+  complement; the percentile is NumPy's linear one. Empty: both -> NaN,
+  one -> inf (NSD: 0)."""
+  ep = pred & ~ndimage.binary_erosion(pred)
+  eg = target & ~ndimage.binary_erosion(target)
+  if not ep.any() and not eg.any():
+    return (np.nan,) * 4
+  if not ep.any() or not eg.any():
+    return np.inf, np.inf, np.inf, 0.0
+  pg = ndimage.distance_transform_edt(~eg, sampling=spacing)[ep]
+  gp = ndimage.distance_transform_edt(~ep, sampling=spacing)[eg]
+  q = 100 if percentile is None else percentile
+  directed = np.percentile(pg, q)
+  hd = max(directed, np.percentile(gp, q))
+  both = np.concatenate([pg, gp])
+  nsd = np.nan if tau is None else np.mean(both <= tau)
+  return hd, directed, both.mean(), nsd
