@@ -10,6 +10,8 @@ from pel_jax._cldice import soft_dice_cldice_loss
 from pel_jax._distance import distance_transform
 from pel_jax._distance import signed_distance
 from pel_jax._hausdorff import hausdorff_dt_loss
+from pel_jax._head import head_loss
+from pel_jax._head import head_stats
 from pel_jax._loss import check_labels
 from pel_jax._loss import global_sum
 from pel_jax._loss import loss_from_stats
@@ -36,6 +38,8 @@ __all__ = (
   "distance_transform",
   "global_sum",
   "hausdorff_dt_loss",
+  "head_loss",
+  "head_stats",
   "jaccard_loss",
   "loss_from_stats",
   "lovasz_hinge_loss",
