@@ -149,6 +149,23 @@ def head_stats(
 
   Returns:
     A `RegionStats`, as `region_stats` returns it.
+
+  Examples:
+    Two halves of a batch, or two devices, add up:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import head_loss, head_stats, loss_from_stats
+    >>> f = jnp.linspace(-1.0, 1.0, 4 * 5 * 2).reshape(4, 5, 2)
+    >>> w, b = jnp.array([[1.0, -1.0], [0.5, 2.0]]), jnp.zeros(2)
+    >>> ids = jnp.array([[0, 1, 1, 0, 1]] * 4)
+    >>> o = dict(batch=True, ce_weight=1.0)
+    >>> halves = [head_stats(f[i:i + 2], w, b, ids[i:i + 2], **o)
+    ...           for i in (0, 2)]
+    >>> total = jax.tree.map(jnp.add, *halves)
+    >>> bool(jnp.allclose(loss_from_stats(total, from_logits=True, **o),
+    ...                   head_loss(f, w, b, ids, **o)))
+    True
   """
   o = _loss_options(options)
   features, kernel, bias, targets = (
