@@ -26,12 +26,14 @@ from pel_jax._loss import region_stats
 
 ArrayLike = jax.typing.ArrayLike
 
-# Elements per chunk, batch x pixels x (classes + features), when
-# `chunk_size` is None (the chunk's temporaries are a few arrays of that
-# size). CPU: the fastest of 2^15 to 2^21 in benchmarks/bench_head.py at 2,
-# 16 and 118 classes, D = 32; accelerators: large enough to fill the chip.
-_CHUNK_ELEMENTS = {"cpu": 1 << 19}
-_CHUNK_ELEMENTS_ACCELERATOR = 1 << 22
+# The default chunk, when `chunk_size` is None: at most this many
+# (full-resolution) pixels, batch included, and at most this many logits and
+# features, batch x pixels x (C + D) (the chunk's temporaries are a few
+# arrays of that size). CPU: about the fastest of 512 to 16384 pixels at 2,
+# 16 and 118 classes, D = 32, 64^3 voxels (benchmarks/bench_head.py);
+# accelerators: untuned, large enough to fill the chip.
+_CHUNK = {"cpu": (2048, 1 << 20)}
+_CHUNK_ACCELERATOR = (1 << 17, 1 << 22)
 
 
 class _HeadConfig(NamedTuple):
@@ -40,6 +42,7 @@ class _HeadConfig(NamedTuple):
   chunk: int  # pixels per sample and chunk
   overlap: bool  # the last chunk starts early and overlaps its predecessor
   options: tuple  # `region_stats` options, sorted (key, value) pairs
+  factors: tuple  # nearest upsampling per spatial axis; () for none
 
 
 def head_loss(
@@ -49,6 +52,7 @@ def head_loss(
   targets: ArrayLike,
   *,
   chunk_size: int | None = None,
+  upsample: int | tuple[int, ...] | None = None,
   **loss_options: Any,
 ) -> jax.Array:
   r"""`pel_loss` of a 1×1 head's logits, without ever building the logits.
@@ -83,12 +87,22 @@ def head_loss(
       ``nnx.Linear`` ``kernel`` with the spatial 1s squeezed out).
     bias: `[C]`, the head's bias.
     targets: integer class ids `[B, *spatial]`, or float targets
-      `[B, *spatial, C]`, as in `pel_loss`.
-    chunk_size: pixels per sample in one chunk (static). None picks
-      :math:`2^{19} / (B (C + D))` pixels on CPU and :math:`2^{22} /
-      (B (C + D))` on accelerators (rounded down to a multiple of 8). It need
-      not divide the pixel count: the last chunk then overlaps the one
-      before it, and its repeated pixels are left out of the sums.
+      `[B, *spatial, C]`, as in `pel_loss` (at the full resolution with
+      ``upsample``).
+    chunk_size: pixels per sample in one chunk (static); with ``upsample``,
+      slices of the first spatial axis of ``features``. None picks, over
+      the whole batch, 2048 pixels and at most :math:`2^{20}` logits and
+      features on CPU, :math:`2^{17}` pixels and at most :math:`2^{22}` on
+      accelerators. It need not divide the pixel count: the last chunk then
+      overlaps the one before it, and its repeated pixels are left out of
+      the sums.
+    upsample: None, or an integer factor (one, or one per spatial axis)
+      for low-resolution features: the logits are repeated (nearest
+      upsampling, ``jnp.repeat`` along each spatial axis, equal to
+      ``jax.image.resize(..., "nearest")`` for integer factors) to the
+      resolution of ``targets`` and ``where``, inside each chunk, so the
+      full-resolution logits never exist either (a 1×1 convolution and
+      the repetition commute). Bilinear upsampling is not supported.
     **loss_options: any keyword option of `pel_loss` (``where``,
       ``ignore_index``, ``batch``, ``axis_name``, ``ce_weight``, ...).
       ``from_logits`` is implied (True); False raises.
@@ -116,7 +130,13 @@ def head_loss(
   """
   return loss_from_stats(
     head_stats(
-      features, kernel, bias, targets, chunk_size=chunk_size, **loss_options
+      features,
+      kernel,
+      bias,
+      targets,
+      chunk_size=chunk_size,
+      upsample=upsample,
+      **loss_options,
     ),
     **_loss_options(loss_options),
   )
@@ -129,6 +149,7 @@ def head_stats(
   targets: ArrayLike,
   *,
   chunk_size: int | None = None,
+  upsample: int | tuple[int, ...] | None = None,
   **options: Any,
 ) -> _core.RegionStats:
   r"""`region_stats` of a 1×1 head's logits, in chunks (see `head_loss`).
@@ -145,6 +166,7 @@ def head_stats(
     bias: `[C]`.
     targets: integer ids `[B, *spatial]` or float `[B, *spatial, C]`.
     chunk_size: as in `head_loss`.
+    upsample: as in `head_loss`.
     **options: as in `head_loss`.
 
   Returns:
@@ -174,10 +196,19 @@ def head_stats(
   where = o["where"]
   where = None if where is None else jnp.asarray(where)
   _check_head(features, kernel, bias)
+  spatial = features.shape[1:-1]
+  factors = _upsample_factors(upsample, spatial)
+  full = tuple(s * r for s, r in zip(spatial, factors or (1,) * len(spatial)))
   logits = jax.ShapeDtypeStruct(
-    features.shape[:-1] + kernel.shape[-1:],
+    features.shape[:1] + full + kernel.shape[-1:],
     jnp.result_type(features, kernel, bias),
   )
+  if factors and np.shape(targets)[1 : 1 + len(full)] != full:
+    raise ValueError(
+      f"`targets` {np.shape(targets)} must be at the resolution of"
+      f" `features` {features.shape} times `upsample={upsample!r}`: spatial"
+      f" shape {full}."
+    )
   # Every check of `region_stats` on the whole logits (their size bounds
   # the hyperparameters); the named axis exists only inside the map.
   jax.eval_shape(
@@ -186,27 +217,55 @@ def head_stats(
     targets,
   )
   _checks.check_mask(logits, where)
-  batch, pixels = features.shape[0], int(np.prod(features.shape[1:-1]))
-  chunk = _chunk_pixels(chunk_size, batch, pixels, sum(kernel.shape))
+  batch = features.shape[0]
+  if factors:
+    # [B, X * r1, ...] -> [B, X, r1, ...]: a free reshape, chunked along X.
+    view = (batch,) + tuple(i for sr in zip(spatial, factors) for i in sr)
+    row_pixels = int(np.prod(spatial[1:]))
+  else:
+    view = (batch, int(np.prod(spatial)))
+    features = features.reshape(view + features.shape[-1:])
+    row_pixels = 1
+  rows = features.shape[1]
+  chunk = _chunk_rows(
+    chunk_size, batch, rows, row_pixels, kernel.shape, factors
+  )
   stats_options = {
     k: v for k, v in o.items() if k not in ("where", "class_weights")
   }
   cfg = _HeadConfig(
     chunk=chunk,
-    overlap=pixels % chunk != 0,
+    overlap=rows % chunk != 0,
     options=tuple(sorted(stats_options.items())),
+    factors=factors,
   )
-  flat = (batch, pixels)
   if targets.dtype == jnp.bool_:
     targets = targets.astype(logits.dtype)
   return _head_sums(
     cfg,
-    features.reshape(flat + features.shape[-1:]),
+    features,
     kernel,
     bias,
-    targets.reshape(flat + targets.shape[features.ndim - 1 :]),
-    None if where is None else where.reshape(flat),
+    targets.reshape(view + targets.shape[1 + len(spatial) :]),
+    None if where is None else where.reshape(view),
   )
+
+
+def _upsample_factors(upsample, spatial) -> tuple[int, ...]:
+  """Static integer factors per spatial axis; () without upsampling."""
+  if upsample is None:
+    return ()
+  factors = (upsample,) * len(spatial) if np.ndim(upsample) == 0 else upsample
+  if len(factors) != len(spatial) or not all(
+    isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r >= 1
+    for r in factors
+  ):
+    raise ValueError(
+      "`upsample` must be None, an int >= 1 or one int >= 1 per spatial"
+      f" axis of `features` ({len(spatial)}), got {upsample!r}."
+    )
+  factors = tuple(int(r) for r in factors)
+  return () if all(r == 1 for r in factors) else factors
 
 
 def _loss_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -241,13 +300,20 @@ def _check_head(features, kernel, bias) -> None:
     )
 
 
-def _chunk_pixels(chunk_size, batch: int, pixels: int, channels: int) -> int:
-  """Pixels per sample and chunk: the given size, or the platform's."""
+def _chunk_rows(
+  chunk_size, batch: int, rows: int, row_pixels: int, kernel_shape, factors
+) -> int:
+  """Rows (pixels, or slices of the first axis with `upsample`) per chunk."""
   if chunk_size is None:
-    elements = _CHUNK_ELEMENTS.get(
-      jax.default_backend(), _CHUNK_ELEMENTS_ACCELERATOR
-    )
-    chunk_size = max(8, elements // (batch * channels)) // 8 * 8
+    pixels, elements = _CHUNK.get(jax.default_backend(), _CHUNK_ACCELERATOR)
+    # A row: `row_pixels` pixels of D features, repeated to C logits each
+    # at `prod(factors)` full-resolution pixels.
+    features, classes = kernel_shape
+    full = batch * row_pixels * int(np.prod(factors))
+    per_row = full * classes + batch * row_pixels * features
+    chunk_size = max(1, min(pixels // full, elements // per_row))
+    if not factors:
+      chunk_size = max(8, chunk_size // 8 * 8)
   elif isinstance(chunk_size, bool) or not isinstance(
     chunk_size, (int, np.integer)
   ):
@@ -256,7 +322,7 @@ def _chunk_pixels(chunk_size, batch: int, pixels: int, channels: int) -> int:
     )
   elif chunk_size < 1:
     raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
-  return min(int(chunk_size), pixels)
+  return min(int(chunk_size), rows)
 
 
 def _chunk(cfg: _HeadConfig, i, features, targets, where):
@@ -276,14 +342,30 @@ def _chunk(cfg: _HeadConfig, i, features, targets, where):
 
   f, t, w = cut(features), cut(targets), cut(where)
   if cfg.overlap:
-    new = (start + jnp.arange(cfg.chunk) >= nominal)[None]
-    w = new if w is None else w & new
-    w = jnp.broadcast_to(w, f.shape[:2])
+    pixels = t.shape[: t.ndim - int(jnp.issubdtype(t.dtype, jnp.floating))]
+    new = start + jnp.arange(cfg.chunk) >= nominal
+    new = new.reshape((1, -1) + (1,) * (len(pixels) - 2))
+    w = jnp.broadcast_to(new if w is None else w & new, pixels)
   return start, f, t, w
 
 
 def _logits(f, kernel, bias):
   return jnp.dot(f, kernel) + bias
+
+
+def _repeat(cfg: _HeadConfig, z):
+  """Logits repeated `cfg.factors` times along each spatial axis (nearest).
+
+  `[B, k, Y, Z, C]` -> `[B, k, r1, Y, r2, Z, r3, C]`, the layout of the
+  targets' view: only the chunk's full-resolution logits exist.
+  """
+  if not cfg.factors:
+    return z
+  spatial = z.shape[1:-1]
+  ones = [i for s in spatial for i in (s, 1)]
+  full = [i for sr in zip(spatial, cfg.factors) for i in sr]
+  z = z.reshape(z.shape[:1] + tuple(ones) + z.shape[-1:])
+  return jnp.broadcast_to(z, z.shape[:1] + tuple(full) + z.shape[-1:])
 
 
 def _stats_fn(cfg: _HeadConfig, w):
@@ -303,11 +385,13 @@ def _head_sums(cfg: _HeadConfig, features, kernel, bias, targets, where):
 
   def add(i, total):
     _, f, t, w = _chunk(cfg, i, features, targets, where)
-    stats = _stats_fn(cfg, w)(_logits(f, kernel, bias), t)
+    stats = _stats_fn(cfg, w)(_repeat(cfg, _logits(f, kernel, bias)), t)
     return jax.tree.map(jnp.add, total, stats)
 
   _, f, t, w = _chunk(cfg, 0, features, targets, where)
-  shapes = jax.eval_shape(_stats_fn(cfg, w), _logits(f, kernel, bias), t)
+  shapes = jax.eval_shape(
+    _stats_fn(cfg, w), _repeat(cfg, _logits(f, kernel, bias)), t
+  )
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   total = lax.fori_loop(0, _num_chunks(cfg, features), add, zeros)
   if o["batch"] and o["axis_name"] is not None:
@@ -329,8 +413,11 @@ def _head_sums_bwd(cfg: _HeadConfig, residuals, cotangent):
   def step(i, carry):
     d_features, d_kernel, d_bias, d_targets = carry
     start, f, t, w = _chunk(cfg, i, features, targets, where)
-    stats = _stats_fn(cfg, w)
     logits = _logits(f, kernel, bias)
+
+    def stats(z, t):
+      return _stats_fn(cfg, w)(_repeat(cfg, z), t)
+
     if soft:
       _, pull = jax.vjp(stats, logits, t)
       d_logits, d_t = pull(cotangent)
@@ -341,9 +428,11 @@ def _head_sums_bwd(cfg: _HeadConfig, residuals, cotangent):
     # they add nothing to the kernel and the bias; in the features and the
     # targets the overlap keeps the earlier chunk's values.
     d_kernel = d_kernel + jnp.einsum(
-      "bkd,bkc->dc", f, d_logits, preferred_element_type=accumulate
+      "...d,...c->dc", f, d_logits, preferred_element_type=accumulate
     )
-    d_bias = d_bias + jnp.sum(d_logits, (0, 1), dtype=accumulate)
+    d_bias = d_bias + jnp.sum(
+      d_logits, tuple(range(d_logits.ndim - 1)), dtype=accumulate
+    )
     d_f = jnp.dot(d_logits, kernel.T).astype(features.dtype)
     d_features = _write(cfg, d_features, d_f, start, i)
     if soft:

@@ -17,18 +17,24 @@ import pel_jax
 _D, _C = 3, 4
 
 
-def _case(spatial, targets, dtype=np.float64, batch=2, classes=_C, seed=0):
-  """Features, kernel, bias and targets ("ids", "soft" or "multi")."""
+def _case(
+  spatial, targets, dtype=np.float64, batch=2, classes=_C, seed=0, factors=None
+):
+  """Features, kernel, bias and targets ("ids", "soft" or "multi").
+
+  With `factors`, the targets are at `spatial` times the factors.
+  """
   rng = np.random.default_rng(seed)
   f = rng.normal(size=(batch, *spatial, _D))
   w = rng.normal(size=(_D, classes))
   b = rng.normal(size=(classes,))
+  pixels = (batch,) + tuple(np.multiply(spatial, factors or 1))
   if targets == "ids":
-    t = jnp.asarray(rng.integers(0, classes, (batch, *spatial)), jnp.int32)
+    t = jnp.asarray(rng.integers(0, classes, pixels), jnp.int32)
   elif targets == "soft":
-    t = jnp.asarray(jax.nn.softmax(rng.normal(size=f.shape[:-1] + (classes,))))
+    t = jnp.asarray(jax.nn.softmax(rng.normal(size=pixels + (classes,))))
   else:
-    t = jnp.asarray(rng.random(f.shape[:-1] + (classes,)) > 0.5, dtype)
+    t = jnp.asarray(rng.random(pixels + (classes,)) > 0.5, dtype)
   return (
     *(jnp.asarray(x, dtype) for x in (f, w, b)),
     t.astype(t.dtype if targets == "ids" else dtype),
@@ -39,9 +45,14 @@ def _mask(spatial, batch=2):
   return jnp.asarray(np.random.default_rng(1).random((batch, *spatial)) > 0.3)
 
 
-def _grads(loss, f, w, b, t, soft):
+def _both(fused, plain, f, w, b, t, soft):
+  """Value and gradients of both losses, in one compiled program."""
   argnums = (0, 1, 2, 3) if soft else (0, 1, 2)
-  return jax.jit(jax.value_and_grad(loss, argnums))(f, w, b, t)
+  return jax.jit(
+    lambda *a: tuple(
+      jax.value_and_grad(fn, argnums)(*a) for fn in (fused, plain)
+    )
+  )(f, w, b, t)
 
 
 # (name, spatial, targets, chunk_size, options): chunk sizes divide the
@@ -101,30 +112,41 @@ _CASES = (
       reduction="none",
     ),
   ),
+  (
+    "upsample_where_ce_3d",
+    (3, 2, 2),
+    "ids",
+    2,
+    dict(upsample=(2, 1, 3), where=_mask((6, 2, 6)), ce_weight=1.0),
+  ),
 )
 
 
 class HeadLossTest(parameterized.TestCase):
   @parameterized.named_parameters(*_CASES)
   def test_equals_unfused_float64(self, spatial, targets, chunk, options):
+    options = dict(options)
+    factors = options.pop("upsample", None)
     with jax.enable_x64(True):
-      f, w, b, t = _case(spatial, targets)
+      f, w, b, t = _case(spatial, targets, factors=factors)
       soft = targets != "ids"
       reduce = jnp.sum if options.get("reduction") == "none" else (lambda x: x)
 
       def fused(f, w, b, t):
         return reduce(
-          pel_jax.head_loss(f, w, b, t, chunk_size=chunk, **options)
+          pel_jax.head_loss(
+            f, w, b, t, chunk_size=chunk, upsample=factors, **options
+          )
         )
 
       def plain(f, w, b, t):
-        return reduce(
-          pel_jax.pel_loss(f @ w + b, t, from_logits=True, **options)
+        # Nearest upsampling of the logits to the targets' resolution.
+        logits = jax.image.resize(
+          f @ w + b, t.shape[: f.ndim - 1] + w.shape[-1:], "nearest"
         )
+        return reduce(pel_jax.pel_loss(logits, t, from_logits=True, **options))
 
-      (value, grads), (want, want_grads) = (
-        _grads(fn, f, w, b, t, soft) for fn in (fused, plain)
-      )
+      (value, grads), (want, want_grads) = _both(fused, plain, f, w, b, t, soft)
       self.assertEqual(value.dtype, jnp.float64)
       np.testing.assert_allclose(value, want, rtol=1e-10, atol=1e-12)
       for got, ref in zip(grads, want_grads):
@@ -134,10 +156,8 @@ class HeadLossTest(parameterized.TestCase):
   def test_float32_to_rounding_and_stats(self):
     f, w, b, t = _case((4, 5, 6), "ids", np.float32)
     options = dict(ce_weight=1.0, batch=True)
-    value, grads = _grads(
-      lambda *a: pel_jax.head_loss(*a, **options), f, w, b, t, False
-    )
-    want, want_grads = _grads(
+    (value, grads), (want, want_grads) = _both(
+      lambda *a: pel_jax.head_loss(*a, **options),
       lambda f, w, b, t: pel_jax.pel_loss(
         f @ w + b, t, from_logits=True, **options
       ),
@@ -151,14 +171,10 @@ class HeadLossTest(parameterized.TestCase):
     for got, ref in zip(grads, want_grads):
       self.assertEqual(got.dtype, jnp.float32)
       np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
-    stats = jax.jit(
-      lambda f, w, b, t: pel_jax.head_stats(
-        f, w, b, t, chunk_size=24, **options
-      )
-    )(f, w, b, t)
-    want_stats = jax.jit(
-      lambda f, w, b, t: pel_jax.region_stats(
-        f @ w + b, t, from_logits=True, **options
+    stats, want_stats = jax.jit(
+      lambda f, w, b, t: (
+        pel_jax.head_stats(f, w, b, t, chunk_size=24, **options),
+        pel_jax.region_stats(f @ w + b, t, from_logits=True, **options),
       )
     )(f, w, b, t)
     jax.tree.map(
@@ -214,6 +230,8 @@ class HeadLossTest(parameterized.TestCase):
       ((f, w, b, t), dict(chunk_size=2.0), TypeError, "chunk_size"),
       ((f, w, b, t), dict(where=t), TypeError, "where"),
       ((f, w, b, t), dict(bogus=1), TypeError, "bogus"),
+      ((f, w, b, t), dict(upsample=2), ValueError, "upsample"),
+      ((f, w, b, t), dict(upsample=(2, 0)), ValueError, "upsample"),
     )
     for args, kwargs, error, name in bad:
       with (
