@@ -33,7 +33,7 @@ ArrayLike = jax.typing.ArrayLike
 # 16 and 118 classes, D = 32, 64^3 voxels (benchmarks/bench_head.py);
 # accelerators: untuned, large enough to fill the chip.
 _CHUNK = {"cpu": (2048, 1 << 20)}
-_CHUNK_ACCELERATOR = (1 << 17, 1 << 22)
+_CHUNK_ACCELERATOR = (1 << 15, 1 << 21)
 
 
 class _HeadConfig(NamedTuple):
@@ -92,10 +92,10 @@ def head_loss(
     chunk_size: pixels per sample in one chunk (static); with ``upsample``,
       slices of the first spatial axis of ``features``. None picks, over
       the whole batch, 2048 pixels and at most :math:`2^{20}` logits and
-      features on CPU, :math:`2^{17}` pixels and at most :math:`2^{22}` on
-      accelerators. It need not divide the pixel count: the last chunk then
-      overlaps the one before it, and its repeated pixels are left out of
-      the sums.
+      features on CPU, :math:`2^{15}` pixels and at most :math:`2^{21}` on
+      accelerators (by `jax.default_backend()`). It need not divide the
+      pixel count: the last chunk then overlaps the one before it, and its
+      repeated pixels are left out of the sums.
     upsample: None, or an integer factor (one, or one per spatial axis)
       for low-resolution features: the logits are repeated (nearest
       upsampling, ``jnp.repeat`` along each spatial axis, equal to
