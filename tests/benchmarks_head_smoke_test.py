@@ -18,7 +18,6 @@ def test_tiny_run_prints_every_row(capsys):
   ]
   assert [(r[0].strip(), r[1].strip()) for r in rows] == [
     ("[1, 8x8x8]", "3"),
-    ("[1, 8x8x8] up 2x", "3"),
   ]
   for row in rows:
     assert float(row[3]) >= 0 and float(row[4]) > 0  # temporaries, MiB
