@@ -78,7 +78,9 @@ def head_loss(
   with :math:`F_k` the features of chunk :math:`k` and :math:`Z_k` the
   gradient of its logits. The memory of a step no longer grows with the
   number of classes times the volume (the features' gradient, the size of
-  the features, is an output); the logits are computed twice.
+  the features, is an output); the logits are computed twice. With C <= D
+  the logits are no larger than the features: there the plain head is as
+  small and on CPU faster (``benchmarks/README.md``).
 
   Args:
     features: float `[B, *spatial, D]`, the input of the 1×1 head (the last
