@@ -12,6 +12,8 @@ from pel_jax._distance import signed_distance
 from pel_jax._focal import focal_cross_entropy
 from pel_jax._gwdl import generalized_wasserstein_dice_loss
 from pel_jax._hausdorff import hausdorff_dt_loss
+from pel_jax._head import head_loss
+from pel_jax._head import head_stats
 from pel_jax._loss import check_labels
 from pel_jax._loss import global_sum
 from pel_jax._loss import loss_from_stats
@@ -47,6 +49,8 @@ __all__ = (
   "global_sum",
   "hausdorff_distance",
   "hausdorff_dt_loss",
+  "head_loss",
+  "head_stats",
   "jaccard_loss",
   "loss_from_stats",
   "lovasz_hinge_loss",
