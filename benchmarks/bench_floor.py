@@ -29,11 +29,12 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from pel_jax import _layout_cpu
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_loss  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import pel_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pel_jax import _core  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def two_pass(activation, exponent: int = 3, smooth: float = 1e-5):
@@ -51,7 +52,7 @@ def two_pass(activation, exponent: int = 3, smooth: float = 1e-5):
 
   def pixel_sums(x, t):
     p = activation(x)
-    return _core._sum_together(  # pylint: disable=protected-access
+    return _layout_cpu._sum_together(  # pylint: disable=protected-access
       tuple(range(1, x.ndim - 1)), p * t, p, t, t * lax.integer_pow(p, exponent)
     )
 

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pel_jax import _checks
-from pel_jax import _core
 from pel_jax import _dense
+from pel_jax import _numerics
 from pel_jax import _variants
 
 ArrayLike = jax.typing.ArrayLike
@@ -318,7 +318,7 @@ def _prepare(
   )
   _checks.check_representable(
     predictions,
-    _core.compute_dtype(jnp.result_type(predictions)),
+    _numerics.compute_dtype(jnp.result_type(predictions)),
     # `dice_loss` adds twice its constants (its ratio is halved); MONAI's
     # DiceLoss adds them once.
     smooth_nr=smooths[0] / 2,

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from pel_jax import _checks
-from pel_jax import _core
 from pel_jax import _distance
-from pel_jax import _loss
+from pel_jax import _global_sum
+from pel_jax import _numerics
+from pel_jax import _sums
 
 
 def check_inputs(
@@ -74,7 +75,7 @@ def probabilities_and_targets(
   are 0) and is left out by ``w``, as a pixel where ``where`` is False.
   """
   x = jnp.asarray(predictions)
-  x = x.astype(_core.compute_dtype(x.dtype))
+  x = x.astype(_numerics.compute_dtype(x.dtype))
   if activation == "sigmoid":
     p = jax.nn.sigmoid(x)
   elif activation == "softmax":
@@ -84,7 +85,7 @@ def probabilities_and_targets(
   targets = jnp.asarray(targets)
   w = None if where is None else jnp.asarray(where)[..., None]
   if jnp.issubdtype(targets.dtype, jnp.integer):
-    g = _core._is_label(targets, x.shape[-1])  # pylint: disable=protected-access
+    g = _sums._is_label(targets, x.shape[-1])  # pylint: disable=protected-access
     if ignore_index is not None:
       kept = (targets != ignore_index)[..., None]
       g = g & kept
@@ -140,7 +141,7 @@ def pixel_sums(x, w, batch, axis_name):
     x = jnp.where(w, x, 0)
   sums = jnp.sum(x, tuple(range(0 if batch else 1, x.ndim - 1)))
   if axis_name is not None:
-    sums = _loss.global_sum(sums, axis_name)
+    sums = _global_sum.global_sum(sums, axis_name)
   return sums
 
 

@@ -29,6 +29,9 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from pel_jax import _numerics
+from pel_jax import _sums
+
 # Where this layout is lowered; tests set ("cpu",) to run it here.
 PLATFORMS = ("cuda",)
 # Below this many classes the generic core moved fewer bytes on H100/A100.
@@ -36,7 +39,7 @@ MIN_CLASSES = 8
 
 
 def handles(cfg, classes: int) -> bool:
-  """Whether `cfg` (a `_core.StatsConfig`) takes this layout on GPU."""
+  """Whether `cfg` (a `_sums.StatsConfig`) takes this layout on GPU."""
   return (
     cfg.activation == "softmax"
     and not cfg.soft_labels
@@ -70,22 +73,22 @@ def log_sum_exp(x: jax.Array) -> jax.Array:
   return (lax.stop_gradient(peak) + jnp.log(total))[..., None]
 
 
-def _targets(cfg, core, x, targets):
+def _targets(cfg, x, targets):
   """`(g, keep)`: targets as floats `[B, *S, C]` and the kept pixels or None."""
   keep = None
   if jnp.issubdtype(targets.dtype, jnp.integer):
     if cfg.ignore_index is not None:
       keep = targets != cfg.ignore_index
-    g = core._is_label(targets, x.shape[-1]).astype(x.dtype)
+    g = _sums._is_label(targets, x.shape[-1]).astype(x.dtype)
   else:
     g = targets.astype(x.dtype)
   return g, keep
 
 
-def _inputs(cfg, core, predictions, targets, mask):
+def _inputs(cfg, predictions, targets, mask):
   """`(x, g, w)`: masked logits and targets (compute dtype), weight or None."""
-  x = predictions.astype(core.compute_dtype(predictions.dtype))
-  g, keep = _targets(cfg, core, x, targets)
+  x = predictions.astype(_numerics.compute_dtype(predictions.dtype))
+  g, keep = _targets(cfg, x, targets)
   if mask is not None:
     keep = mask if keep is None else keep & mask
   w = None
@@ -97,16 +100,16 @@ def _inputs(cfg, core, predictions, targets, mask):
   return x, g, w
 
 
-def forward(cfg, core, predictions, targets, mask):
+def forward(cfg, predictions, targets, mask):
   """`(stats, lse)`: the local region sums (before the batch sum) and `lse`."""
-  x, g, w = _inputs(cfg, core, predictions, targets, mask)
+  x, g, w = _inputs(cfg, predictions, targets, mask)
   lse = log_sum_exp(x)
   log_p = x - lse
   powers = [1.0, cfg.exponent] + [2.0 if cfg.squared else 1.0]
   coefficients = [g, g, jnp.ones_like(g)]
   linear = [g] + ([g * g] if cfg.squared else [])
   if cfg.cross_entropy:
-    q = core._smoothed_targets(cfg, g)
+    q = _sums._smoothed_targets(cfg, g)
     linear.append(-q * log_p)
   a = jnp.asarray(powers, x.dtype)[:, None]
   rows = jnp.concatenate(
@@ -122,21 +125,21 @@ def forward(cfg, core, predictions, targets, mask):
   sums = jnp.sum(rows, axis=axes)
   tp, numer, sum_p = sums[..., 0, :], sums[..., 1, :], sums[..., 2, :]
   sum_g = sums[..., 3, :]
-  stats = core.RegionStats(tp, None if cfg.squared else sum_p, sum_g, numer)
+  stats = _sums.RegionStats(tp, None if cfg.squared else sum_p, sum_g, numer)
   if cfg.squared:
     stats = stats._replace(sum_p2=sum_p, sum_g2=sums[..., 4, :])
   if cfg.cross_entropy:
-    count = core.term_count(cfg, x.shape, x.dtype, w)
+    count = _sums.term_count(cfg, x.shape, x.dtype, w)
     stats = stats._replace(ce=jnp.sum(sums[..., -1, :], -1), count=count)
   return stats, lse
 
 
-def backward(cfg, core, predictions, targets, mask, lse, cotangent):
+def backward(cfg, predictions, targets, mask, lse, cotangent):
   """`(d_predictions, d_targets)`; `lse` is `forward`'s residual.
 
   With `l = x - lse` and `v = dL/dl` per entry, `dL/dx = v - p sum_c v`.
   """
-  x, g, w = _inputs(cfg, core, predictions, targets, mask)
+  x, g, w = _inputs(cfg, predictions, targets, mask)
   log_p = x - lse
   p = jnp.exp(log_p)
   pixels = (cotangent.tp.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
@@ -152,7 +155,7 @@ def backward(cfg, core, predictions, targets, mask, lse, cotangent):
   v = v + n * ct.numer * g * p_n
   if cfg.cross_entropy:
     ct_ce = cotangent.ce.reshape(pixels[:-1] + (1,))
-    q = core._smoothed_targets(cfg, g)
+    q = _sums._smoothed_targets(cfg, g)
     v = v - ct_ce * q
   if w is not None:
     v = v * w

@@ -20,6 +20,7 @@ import numpy as np
 
 from pel_jax import _checks
 from pel_jax import _core
+from pel_jax import _numerics
 from pel_jax._loss import _options
 from pel_jax._loss import loss_from_stats
 from pel_jax._loss import region_stats
@@ -410,7 +411,7 @@ def _head_sums_fwd(cfg: _HeadConfig, features, kernel, bias, targets, where):
 def _head_sums_bwd(cfg: _HeadConfig, residuals, cotangent):
   features, kernel, bias, targets, where = residuals
   soft = not jnp.issubdtype(targets.dtype, jnp.integer)
-  accumulate = _core.compute_dtype(jnp.result_type(kernel, bias))
+  accumulate = _numerics.compute_dtype(jnp.result_type(kernel, bias))
 
   def step(i, carry):
     d_features, d_kernel, d_bias, d_targets = carry

@@ -33,7 +33,7 @@ def unshared(p: jax.Array) -> jax.Array:
   """`p` behind an optimization barrier, except when lowered for TPU.
 
   The barrier keeps XLA from rewriting `p * p * p` of `p = exp(a)` as
-  `exp(3 a)`, a second exponential per entry (see `_core._activate`). It
+  `exp(3 a)`, a second exponential per entry (see `_activation._activate`). It
   also makes XLA write `p` out: on the CPU and GPU that costs less than
   what it prevents, but XLA TPU otherwise recomputes the softmax in each
   of its consumers, and a written `p` there is one more full-size write

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-import functools
+from collections.abc import Hashable
 import inspect
 from typing import Any
 
 import jax
 from jax import lax
-from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 
 from pel_jax import _checks
 from pel_jax import _core
+from pel_jax import _global_sum
+from pel_jax import _numerics
+from pel_jax import _ratio
 
 ArrayLike = jax.typing.ArrayLike
 
@@ -242,7 +243,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
   _checks.check_class_weights(
     predictions,
     o["class_weights"],
-    _core.compute_dtype(jnp.result_type(predictions)),
+    _numerics.compute_dtype(jnp.result_type(predictions)),
   )
   _checks.check_options(predictions, o["reduction"], include_background)
   scale = _checks.check_number("scale", o["scale"], positive=True)
@@ -283,7 +284,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
     cross_entropy=ce_weight > 0,
     label_smoothing=label_smoothing,
   )
-  ratio_cfg = _core.RatioConfig(
+  ratio_cfg = _ratio.RatioConfig(
     scale=scale,
     fp_weight=_checks.check_number("fp_weight", o["fp_weight"]),
     fn_weight=_checks.check_number("fn_weight", o["fn_weight"]),
@@ -313,7 +314,7 @@ def _stats_inputs(predictions, targets, where, o):
   stats_cfg, ratio_cfg = _configs(predictions, targets, o)
   _checks.check_representable(
     predictions,
-    _core.compute_dtype(jnp.result_type(predictions)),
+    _numerics.compute_dtype(jnp.result_type(predictions)),
     exponent=stats_cfg.exponent,
     scale=ratio_cfg.scale,
     fp_weight=ratio_cfg.fp_weight,
@@ -340,7 +341,7 @@ def _pel_loss(predictions, targets, **o):
 
 def _loss_of_sums(stats, ratio_cfg, class_weights, o):
   """The reduced loss from `[G, C]` region sums."""
-  losses, present = _core.stats_losses(ratio_cfg, stats)
+  losses, present = _ratio.stats_losses(ratio_cfg, stats)
   if class_weights is not None:
     weights = jnp.asarray(class_weights, losses.dtype)
     if not ratio_cfg.include_background:
@@ -372,7 +373,7 @@ def _cross_entropy(stats, reduction, batch, axis_name):
   total = jnp.sum(stats.ce)
   count = jnp.sum(stats.count)
   if axis_name is not None and not batch:
-    total = _global_sum(total, axis_name)
+    total = _global_sum.global_sum(total, axis_name)
     count = lax.psum(count, axis_name)
   if reduction == "sum":
     return total
@@ -561,7 +562,7 @@ def _reduce(
   total = jnp.sum(losses)
   count = losses.size if present is None else jnp.sum(present)
   if axis_name is not None and not batch:
-    total = _global_sum(total, axis_name)
+    total = _global_sum.global_sum(total, axis_name)
     if present is None:
       count = count * lax.axis_size(axis_name)
     else:
@@ -574,177 +575,9 @@ def _reduce(
   return jnp.where(some, total / jnp.where(some, count, 1), 0)
 
 
-def global_sum(x: ArrayLike, axis_name: Hashable) -> jax.Array:
-  """Sum of `x` across a named axis, with `pel_loss`'s gradient convention.
-
-  The value is `lax.psum(x, axis_name)`, the same on every device, but the
-  gradient each device gets for its `x` is that of the global value alone
-  (1 per summand), not the N-fold `psum` of replicated cotangents that
-  autodiff of `lax.psum` gives. Use it for losses added beside a global
-  `pel_loss` in a data-parallel step whose parameter gradients are summed,
-  e.g. a global cross-entropy mean:
-  `global_sum(ce.sum(), "d") / (ce.size * lax.axis_size("d"))`.
-
-  The convention holds for gradients taken inside the mapped function in
-  every mode, and from outside under `shard_map(check_vma=True)`; from
-  outside a `shard_map(check_vma=False)` (or `pmap(out_axes=None)`) it is
-  1/N, since JAX divides a replicated output's cotangent by N there and
-  nothing at trace time tells the two apart (see the README).
-
-  Args:
-    x: the local summand, any shape.
-    axis_name: a named axis of `pmap`, `shard_map` or `vmap`.
-
-  Returns:
-    The global sum, with the shape and dtype of `x`.
-
-  Examples:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from pel_jax import global_sum
-    >>> f = jax.vmap(lambda x: global_sum(x, "i"), axis_name="i")
-    >>> f(jnp.arange(3.0))
-    Array([3., 3., 3.], dtype=float32)
-    >>> jax.grad(lambda x: f(x)[0])(jnp.arange(3.0))  # Not 3 per summand.
-    Array([1., 1., 1.], dtype=float32)
-  """
-  return _global_sum(jnp.asarray(x), axis_name)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _global_sum(x: jax.Array, axis_name) -> jax.Array:
-  """`psum` whose cotangent is not summed back across devices.
-
-  Every device holds the same global value; the derivative of that value
-  with respect to the local summand is 1, so the cotangent passes through.
-  (Autodiff of `psum` would psum the replicated cotangents: an N-fold factor.)
-  """
-  return lax.psum(x, axis_name)
-
-
-def _global_sum_fwd(x, axis_name):
-  return lax.psum(x, axis_name), x
-
-
-def _global_sum_bwd(axis_name, x, cotangent):
-  del axis_name
-  # Under shard_map the summand `x` varies over the axis but the psum-ed value,
-  # and so its cotangent, does not; the cotangent must have the type of `x`.
-  # Adding zeros shaped like `x` makes it vary like `x` (any JAX version).
-  return (cotangent + jnp.zeros_like(x),)
-
-
-_global_sum.defvjp(_global_sum_fwd, _global_sum_bwd)
-
 _OPTION_DEFAULTS = {
   name: p.default
   for name, p in inspect.signature(pel_loss).parameters.items()
   if p.kind == inspect.Parameter.KEYWORD_ONLY
 }
 _OPTION_NAMES = tuple(_OPTION_DEFAULTS)
-
-
-def weight_map(
-  predictions: ArrayLike,
-  targets: ArrayLike,
-  *,
-  loss_fn: Callable[..., jax.Array] | None = None,
-  **loss_kwargs: Any,
-) -> jax.Array:
-  r"""Per-pixel gradient weight of a PEL-family loss, `[B, *spatial]`.
-
-  The absolute gradient of the (reduced, summed) loss with respect to
-  ``predictions`` (probabilities, or logits with ``from_logits=True``),
-  summed over the class axis: :math:`\sum_c |\partial L / \partial x_c|`.
-  It shows which pixels pull on the model, the diagnostic the PEL authors
-  plot next to the deviation map :math:`|p - g|`.
-
-  Args:
-    predictions: as in `pel_loss`.
-    targets: as in `pel_loss`.
-    loss_fn: the loss to differentiate, `pel_loss` by default (e.g.
-      `pel_jax.dice_loss` for the Dice map to compare with).
-    **loss_kwargs: any keyword of `pel_loss` (``exponent``, ``scale``, ...).
-
-  Returns:
-    Float array of shape `[B, *spatial]` in the dtype of ``predictions``.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from pel_jax import dice_loss, weight_map
-    >>> logits = jnp.zeros((2, 8, 8, 3))
-    >>> ids = jnp.zeros((2, 8, 8), jnp.int32)
-    >>> weight_map(logits, ids, from_logits=True, exponent=2.0).shape
-    (2, 8, 8)
-    >>> weight_map(logits, ids, loss_fn=dice_loss, from_logits=True).shape
-    (2, 8, 8)
-  """
-  loss_fn = pel_loss if loss_fn is None else loss_fn
-  grad = jax.grad(lambda x: jnp.sum(loss_fn(x, targets, **loss_kwargs)))(
-    jnp.asarray(predictions)
-  )
-  return jnp.sum(jnp.abs(grad), axis=-1)
-
-
-def check_labels(
-  targets: ArrayLike, num_classes: int, *, ignore_index: int | None = None
-) -> None:
-  """Checks that integer class ids are valid for `num_classes` classes.
-
-  Valid ids are `[0, num_classes)` and ``ignore_index``; for
-  ``num_classes=1`` (one channel, the binary mode of `pel_loss`) they are 0
-  (background) and 1 (foreground). Out-of-range ids never corrupt `pel_loss`
-  (they match no class: background for every class), but they usually mean
-  a data bug. Eagerly this raises `checkify.JaxRuntimeError`; inside
-  `jax.jit`, wrap the caller with `jax.experimental.checkify.checkify` and
-  call `err.throw()` (see the README). The comparisons never overflow the
-  ids' dtype (uint8 ids are checked against 300 classes exactly).
-
-  Args:
-    targets: integer class ids, any shape (e.g. `[B, *spatial]`).
-    num_classes: C, the number of classes (1: binary ids 0 and 1).
-    ignore_index: an id allowed besides the valid ones.
-
-  Returns:
-    None: the outcome is the error, raised eagerly or carried by checkify.
-
-  Raises:
-    TypeError: for non-integer ``targets``.
-    ValueError: for ``num_classes`` < 1, or an ``ignore_index`` the dtype
-      of ``targets`` cannot hold (as `pel_loss` does).
-
-  Examples:
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from jax.experimental import checkify
-    >>> from pel_jax import check_labels
-    >>> check_labels(jnp.array([[0, 2, 255]]), 3, ignore_index=255)
-    >>> check = jax.jit(lambda t: check_labels(t, 3))
-    >>> err, _ = checkify.checkify(check)(jnp.array([[0, 3]]))
-    >>> print(err.get())
-    targets hold a class id outside [0, 3): 3 at flat index 1 (`check` failed)
-  """
-  targets = jnp.asarray(targets)
-  count = _checks.check_label_args(targets, num_classes, ignore_index)
-  if targets.size == 0:
-    return  # Nothing to check (and argmin of an empty array raises).
-  # Bounds the dtype cannot exceed are left out rather than written in it:
-  # 300 as uint8 would wrap to 44.
-  info = jnp.iinfo(targets.dtype)
-  valid = jnp.ones(targets.shape, bool) if info.min >= 0 else targets >= 0
-  if count <= info.max:
-    valid = valid & (targets < count)
-  if ignore_index is not None:
-    valid = valid | (targets == ignore_index)
-  bad = jnp.argmin(valid.reshape(-1))
-  # Format arguments must be arrays: the static class count goes in the text
-  # (with its braces doubled, as checkify formats the message).
-  allowed = f"[0, {count})"
-  if num_classes == 1:
-    allowed = "{{0, 1}} (one class: binary, 1 = foreground)"
-  checkify.check(
-    jnp.all(valid),
-    f"targets hold a class id outside {allowed}: {{value}} at flat index {{i}}",
-    value=targets.reshape(-1)[bad],
-    i=bad,
-  )

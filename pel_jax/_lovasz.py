@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pel_jax import _checks
-from pel_jax import _core
+from pel_jax import _numerics
 from pel_jax._loss import _as_array_likes
 
 ArrayLike = jax.typing.ArrayLike
@@ -282,7 +282,7 @@ def _softmax_loss(
   reduction,
 ):
   shape = x.shape
-  x = x.astype(_core.compute_dtype(x.dtype))
+  x = x.astype(_numerics.compute_dtype(x.dtype))
   valid = _valid(shape[:-1], targets, where, ignore_index)
   # Left-out pixels may hold NaN or inf: replaced before the softmax, or
   # their zero cotangent times a NaN derivative would still be NaN.
@@ -395,7 +395,7 @@ def lovasz_hinge_loss(
 )
 def _hinge_loss(logits, targets, where, *, ignore_index, per_image, reduction):
   shape = logits.shape
-  z = logits[..., 0].astype(_core.compute_dtype(logits.dtype))
+  z = logits[..., 0].astype(_numerics.compute_dtype(logits.dtype))
   valid = _valid(shape[:-1], targets, where, ignore_index)
   z = jnp.where(valid, z, 0)
   fg = targets == 1

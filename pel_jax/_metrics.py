@@ -21,8 +21,8 @@ from jax.typing import ArrayLike
 import numpy as np
 
 from pel_jax import _checks
-from pel_jax import _core
 from pel_jax import _loss
+from pel_jax import _numerics
 
 HARD_MODES = ("argmax", "threshold", None)
 AVERAGES = ("macro", "micro", "none")
@@ -206,7 +206,7 @@ def _check_hard(predictions, hard, threshold) -> None:
 
 def _hard(predictions, activation, hard, threshold):
   """One-hot (argmax) or 0/1 (threshold) predictions in the compute dtype."""
-  dtype = _core.compute_dtype(predictions.dtype)
+  dtype = _numerics.compute_dtype(predictions.dtype)
   classes = predictions.shape[-1]
   if hard == "argmax":
     return jax.nn.one_hot(jnp.argmax(predictions, -1), classes, dtype=dtype)

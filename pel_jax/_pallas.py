@@ -48,7 +48,7 @@ from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 import jax.numpy as jnp
 
-from pel_jax import _core
+from pel_jax import _numerics
 
 # Elements of one [R, C] block: a Triton program holds it in registers.
 _BLOCK_ELEMENTS = 4096
@@ -138,7 +138,7 @@ class _Block:
     """`(p, p^n)`; padded classes get p = 0 under softmax."""
     n = cfg.exponent
     if cfg.activation is None:
-      return x, _core._power(x, n)  # pylint: disable=protected-access
+      return x, _numerics._power(x, n)  # pylint: disable=protected-access
     if cfg.activation == "sigmoid":
       p = jax.nn.sigmoid(x)
       log_p = jax.nn.log_sigmoid(x)
@@ -201,7 +201,7 @@ def region_stats(
   """
   _check_supported(cfg)
   layout = _Layout(cfg, predictions.shape, block_rows)
-  dtype = _core.compute_dtype(predictions.dtype)
+  dtype = _numerics.compute_dtype(predictions.dtype)
   arrays, specs = _operands(cfg, layout, predictions, targets, mask)
   has_mask = mask is not None
 
@@ -257,7 +257,7 @@ def region_stats_bwd(
   del stats
   _check_supported(cfg)
   layout = _Layout(cfg, predictions.shape, block_rows)
-  dtype = _core.compute_dtype(predictions.dtype)
+  dtype = _numerics.compute_dtype(predictions.dtype)
   arrays, specs = _operands(cfg, layout, predictions, targets, mask)
   width = layout.padded_classes
   has_mask = mask is not None
@@ -282,7 +282,7 @@ def region_stats_bwd(
     p, g, w, p_n = px.p, px.g, px.w, px.p_n
     linear = ct_tp * g + ct_p
     if cfg.activation is None:
-      p_n1 = _core._power(p, n - 1)  # pylint: disable=protected-access
+      p_n1 = _numerics._power(p, n - 1)  # pylint: disable=protected-access
       grad = g * (n * ct_n) * p_n1 + linear
     else:
       u = g * (n * ct_n) * p_n + linear * p

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pel_jax import _checks
-from pel_jax import _core
 from pel_jax import _distance
+from pel_jax import _sums
 
 ArrayLike = jax.typing.ArrayLike
 
@@ -430,7 +430,7 @@ def _form(x, name) -> bool:
 def _class_masks(x, ids, num_classes):
   x = jnp.asarray(x)
   if ids:
-    return _core._is_label(x, num_classes)  # pylint: disable=protected-access
+    return _sums._is_label(x, num_classes)  # pylint: disable=protected-access
   return x if x.dtype == jnp.bool_ else x > 0.5
 
 

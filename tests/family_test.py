@@ -209,7 +209,7 @@ class SoftLabelsTest(X64TestCase):
   )
   def test_non_integer_exponents(self, n, pred_kind):
     # Half-integer n takes sqrt(r)^(2n), other n exp(n log r) (see
-    # `_core._soft_power`): both against the oracle's min(p/g, 1)^n, with
+    # `_soft_labels._soft_power`): both against the oracle's min(p/g, 1)^n, with
     # their derivatives (d/dp and d/dg) by finite differences.
     x, t, kw = make_case(pred_kind, "soft", pred_kind == "softmax", seed=2)
     if pred_kind == "probs":

@@ -1,7 +1,7 @@
 """Per-platform layouts of the core: CPU-tuned on the CPU, plain elsewhere.
 
 Both forms run on the CPU here: the plain one by emptying
-`_core._TUNED_PLATFORMS`, as a GPU or TPU lowering would choose it. Values
+`_layout_cpu._TUNED_PLATFORMS`, as a GPU or TPU lowering would choose it. Values
 are checked against the float64 oracle and gradients against autodiff of the
 plain-jnp reference (tests/reference.py); lowering for cuda/tpu is checked to
 pick the plain form.
@@ -17,6 +17,7 @@ import numpy as np
 
 import pel_jax
 from pel_jax import _core
+from pel_jax import _layout_cpu
 from tests import reference
 from tests import reference_family
 
@@ -96,7 +97,9 @@ def _inputs(shape, pred_kind, target_kind, mask):
 def _plain_form(forced: bool):
   """Context in which the core lowers its plain form on the CPU too."""
   return mock.patch.object(
-    _core, "_TUNED_PLATFORMS", () if forced else _core._TUNED_PLATFORMS
+    _layout_cpu,
+    "_TUNED_PLATFORMS",
+    () if forced else _layout_cpu._TUNED_PLATFORMS,
   )
 
 
@@ -190,8 +193,8 @@ class ClassReductionTest(parameterized.TestCase):
     with _plain_form(forced):
       total, peak = jax.jit(
         lambda x: (
-          _core._reduce_classes(jnp.add, x),
-          _core._reduce_classes(jnp.maximum, x),
+          _layout_cpu._reduce_classes(jnp.add, x),
+          _layout_cpu._reduce_classes(jnp.maximum, x),
         )
       )(x)
     self.assertEqual(total.shape, (3, 2, 1))
@@ -219,7 +222,7 @@ class LoweringTest(parameterized.TestCase):
     # Staged on the CPU; one reduce per sum on GPU (and for the plain form
     # on the CPU), one variadic reduce on TPU (_layout_accel.region_sums).
     x = jnp.ones((2, 40, 40, 3))
-    fn = lambda x: _core._sum_together((0, 1, 2), x, 2 * x)
+    fn = lambda x: _layout_cpu._sum_together((0, 1, 2), x, 2 * x)
     self.assertGreater(_count(fn, (x,), "cpu", "stablehlo.reduce"), 2)
     expected = 1 if platform == "tpu" else 2
     self.assertEqual(_count(fn, (x,), platform, "stablehlo.reduce"), expected)
@@ -229,7 +232,7 @@ class LoweringTest(parameterized.TestCase):
   @parameterized.product(platform=("cuda", "tpu"), classes=(8, 37))
   def test_accelerators_get_a_class_reduce(self, platform, classes):
     x = jnp.ones((2, 4, 4, classes))
-    fn = lambda x: _core._reduce_classes(jnp.add, x)
+    fn = lambda x: _layout_cpu._reduce_classes(jnp.add, x)
     self.assertEqual(_count(fn, (x,), "cpu", "stablehlo.reduce"), 0)
     self.assertEqual(_count(fn, (x,), platform, "stablehlo.reduce"), 1)
     with _plain_form(True):
@@ -301,7 +304,7 @@ class ValueOnlyTest(parameterized.TestCase):
     x, t, _ = _inputs((2, 5, 4, classes), "softmax", "int", False)
     # (n = 2.5: with an integer n, 21 classes select no label.)
     loss = lambda x: pel_jax.pel_loss(x, t, exponent=2.5, from_logits=True)
-    tuned = mock.patch.object(_core, "_VALUE_ONLY_PLAIN_CLASSES", 10**9)
+    tuned = mock.patch.object(_layout_cpu, "_VALUE_ONLY_PLAIN_CLASSES", 10**9)
     # Value only: the class max, sum of exps and label selection become
     # reduces; with a backward the program is the tuned one either way.
     plain_value, plain_grad = (
