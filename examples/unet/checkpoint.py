@@ -178,7 +178,7 @@ def restore(
   Returns the step.
   """
   step, meta = ckpts.meta(step)
-  saved = meta.get("model", {})
+  saved = {**models.LEGACY_ARCHITECTURE, **meta.get("model", {})}
   diff = {
     k: (saved.get(k), v) for k, v in architecture.items() if saved.get(k) != v
   }
@@ -202,15 +202,16 @@ def load_model(path: str | pathlib.Path) -> tuple[models.UNet, configs.Config]:
   ckpts = Checkpoints(path, create=False)
   step, meta = ckpts.meta()
   fields = configs.Config.__dataclass_fields__
-  cfg = configs.Config(
-    **{k: v for k, v in meta.get("config", {}).items() if k in fields}
-  )
+  saved = {**models.LEGACY_ARCHITECTURE, **meta.get("config", {})}
+  cfg = configs.Config(**{k: v for k, v in saved.items() if k in fields})
   in_channels = meta.get("model", {}).get("in_channels")
   if in_channels is None:
     raise CheckpointError(
       f"{ckpts.directory / str(step)}: no model metadata in checkpoint"
     )
   model = models.make_model(cfg, in_channels)
-  restore(ckpts, model, architecture=meta["model"], step=step)
+  restore(
+    ckpts, model, architecture=models.architecture(cfg, in_channels), step=step
+  )
   ckpts.close()
   return model, cfg
