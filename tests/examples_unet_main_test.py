@@ -110,7 +110,7 @@ def test_xla_warnings_are_off_before_jax_loads():
     capture_output=True,
     timeout=120,
   )
-  assert got.stdout.split() == ["2", "False"], got.stderr
+  assert got.stdout.split() == ["3", "False"], got.stderr
 
 
 def test_fetch_defaults_out_to_data_name(tmp_path, monkeypatch, capsys):
