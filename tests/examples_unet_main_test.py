@@ -11,10 +11,10 @@ from examples_unet_helpers import bad_data
 from examples_unet_helpers import tiny
 import pytest
 
+from examples.unet import checkpoint
 from examples.unet import data
 from examples.unet import fetch
 from examples.unet import main
-from examples.unet import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -147,9 +147,9 @@ def test_resume_refuses_a_changed_schedule_without_force():
   said = []
   for changed in (dict(lr=2e-2), dict(steps=9), dict(batch_size=16)):
     with pytest.raises(ValueError, match=r"--resume: --.*->.*--force"):
-      train._check_resumable(tiny(**changed), saved, 3, said.append)
-  train._check_resumable(tiny(lr=2e-2, force=True), saved, 3, said.append)
+      checkpoint.check_resumable(tiny(**changed), saved, 3, said.append)
+  checkpoint.check_resumable(tiny(lr=2e-2, force=True), saved, 3, said.append)
   assert said == ["--resume --force: continuing with --lr 0.01 -> 0.02"]
   said.clear()
-  train._check_resumable(tiny(steps=6), saved, 6, said.append)
+  checkpoint.check_resumable(tiny(steps=6), saved, 6, said.append)
   assert len(said) == 1 and "already finished (step 6 of 6)" in said[0]

@@ -163,6 +163,38 @@ class Checkpoints:
     self.manager.close()
 
 
+# The flags that fix a run's learning-rate schedule and batches: a resumed
+# run that changes them is another run (refused without --force).
+SCHEDULE = ("lr", "steps", "warmup", "batch_size", "seed")
+
+
+def check_resumable(cfg, ckpts: Checkpoints, latest: int, say) -> None:
+  """Refuses a --resume (from step `latest`) that changes the schedule,
+  unless `cfg.force`; says through `say` when the run is already done."""
+  _, meta = ckpts.meta(latest)
+  saved = meta.get("config", {})
+  changed = [
+    f"--{k.replace('_', '-')} {saved[k]} -> {getattr(cfg, k)}"
+    for k in SCHEDULE
+    if k in saved and saved[k] != getattr(cfg, k)
+  ]
+  if changed and not cfg.force:
+    raise ValueError(
+      f"--resume: {', '.join(changed)} differ from the run in"
+      f" {ckpts.directory} (step {latest}); they set the learning-rate"
+      " schedule and the batches, so the result would match neither run."
+      " Pass the run's values, or add --force to continue with the new ones"
+    )
+  if changed:
+    say(f"--resume --force: continuing with {', '.join(changed)}")
+  if latest == cfg.steps:
+    say(
+      f"--resume: the run in {ckpts.directory} is already finished (step"
+      f" {latest} of {cfg.steps}); nothing to train, evaluating its final"
+      " checkpoint again"
+    )
+
+
 def restore(
   ckpts: Checkpoints,
   model,

@@ -70,37 +70,6 @@ def train_and_evaluate(
     return _run(cfg, pathlib.Path(workdir), quiet, stop)
 
 
-# The flags that fix a run's learning-rate schedule and batches: a resumed
-# run that changes them is another run (refused without --force).
-SCHEDULE = ("lr", "steps", "warmup", "batch_size", "seed")
-
-
-def _check_resumable(cfg, ckpts, latest, say) -> None:
-  """Refuses a --resume that changes the schedule; says if the run is done."""
-  _, meta = ckpts.meta(latest)
-  saved = meta.get("config", {})
-  changed = [
-    f"--{k.replace('_', '-')} {saved[k]} -> {getattr(cfg, k)}"
-    for k in SCHEDULE
-    if k in saved and saved[k] != getattr(cfg, k)
-  ]
-  if changed and not cfg.force:
-    raise ValueError(
-      f"--resume: {', '.join(changed)} differ from the run in"
-      f" {ckpts.directory} (step {latest}); they set the learning-rate"
-      " schedule and the batches, so the result would match neither run."
-      " Pass the run's values, or add --force to continue with the new ones"
-    )
-  if changed:
-    say(f"--resume --force: continuing with {', '.join(changed)}")
-  if latest == cfg.steps:
-    say(
-      f"--resume: the run in {ckpts.directory} is already finished (step"
-      f" {latest} of {cfg.steps}); nothing to train, evaluating its final"
-      " checkpoint again"
-    )
-
-
 def _start(cfg, ckpts, model, optimizer, arch, say) -> int:
   """The first step: restored with --resume, else 0 (maybe --init-from)."""
   latest = ckpts.latest_step()
@@ -113,7 +82,7 @@ def _start(cfg, ckpts, model, optimizer, arch, say) -> int:
       " with a new --out to train a copy for fewer steps"
     )
   if cfg.resume and latest is not None:
-    _check_resumable(cfg, ckpts, latest, say)
+    checkpoint.check_resumable(cfg, ckpts, latest, say)
     start = checkpoint.restore(
       ckpts, model, architecture=arch, optimizer=optimizer
     )
