@@ -10,6 +10,7 @@ import sys
 
 # Document the checkout this file belongs to, not another installed copy.
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("_ext"))
 
 import pel_jax
 
@@ -22,8 +23,10 @@ version = release
 extensions = [
   "sphinx.ext.autodoc",
   "sphinx.ext.napoleon",
-  "sphinx.ext.mathjax",
+  "mathml",
 ]
+# Formulas as MathML (docs/_ext/mathml.py): drawn by the browser, offline.
+html_math_renderer = "mathml"
 
 # Google-style docstrings (Args/Returns/Examples), as the code writes them.
 napoleon_google_docstring = True

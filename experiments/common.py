@@ -109,6 +109,9 @@ def make_model(
     width=width,
     depth=depth,
     norm="group",
+    # The committed results were trained with the transposed convolution;
+    # the example's default became "resize" after them.
+    upsample="transpose",
     rngs=nnx.Rngs(seed),
   )
   return nnx.split(model)  # (graphdef, state): state is all parameters

@@ -23,8 +23,11 @@ from pel_jax._loss import region_stats
 from pel_jax._lovasz import lovasz_hinge_loss
 from pel_jax._lovasz import lovasz_softmax_loss
 from pel_jax._mcc import mcc_loss
+from pel_jax._metrics import ConfusionStats
+from pel_jax._metrics import SegmentationMetrics
 from pel_jax._metrics import confusion_stats
 from pel_jax._metrics import segmentation_metrics
+from pel_jax._sums import RegionStats
 from pel_jax._surface import average_surface_distance
 from pel_jax._surface import hausdorff_distance
 from pel_jax._surface import surface_dice
@@ -33,9 +36,12 @@ from pel_jax._variants import dice_loss
 from pel_jax._variants import jaccard_loss
 from pel_jax._variants import tversky_loss
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 __all__ = (
+  "ConfusionStats",
+  "RegionStats",
+  "SegmentationMetrics",
   "accumulated_value_and_grad",
   "average_surface_distance",
   "boundary_loss",

@@ -84,10 +84,17 @@ def check_targets(predictions, targets, ignore_index) -> None:
   if integer:
     if t_shape != p_shape[:-1]:
       hint = layout_hint(p_shape, t_shape)
-      if t_shape == p_shape:
+      if t_shape == p_shape[:-1] + (1,):
         hint += (
-          " Integer targets of the predictions' shape look one-hot: pass"
-          " them as float, or pass the ids `[batch, *spatial]`."
+          f" `targets` {t_shape} ({dtype}) look like an integer mask with a"
+          " trailing channel axis of size 1; class ids take none: squeeze"
+          " the last axis (`targets[..., 0]`)."
+        )
+      elif t_shape == p_shape:
+        hint += (
+          f" Integer ({dtype}) targets of the predictions' shape look like"
+          " one-hot labels stored as integers: pass them as float, or pass"
+          " the ids `[batch, *spatial]`."
         )
       elif t_shape == p_shape[:1] + p_shape[2:] and not hint:
         hint = (
@@ -95,21 +102,24 @@ def check_targets(predictions, targets, ignore_index) -> None:
           " probably channels-first; move the class axis last."
         )
       raise ValueError(
-        "Integer class-id `targets` must have shape [batch, *spatial] ="
-        f" {p_shape[:-1]} (predictions {p_shape} without the class axis),"
-        f" got {t_shape}.{hint}"
+        f"Integer class-id `targets` ({dtype}) must have shape"
+        f" [batch, *spatial] = {p_shape[:-1]} (predictions {p_shape} without"
+        f" the class axis), got {t_shape}.{hint}"
       )
   elif jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.bool_:
+    kind = "Bool" if dtype == jnp.bool_ else "Float"
     if ignore_index is not None:
       raise ValueError(
-        "`ignore_index` needs integer class-id targets; got float targets of"
-        f" {_describe(targets)}. Use `where` to mask float targets."
+        "`ignore_index` needs integer class-id targets; got"
+        f" {kind.lower()} targets of {_describe(targets)}. Use `where` to"
+        f" mask {kind.lower()} targets."
       )
     if len(t_shape) == len(p_shape) and t_shape[:-1] == p_shape[:-1]:
       if t_shape[-1] != p_shape[-1]:
         raise ValueError(
           f"Class-count mismatch: `predictions` {p_shape} has {p_shape[-1]}"
-          f" classes but float `targets` {t_shape} has {t_shape[-1]}."
+          f" classes but {kind.lower()} ({dtype}) `targets` {t_shape} has"
+          f" {t_shape[-1]}."
         )
     elif t_shape != p_shape:
       hint = layout_hint(p_shape, t_shape)
@@ -126,7 +136,7 @@ def check_targets(predictions, targets, ignore_index) -> None:
           " ids as integers, or a one-channel mask as `targets[..., None]`."
         )
       raise ValueError(
-        "Float `targets` must have the shape of `predictions`"
+        f"{kind} ({dtype}) `targets` must have the shape of `predictions`"
         f" {p_shape} (one-hot, multi-hot or soft labels), got {t_shape}."
         f" Integer class ids take shape [batch, *spatial].{hint}"
       )
@@ -135,6 +145,85 @@ def check_targets(predictions, targets, ignore_index) -> None:
       f"`targets` must be float, bool or integer, got {_describe(targets)}."
     )
   check_ignore_index(dtype if integer else None, ignore_index)
+  check_plausible_layout(p_shape, float_targets=not integer)
+
+
+# Shapes that are legal but almost certainly a layout mistake (refused by
+# `check_plausible_layout`). Images are at least this many pixels a side.
+_IMAGE_SIDE = 64
+# At most this many times longer than wide: an image, not batch x length.
+_IMAGE_ASPECT = 4
+# At most this many channels on a channels-first axis 1.
+_FEW_CHANNELS = 16
+
+
+def _image_like(a: int, b: int) -> bool:
+  return min(a, b) >= _IMAGE_SIDE and max(a, b) <= _IMAGE_ASPECT * min(a, b)
+
+
+def check_plausible_layout(p_shape, *, float_targets: bool) -> None:
+  """Refuses legal shapes that are almost certainly a layout mistake.
+
+  Shapes alone cannot tell [batch, length, C] 1-D data from one image
+  [H, W, C] without its batch axis, so the rules are narrow and each error
+  names a reshape that keeps the loss value and passes the check:
+
+  * rank 3, axes 0 and 1 both >= 64 and within 4x of each other: one
+    channels-last image [H, W, C] (read as H signals, one loss per row);
+  * rank 3, axis 0 <= 16, axes 1 and 2 both >= 64 and within 4x: one
+    channels-first image [C, H, W];
+  * rank >= 4 with float or bool targets (of the same shape, as checked
+    before), axis 1 <= 16 and every later axis >= 32 and
+    >= 8x axis 1: channels-first [B, C, *spatial] on both sides (read as
+    W classes over spatial axes (C, H, ...)).
+
+  Real 1-D data of that size passes as [batch, length, 1, C]; channels-last
+  data with a short first spatial axis passes with that axis moved after
+  the other spatial axes. Both only reorder or add spatial axes, which the
+  losses and metrics sum over alike.
+  """
+  p_shape = tuple(p_shape)
+  one_d = (
+    " If they really are a batch of one-dimensional signals [batch, length,"
+    " C], pass them as [batch, length, 1, C] (`x[:, :, None]` on predictions"
+    " and targets, `where` too): the value is the same and this check does"
+    " not apply to rank 4."
+  )
+  if len(p_shape) == 3 and _image_like(p_shape[0], p_shape[1]):
+    raise ValueError(
+      f"`predictions` {p_shape} look like one image [H, W, C] without a"
+      " batch axis: rank-3 input is read as [batch, length, C], i.e. one"
+      f" loss per image row ({p_shape[0]} of them). Add the batch axis:"
+      " `predictions[None]`, `targets[None]` (and `where[None]`)." + one_d
+    )
+  if (
+    len(p_shape) == 3
+    and p_shape[0] <= _FEW_CHANNELS
+    and _image_like(p_shape[1], p_shape[2])
+  ):
+    raise ValueError(
+      f"`predictions` {p_shape} look like one channels-first image"
+      f" [C, H, W] (C = {p_shape[0]}) without a batch axis: rank-3 input is"
+      f" read as [batch, length, C] with {p_shape[2]} classes. pel_jax takes"
+      " [batch, *spatial, C]: use `jnp.moveaxis(predictions, 0, -1)[None]`"
+      " (targets likewise)." + one_d
+    )
+  if not float_targets or len(p_shape) < 4:
+    return
+  channels = p_shape[1]
+  if 0 < channels <= _FEW_CHANNELS and all(
+    n >= max(32, 8 * channels) for n in p_shape[2:]
+  ):
+    raise ValueError(
+      f"`predictions` and `targets` {p_shape} look channels-first"
+      f" ([B, C, *spatial] with C = {channels}): pel_jax takes the class"
+      f" axis last, so this is read as {p_shape[-1]} classes over spatial"
+      f" axes {p_shape[1:-1]}. Use `jnp.moveaxis(x, 1, -1)` on both. If"
+      f" axis 1 really is a short spatial axis ({channels} pixels) of"
+      " channels-last data, move it after the other spatial axes"
+      " (`jnp.moveaxis(x, 1, -2)` on both, and `where`; `spacing` in the"
+      " same order): the value is the same and this check does not apply."
+    )
 
 
 def check_ignore_index(dtype, ignore_index) -> None:

@@ -14,7 +14,17 @@ from absl.testing import parameterized
 
 import pel_jax
 
-_PUBLIC = tuple((name, getattr(pel_jax, name)) for name in pel_jax.__all__)
+# The public functions; the public types are the NamedTuples they return.
+_TYPES = {
+  "ConfusionStats": "confusion_stats",
+  "RegionStats": "region_stats",
+  "SegmentationMetrics": "segmentation_metrics",
+}
+_PUBLIC = tuple(
+  (name, getattr(pel_jax, name))
+  for name in pel_jax.__all__
+  if name not in _TYPES
+)
 _MODULES = (("pel_jax", pel_jax),) + tuple(
   (info.name, importlib.import_module(f"pel_jax.{info.name}"))
   for info in pkgutil.iter_modules(pel_jax.__path__)
@@ -26,6 +36,9 @@ class ApiTest(parameterized.TestCase):
     self.assertEqual(
       set(pel_jax.__all__),
       {
+        "ConfusionStats",
+        "RegionStats",
+        "SegmentationMetrics",
         "accumulated_value_and_grad",
         "average_surface_distance",
         "boundary_loss",
@@ -175,7 +188,32 @@ class ApiTest(parameterized.TestCase):
     # docs/api.rst groups the names by hand: a new public name must join it.
     api = (pathlib.Path(__file__).parents[1] / "docs" / "api.rst").read_text()
     listed = re.findall(r"^\.\. autofunction:: (\w+)$", api, re.MULTILINE)
-    self.assertCountEqual(listed, pel_jax.__all__)
+    self.assertCountEqual(listed, [name for name, _ in _PUBLIC])
+    types = re.findall(r"^\.\. autoclass:: (\w+)$", api, re.MULTILINE)
+    self.assertCountEqual(types, _TYPES)
+
+  def test_one_version_everywhere(self):
+    # The wheel and the docs read `__version__`; the citation and the
+    # changelog's newest heading must say the same.
+    root = pathlib.Path(__file__).parents[1]
+    cff = (root / "CITATION.cff").read_text()
+    changelog = (root / "CHANGELOG.md").read_text()
+    self.assertEqual(
+      re.search(r"^version: (\S+)$", cff, re.MULTILINE)[1], pel_jax.__version__
+    )
+    self.assertEqual(
+      re.search(r"^## .*?(\d+\.\d+\.\d+)", changelog, re.MULTILINE)[1],
+      pel_jax.__version__,
+    )
+
+  @parameterized.named_parameters(*((t, t, f) for t, f in _TYPES.items()))
+  def test_public_types_are_returned_named_tuples(self, name, function):
+    # Exported so that annotations and isinstance checks can name them.
+    cls = getattr(pel_jax, name)
+    self.assertTrue(issubclass(cls, tuple) and cls._fields)
+    self.assertTrue(cls.__doc__ and cls.__doc__.strip())
+    hints = typing.get_type_hints(getattr(pel_jax, function))
+    self.assertIs(hints["return"], cls)
 
   @parameterized.named_parameters(*_MODULES)
   def test_module_doctests(self, module):

@@ -124,3 +124,29 @@ def test_near_path_equals_testing_every_pixel_against_every_point():
     expected = d2.min(-1) <= half_width**2
     got = data._near_path(size, py, px, half_width)  # pylint: disable=protected-access
     np.testing.assert_array_equal(got, expected)
+
+
+def test_fetch_output_root_is_read_as_train_and_val(tmp_path):
+  # `fetch` writes DIR/{train,val,test}/{images,masks}: --data DIR reads
+  # DIR/train, and DIR/val is the validation set unless --val-data.
+  img, mask = np.zeros((16, 16), np.uint8), np.zeros((16, 16), np.uint8)
+  for split, stems in (("train", "ab"), ("val", "c"), ("test", "d")):
+    for stem in stems:
+      write_pair(tmp_path / split, stem, img, mask)
+  train, val, _ = data.load(configs.get_config(data=str(tmp_path), depth=1))
+  assert train.names == ["a", "b"] and val.names == ["c"]
+  cfg = configs.get_config(
+    data=str(tmp_path), val_data=str(tmp_path / "test"), depth=1
+  )
+  assert data.load(cfg)[1].names == ["d"]
+  with pytest.raises(data.DataError, match="not found.*`fetch` output"):
+    data.load(configs.get_config(data=str(tmp_path / "nowhere")))
+
+
+def test_stretch_spreads_a_dim_image_over_the_display_range():
+  dim = np.zeros((20, 20, 1), np.float32)
+  dim[5:9, 5:9] = 0.02  # a dim nucleus on black, as fluorescence looks
+  shown = data.stretch(dim)
+  assert shown.min() == 0 and shown.max() == 1 and shown[6, 6, 0] == 1
+  flat = data.stretch(np.full((4, 4, 3), 0.3, np.float32))
+  assert np.isfinite(flat).all()

@@ -23,6 +23,8 @@ def test_sample_figure_weight_maps_share_a_labelled_scale(size):
     if ax.images and ax.get_title()
   }
   pel, dice = shown["PEL weight (n=3)"], shown["Dice weight"]
+  image = shown["image (contrast-stretched)"].get_array()
+  assert image.min() == 0 and image.max() == 1  # dim images show too
   assert pel.norm is dice.norm  # one colour scale for both maps
   np.testing.assert_allclose(
     pel.norm.vmax, max(pel.get_array().max(), dice.get_array().max())

@@ -116,6 +116,22 @@ def test_predict_folder(run_dir, tmp_path):
   colours = np.asarray(predict.mask_image(ids, 5).convert("RGB"))[0]
   assert (colours[0] == 0).all() and len({tuple(c) for c in colours}) == 5
   assert (colours[1:].max(-1) == 255).all()  # every class bright
+  # Overlays: the image in RGB with the predicted foreground tinted.
+  with Image.open(tmp_path / "out/overlays/a.png") as im:
+    assert im.mode == "RGB" and im.size == (52, 40)
+  # With true masks (same names), the metrics of the run's validation.
+  for n, shape in (("a", (40, 52)), ("b", (20, 24))):
+    (tmp_path / "masks").mkdir(exist_ok=True)
+    Image.fromarray(np.ones(shape, np.uint8)).save(tmp_path / f"masks/{n}.png")
+  predict.predict_folder(
+    run_dir, tmp_path / "in", tmp_path / "scored", masks_dir=tmp_path / "masks"
+  )
+  scored = json.loads((tmp_path / "scored/metrics.json").read_text())
+  fg = sum(
+    int(np.asarray(Image.open(tmp_path / f"scored/{n}.png")).sum())
+    for n in "ab"
+  )
+  np.testing.assert_allclose(scored["val_iou"], fg / (40 * 52 + 20 * 24))
 
 
 def _one_step(sharded: bool, loss: str):
@@ -208,9 +224,10 @@ def test_accumulate_matches_the_whole_batch():
   reference = _steps(cfg, None, sharded=False)
   assert reference[0][0][0] > 0 and reference[0][0][2] > 0
   assert not np.allclose(reference[0][0][0], reference[0][-1][0])  # it moves
-  for k in (1, 2, 4):
-    _assert_same_run(_steps(cfg, k, sharded=False), reference)
-    _assert_same_run(_steps(cfg, k, sharded=True), reference)
+  # Sharded with K = 1 is the plain sharded step (`DataParallel` runs
+  # `steps.train_step` then): test_data_parallel_step_matches_one_device.
+  for k, sharded in ((1, False), (2, False), (2, True), (4, False), (4, True)):
+    _assert_same_run(_steps(cfg, k, sharded=sharded), reference)
 
 
 def test_accumulate_per_sample_region_loss():
@@ -237,7 +254,11 @@ def test_accumulate_flag_runs_the_same_first_step(tmp_path, capsys):
     )
     == 0
   )
-  assert "loss pel+ce, 2 micro-batches per step" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "loss pel+ce, 2 micro-batches per step" in printed
+  # The printed run time is the saved one.
+  wall = json.loads((tmp_path / "acc/metrics.json").read_text())["wall_time_s"]
+  assert f"({wall:.0f} s, saved as wall_time_s)" in printed
   rows = {}
   for run in ("plain", "acc"):
     with (tmp_path / run / "train_curve.csv").open() as f:

@@ -1,4 +1,4 @@
-"""Integer class ids: the binary mode (one channel) and narrow id dtypes."""
+"""Integer class ids: the binary mode, narrow id dtypes, `check_labels`."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -112,6 +112,64 @@ class NarrowIdDtypeTest(parameterized.TestCase):
       pel_jax.check_labels(ids, 3, ignore_index=-1)
     with self.assertRaisesRegex(ValueError, r"`ignore_index=-1`.*uint8"):
       pel_jax.pel_loss(np.zeros((1, 2, 3), np.float32), ids, ignore_index=-1)
+
+
+class CheckLabelsTest(parameterized.TestCase):
+  @parameterized.named_parameters(
+    ("too_big", 3, None),
+    ("negative", -1, None),
+    ("way_off", 255, 254),
+  )
+  def test_raises_eagerly(self, bad, ignore_index):
+    ids = np.zeros((2, 3, 3), np.int32)
+    ids[1, 2, 0] = bad
+    with self.assertRaisesRegex(checkify.JaxRuntimeError, str(bad)):
+      pel_jax.check_labels(ids, 3, ignore_index=ignore_index)
+
+  def test_passes_on_valid_labels(self):
+    ids = np.array([[[0, 1], [2, 1]]], np.int32)
+    self.assertIsNone(pel_jax.check_labels(ids, 3))
+    with_ignored = np.array([[[0, 255], [2, 1]]], np.int32)
+    self.assertIsNone(pel_jax.check_labels(with_ignored, 3, ignore_index=255))
+    with_negative = np.array([[[0, -1], [2, 1]]], np.int32)
+    self.assertIsNone(pel_jax.check_labels(with_negative, 3, ignore_index=-1))
+
+  def test_under_jit_with_checkify(self):
+    checked = jax.jit(
+      checkify.checkify(lambda t: pel_jax.check_labels(t, 3, ignore_index=255))
+    )
+    good = np.array([[[0, 255], [2, 1]]], np.int32)
+    err, _ = checked(good)
+    self.assertIsNone(err.get())
+    err.throw()  # No error: does not raise.
+    bad = np.array([[[0, 255], [7, 1]]], np.int32)
+    err, _ = checked(bad)
+    self.assertIsNotNone(err.get())
+    self.assertIn("7", err.get())
+    with self.assertRaises(checkify.JaxRuntimeError):
+      err.throw()
+
+  def test_inside_a_jitted_loss(self):
+    def loss(p, t):
+      pel_jax.check_labels(t, 3)
+      return pel_jax.pel_loss(p, t)
+
+    checked = jax.jit(checkify.checkify(loss))
+    p = np.full((2, 5, 4, 3), 0.5, np.float32)
+    ids = np.zeros((2, 5, 4), np.int32)
+    err, value = checked(p, ids)
+    err.throw()
+    np.testing.assert_allclose(value, pel_jax.pel_loss(p, ids), rtol=1e-6)
+    err, _ = checked(p, np.where(np.arange(40).reshape(2, 5, 4) == 7, 3, ids))
+    with self.assertRaises(checkify.JaxRuntimeError):
+      err.throw()
+
+  def test_empty_targets_pass(self):
+    self.assertIsNone(pel_jax.check_labels(np.zeros((0, 3), np.int32), 3))
+
+  def test_float_targets_type_error(self):
+    with self.assertRaisesRegex(TypeError, r"`targets`.*integer"):
+      pel_jax.check_labels(np.zeros((2, 3), np.float32), 3)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,38 @@ class Checkpoints:
     self.manager.close()
 
 
+# The flags that fix a run's learning-rate schedule and batches: a resumed
+# run that changes them is another run (refused without --force).
+SCHEDULE = ("lr", "steps", "warmup", "batch_size", "seed")
+
+
+def check_resumable(cfg, ckpts: Checkpoints, latest: int, say) -> None:
+  """Refuses a --resume (from step `latest`) that changes the schedule,
+  unless `cfg.force`; says through `say` when the run is already done."""
+  _, meta = ckpts.meta(latest)
+  saved = meta.get("config", {})
+  changed = [
+    f"--{k.replace('_', '-')} {saved[k]} -> {getattr(cfg, k)}"
+    for k in SCHEDULE
+    if k in saved and saved[k] != getattr(cfg, k)
+  ]
+  if changed and not cfg.force:
+    raise ValueError(
+      f"--resume: {', '.join(changed)} differ from the run in"
+      f" {ckpts.directory} (step {latest}); they set the learning-rate"
+      " schedule and the batches, so the result would match neither run."
+      " Pass the run's values, or add --force to continue with the new ones"
+    )
+  if changed:
+    say(f"--resume --force: continuing with {', '.join(changed)}")
+  if latest == cfg.steps:
+    say(
+      f"--resume: the run in {ckpts.directory} is already finished (step"
+      f" {latest} of {cfg.steps}); nothing to train, evaluating its final"
+      " checkpoint again"
+    )
+
+
 def restore(
   ckpts: Checkpoints,
   model,
@@ -178,7 +210,7 @@ def restore(
   Returns the step.
   """
   step, meta = ckpts.meta(step)
-  saved = meta.get("model", {})
+  saved = {**models.LEGACY_ARCHITECTURE, **meta.get("model", {})}
   diff = {
     k: (saved.get(k), v) for k, v in architecture.items() if saved.get(k) != v
   }
@@ -202,15 +234,16 @@ def load_model(path: str | pathlib.Path) -> tuple[models.UNet, configs.Config]:
   ckpts = Checkpoints(path, create=False)
   step, meta = ckpts.meta()
   fields = configs.Config.__dataclass_fields__
-  cfg = configs.Config(
-    **{k: v for k, v in meta.get("config", {}).items() if k in fields}
-  )
+  saved = {**models.LEGACY_ARCHITECTURE, **meta.get("config", {})}
+  cfg = configs.Config(**{k: v for k, v in saved.items() if k in fields})
   in_channels = meta.get("model", {}).get("in_channels")
   if in_channels is None:
     raise CheckpointError(
       f"{ckpts.directory / str(step)}: no model metadata in checkpoint"
     )
   model = models.make_model(cfg, in_channels)
-  restore(ckpts, model, architecture=meta["model"], step=step)
+  restore(
+    ckpts, model, architecture=models.architecture(cfg, in_channels), step=step
+  )
   ckpts.close()
   return model, cfg

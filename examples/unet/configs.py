@@ -41,6 +41,10 @@ class Config:
   width: int = _opt(8, "channels of the first UNet level (doubles per level)")
   depth: int = _opt(3, "number of poolings")
   norm: str = _opt("group", "group | layer | batch | none")
+  upsample: str = _opt(
+    "resize",
+    "decoder upsampling: resize (nearest x2 + 3x3 conv) | transpose (stride-2 transposed conv, before 0.3.0: striped masks)",
+  )
   bf16: bool = _opt(False, "mixed precision: bf16 compute, f32 params and loss")
   # optimisation
   steps: int = _opt(300, "training steps")
@@ -76,6 +80,10 @@ class Config:
   eval_every: int = _opt(0, "validate every N steps (0: only at the end)")
   log_every: int = _opt(10, "progress and CSV row every N steps")
   resume: bool = _opt(False, "continue from the latest checkpoint in --out")
+  force: bool = _opt(
+    False,
+    "with --resume: continue although --lr, --steps, --warmup, --batch-size or --seed differ from the run's (they set its schedule and data order)",
+  )
   overwrite: bool = _opt(
     False,
     "start afresh in a non-empty --out: its old contents move to <out>.previous-<k>",

@@ -201,7 +201,10 @@ def to_float(image: np.ndarray, path: pathlib.Path) -> np.ndarray:
 def _files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
   """`{stem: path}`; two files with one stem (`a.png`, `a.tif`) are refused."""
   if not folder.is_dir():
-    raise DataError(f"{folder}: folder not found")
+    raise DataError(
+      f"{folder}: folder not found (a data folder holds images/ and masks/;"
+      " a `fetch` output holds train/, val/ and test/ folders of those)"
+    )
   files: dict[str, pathlib.Path] = {}
   for p in sorted(folder.iterdir()):
     if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -213,6 +216,27 @@ def _files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
       )
     files[p.stem] = p
   return files
+
+
+def stretch(image: np.ndarray, low: float = 1.0, high: float = 99.5):
+  """`image` for display: each channel's percentiles `low`..`high` to 0..1.
+
+  Fluorescence images use a small part of their range (the fetched set's
+  nuclei are dim on black), so shown as they are they look nearly black.
+  Display only: training and prediction read the images unchanged.
+  """
+  image = np.asarray(image, np.float32)
+  lo = np.percentile(image, low, axis=(0, 1), keepdims=True)
+  hi = np.percentile(image, high, axis=(0, 1), keepdims=True)
+  return np.clip((image - lo) / np.maximum(hi - lo, 1e-6), 0.0, 1.0)
+
+
+def fetched_split(root: str | pathlib.Path, name: str) -> pathlib.Path:
+  """`root`, or `root/name` when `root` is a `fetch` output (train/, val/)."""
+  root = pathlib.Path(root)
+  if not (root / "images").is_dir() and (root / name / "images").is_dir():
+    return root / name
+  return root
 
 
 def load_images(
@@ -235,20 +259,40 @@ def _same_channels(images: list[np.ndarray]) -> list[np.ndarray]:
 def load_folder(
   root: str | pathlib.Path, num_classes: int, binary: bool = False
 ) -> Dataset:
-  """`root/images/*` and `root/masks/*` matched by file stem.
+  """`root/images/*` and `root/masks/*` matched by file stem (`load_pairs`),
+  with `root/instances/*` when that folder exists."""
+  root = pathlib.Path(root)
+  return load_pairs(
+    root / "images",
+    root / "masks",
+    num_classes,
+    binary,
+    instances=root / "instances",
+  )
+
+
+def load_pairs(
+  images: str | pathlib.Path,
+  masks: str | pathlib.Path,
+  num_classes: int,
+  binary: bool = False,
+  *,
+  instances: str | pathlib.Path | None = None,
+) -> Dataset:
+  """The images in folder `images` and the masks in `masks`, by file stem.
 
   Masks hold class ids in [0, num_classes); with `binary`, any non-zero
   value (e.g. an instance label) becomes foreground 1. Everything is read
   and checked before training starts, so bad data never leaves half-written
-  output behind.
+  output behind. Instance ids come from folder `instances` if it exists.
   """
-  root = pathlib.Path(root)
-  image_files, mask_files = _files(root / "images"), _files(root / "masks")
+  images_dir, masks_dir = pathlib.Path(images), pathlib.Path(masks)
+  image_files, mask_files = _files(images_dir), _files(masks_dir)
   if not image_files:
-    raise DataError(f"{root / 'images'}: no PNG or TIFF images found")
+    raise DataError(f"{images_dir}: no PNG or TIFF images found")
   for stem, path in image_files.items():
     if stem not in mask_files:
-      raise DataError(f"{path}: no mask with the same name in {root / 'masks'}")
+      raise DataError(f"{path}: no mask with the same name in {masks_dir}")
   images, masks = [], []
   for stem, path in image_files.items():
     image, mpath = to_float(read_image(path), path), mask_files[stem]
@@ -293,7 +337,9 @@ def load_folder(
     list(image_files),
     num_classes,
     files=[str(p) for p in image_files.values()],
-    instances=_instances(root / "instances", image_files, masks),
+    instances=None
+    if instances is None
+    else _instances(pathlib.Path(instances), image_files, masks),
   )
 
 
@@ -348,14 +394,20 @@ def load(cfg) -> tuple[Dataset, Dataset, int]:
       cfg.seed, cfg.num_val, cfg.image_size, cfg.classes, start=cfg.num_train
     )
   else:
-    train = load_folder(cfg.data, cfg.classes, cfg.binary)
-    if cfg.val_data:
-      val = load_folder(cfg.val_data, cfg.classes, cfg.binary)
+    # A `fetch` output as --data: its train/ (and val/ unless --val-data).
+    root = fetched_split(cfg.data, "train")
+    val_data = cfg.val_data
+    if val_data is None and root != pathlib.Path(cfg.data):
+      val_data = fetched_split(cfg.data, "val")
+      val_data = None if val_data == pathlib.Path(cfg.data) else val_data
+    train = load_folder(root, cfg.classes, cfg.binary)
+    if val_data:
+      val = load_folder(val_data, cfg.classes, cfg.binary)
     else:
       train, val = split(train, cfg.val_fraction, cfg.seed)
     if val.in_channels != train.in_channels:
       raise DataError(
-        f"{cfg.val_data}: {val.in_channels} channels, but"
+        f"{val_data}: {val.in_channels} channels, but"
         f" the training images have {train.in_channels}"
       )
   patch = cfg.patch_size

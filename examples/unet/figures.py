@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # after choosing the backend
 
 import pel_jax
 
+from . import data
 from . import losses
 
 
@@ -46,7 +47,8 @@ def sample_figure(
 ):
   """image | truth | prediction | |p - g| | PEL weight | Dice weight.
 
-  The two weight maps share one logarithmic colour scale (one colorbar,
+  The image is shown contrast-stretched (`data.stretch`: dim fluorescence
+  would look black). The two weight maps share one logarithmic colour scale (one colorbar,
   labelled with the quantity), so their colours compare directly: PEL's
   weights are about `scale` times larger. Panels grow with the image, up to
   640 pixels, and wrap to two rows when large.
@@ -57,11 +59,12 @@ def sample_figure(
   pel, dice = weight_maps(logits, mask, cfg)
   top = max(float(pel.max()), float(dice.max()), 1e-30)
   weights = colors.LogNorm(vmin=top * 1e-4, vmax=top, clip=True)
+  shown = data.stretch(image)
   panels = [
     (
-      "image",
-      image if image.shape[-1] == 3 else image[..., 0],
-      dict(cmap="gray"),
+      "image (contrast-stretched)",
+      shown if shown.shape[-1] == 3 else shown[..., 0],
+      dict(cmap="gray", vmin=0, vmax=1),
     ),
     ("ground truth", mask, dict(cmap="viridis", vmin=0, vmax=c - 1)),
     ("prediction", probs.argmax(-1), dict(cmap="viridis", vmin=0, vmax=c - 1)),

@@ -2,7 +2,7 @@
 
   python -m examples.unet.main [train] [--steps N --loss pel+ce --out DIR ...]
   python -m examples.unet.main predict --checkpoint DIR --input DIR --output DIR
-  python -m examples.unet.main fetch {he-nuclei,he-types,fluo-nuclei} --out DIR
+  python -m examples.unet.main fetch {he-nuclei,he-types,fluo-nuclei} [--out DIR]
   (or `python examples/unet/main.py ...` from the repository root)
 
 Each subcommand is one `COMMANDS` entry: a help line, a function adding its
@@ -27,6 +27,13 @@ if __package__ in (
 ):  # run as a script: make `examples.unet` importable
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
   __package__ = "examples.unet"  # pylint: disable=redefined-builtin
+
+# XLA's C++ log lines would break the progress lines: its slow-operation
+# alarm ("Constant folding an instruction is taking > 1s", a compile-time
+# note) is logged at ERROR level, so only level 3 hides it. Errors that stop
+# a run still raise in Python. Set before JAX loads; an explicit
+# TF_CPP_MIN_LOG_LEVEL in the environment wins (0 shows everything).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from . import configs  # light: no JAX, so --help stays fast
 
@@ -123,14 +130,23 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     "--input", required=True, help="folder of PNG/TIFF images"
   )
   parser.add_argument(
-    "--output", required=True, help="folder for the PNG masks"
+    "--output",
+    required=True,
+    help="folder for the PNG masks (and overlays/ of them on the images)",
+  )
+  parser.add_argument(
+    "--masks",
+    default=None,
+    help="folder of true masks (same file names): also write metrics.json",
   )
 
 
 def _predict(args: argparse.Namespace) -> object:
   from . import predict  # pylint: disable=import-outside-toplevel
 
-  return predict.predict_folder(args.checkpoint, args.input, args.output)
+  return predict.predict_folder(
+    args.checkpoint, args.input, args.output, masks_dir=args.masks
+  )
 
 
 # --------------------------------------------------------------------- fetch
@@ -138,7 +154,9 @@ def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
   from . import fetch  # pylint: disable=import-outside-toplevel
 
   parser.add_argument("name", choices=list(fetch.DATASETS))
-  parser.add_argument("--out", required=True, help="folder to create")
+  parser.add_argument(
+    "--out", default=None, help="folder to create (default: data/NAME)"
+  )
   parser.add_argument(
     "--tile", type=int, default=256, help="H&E tile size in pixels"
   )
@@ -152,13 +170,13 @@ def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
 def _fetch(args: argparse.Namespace) -> object:
   from . import fetch  # pylint: disable=import-outside-toplevel
 
+  out = args.out or f"data/{args.name}"
   manifest = fetch.fetch(
-    args.name, args.out, tile=args.tile, wheel_dir=args.wheel_dir
+    args.name, out, tile=args.tile, wheel_dir=args.wheel_dir
   )
   print(
-    f"train: python -m examples.unet.main train --data {args.out}/train"
-    f" --val-data {args.out}/val --classes {manifest['config']['classes']}"
-    f" --out runs/{args.name}"
+    f"train: python -m examples.unet.main train --data {out}"
+    f" --classes {manifest['config']['classes']} --out runs/{args.name}"
   )
   return manifest
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 NORMS = ("group", "layer", "batch", "none")
+UPSAMPLES = ("resize", "transpose")
 
 
 def _norm(kind: str, features: int, dtype, axis_name, rngs: nnx.Rngs):
@@ -49,11 +50,40 @@ class ConvBlock(nnx.Module):
     return nnx.relu(self.norm2(self.conv2(x)))
 
 
+class Upsample(nnx.Module):
+  """x2 nearest-neighbour resize, then a 3x3 conv (Odena et al., 2016).
+
+  The stride-2 2x2 transposed convolution it replaces gives each of the four
+  pixels of an output 2x2 cell its own kernel tap, so any imbalance between
+  the taps repeats with period 2: the striped masks and banded weight maps
+  the example showed on he-types. Resizing first gives every output pixel
+  the same weights.
+  """
+
+  def __init__(self, cin: int, cout: int, dtype, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(cin, cout, (3, 3), dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+
+
+def _upsample(kind: str, cin: int, cout: int, dtype, rngs: nnx.Rngs):
+  if kind == "resize":
+    return Upsample(cin, cout, dtype, rngs)
+  if kind == "transpose":
+    return nnx.ConvTranspose(
+      cin, cout, (2, 2), strides=(2, 2), dtype=dtype, rngs=rngs
+    )
+  raise ValueError(f"upsample must be one of {UPSAMPLES}, got {kind!r}")
+
+
 class UNet(nnx.Module):
   """UNet with `depth` poolings; level i has `width * 2**i` channels.
 
   Inputs need H and W divisible by `2**depth` (`self.depth`: the one
-  source of it for padding at inference). Parameters are float32;
+  source of it for padding at inference). `upsample` is "resize" (nearest
+  x2 then a 3x3 conv, `Upsample`) or "transpose" (a stride-2 transposed
+  convolution, this example's layer before 0.3.0). Parameters are float32;
   `dtype=jnp.bfloat16` runs the convolutions in bf16 (mixed precision) and
   the logits are returned in float32 so the loss accumulates in f32.
   """
@@ -66,6 +96,7 @@ class UNet(nnx.Module):
     width: int = 16,
     depth: int = 3,
     norm: str = "group",
+    upsample: str = "resize",
     dtype=jnp.float32,
     axis_name: str | None = None,
     rngs: nnx.Rngs,
@@ -80,12 +111,7 @@ class UNet(nnx.Module):
     )
     self.bottom = ConvBlock(chans[-2], chans[-1], *args)
     self.up = nnx.List(
-      [
-        nnx.ConvTranspose(
-          c * 2, c, (2, 2), strides=(2, 2), dtype=dtype, rngs=rngs
-        )
-        for c in reversed(chans[:-1])
-      ]
+      [_upsample(upsample, c * 2, c, dtype, rngs) for c in reversed(chans[:-1])]
     )
     self.up_blocks = nnx.List(
       [ConvBlock(c * 2, c, *args) for c in reversed(chans[:-1])]
@@ -107,7 +133,9 @@ class UNet(nnx.Module):
 
 # Config fields that fix the architecture; saved with every checkpoint so a
 # restore can check it and `predict` can rebuild the model.
-ARCHITECTURE = ("classes", "width", "depth", "norm")
+ARCHITECTURE = ("classes", "width", "depth", "norm", "upsample")
+# What a checkpoint saved before a field existed was built with.
+LEGACY_ARCHITECTURE = {"upsample": "transpose"}
 
 
 def architecture(cfg, in_channels: int) -> dict:
@@ -126,6 +154,7 @@ def make_model(cfg, in_channels: int) -> UNet:
     width=cfg.width,
     depth=cfg.depth,
     norm=cfg.norm,
+    upsample=cfg.upsample,
     dtype=jnp.bfloat16 if cfg.bf16 else jnp.float32,
     rngs=nnx.Rngs(cfg.seed),
   )

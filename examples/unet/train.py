@@ -82,6 +82,7 @@ def _start(cfg, ckpts, model, optimizer, arch, say) -> int:
       " with a new --out to train a copy for fewer steps"
     )
   if cfg.resume and latest is not None:
+    checkpoint.check_resumable(cfg, ckpts, latest, say)
     start = checkpoint.restore(
       ckpts, model, architecture=arch, optimizer=optimizer
     )
@@ -271,6 +272,7 @@ def _run(
     )
   say(
     f"val IoU {summary['val_iou']:.4f}  Dice {summary['val_dice']:.4f}  BF1"
-    f" {summary['val_bf1']:.4f}  ({time.time() - t0:.0f} s) -> {workdir}"
+    f" {summary['val_bf1']:.4f}  ({result['wall_time_s']:.0f} s, saved as"
+    f" wall_time_s) -> {workdir}"
   )
   return result
