@@ -180,7 +180,7 @@ def pel_loss(
       overlap ratio. Needs ``ce_weight > 0``.
 
   Returns:
-    A scalar for "mean" and "sum". For "none": `[B, C']` per sample and class,
+    A scalar for "mean" and "sum"; for "none", `[B, C']` per sample and class,
     or `[C']` with ``batch=True`` (C' = C - 1 without background); `[B]` or a
     scalar with ``generalized``/``average="micro"``/
     ``absent_classes="exclude_per_sample"``. The loss is
