@@ -1,4 +1,5 @@
-"""The README's Usage snippet runs as written and ignores `IGNORE` pixels."""
+"""The README's examples run as written: the first example gives Dice plus
+an independent float64 CE, and the Usage snippet ignores `IGNORE` pixels."""
 
 import pathlib
 import re
@@ -11,9 +12,14 @@ import pel_jax
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _usage_snippet() -> str:
-  section = README.read_text().split("## Usage", 1)[1]
+def _snippet(heading: str) -> str:
+  """The first Python block after `heading` in the README."""
+  section = README.read_text().split(heading, 1)[1]
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def _usage_snippet() -> str:
+  return _snippet("## Usage")
 
 
 def _ce64(logits, labels, valid) -> float:
@@ -63,4 +69,17 @@ def test_usage_snippet_runs_and_masks_the_cross_entropy(capsys):
   moved[~valid] += 100.0
   np.testing.assert_allclose(
     ns["loss_fn"](params, moved, labels), got, rtol=1e-6
+  )
+
+
+def test_five_line_example_is_dice_plus_cross_entropy():
+  snippet = _snippet("## A first example")
+  assert len([ln for ln in snippet.splitlines() if ln.strip()]) <= 6, snippet
+  ns: dict = {}
+  exec(compile(snippet, str(README), "exec"), ns)  # pylint: disable=exec-used
+  logits, ids = np.asarray(ns["logits"]), np.asarray(ns["ids"])
+  assert logits.shape[:-1] == ids.shape and ids.ndim == 3
+  dice = pel_jax.dice_loss(logits, ids, from_logits=True)
+  np.testing.assert_allclose(
+    ns["loss"], float(dice) + _ce64(logits, ids, ids != 255), rtol=1e-5
   )
