@@ -163,3 +163,33 @@ def test_pel_moves_no_more_bytes_than_autodiff_at_21_classes(dtype):
   bench, _, rows = _measure("21", dtype, "ids")
   found = {r["variant"]: r["bytes"] for r in rows}
   assert found[bench.PEL] <= found[bench.PLAIN]
+
+
+@needs_libtpu
+def test_batch_sums_all_reduce_one_row_per_field_on_a_sharded_batch():
+  """Over a batch-sharded v5e:2x2, `batch=True` all-reduces `[C]` sums.
+
+  A variadic reduce over the batch too all-reduced `[devices * C]` per
+  field (`_layout_accel._tpu_sums`).
+  """
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  from jax.sharding import Mesh  # pylint: disable=import-outside-toplevel
+  from jax.sharding import NamedSharding  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec  # pylint: disable=import-outside-toplevel
+
+  _bench()  # sets the TPU environment variables
+  topo = topologies.get_topology_desc(topology_name="v5e:2x2", platform="tpu")
+  mesh = Mesh(np.array(topo.devices), ("d",))
+  shard = NamedSharding(mesh, PartitionSpec("d"))
+  x = jax.ShapeDtypeStruct((8, 256, 256, 21), jnp.float32, sharding=shard)
+  t = jax.ShapeDtypeStruct((8, 256, 256), jnp.int32, sharding=shard)
+  step = jax.value_and_grad(
+    lambda x, t: pel_jax.pel_loss(x, t, from_logits=True, batch=True)
+  )
+  text = jax.jit(step).trace(x, t).lower().compile().as_text()
+  reduces = [line for line in text.splitlines() if " all-reduce(" in line]
+  assert reduces, "no all-reduce: the sums are not global"
+  for line in reduces:
+    shapes = line.split(" all-reduce(")[0]
+    assert "f32[84]" not in shapes, line
+    assert "f32[21]" in shapes, line
