@@ -1,9 +1,10 @@
 """Pallas kernels of the PEL core's per-class sums and of their pullback.
 
-Experimental and private: no loss uses this module. It has never been
-measured on a GPU or TPU, so it is no default anywhere; it exists so that the
-fused forward and backward can be tried there (Triton on GPU, Mosaic on TPU)
-with the same interface as the XLA core's region sums:
+Experimental and private: no loss uses this module, and no platform uses it
+by default. It has never run on a GPU or TPU; it is compiled for both
+without a device (tests/pallas_test.py, benchmarks/bench_pallas.py), so that
+the fused forward and backward can be timed there against the XLA core. The
+interface is that of the XLA core's region sums:
 
 * `region_stats(cfg, predictions, targets, mask)` returns the four per-class
   sums `(TP, sum p, sum g, N)` = `(sum w p g, sum w p, sum w g,
@@ -15,6 +16,12 @@ with the same interface as the XLA core's region sums:
   chained through the activation as `pel_jax._core`'s backward is
   (`d_targets` is None for integer ids).
 
+Two forms, chosen at lowering time: on TPU the Mosaic kernels of
+`pel_jax._pallas_tpu` (pixels on the lanes, in the TPU's own HBM layout of
+the logits); on GPU the Triton kernels below. On the CPU the TPU form runs
+in Pallas's interpret mode; `form="triton"` or `form="tpu"` picks one form's
+interpret mode anywhere (tests).
+
 `cfg` needs the fields `exponent`, `activation`, `batch` and `ignore_index`
 (`pel_jax._core`'s configurations have them); the squared and soft-label
 sums are not implemented here and raise NotImplementedError.
@@ -25,30 +32,30 @@ ids outside `[0, C)` match no class), mask `[B, *S]` bool or None. Inputs are
 validated by `pel_jax._loss`, not here. Cross-device sums (`cfg.axis_name`)
 are the caller's.
 
-Layout: the arrays are viewed as `[G, P, C]` (P pixels per group) and cut
-into blocks of R pixels; one kernel instance reduces a block to partial sums
-`[4, C]` (written out, then summed by XLA: no cross-instance accumulation,
-which Triton's parallel grid would not allow), or writes the block's
-gradient. Triton needs every block to hold a power-of-two number of
+The Triton form views the arrays as `[G, P, C]` (P pixels per group) and cuts
+them into blocks of R pixels; one kernel instance reduces a block to partial
+sums `[4, C]` (written out, then summed by XLA: no cross-instance
+accumulation, which Triton's parallel grid would not allow), or writes the
+block's gradient. Triton needs every block to hold a power-of-two number of
 elements, so the class axis is padded to a power of two (padded classes get
 no probability and no target) and the pixel axis to a multiple of R (padded
-pixels are masked out by their index). On the CPU the kernels run in Pallas's
-interpret mode, which is how they are tested.
+pixels are masked out by their index). On a TPU this layout would force a
+relayout copy of the logits with the classes padded to 128 lanes, which is
+why the TPU has a form of its own.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 from jax import lax
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 import jax.numpy as jnp
 
 from pel_jax import _core
+from pel_jax import _pallas_tpu
 
 # Elements of one [R, C] block: a Triton program holds it in registers.
 _BLOCK_ELEMENTS = 4096
@@ -129,51 +136,23 @@ class _Block:
       g = jnp.where(keep, t.astype(dtype), 0)
     # Excluded pixels read 0 before any arithmetic (double-`where` rule).
     x = jnp.where(keep, x_ref[0].astype(dtype), 0)
-    self.p, self.p_n = self._activate(cfg, x, real)
+    self.p, self.p_n = _pallas_tpu.activate(cfg, x, -1, real)
     self.g = g
     self.w = keep.astype(dtype)
 
-  @staticmethod
-  def _activate(cfg, x, real):
-    """`(p, p^n)`; padded classes get p = 0 under softmax."""
-    n = cfg.exponent
-    if cfg.activation is None:
-      return x, _core._power(x, n)  # pylint: disable=protected-access
-    if cfg.activation == "sigmoid":
-      p = jax.nn.sigmoid(x)
-      log_p = jax.nn.log_sigmoid(x)
-    else:
-      peak = jnp.max(jnp.where(real, x, -jnp.inf), axis=-1, keepdims=True)
-      shifted = x - peak
-      e = jnp.where(real, jnp.exp(shifted), 0)
-      log_p = shifted - jnp.log(jnp.sum(e, axis=-1, keepdims=True))
-      p = jnp.where(real, jnp.exp(log_p), 0)
-    if float(n).is_integer():
-      return p, lax.integer_pow(p, int(n))
-    # Log space: finite at p = 0 for any n > 0.
-    return p, jnp.exp(n * log_p)
 
-
-def _platform_call(kernel, out_shape, grid, in_specs, out_specs, *arrays):
-  """`pallas_call` compiled for the backend lowering it: Triton, Mosaic TPU,
-  or the interpreter elsewhere (CPU)."""
-  call = functools.partial(
-    pl.pallas_call,
+def _triton_call(kernel, out_shape, grid, in_specs, out_specs, interpret):
+  return pl.pallas_call(
     kernel,
     out_shape=out_shape,
     grid=grid,
     in_specs=in_specs,
     out_specs=out_specs,
-  )
-  parallel = ("parallel", "parallel")
-  return lax.platform_dependent(
-    *arrays,
-    cuda=lambda *a: call(compiler_params=pltriton.CompilerParams())(*a),
-    rocm=lambda *a: call(compiler_params=pltriton.CompilerParams())(*a),
-    tpu=lambda *a: call(
-      compiler_params=pltpu.CompilerParams(dimension_semantics=parallel)
-    )(*a),
-    default=lambda *a: call(interpret=True)(*a),
+    **(
+      dict(interpret=True)
+      if interpret
+      else dict(compiler_params=pltriton.CompilerParams())
+    ),
   )
 
 
@@ -192,14 +171,8 @@ def _four(cotangent):
   return tuple(cotangent)
 
 
-def region_stats(
-  cfg, predictions, targets, mask, *, block_rows: int | None = None
-):
-  """The four per-class sums `(TP, sum p, sum g, N)`, each `[G, C]`.
-
-  `block_rows` (a power of two, at least 8) overrides the pixels per block.
-  """
-  _check_supported(cfg)
+def _triton_stats(cfg, predictions, targets, mask, *, interpret, block_rows):
+  """The Triton form of `region_stats`."""
   layout = _Layout(cfg, predictions.shape, block_rows)
   dtype = _core.compute_dtype(predictions.dtype)
   arrays, specs = _operands(cfg, layout, predictions, targets, mask)
@@ -220,15 +193,114 @@ def region_stats(
   part_spec = pl.BlockSpec(
     (1, 1, 1, layout.padded_classes), lambda g, i: (g, i, 0, 0)
   )
-  parts = _platform_call(
+  parts = _triton_call(
     kernel,
     (part,) * 4,
     (layout.groups, layout.blocks),
     specs,
     (part_spec,) * 4,
-    *arrays,
-  )
+    interpret,
+  )(*arrays)
   return tuple(s.sum(axis=1)[:, 0, : layout.classes] for s in parts)
+
+
+def _triton_bwd(
+  cfg, predictions, targets, mask, cotangent, *, interpret, block_rows
+):
+  """The Triton form of `region_stats_bwd`."""
+  layout = _Layout(cfg, predictions.shape, block_rows)
+  dtype = _core.compute_dtype(predictions.dtype)
+  arrays, specs = _operands(cfg, layout, predictions, targets, mask)
+  width = layout.padded_classes
+  has_mask = mask is not None
+  float_targets = not jnp.issubdtype(targets.dtype, jnp.integer)
+  # [G, C] cotangents -> [G, 1, padded C]; padded classes get 0.
+  cts = [
+    jnp.pad(
+      jnp.asarray(c, dtype).reshape(layout.groups, 1, -1),
+      ((0, 0), (0, 0), (0, width - layout.classes)),
+    )
+    for c in cotangent
+  ]
+  ct_spec = pl.BlockSpec((1, 1, width), lambda g, i: (g, 0, 0))
+
+  def kernel(*refs):
+    x_ref, t_ref = refs[:2]
+    m_ref = refs[2] if has_mask else None
+    cts = tuple(r[0] for r in refs[2 + has_mask : 6 + has_mask])
+    out_refs = refs[6 + has_mask :]
+    px = _Block(cfg, layout, dtype, x_ref, t_ref, m_ref)
+    grad, d_g = _pallas_tpu.pullback(
+      cfg, px.p, px.g, px.w, px.p_n, cts, -1, float_targets
+    )
+    out_refs[0][0] = grad.astype(out_refs[0].dtype)
+    if float_targets:
+      out_refs[1][0] = d_g.astype(out_refs[1].dtype)
+
+  def full(x):
+    return jax.ShapeDtypeStruct(
+      (layout.groups, layout.padded_pixels, width), x.dtype
+    )
+
+  wide = specs[0]
+  out_shape = (full(predictions),)
+  if float_targets:
+    out_shape += (full(targets),)
+  grads = _triton_call(
+    kernel,
+    out_shape,
+    (layout.groups, layout.blocks),
+    specs + [ct_spec] * 4,
+    (wide,) * len(out_shape),
+    interpret,
+  )(*arrays, *cts)
+
+  def unblock(d, like):
+    return d[:, : layout.pixels, : layout.classes].reshape(like.shape)
+
+  d_predictions = unblock(grads[0], predictions)
+  d_targets = unblock(grads[1], targets) if float_targets else None
+  return d_predictions, d_targets
+
+
+def _dispatch(which: int, form, block_rows, *args):
+  """One form's interpret mode (`form` given), else the platform's form."""
+  tpu = (_pallas_tpu.region_stats, _pallas_tpu.region_stats_bwd)[which]
+  triton = (_triton_stats, _triton_bwd)[which]
+  if form is not None:
+    if form not in ("triton", "tpu"):
+      raise ValueError(f"form must be 'triton', 'tpu' or None, got {form!r}")
+    fn = triton if form == "triton" else tpu
+    return fn(*args, interpret=True, block_rows=block_rows)
+
+  def run(fn, interpret):
+    return lambda: fn(*args, interpret=interpret, block_rows=block_rows)
+
+  return lax.platform_dependent(
+    cuda=run(triton, False),
+    rocm=run(triton, False),
+    tpu=run(tpu, False),
+    default=run(tpu, True),
+  )
+
+
+def region_stats(
+  cfg,
+  predictions,
+  targets,
+  mask,
+  *,
+  block_rows: int | None = None,
+  form: str | None = None,
+):
+  """The four per-class sums `(TP, sum p, sum g, N)`, each `[G, C]`.
+
+  `block_rows` overrides the rows per block: pixels per block in the Triton
+  form (a power of two, at least 8), rows of the spatial view in the TPU
+  form. `form` ("triton" or "tpu") runs that form in interpret mode.
+  """
+  _check_supported(cfg)
+  return _dispatch(0, form, block_rows, cfg, predictions, targets, mask)
 
 
 def region_stats_bwd(
@@ -240,6 +312,7 @@ def region_stats_bwd(
   cotangent,
   *,
   block_rows: int | None = None,
+  form: str | None = None,
 ):
   """`(d_predictions, d_targets)` of `region_stats` for a cotangent of it.
 
@@ -256,67 +329,5 @@ def region_stats_bwd(
   """
   del stats
   _check_supported(cfg)
-  layout = _Layout(cfg, predictions.shape, block_rows)
-  dtype = _core.compute_dtype(predictions.dtype)
-  arrays, specs = _operands(cfg, layout, predictions, targets, mask)
-  width = layout.padded_classes
-  has_mask = mask is not None
-  float_targets = not jnp.issubdtype(targets.dtype, jnp.integer)
-  n = cfg.exponent
-  # [G, C] cotangents -> [G, 1, padded C]; padded classes get 0.
-  cts = [
-    jnp.pad(
-      jnp.asarray(c, dtype).reshape(layout.groups, 1, -1),
-      ((0, 0), (0, 0), (0, width - layout.classes)),
-    )
-    for c in _four(cotangent)
-  ]
-  ct_spec = pl.BlockSpec((1, 1, width), lambda g, i: (g, 0, 0))
-
-  def kernel(*refs):
-    x_ref, t_ref = refs[:2]
-    m_ref = refs[2] if has_mask else None
-    ct_tp, ct_p, ct_g, ct_n = (r[0] for r in refs[2 + has_mask : 6 + has_mask])
-    out_refs = refs[6 + has_mask :]
-    px = _Block(cfg, layout, dtype, x_ref, t_ref, m_ref)
-    p, g, w, p_n = px.p, px.g, px.w, px.p_n
-    linear = ct_tp * g + ct_p
-    if cfg.activation is None:
-      p_n1 = _core._power(p, n - 1)  # pylint: disable=protected-access
-      grad = g * (n * ct_n) * p_n1 + linear
-    else:
-      u = g * (n * ct_n) * p_n + linear * p
-      if cfg.activation == "sigmoid":
-        grad = u * (1 - p)
-      else:
-        grad = u - p * jnp.sum(u, axis=-1, keepdims=True)
-    out_refs[0][0] = (grad * w).astype(out_refs[0].dtype)
-    if float_targets:
-      d_g = ct_tp * p + ct_g + ct_n * p_n
-      out_refs[1][0] = (d_g * w).astype(out_refs[1].dtype)
-
-  def full(x):
-    return jax.ShapeDtypeStruct(
-      (layout.groups, layout.padded_pixels, width), x.dtype
-    )
-
-  wide = specs[0]
-  out_shape = (full(predictions),)
-  if float_targets:
-    out_shape += (full(targets),)
-  grads = _platform_call(
-    kernel,
-    out_shape,
-    (layout.groups, layout.blocks),
-    specs + [ct_spec] * 4,
-    (wide,) * len(out_shape),
-    *arrays,
-    *cts,
-  )
-
-  def unblock(d, like):
-    return d[:, : layout.pixels, : layout.classes].reshape(like.shape)
-
-  d_predictions = unblock(grads[0], predictions)
-  d_targets = unblock(grads[1], targets) if float_targets else None
-  return d_predictions, d_targets
+  cts = _four(cotangent)
+  return _dispatch(1, form, block_rows, cfg, predictions, targets, mask, cts)

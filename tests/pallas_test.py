@@ -1,6 +1,8 @@
 """The Pallas region sums and their pullback (interpret mode on the CPU).
 
-References: the float64 NumPy oracle of tests/reference.py for values, and
+The default form on the CPU is the TPU one (pel_jax._pallas_tpu), run with
+2 rows per block so that most cases end in a partial block; the Triton form
+is checked on a few cases with `form="triton"`. References: the float64 NumPy oracle of tests/reference.py for values, and
 plain-autodiff VJPs of a float64 jnp transcription of the four sums for the
 backward. Shapes are tiny: Pallas's interpreter runs one block at a time.
 """
@@ -16,11 +18,12 @@ import numpy as np
 
 from pel_jax import _core
 from pel_jax import _pallas
+from pel_jax import _pallas_tpu
 from tests import reference
 
-# name, prediction shape, prediction kind, target kind, options. Block rows
-# of 8 give several blocks and a padded last one; classes are padded to a
-# power of two (3 -> 4, 5 -> 8).
+# name, prediction shape, prediction kind, target kind, options. The TPU
+# form's view puts the classes in front (3, 5 classes), on the sublanes
+# (1, 2) or on the lanes (128).
 _CASES = (
   ("probs_onehot_n3", (2, 5, 4, 3), "probs", "onehot", dict(exponent=3.0)),
   (
@@ -72,7 +75,17 @@ _CASES = (
     "soft",
     dict(exponent=0.5, activation="softmax", mask=True),
   ),
+  (
+    "softmax_int_128_classes_mask",
+    (2, 3, 2, 128),
+    "softmax",
+    "int",
+    dict(exponent=2.0, activation="softmax", mask=True),
+  ),
 )
+# Rows per block of the TPU form's view (odd row counts end in a partial
+# block); the Triton form's blocks hold 8 pixels.
+_ROWS = 2
 
 
 def _inputs(shape, pred_kind, target_kind, mask, seed=0):
@@ -139,7 +152,7 @@ def _pallas_loss(cfg, x, t, m):
 
   @jax.custom_vjp
   def stats(x, t):
-    return _pallas.region_stats(cfg, x, t, m, block_rows=8)
+    return _pallas.region_stats(cfg, x, t, m, block_rows=_ROWS)
 
   def fwd(x, t):
     s = stats(x, t)
@@ -147,7 +160,7 @@ def _pallas_loss(cfg, x, t, m):
 
   def bwd(res, ct):
     x, t, s = res
-    d_x, d_t = _pallas.region_stats_bwd(cfg, x, t, m, s, ct, block_rows=8)
+    d_x, d_t = _pallas.region_stats_bwd(cfg, x, t, m, s, ct, block_rows=_ROWS)
     return d_x, d_t
 
   stats.defvjp(fwd, bwd)
@@ -159,27 +172,41 @@ def _pallas_loss(cfg, x, t, m):
 
 class PallasTest(parameterized.TestCase):
   @parameterized.named_parameters(*_CASES)
-  def test_stats_match_float64_oracle(self, shape, pk, tk, options):
+  def test_stats_match_float64_oracle(self, *case):
+    self._check_stats(*case)
+
+  @parameterized.named_parameters(*_CASES)
+  def test_pullback_matches_float64_autodiff(self, *case):
+    self._check_pullback(*case)
+
+  @parameterized.named_parameters(_CASES[3], _CASES[5])
+  def test_triton_form_matches_float64_references(self, *case):
+    """The GPU form (classes padded to a power of two, 8-pixel blocks)."""
+    self._check_stats(*case, form="triton")
+    self._check_pullback(*case, form="triton")
+
+  def _check_stats(self, shape, pk, tk, options, **form):
     options = dict(options)
     x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
     cfg = _cfg(**options)
-    got = jax.jit(functools.partial(_pallas.region_stats, cfg, block_rows=8))(
-      x, t, m
-    )
+    rows = 8 if form else _ROWS
+    got = jax.jit(
+      functools.partial(_pallas.region_stats, cfg, block_rows=rows, **form)
+    )(x, t, m)
     for g, e in zip(got, _oracle_stats(x, t, m, cfg)):
       self.assertEqual(g.dtype, jnp.float32)
       np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=1e-5)
 
-  @parameterized.named_parameters(*_CASES)
-  def test_pullback_matches_float64_autodiff(self, shape, pk, tk, options):
+  def _check_pullback(self, shape, pk, tk, options, **form):
     options = dict(options)
     x, t, m = _inputs(shape, pk, tk, options.pop("mask", False))
     cfg = _cfg(**options)
     stats = _oracle_stats(x, t, m, cfg)
     rng = np.random.default_rng(1)
     ct = tuple(rng.standard_normal(s.shape).astype(np.float32) for s in stats)
+    rows = 8 if form else _ROWS
     d_x, d_t = jax.jit(
-      functools.partial(_pallas.region_stats_bwd, cfg, block_rows=8)
+      functools.partial(_pallas.region_stats_bwd, cfg, block_rows=rows, **form)
     )(x, t, m, stats, ct)
     integer = tk == "int"
     with jax.enable_x64(True):
@@ -200,6 +227,30 @@ class PallasTest(parameterized.TestCase):
     else:
       self.assertEqual(d_t.shape, t.shape)
       np.testing.assert_allclose(np.asarray(d_t), e_t, rtol=1e-4, atol=1e-5)
+
+  def test_tpu_view_follows_the_tpu_layout(self):
+    """Views of the layouts libtpu gives `[16, 512, 512, C]` (module doc)."""
+    cases = (  # classes, dtype, class axis, block rows
+      (21, jnp.float32, 1, 24),  # {2,1,3,0}: [B, C, H, W]
+      (1, jnp.bfloat16, 1, 512),  # {2,1,3,0}, 16-row bfloat16 tiles
+      (2, jnp.float32, 2, 64),  # {2,3,1,0:T(2,128)}: [B, H, C, W]
+      (64, jnp.bfloat16, 2, 8),
+      (128, jnp.float32, 3, 8),  # row-major
+    )
+    for classes, dtype, axis, rows in cases:
+      view = _pallas_tpu.view_of((16, 512, 512, classes), dtype)
+      self.assertEqual((view.class_axis, view.block_rows), (axis, rows))
+      self.assertEqual(view.shape[view.class_axis], classes)
+      self.assertEqual(view.shape[3 if axis != 3 else 2], 512)
+    three_d = _pallas_tpu.view_of((8, 128, 128, 128, 8), jnp.float32)
+    self.assertEqual(three_d.shape, (8, 128 * 128, 8, 128))
+    x = np.arange(2 * 3 * 4 * 5 * 21, dtype=np.float32).reshape(2, 3, 4, 5, 21)
+    view = _pallas_tpu.view_of(x.shape, x.dtype)
+    np.testing.assert_array_equal(
+      _pallas_tpu.from_view(view, _pallas_tpu.to_view(view, x), x.shape), x
+    )
+    with self.assertRaisesRegex(ValueError, "form"):
+      _pallas.region_stats(_cfg(), x, x, None, form="mosaic")
 
   @parameterized.named_parameters(
     (
