@@ -10,26 +10,28 @@ compiled HLO's kernels' operands plus results outside VMEM
 out, and a Pallas kernel reads each input block once and writes each
 output block once. Nothing runs: no timings.
 
-  /work/venv-tpu/bin/python benchmarks/bench_pallas.py [--classes 2 8 21 128]
+  /work/venv-tpu/bin/python benchmarks/bench_pallas.py \
+    [--classes 2 8 21 128] [--targets ids soft] [--target tpu-v5e]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_compiled as bc  # noqa: E402
+import bench_compiled as bc
 
-import pel_jax  # noqa: E402
-from pel_jax import _core  # noqa: E402
-from pel_jax import _pallas  # noqa: E402
+import pel_jax
+from pel_jax import _core
+from pel_jax import _pallas
 
 _CFG = _core.StatsConfig(
   exponent=bc.OPTIONS["exponent"],
@@ -51,7 +53,10 @@ def pallas_loss(x, t):
     return sums(x), x
 
   def bwd(x, ct):
-    return (_pallas.region_stats_bwd(_CFG, x, t, None, None, ct)[0],)
+    d_x, _ = _pallas.region_stats_bwd(
+      _CFG, x, t, None, None, ct, target_grad=False
+    )
+    return (d_x,)
 
   sums.defvjp(fwd, bwd)
   tp, sum_p, sum_g, numer = sums(x)
@@ -79,7 +84,7 @@ def programs(case: bc.Case):
     ),
     "Pallas pullback kernel": (
       lambda x, t, c: _pallas.region_stats_bwd(
-        _CFG, x, t, None, None, (c, c, c, c)
+        _CFG, x, t, None, None, (c, c, c, c), target_grad=False
       )[0],
       (ct,),
     ),
@@ -115,17 +120,19 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--classes", type=int, nargs="+", default=[2, 8, 21, 128])
   parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+  parser.add_argument("--targets", nargs="+", default=["ids"])
   parser.add_argument("--target", default="tpu-v5e")
   parser.add_argument("--verbose", action="store_true")
   args = parser.parse_args(argv)
   if why := bc.missing("tpu"):
     sys.exit(why)
-  print("| case | shape | a*a MiB | " + " | ".join(
-    n for n in programs(bc.Case(2)) if n != "a * a") + " |")
-  print("|---|---|---|---|---|---|---|")
+  names = [n for n in programs(bc.Case(2)) if n != "a * a"]
+  print(f"{args.target}: bytes over a * a's\n")
+  print("| case | shape | a*a MiB | " + " | ".join(names) + " |")
+  print("|---|---|---|" + "---|" * len(names))
   for c in args.classes:
-    for d in args.dtypes:
-      case = bc.Case(c, 2, d, "ids")
+    for d, kind in itertools.product(args.dtypes, args.targets):
+      case = bc.Case(c, 2, d, kind)
       rows = measure(case, args.target)
       cells = [f"{r['over_floor']:.2f}" for r in rows[1:]]
       print(

@@ -205,7 +205,15 @@ def _triton_stats(cfg, predictions, targets, mask, *, interpret, block_rows):
 
 
 def _triton_bwd(
-  cfg, predictions, targets, mask, cotangent, *, interpret, block_rows
+  cfg,
+  predictions,
+  targets,
+  mask,
+  cotangent,
+  target_grad,
+  *,
+  interpret,
+  block_rows,
 ):
   """The Triton form of `region_stats_bwd`."""
   layout = _Layout(cfg, predictions.shape, block_rows)
@@ -213,7 +221,7 @@ def _triton_bwd(
   arrays, specs = _operands(cfg, layout, predictions, targets, mask)
   width = layout.padded_classes
   has_mask = mask is not None
-  float_targets = not jnp.issubdtype(targets.dtype, jnp.integer)
+  float_targets = target_grad and not jnp.issubdtype(targets.dtype, jnp.integer)
   # [G, C] cotangents -> [G, 1, padded C]; padded classes get 0.
   cts = [
     jnp.pad(
@@ -313,6 +321,7 @@ def region_stats_bwd(
   *,
   block_rows: int | None = None,
   form: str | None = None,
+  target_grad: bool = True,
 ):
   """`(d_predictions, d_targets)` of `region_stats` for a cotangent of it.
 
@@ -325,9 +334,12 @@ def region_stats_bwd(
   `u = p dL/dp` (written with p^n, safe at p = 0 for n < 1),
   `u (1 - p)` for sigmoid and `u - p sum_c u` for softmax. The sums' pullback
   is linear in the cotangent and needs no value of `stats` (taken for the
-  interface's sake).
+  interface's sake). `target_grad=False` treats float targets as constants:
+  no target gradient is written (`d_targets` is None).
   """
   del stats
   _check_supported(cfg)
   cts = _four(cotangent)
-  return _dispatch(1, form, block_rows, cfg, predictions, targets, mask, cts)
+  return _dispatch(
+    1, form, block_rows, cfg, predictions, targets, mask, cts, target_grad
+  )

@@ -297,14 +297,22 @@ def region_stats(
 
 
 def region_stats_bwd(
-  cfg, predictions, targets, mask, cotangents, *, interpret, block_rows=None
+  cfg,
+  predictions,
+  targets,
+  mask,
+  cotangents,
+  target_grad=True,
+  *,
+  interpret,
+  block_rows=None,
 ):
   """`(d_predictions, d_targets)` (see `pel_jax._pallas.region_stats_bwd`)."""
   view = view_of(predictions.shape, predictions.dtype, block_rows)
   dtype = _core.compute_dtype(predictions.dtype)
   arrays, specs = _operands(view, predictions, targets, mask)
   has_mask = len(arrays) == 3
-  float_targets = not jnp.issubdtype(targets.dtype, jnp.integer)
+  float_targets = target_grad and not jnp.issubdtype(targets.dtype, jnp.integer)
   b, classes = predictions.shape[0], predictions.shape[-1]
   ct_shape = [b, 1, 1, 1]
   ct_shape[view.class_axis] = classes

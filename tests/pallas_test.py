@@ -338,6 +338,15 @@ class PallasTest(parameterized.TestCase):
     as_tuple, _ = _pallas.region_stats_bwd(cfg, x, t, None, stats, ct)
     as_record, _ = _pallas.region_stats_bwd(cfg, x, t, None, stats, Stats(*ct))
     np.testing.assert_array_equal(as_record, as_tuple)
+    # Constant float targets: the same logits gradient, no target gradient.
+    soft = np.asarray(jax.nn.one_hot(t, 3))
+    both = _pallas.region_stats_bwd(cfg, x, soft, None, stats, ct)
+    d_x, d_t = _pallas.region_stats_bwd(
+      cfg, x, soft, None, stats, ct, target_grad=False
+    )
+    self.assertIsNone(d_t)
+    np.testing.assert_allclose(d_x, both[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d_x, as_tuple, rtol=1e-5, atol=1e-6)
 
     class Squared(NamedTuple):
       exponent: float = 3.0
