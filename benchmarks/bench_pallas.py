@@ -100,7 +100,11 @@ def measure(case: bc.Case, target: str = "tpu-v5e") -> list[dict]:
       jax.ShapeDtypeStruct(e.shape, e.dtype, sharding=sharding) for e in extra
     )
     compiled = jax.jit(fn).trace(*args).lower().compile()
-    found = bc.kernels(compiled.as_text(), case.shape)
+    if bc.TARGETS[target].family == "tpu":
+      text = compiled.as_text()
+    else:
+      text = compiled.runtime_executable().hlo_modules()[0].to_string()
+    found = bc.kernels(text, case.shape)
     rows.append(
       dict(
         case=case.name,
@@ -124,7 +128,7 @@ def main(argv=None):
   parser.add_argument("--target", default="tpu-v5e")
   parser.add_argument("--verbose", action="store_true")
   args = parser.parse_args(argv)
-  if why := bc.missing("tpu"):
+  if why := bc.missing(bc.TARGETS[args.target].family):
     sys.exit(why)
   names = [n for n in programs(bc.Case(2)) if n != "a * a"]
   print(f"{args.target}: bytes over a * a's\n")

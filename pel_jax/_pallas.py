@@ -37,11 +37,13 @@ them into blocks of R pixels; one kernel instance reduces a block to partial
 sums `[4, C]` (written out, then summed by XLA: no cross-instance
 accumulation, which Triton's parallel grid would not allow), or writes the
 block's gradient. Triton needs every block to hold a power-of-two number of
-elements, so the class axis is padded to a power of two (padded classes get
-no probability and no target) and the pixel axis to a multiple of R (padded
-pixels are masked out by their index). On a TPU this layout would force a
-relayout copy of the logits with the classes padded to 128 lanes, which is
-why the TPU has a form of its own.
+elements, so a block spans the classes rounded up to a power of two and R
+pixels; blocks overhang the unpadded arrays (`[G, P, C]` is a bitcast of
+`[B, *S, C]` on a GPU), and masked loads read 0 past their ends (padded
+classes get no probability and no target) while masked stores write
+nothing there. On a TPU this layout would force a relayout copy of the
+logits with the classes padded to 128 lanes, which is why the TPU has a
+form of its own.
 """
 
 from __future__ import annotations
@@ -80,17 +82,11 @@ class _Layout:
     rows = min(rows, max(_MIN_ROWS, _next_power_of_2(self.pixels)))
     self.rows = rows
     self.blocks = -(-self.pixels // rows)
-    self.padded_pixels = self.blocks * rows
 
 
-def _as_blocks(layout: _Layout, x: jax.Array, width: int) -> jax.Array:
-  """`[B, *S(, C)]` -> `[G, padded P, width]`, zero-padded."""
-  x = x.reshape(layout.groups, layout.pixels, -1)
-  pad_rows = layout.padded_pixels - layout.pixels
-  pad_cols = width - x.shape[-1]
-  if pad_rows or pad_cols:
-    x = jnp.pad(x, ((0, 0), (0, pad_rows), (0, pad_cols)))
-  return x
+def _as_blocks(layout: _Layout, x: jax.Array) -> jax.Array:
+  """`[B, *S(, C)]` -> `[G, P, C or 1]` (a bitcast: nothing is padded)."""
+  return x.reshape(layout.groups, layout.pixels, -1)
 
 
 def _operands(cfg, layout, predictions, targets, mask):
@@ -100,18 +96,29 @@ def _operands(cfg, layout, predictions, targets, mask):
   rows = layout.rows
   wide = pl.BlockSpec((1, rows, width), lambda g, i: (g, i, 0))
   narrow = pl.BlockSpec((1, rows, 1), lambda g, i: (g, i, 0))
-  arrays = [_as_blocks(layout, predictions, width)]
+  arrays = [_as_blocks(layout, predictions)]
   specs = [wide]
   if integer:
-    arrays.append(_as_blocks(layout, targets.astype(jnp.int32), 1))
+    arrays.append(_as_blocks(layout, targets.astype(jnp.int32)))
     specs.append(narrow)
   else:
-    arrays.append(_as_blocks(layout, targets, width))
+    arrays.append(_as_blocks(layout, targets))
     specs.append(wide)
   if mask is not None:
-    arrays.append(_as_blocks(layout, mask.astype(jnp.int32), 1))
+    arrays.append(_as_blocks(layout, mask.astype(jnp.int32)))
     specs.append(narrow)
   return arrays, specs
+
+
+def _load(ref, mask):
+  """Block `ref[0]`, 0 where `mask` (broadcastable to it) is False."""
+  mask = jnp.broadcast_to(mask, ref.shape[1:])[None]
+  return pltriton.load(ref, mask=mask, other=0)[0]
+
+
+def _store(ref, value, mask):
+  mask = jnp.broadcast_to(mask, ref.shape[1:])[None]
+  pltriton.store(ref, value.astype(ref.dtype)[None], mask=mask)
 
 
 class _Block:
@@ -125,9 +132,12 @@ class _Block:
     col = lax.broadcasted_iota(jnp.int32, (1, width), 1)
     real = col < layout.classes
     keep = row < layout.pixels
+    # Blocks overhang the arrays (padded classes, the last pixels): masked
+    # loads read 0 there, and masked stores write nothing.
+    self.inside = keep & real
     if m_ref is not None:
-      keep = keep & (m_ref[0] != 0)
-    t = t_ref[0]
+      keep = keep & (_load(m_ref, keep) != 0)
+    t = _load(t_ref, keep if t_ref.shape[-1] == 1 else self.inside)
     if jnp.issubdtype(t.dtype, jnp.integer):
       if cfg.ignore_index is not None:
         keep = keep & (t != cfg.ignore_index)
@@ -135,7 +145,7 @@ class _Block:
     else:
       g = jnp.where(keep, t.astype(dtype), 0)
     # Excluded pixels read 0 before any arithmetic (double-`where` rule).
-    x = jnp.where(keep, x_ref[0].astype(dtype), 0)
+    x = jnp.where(keep, _load(x_ref, self.inside).astype(dtype), 0)
     self.p, self.p_n = _pallas_tpu.activate(cfg, x, -1, real)
     self.g = g
     self.w = keep.astype(dtype)
@@ -241,13 +251,13 @@ def _triton_bwd(
     grad, d_g = _pallas_tpu.pullback(
       cfg, px.p, px.g, px.w, px.p_n, cts, -1, float_targets
     )
-    out_refs[0][0] = grad.astype(out_refs[0].dtype)
+    _store(out_refs[0], grad, px.inside)
     if float_targets:
-      out_refs[1][0] = d_g.astype(out_refs[1].dtype)
+      _store(out_refs[1], d_g, px.inside)
 
   def full(x):
     return jax.ShapeDtypeStruct(
-      (layout.groups, layout.padded_pixels, width), x.dtype
+      (layout.groups, layout.pixels, layout.classes), x.dtype
     )
 
   wide = specs[0]
@@ -263,11 +273,8 @@ def _triton_bwd(
     interpret,
   )(*arrays, *cts)
 
-  def unblock(d, like):
-    return d[:, : layout.pixels, : layout.classes].reshape(like.shape)
-
-  d_predictions = unblock(grads[0], predictions)
-  d_targets = unblock(grads[1], targets) if float_targets else None
+  d_predictions = grads[0].reshape(predictions.shape)
+  d_targets = grads[1].reshape(targets.shape) if float_targets else None
   return d_predictions, d_targets
 
 

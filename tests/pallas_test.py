@@ -366,7 +366,7 @@ class PallasTest(parameterized.TestCase):
     self.assertEqual((layout.groups, layout.pixels), (2, 100))
     self.assertEqual(layout.padded_classes, 32)
     self.assertEqual(layout.rows, 128)  # min(4096 / 32, next power of 2)
-    self.assertEqual((layout.blocks, layout.padded_pixels), (1, 128))
+    self.assertEqual(layout.blocks, 1)
     batch = _pallas._Layout(_cfg(batch=True), (2, 10, 10, 1), 8)
     self.assertEqual(
       (batch.groups, batch.pixels, batch.padded_classes), (1, 200, 1)
