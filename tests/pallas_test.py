@@ -299,6 +299,22 @@ class PallasTest(parameterized.TestCase):
     expected = jax.grad(lambda x: reference.pel_jnp(x, t, **kwargs))(x)
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
 
+  def test_bfloat16_logits_accumulate_in_float32(self):
+    """Sums of bf16 logits are float32 sums of their exact values."""
+    x, t, m = _inputs((2, 5, 4, 21), "softmax", "int", True)
+    x16 = jnp.asarray(x, jnp.bfloat16)
+    cfg = _cfg(activation="softmax", exponent=3.0, ignore_index=0)
+    stats = _pallas.region_stats(cfg, x16, t, m, block_rows=2)
+    exact = np.asarray(x16, np.float32)
+    for g, e in zip(stats, _oracle_stats(exact, t, m, cfg)):
+      self.assertEqual(g.dtype, jnp.float32)
+      np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=1e-5)
+    ct = tuple(np.ones_like(e) for e in stats)
+    d_x16, _ = _pallas.region_stats_bwd(cfg, x16, t, m, stats, ct, block_rows=2)
+    d_x, _ = _pallas.region_stats_bwd(cfg, exact, t, m, stats, ct, block_rows=2)
+    self.assertEqual(d_x16.dtype, jnp.bfloat16)
+    np.testing.assert_array_equal(d_x16, jnp.asarray(d_x, jnp.bfloat16))
+
   def test_extreme_logits_and_masked_nan_stay_finite(self):
     x = np.array(
       [
