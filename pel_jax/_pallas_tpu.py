@@ -55,21 +55,32 @@ class View(NamedTuple):
   row_axis: int  # The axis the grid steps over: 1 or 2.
   rows: int  # R.
   block_rows: int
+  block_width: int  # Pixels of W per block: W, or a divisor of W in 128s.
 
   @property
-  def blocks(self) -> int:
-    return -(-self.rows // self.block_rows)
+  def width_axis(self) -> int:
+    return 2 if self.class_axis == 3 else 3
+
+  @property
+  def width(self) -> int:
+    return self.shape[self.width_axis]
+
+  @property
+  def grid(self) -> tuple[int, int, int]:
+    """(B, W blocks, row blocks): the rows innermost, for the accumulator."""
+    rows = -(-self.rows // self.block_rows)
+    return (self.shape[0], self.width // self.block_width, rows)
 
   @property
   def block(self) -> tuple[int, ...]:
     b = list(self.shape)
     b[0], b[self.row_axis] = 1, self.block_rows
+    b[self.width_axis] = self.block_width
     return tuple(b)
 
-  def index_map(self, b, i):
-    return tuple(
-      b if a == 0 else i if a == self.row_axis else 0 for a in range(4)
-    )
+  def index_map(self, b, j, i):
+    at = {0: b, self.row_axis: i, self.width_axis: j}
+    return tuple(at.get(a, 0) for a in range(4))
 
   def expand(self, x, axis_of_classes=None):
     """`[rows, W]` (a block of ids or mask) -> broadcastable to the block."""
@@ -100,13 +111,26 @@ def view_of(
     # Classes on the sublanes fill whole tiles in VMEM: count them padded.
     sublanes = 8 * max(1, 4 // dtype.itemsize)
     padded = max(classes, sublanes) if class_axis == 2 else classes
-    block_rows = max(1, _BLOCK_ELEMENTS // (padded * width))
     # Whole (8, 128) tiles of the int32 ids, and of the logits where the
     # rows are their sublanes ((16, 128) in bfloat16).
     align = sublanes if row_axis == 2 else 8
+    # Wide rows are cut into 128-multiples of W that divide it, so that a
+    # block of `align` rows stays within the budget.
+    block_width = width
+    if width % 128 == 0:
+      lanes = width // 128
+      fit = max(1, _BLOCK_ELEMENTS // (padded * align * 128))
+      block_width = 128 * max(
+        k for k in range(1, lanes + 1) if lanes % k == 0 and k <= fit
+      )
+    block_rows = max(1, _BLOCK_ELEMENTS // (padded * block_width))
     block_rows = max(align, block_rows // align * align)
+  else:
+    block_width = width
   block_rows = min(block_rows, rows)
-  return View(perm, view_shape, class_axis, row_axis, rows, block_rows)
+  return View(
+    perm, view_shape, class_axis, row_axis, rows, block_rows, block_width
+  )
 
 
 def to_view(view: View, x: jax.Array) -> jax.Array:
@@ -183,7 +207,7 @@ def _block_terms(cfg, view: View, dtype, x_ref, t_ref, m_ref):
     shape = [1, 1, 1]
     shape[view.row_axis - 1] = view.block_rows
     row = lax.broadcasted_iota(jnp.int32, tuple(shape), view.row_axis - 1)
-    keep = row + pl.program_id(1) * view.block_rows < view.rows
+    keep = row + pl.program_id(2) * view.block_rows < view.rows
   t = t_ref[0]
   if jnp.issubdtype(t.dtype, jnp.integer):
     t = view.expand(t)
@@ -214,9 +238,11 @@ def _block_terms(cfg, view: View, dtype, x_ref, t_ref, m_ref):
 def _operands(view: View, predictions, targets, mask):
   """Kernel inputs and their BlockSpecs: logits, targets[, mask]."""
   b = predictions.shape[0]
-  width = view.shape[3] if view.class_axis != 3 else view.shape[2]
+  width = view.width
   big = pl.BlockSpec(view.block, view.index_map)
-  small = pl.BlockSpec((1, view.block_rows, width), lambda g, i: (g, i, 0))
+  small = pl.BlockSpec(
+    (1, view.block_rows, view.block_width), lambda g, j, i: (g, i, j)
+  )
   arrays, specs = [to_view(view, predictions)], [big]
   if jnp.issubdtype(targets.dtype, jnp.integer):
     ids = targets.astype(jnp.int32)
@@ -246,7 +272,7 @@ def _call(kernel, out_shape, view, in_specs, out_specs, semantics, interpret):
   return pl.pallas_call(
     kernel,
     out_shape=out_shape,
-    grid=(view.shape[0], view.blocks),
+    grid=view.grid,
     in_specs=in_specs,
     out_specs=out_specs,
     **kwargs,
@@ -262,16 +288,20 @@ def region_stats(
   arrays, specs = _operands(view, predictions, targets, mask)
   has_mask = len(arrays) == 3
   row = view.row_axis - 1
-  kept = tuple(
-    d for a, d in enumerate(view.shape) if a not in (0, view.row_axis)
-  )
+  # The accumulator: the block less its rows, one per image and W block.
+  kept = [a for a in range(1, 4) if a != view.row_axis]
+  out_block = (1, 4, *(view.block[a] for a in kept))
+
+  def out_map(g, j, i):
+    del i
+    return (g, 0, *(j if a == view.width_axis else 0 for a in kept))
 
   def kernel(*refs):
     x_ref, t_ref = refs[:2]
     m_ref = refs[2] if has_mask else None
     out = refs[-1]
 
-    @pl.when(pl.program_id(1) == 0)
+    @pl.when(pl.program_id(2) == 0)
     def _():
       out[...] = jnp.zeros(out.shape, out.dtype)
 
@@ -282,11 +312,13 @@ def region_stats(
 
   partial = _call(
     kernel,
-    jax.ShapeDtypeStruct((view.shape[0], 4, *kept), dtype),
+    jax.ShapeDtypeStruct(
+      (view.shape[0], 4, *(view.shape[a] for a in kept)), dtype
+    ),
     view,
     specs,
-    pl.BlockSpec((1, 4, *kept), lambda g, i: (g, 0, 0, 0)),
-    ("parallel", "arbitrary"),
+    pl.BlockSpec(out_block, out_map),
+    ("parallel", "parallel", "arbitrary"),
     interpret,
   )(*arrays)
   # The lanes left in the partial sums: W, beside the classes.
@@ -320,7 +352,7 @@ def region_stats_bwd(
     jnp.broadcast_to(jnp.asarray(c, dtype), (b, classes)).reshape(ct_shape)
     for c in cotangents
   ]
-  ct_spec = pl.BlockSpec((1, *ct_shape[1:]), lambda g, i: (g, 0, 0, 0))
+  ct_spec = pl.BlockSpec((1, *ct_shape[1:]), lambda g, j, i: (g, 0, 0, 0))
   axis = view.class_axis - 1
 
   def kernel(*refs):
@@ -343,7 +375,7 @@ def region_stats_bwd(
     view,
     specs + [ct_spec] * 4,
     (specs[0],) * len(out_shape),
-    ("parallel", "parallel"),
+    ("parallel", "parallel", "parallel"),
     interpret,
   )(*arrays, *cts)
   d_predictions = from_view(view, grads[0], predictions.shape)

@@ -9,6 +9,7 @@ backward. Shapes are tiny: Pallas's interpreter runs one block at a time.
 
 import functools
 from typing import NamedTuple
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -298,6 +299,22 @@ class PallasTest(parameterized.TestCase):
     )
     expected = jax.grad(lambda x: reference.pel_jnp(x, t, **kwargs))(x)
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+
+  def test_tpu_form_cuts_wide_rows(self):
+    """Blocks of 128 of W's 256 pixels and 8 of 9 rows (a small budget)."""
+    x, t, m = _inputs((2, 9, 256, 3), "softmax", "int", True)
+    cfg = _cfg(activation="softmax", exponent=2.0)
+    with mock.patch.object(_pallas_tpu, "_BLOCK_ELEMENTS", 3 * 8 * 128):
+      view = _pallas_tpu.view_of(x.shape, x.dtype)
+      self.assertEqual((view.block_rows, view.block_width), (8, 128))
+      self.assertEqual(view.grid, (2, 2, 2))
+      stats = _pallas.region_stats(cfg, x, t, m)
+      ct = tuple(np.ones_like(s) for s in stats)
+      d_x, _ = _pallas.region_stats_bwd(cfg, x, t, m, stats, ct)
+    for g, e in zip(stats, _oracle_stats(x, t, m, cfg)):
+      np.testing.assert_allclose(np.asarray(g), e, rtol=2e-5, atol=1e-5)
+    whole, _ = _pallas.region_stats_bwd(cfg, x, t, m, stats, ct)
+    np.testing.assert_allclose(d_x, whole, rtol=1e-5, atol=1e-6)
 
   def test_bfloat16_logits_accumulate_in_float32(self):
     """Sums of bf16 logits are float32 sums of their exact values."""
