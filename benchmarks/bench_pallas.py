@@ -1,17 +1,19 @@
-"""Deviceless compiles of the Pallas region sums (pel_jax._pallas) for TPU.
+"""Deviceless compiles of the Pallas region sums (pel_jax._pallas).
 
 For each case of bench_compiled (its main loss: exponent 3, scale and both
-weights 0.5, softmax with integer ids) it compiles, for a TPU target and
-without a device: `a * a`, pel_jax's default (XLA) value+grad, the same
+weights 0.5, softmax; integer ids by default) it compiles, for a TPU target
+(the Mosaic form) or a GPU one (the Triton form) and without a device: `a * a`, pel_jax's default (XLA) value+grad, the same
 loss built on the Pallas sums (custom VJP: the forward kernel, then the
 pullback kernel), and each Pallas kernel program alone. Bytes are the
 compiled HLO's kernels' operands plus results outside VMEM
-(`bench_compiled.kernels`): XLA's cost analysis leaves Mosaic custom calls
-out, and a Pallas kernel reads each input block once and writes each
+(`bench_compiled.kernels`): XLA's TPU cost analysis leaves Mosaic custom
+calls out, and a Pallas kernel reads each input block once and writes each
 output block once. Nothing runs: no timings.
 
   /work/venv-tpu/bin/python benchmarks/bench_pallas.py \
-    [--classes 2 8 21 128] [--targets ids soft] [--target tpu-v5e]
+    [--classes 2 8 21 128] [--targets ids soft] [--dims 2 3] [--target tpu-v5e]
+  JAX_PLATFORMS=cpu /work/venv-gpu/bin/python benchmarks/bench_pallas.py \
+    --target h100
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def main(argv=None):
   parser.add_argument("--classes", type=int, nargs="+", default=[2, 8, 21, 128])
   parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
   parser.add_argument("--targets", nargs="+", default=["ids"])
+  parser.add_argument("--dims", type=int, nargs="+", default=[2])
   parser.add_argument("--target", default="tpu-v5e")
   parser.add_argument("--verbose", action="store_true")
   args = parser.parse_args(argv)
@@ -135,8 +138,10 @@ def main(argv=None):
   print("| case | shape | a*a MiB | " + " | ".join(names) + " |")
   print("|---|---|---|" + "---|" * len(names))
   for c in args.classes:
-    for d, kind in itertools.product(args.dtypes, args.targets):
-      case = bc.Case(c, 2, d, kind)
+    for dims, d, kind in itertools.product(
+      args.dims, args.dtypes, args.targets
+    ):
+      case = bc.Case(c, dims, d, kind)
       rows = measure(case, args.target)
       cells = [f"{r['over_floor']:.2f}" for r in rows[1:]]
       print(

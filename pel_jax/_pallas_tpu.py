@@ -16,10 +16,11 @@ another TPU's choice) stays correct and costs one copy each way.
 
 In the view `[B, d1, d2, d3]` (d3 on the lanes) one axis holds the classes
 (`class_axis`) and one the rows of pixels that the grid steps over
-(`row_axis`). One kernel instance reads a block of rows of one image and
-adds its four per-class sums into a resident accumulator (the row axis is
-sequential, "arbitrary"), reduced over the rows only so that its last two
-axes stay lane-dense; XLA sums the lanes. The pullback writes a gradient
+(`row_axis`). One kernel instance reads a block of rows of one image (and,
+for wide rows, a 128-multiple slice of W) and adds its four per-class sums
+into a resident accumulator (the row axis is innermost and sequential,
+"arbitrary"), reduced over the rows only so that its last two axes stay
+lane-dense; XLA sums the lanes. The pullback writes a gradient
 block per input block. Integer ids come as `[B, R, W]` (R = prod S[:-1]),
 whose row-major layout is the device's; the mask is folded into them as a
 sentinel id (one small elementwise pass), or, with float targets, comes as
