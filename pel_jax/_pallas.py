@@ -33,10 +33,10 @@ validated by `pel_jax._loss`, not here. Cross-device sums (`cfg.axis_name`)
 are the caller's.
 
 The Triton form views the arrays as `[G, P, C]` (P pixels per group) and cuts
-them into blocks of R pixels; one kernel instance reduces a block to partial
-sums `[4, C]` (written out, then summed by XLA: no cross-instance
-accumulation, which Triton's parallel grid would not allow), or writes the
-block's gradient. Triton needs every block to hold a power-of-two number of
+them into blocks of R pixels; one forward program loops over 8 blocks and
+writes their partial sums `[4, C]` (then summed by XLA: no cross-program
+accumulation, which Triton's parallel grid would not allow), one pullback
+program writes one block's gradient. Triton needs every block to hold a power-of-two number of
 elements, so a block spans the classes rounded up to a power of two and R
 pixels; blocks overhang the unpadded arrays (`[G, P, C]` is a bitcast of
 `[B, *S, C]` on a GPU), and masked loads read 0 past their ends (padded
@@ -63,6 +63,8 @@ from pel_jax import _pallas_tpu
 _BLOCK_ELEMENTS = 4096
 # Rows per block are a multiple of this (TPU: 8 sublanes of float32).
 _MIN_ROWS = 8
+# Blocks summed by one program of the forward.
+_CHUNKS = 8
 
 
 def _next_power_of_2(n: int) -> int:
@@ -72,7 +74,9 @@ def _next_power_of_2(n: int) -> int:
 class _Layout:
   """Static sizes of one call: groups G, pixels P, classes C and padded."""
 
-  def __init__(self, cfg, shape: tuple[int, ...], block_rows: int | None):
+  def __init__(
+    self, cfg, shape: tuple[int, ...], block_rows: int | None, chunks=1
+  ):
     self.classes = shape[-1]
     pixels = math.prod(shape[:-1])
     self.groups = 1 if cfg.batch else shape[0]
@@ -81,7 +85,9 @@ class _Layout:
     rows = block_rows or max(_MIN_ROWS, _BLOCK_ELEMENTS // self.padded_classes)
     rows = min(rows, max(_MIN_ROWS, _next_power_of_2(self.pixels)))
     self.rows = rows
-    self.blocks = -(-self.pixels // rows)
+    # Blocks of R pixels that one program loops over (a power of two).
+    self.chunks = min(chunks, _next_power_of_2(-(-self.pixels // rows)))
+    self.blocks = -(-self.pixels // (rows * self.chunks))
 
 
 def _as_blocks(layout: _Layout, x: jax.Array) -> jax.Array:
@@ -93,7 +99,7 @@ def _operands(cfg, layout, predictions, targets, mask):
   """Blocked inputs and their BlockSpecs: predictions, targets[, mask]."""
   integer = jnp.issubdtype(targets.dtype, jnp.integer)
   width = layout.padded_classes
-  rows = layout.rows
+  rows = layout.rows * layout.chunks
   wide = pl.BlockSpec((1, rows, width), lambda g, i: (g, i, 0))
   narrow = pl.BlockSpec((1, rows, 1), lambda g, i: (g, i, 0))
   arrays = [_as_blocks(layout, predictions)]
@@ -124,11 +130,11 @@ def _store(ref, value, mask):
 class _Block:
   """Per-pixel terms of one `[R, C]` block inside a kernel."""
 
-  def __init__(self, cfg, layout, dtype, x_ref, t_ref, m_ref):
+  def __init__(self, cfg, layout, dtype, x_ref, t_ref, m_ref, block=None):
+    """`block`: the index of the block of R pixels (the program's)."""
     rows, width = layout.rows, layout.padded_classes
-    row = pl.program_id(1) * rows + lax.broadcasted_iota(
-      jnp.int32, (rows, 1), 0
-    )
+    block = pl.program_id(1) if block is None else block
+    row = block * rows + lax.broadcasted_iota(jnp.int32, (rows, 1), 0)
     col = lax.broadcasted_iota(jnp.int32, (1, width), 1)
     real = col < layout.classes
     keep = row < layout.pixels
@@ -183,19 +189,34 @@ def _four(cotangent):
 
 def _triton_stats(cfg, predictions, targets, mask, *, interpret, block_rows):
   """The Triton form of `region_stats`."""
-  layout = _Layout(cfg, predictions.shape, block_rows)
+  # A program sums several blocks: fewer partial sums written out.
+  layout = _Layout(cfg, predictions.shape, block_rows, chunks=_CHUNKS)
   dtype = _core.compute_dtype(predictions.dtype)
   arrays, specs = _operands(cfg, layout, predictions, targets, mask)
   has_mask = mask is not None
+  rows = layout.rows
 
   def kernel(*refs):
     x_ref, t_ref = refs[:2]
     m_ref = refs[2] if has_mask else None
     out_refs = refs[2 + has_mask :]
-    px = _Block(cfg, layout, dtype, x_ref, t_ref, m_ref)
-    terms = (px.p * px.g, px.p * px.w, px.g, px.p_n * px.g)
-    for ref, term in zip(out_refs, terms):
-      ref[...] = jnp.sum(term, axis=0).reshape(ref.shape)
+    # Outside the loop: the interpreter reads program ids at the top only.
+    first = pl.program_id(1) * layout.chunks
+
+    def add_chunk(k, acc):
+      def chunk(ref):
+        return None if ref is None else ref.at[:, pl.ds(k * rows, rows), :]
+
+      px = _Block(
+        cfg, layout, dtype, chunk(x_ref), chunk(t_ref), chunk(m_ref), first + k
+      )
+      terms = (px.p * px.g, px.p * px.w, px.g, px.p_n * px.g)
+      return tuple(a + jnp.sum(t, axis=0) for a, t in zip(acc, terms))
+
+    zero = jnp.zeros((layout.padded_classes,), dtype)
+    sums = lax.fori_loop(0, layout.chunks, add_chunk, (zero,) * 4)
+    for ref, total in zip(out_refs, sums):
+      ref[...] = total.reshape(ref.shape)
 
   part = jax.ShapeDtypeStruct(
     (layout.groups, layout.blocks, 1, layout.padded_classes), dtype
