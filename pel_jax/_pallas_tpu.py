@@ -83,10 +83,9 @@ class View(NamedTuple):
     at = {0: b, self.row_axis: i, self.width_axis: j}
     return tuple(at.get(a, 0) for a in range(4))
 
-  def expand(self, x, axis_of_classes=None):
+  def expand(self, x):
     """`[rows, W]` (a block of ids or mask) -> broadcastable to the block."""
-    axis = (self.class_axis if axis_of_classes is None else axis_of_classes) - 1
-    return jnp.expand_dims(x, axis)
+    return jnp.expand_dims(x, self.class_axis - 1)
 
 
 def view_of(
