@@ -3,8 +3,8 @@
 For each case of bench_compiled (its main loss: exponent 3, scale and both
 weights 0.5, softmax; integer ids by default) it compiles, for a TPU target
 (the Mosaic form) or a GPU one (the Triton form) and without a device: `a * a`, pel_jax's default (XLA) value+grad, the same
-loss built on the Pallas sums (custom VJP: the forward kernel, then the
-pullback kernel), and each Pallas kernel program alone. Bytes are the
+loss built on the Pallas sums (`_pallas.region_sums`: the forward kernel,
+then the pullback kernel), and each Pallas kernel program alone. Bytes are the
 compiled HLO's kernels' operands plus results outside VMEM
 (`bench_compiled.kernels`): XLA's TPU cost analysis leaves Mosaic custom
 calls out, and a Pallas kernel reads each input block once and writes each
@@ -46,23 +46,7 @@ _RATIO = {k: v for k, v in bc.OPTIONS.items() if k != "exponent"}
 
 def pallas_loss(x, t):
   """`pel_loss(x, t, from_logits=True, **OPTIONS)` on the Pallas sums."""
-
-  @jax.custom_vjp
-  def sums(x):
-    return _pallas.region_stats(_CFG, x, t, None)
-
-  def fwd(x):
-    return sums(x), x
-
-  def bwd(x, ct):
-    d_x, _ = _pallas.region_stats_bwd(
-      _CFG, x, t, None, None, ct, target_grad=False
-    )
-    return (d_x,)
-
-  sums.defvjp(fwd, bwd)
-  tp, sum_p, sum_g, numer = sums(x)
-  stats = _core.RegionStats(tp, sum_p, sum_g, numer)
+  stats = _pallas.region_sums(_CFG, x, t, None)
   return pel_jax.loss_from_stats(
     stats, exponent=bc.OPTIONS["exponent"], **_RATIO
   )

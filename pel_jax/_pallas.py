@@ -10,6 +10,10 @@ interface is that of the XLA core's region sums:
   sums `(TP, sum p, sum g, N)` = `(sum w p g, sum w p, sum w g,
   sum w p^n g)`, each `[G, C]` (G = B, or 1 with `cfg.batch`), in the
   accumulation dtype;
+* `region_sums(cfg, predictions, targets, mask)`: the two above as one
+  differentiable function with `pel_jax._core.region_sums`'s interface
+  (a `RegionStats`; for the options the kernels have), so that a loss can
+  swap one for the other;
 * `region_stats_bwd(cfg, predictions, targets, mask, stats, cotangent)`
   returns `(d_predictions, d_targets)` for a cotangent of those four sums
   (a 4-tuple, or any object with fields `tp`, `sum_p`, `sum_g`, `numer`),
@@ -48,6 +52,7 @@ form of its own.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -371,3 +376,49 @@ def region_stats_bwd(
   return _dispatch(
     1, form, block_rows, cfg, predictions, targets, mask, cts, target_grad
   )
+
+
+_NOT_IN_KERNELS = ("squared", "soft_labels", "cross_entropy", "axis_name")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def region_sums(cfg, predictions, targets, mask) -> _core.RegionStats:
+  """`pel_jax._core.region_sums` on the Pallas kernels.
+
+  Raises NotImplementedError for the options whose sums the kernels lack
+  (squared, soft labels, cross-entropy) and for `axis_name` (the
+  cross-device sums are not wired here).
+  """
+  for option in _NOT_IN_KERNELS:
+    if getattr(cfg, option, None):
+      raise NotImplementedError(
+        f"pel_jax._pallas.region_sums: {option} is not implemented"
+      )
+  return _core.RegionStats(*region_stats(cfg, predictions, targets, mask))
+
+
+def _region_sums_fwd(cfg, predictions, targets, mask):
+  # Symbolic zeros: the primals say whether they need a gradient, so that
+  # constant float targets get no target gradient written. Residuals: the
+  # inputs only; the pullback recomputes the activation.
+  x, t = predictions.value, targets.value
+  m = None if mask is None else mask.value
+  stats = region_sums(cfg, x, t, m)
+  return stats, (x, t, m, targets.perturbed)
+
+
+def _region_sums_bwd(cfg, residuals, cotangent):
+  predictions, targets, mask, target_grad = residuals
+  cts = tuple(
+    jnp.zeros(c.shape, c.dtype)
+    if isinstance(c, jax.custom_derivatives.SymbolicZero)
+    else c
+    for c in _four(cotangent)
+  )
+  d_predictions, d_targets = region_stats_bwd(
+    cfg, predictions, targets, mask, None, cts, target_grad=target_grad
+  )
+  return d_predictions, d_targets, None
+
+
+region_sums.defvjp(_region_sums_fwd, _region_sums_bwd, symbolic_zeros=True)

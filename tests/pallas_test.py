@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import pel_jax
 from pel_jax import _core
 from pel_jax import _pallas
 from pel_jax import _pallas_tpu
@@ -331,6 +332,45 @@ class PallasTest(parameterized.TestCase):
     d_x, _ = _pallas.region_stats_bwd(cfg, exact, t, m, stats, ct, block_rows=2)
     self.assertEqual(d_x16.dtype, jnp.bfloat16)
     np.testing.assert_array_equal(d_x16, jnp.asarray(d_x, jnp.bfloat16))
+
+  def test_region_sums_give_pel_loss_of_the_main_options(self):
+    """`_pallas.region_sums` in place of the core's: the bench's loss."""
+    x, t, m = _inputs((2, 5, 4, 3), "softmax", "int", True)
+    options = dict(exponent=3.0, scale=0.5, fp_weight=0.5, fn_weight=0.5)
+    cfg = _cfg(activation="softmax", exponent=3.0, ignore_index=2)
+
+    def loss(x):
+      stats = _pallas.region_sums(cfg, x, t, m)
+      return pel_jax.loss_from_stats(stats, **options)
+
+    value, grad = jax.jit(jax.value_and_grad(loss))(x)
+    kwargs = dict(options, from_logits=True, where=m, ignore_index=2)
+    np.testing.assert_allclose(
+      float(value), reference.pel_numpy(x, t, **kwargs), rtol=2e-5
+    )
+    expected = jax.grad(lambda x: reference.pel_jnp(x, t, **kwargs))(x)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+    # Soft targets, differentiated in both arguments, and unmasked.
+    soft = reference.make_targets(np.random.default_rng(2), x.shape, "soft")
+
+    def soft_loss(x, t):
+      stats = _pallas.region_sums(_cfg("softmax"), x, t, None)
+      return pel_jax.loss_from_stats(stats, **options)
+
+    got = jax.grad(soft_loss, argnums=(0, 1))(x, soft)
+    options.update(from_logits=True)
+    want = jax.grad(
+      lambda x, t: reference.pel_jnp(x, t, **options), argnums=(0, 1)
+    )(x, soft)
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+    with self.assertRaisesRegex(NotImplementedError, "axis_name"):
+      _pallas.region_sums(
+        _core.StatsConfig(3.0, "softmax", False, None, axis_name="d"),
+        x,
+        t,
+        m,
+      )
 
   def test_extreme_logits_and_masked_nan_stay_finite(self):
     x = np.array(
