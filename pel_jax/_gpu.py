@@ -19,8 +19,9 @@ GPU does with the generic core, and what this layout does instead:
   that writes the gradient: `dL/dx = v - p sum_c v`, with `v = dL/dl`.
 
 It serves the softmax with `C >= MIN_CLASSES` (not `soft_labels`): with
-fewer classes the per-pixel arrays (the `lse`, the integer ids) are as
-large as the logits, and the compiled generic core moved fewer bytes.
+two classes the per-pixel arrays (the `lse`, the integer ids) are as large
+as half the logits, and the compiled generic core moved fewer bytes with
+integer ids (H100 f32: 4.76 against 5.76 `a*a`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from pel_jax import _sums
 
 # Where this layout is lowered; tests set ("cpu",) to run it here.
 PLATFORMS = ("cuda",)
-# Below this many classes the generic core moved fewer bytes on H100/A100.
-MIN_CLASSES = 8
+# With fewer classes the generic core moved fewer bytes on the H100.
+MIN_CLASSES = 4
 
 
 def handles(cfg, classes: int) -> bool:

@@ -125,7 +125,8 @@ class GpuLayoutTest(parameterized.TestCase):
       lowered = jax.jit(grad).trace(x).lower(lowering_platforms=(platform,))
       return lowered.as_text()
 
-    pair = "(tensor<2x4x4x8xf32>, tensor<2x4x4x8xf32>"
+    operand = f"tensor<2x4x4x{_gpu.MIN_CLASSES}xf32>"
+    pair = f"({operand}, {operand}"
     self.assertIn(pair, text("cuda"))
     self.assertNotIn(pair, text("cpu"))
 
