@@ -53,12 +53,16 @@ def per_platform(branch) -> dict:
   return {platform: branch for platform in PLATFORMS}
 
 
+@jax.custom_jvp
 def log_sum_exp(x: jax.Array) -> jax.Array:
   """`log sum_c exp(x_c)` per pixel, `[B, *S, 1]`, in one variadic reduce.
 
   Pairs (m, t) combine as (max, t_a e^(m_a - M) + t_b e^(m_b - M)): the class
-  max and the shifted sum in one pass (two row reductions otherwise). The
-  max is a shift only, so no gradient flows through it.
+  max and the shifted sum in one pass (two row reductions otherwise). Its
+  derivative is the softmax (`_log_sum_exp_jvp`): JAX's JVP of a variadic
+  reduce fails on a symbolic-zero tangent, and every platform's branch is
+  differentiated (forward-over-reverse differentiates the custom VJP's
+  forward), the CPU's included.
   """
 
   def combine(a, b):
@@ -71,7 +75,14 @@ def log_sum_exp(x: jax.Array) -> jax.Array:
 
   init = (jnp.array(-jnp.inf, x.dtype), jnp.array(0, x.dtype))
   peak, total = lax.reduce((x, jnp.ones_like(x)), init, combine, (x.ndim - 1,))
-  return (lax.stop_gradient(peak) + jnp.log(total))[..., None]
+  return (peak + jnp.log(total))[..., None]
+
+
+@log_sum_exp.defjvp
+def _log_sum_exp_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  lse = log_sum_exp(x)
+  return lse, jnp.sum(jnp.exp(x - lse) * dx, axis=-1, keepdims=True)
 
 
 def _targets(cfg, x, targets):

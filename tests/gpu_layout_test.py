@@ -104,6 +104,35 @@ class GpuLayoutTest(parameterized.TestCase):
       expected = reference_family.family_numpy(rounded, t, **kw)
       np.testing.assert_allclose(float(value), expected, rtol=rtol)
 
+  @parameterized.product(target=("ids", "soft"), layout=(False, True))
+  def test_forward_over_reverse(self, target, layout):
+    # Every platform's branch is differentiated, so the CPU program's too
+    # takes the JVP of the layout's forward (its variadic log-sum-exp).
+    rng = np.random.default_rng(7)
+    shape = (2, 3, 3, _gpu.MIN_CLASSES + 2)
+    x = reference.make_predictions(rng, shape, "softmax", np.float64)
+    if target == "ids":
+      t = rng.integers(0, shape[-1], shape[:-1]).astype(np.int32)
+    else:
+      t = reference.make_targets(rng, shape, "soft").astype(np.float64)
+    v = rng.standard_normal(shape)
+    kw = dict(from_logits=True, exponent=2.0, ce_weight=0.5)
+    with jax.enable_x64(True):
+      grad = jax.grad(lambda x: pel_jax.pel_loss(x, t, **kw))
+      h = 1e-5
+      expected = (grad(x + h * v) - grad(x - h * v)) / (2 * h)
+      with (
+        _on_cpu()
+        if layout
+        else mock.patch.object(_gpu, "PLATFORMS", _gpu.PLATFORMS)
+      ):
+        hvp = jax.jit(
+          lambda x: jax.jvp(
+            jax.grad(lambda x: pel_jax.pel_loss(x, t, **kw)), (x,), (v,)
+          )[1]
+        )(x)
+    np.testing.assert_allclose(hvp, expected, rtol=1e-6, atol=1e-10)
+
   def test_log_sum_exp_is_exact_and_safe(self):
     x = np.array(
       [[0.0, 1.0, -2.0], [1000.0, 999.0, -1000.0], [-np.inf, 0.0, -np.inf]]
