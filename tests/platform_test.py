@@ -220,14 +220,18 @@ class LoweringTest(parameterized.TestCase):
   @parameterized.parameters("cuda", "tpu")
   def test_accelerators_get_plain_sums(self, platform):
     # Staged on the CPU; one reduce per sum on GPU (and for the plain form
-    # on the CPU), one variadic reduce on TPU (_layout_accel.region_sums).
+    # on the CPU), one variadic reduce over the pixels on TPU
+    # (_layout_accel.region_sums), and the batch axis summed apart there,
+    # one reduce per sum.
     x = jnp.ones((2, 40, 40, 3))
-    fn = lambda x: _layout_cpu._sum_together((0, 1, 2), x, 2 * x)
-    self.assertGreater(_count(fn, (x,), "cpu", "stablehlo.reduce"), 2)
-    expected = 1 if platform == "tpu" else 2
-    self.assertEqual(_count(fn, (x,), platform, "stablehlo.reduce"), expected)
-    with _plain_form(True):
-      self.assertEqual(_count(fn, (x,), "cpu", "stablehlo.reduce"), 2)
+    pixels = lambda x: _layout_cpu._sum_together((1, 2), x, 2 * x)
+    with_batch = lambda x: _layout_cpu._sum_together((0, 1, 2), x, 2 * x)
+    for fn, on_tpu in ((pixels, 1), (with_batch, 3)):
+      self.assertGreater(_count(fn, (x,), "cpu", "stablehlo.reduce"), 2)
+      expected = on_tpu if platform == "tpu" else 2
+      self.assertEqual(_count(fn, (x,), platform, "stablehlo.reduce"), expected)
+      with _plain_form(True):
+        self.assertEqual(_count(fn, (x,), "cpu", "stablehlo.reduce"), 2)
 
   @parameterized.product(platform=("cuda", "tpu"), classes=(8, 37))
   def test_accelerators_get_a_class_reduce(self, platform, classes):
