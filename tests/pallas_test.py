@@ -452,6 +452,10 @@ class PallasTest(parameterized.TestCase):
 
     Lowering only: no accelerator here compiles or runs them.
     """
+    if platform == "cuda" and jax.__version_info__ < (0, 10):
+      # jax 0.8.1's Pallas GPU lowering has no rule for `slice`, which the
+      # Triton form's masked block reads use; 0.10.2 lowers it.
+      self.skipTest("Pallas GPU lowering of slice needs jax >= 0.10")
     shape = (2, 16, 16, 21)
     x, t, m = _inputs(shape, "softmax", "int", True)
     f, _ = _inputs(shape, "probs", "soft", False)[:2]
