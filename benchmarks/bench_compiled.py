@@ -494,14 +494,19 @@ def markdown(results: dict) -> str:
   return "\n".join(out) + "\n"
 
 
-def merge_results(path: str, new: dict) -> dict:
-  """The committed results with `new`'s targets replaced (others kept)."""
+def merge_results(path: str, new: dict, order=None) -> dict:
+  """The committed results with `new`'s keys replaced (others kept).
+
+  Keys come out in `order` (default: `TARGETS`'), unknown ones dropped.
+  """
   old = {}
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
   merged = {**old, **new}
-  return {k: merged[k] for k in TARGETS if k in merged}
+  return {
+    k: merged[k] for k in (TARGETS if order is None else order) if k in merged
+  }
 
 
 def _write_markdown(results: dict) -> None:

@@ -472,15 +472,6 @@ def markdown(results: dict) -> str:
   return "\n".join(out) + "\n"
 
 
-def merge_results(path: str, new: dict) -> dict:
-  old = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-  merged = {**old, **new}
-  return {k: merged[k] for k in PODS if k in merged}
-
-
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
@@ -527,7 +518,7 @@ def main(argv=None) -> dict:
     results[key] = dict(meta=meta, rows=measure(key, model, layouts))
   if args.write_results and results:
     path = os.path.join(_HERE, "results_pods.json")
-    merged = merge_results(path, results)
+    merged = bc.merge_results(path, results, PODS)
     with open(path, "w") as f:
       json.dump(merged, f, indent=1)
       f.write("\n")
