@@ -36,7 +36,7 @@ def _powers_each_entry(cfg: StatsConfig, targets, classes: int) -> bool:
     and not cfg.cross_entropy
     and _is_integer(cfg.exponent)
     and cfg.exponent != 1
-    and _past_fused_slices(classes)
+    and _past_fused_slices(classes, value_only_too=True)
   )
 
 

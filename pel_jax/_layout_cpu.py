@@ -110,8 +110,17 @@ def _reduce_classes(op, x: jax.Array) -> jax.Array:
 _FUSED_SLICES = 15
 
 
-def _past_fused_slices(classes: int) -> bool:
-  """Whether an unrolled class reduction emits its producer too often."""
+def _past_fused_slices(classes: int, value_only_too: bool = False) -> bool:
+  """Whether an unrolled class reduction emits its producer too often.
+
+  Not in a value-only call unless `value_only_too`: there the class
+  reductions are plain reduces (`_per_class_layout`), and the per-slice
+  forms that work around the unrolled ones are fused into the pixel sums
+  once per class (with the cross-entropy, 16 classes took 10x the time of
+  a value+grad). Integer powers of each entry still pay off there.
+  """
+  if _value_only.get() and not value_only_too:
+    return False
   return _FUSED_SLICES < classes <= _UNROLL_CLASSES
 
 
