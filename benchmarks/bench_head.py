@@ -19,7 +19,12 @@ resizes the logits (`jax.image.resize`, nearest), fused passes
 `upsample=2`.
 
 Times are the best (and the median) of `--rounds` runs: on a shared machine
-the best run is the one least slowed by other jobs. `--compile-only` also
+the best run is the one least slowed by other jobs. `--cpu-time` times the
+process's CPU time (all threads) instead of the wall clock: on a loaded
+machine it leaves out the time the process waits for a core, so ratios
+repeat far better (pin to one core, `taskset -c 0`, so that threads do not
+add up). `--classes 2,16` picks the class counts; `--chunk N` sets the fused
+`chunk_size` (default: `head_loss`'s). `--compile-only` also
 compiles `[2, 128^3]` with 118 classes without running it. float32,
 integer ids.
 """
@@ -40,7 +45,7 @@ OPTIONS = dict(batch=True, ce_weight=1.0)
 FEATURES = 32
 
 
-def _functions(factor):
+def _functions(factor, chunk=None):
   def plain(f, w, b, t):
     logits = f @ w + b
     if factor > 1:
@@ -49,7 +54,13 @@ def _functions(factor):
 
   def fused(f, w, b, t):
     return pel_jax.head_loss(
-      f, w, b, t, upsample=factor if factor > 1 else None, **OPTIONS
+      f,
+      w,
+      b,
+      t,
+      chunk_size=chunk,
+      upsample=factor if factor > 1 else None,
+      **OPTIONS,
     )
 
   return {
@@ -76,14 +87,17 @@ def _inputs(batch, spatial, classes, concrete, factor=1):
   ]
 
 
+CLOCK = [time.perf_counter]  # time.process_time with --cpu-time
+
+
 def _time(fn, args) -> float:
-  start = time.perf_counter()
+  start = CLOCK[0]()
   jax.block_until_ready(fn(*args))
-  return time.perf_counter() - start
+  return CLOCK[0]() - start
 
 
-def _row(batch, spatial, classes, rounds, run, factor=1):
-  functions = _functions(factor)
+def _row(batch, spatial, classes, rounds, run, factor=1, chunk=None):
+  functions = _functions(factor, chunk)
   args = _inputs(batch, spatial, classes, run, factor)
   compiled = {n: fn.lower(*args).compile() for n, fn in functions.items()}
   temp = {
@@ -124,13 +138,27 @@ def main(argv=None):
     action="store_true",
     help="also compile (not run) [2, 128^3] with 118 classes",
   )
+  parser.add_argument(
+    "--cpu-time",
+    action="store_true",
+    help="time the process's CPU time, not the wall clock",
+  )
+  parser.add_argument(
+    "--classes", help="comma-separated class counts (default 2,16,118)"
+  )
+  parser.add_argument("--chunk", type=int, help="the fused chunk_size")
   args = parser.parse_args(argv)
+  CLOCK[0] = time.process_time if args.cpu_time else time.perf_counter
   classes = (3,) if args.tiny else (2, 16, 118)
+  if args.classes:
+    classes = tuple(int(c) for c in args.classes.split(","))
   volumes = [(1, (8, 8, 8))] if args.tiny else [(1, (32,) * 3), (1, (64,) * 3)]
   print(
     f"jax {jax.__version__}, {jax.devices()[0].platform}, D = {FEATURES},"
-    f" options {OPTIONS}, float32, integer ids; temporaries in MiB, times"
-    f" in ms: best (median) of {args.rounds}\n"
+    f" options {OPTIONS}, float32, integer ids, chunk_size {args.chunk};"
+    " temporaries in MiB, times in ms"
+    f" ({'CPU' if args.cpu_time else 'wall'}): best (median) of"
+    f" {args.rounds}\n"
   )
   print(
     "| volume | C | logits MiB | plain temp | fused temp | fused/logits"
@@ -139,11 +167,11 @@ def main(argv=None):
   print("|---|---|---|---|---|---|---|---|---|")
   for batch, spatial in volumes:
     for c in classes:
-      _row(batch, spatial, c, args.rounds, run=True)
+      _row(batch, spatial, c, args.rounds, run=True, chunk=args.chunk)
   # Features at half the resolution of the labels (`upsample=2`): the
   # volume column is the features', the logits column the labels'.
   for c in () if args.tiny else classes[-2:]:
-    _row(*volumes[0], c, args.rounds, run=True, factor=2)
+    _row(*volumes[0], c, args.rounds, run=True, factor=2, chunk=args.chunk)
   if args.compile_only:
     _row(2, (128,) * 3, 118, 0, run=False)
 

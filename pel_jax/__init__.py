@@ -15,6 +15,7 @@ from pel_jax._focal import focal_cross_entropy
 from pel_jax._global_sum import global_sum
 from pel_jax._gwdl import generalized_wasserstein_dice_loss
 from pel_jax._hausdorff import hausdorff_dt_loss
+from pel_jax._head import deep_supervision_loss
 from pel_jax._head import head_loss
 from pel_jax._head import head_stats
 from pel_jax._loss import loss_from_stats
@@ -48,6 +49,7 @@ __all__ = (
   "check_labels",
   "cldice_loss",
   "confusion_stats",
+  "deep_supervision_loss",
   "dice_loss",
   "distance_transform",
   "focal_cross_entropy",

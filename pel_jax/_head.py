@@ -10,6 +10,7 @@ the features, the kernel and the bias. No `[B, *S, C]` array is ever built.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import functools
 from typing import Any, NamedTuple
 
@@ -252,6 +253,124 @@ def head_stats(
     targets.reshape(view + targets.shape[1 + len(spatial) :]),
     None if where is None else where.reshape(view),
   )
+
+
+def deep_supervision_loss(
+  heads: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike]],
+  targets: ArrayLike,
+  *,
+  weights: Sequence[float] | None = None,
+  chunk_size: int | None = None,
+  **loss_options: Any,
+) -> jax.Array:
+  r"""Deep supervision (nnU-Net): a fused `head_loss` per decoder scale.
+
+  One 1×1 head per decoder scale :math:`s` (features :math:`F_s`, kernel
+  :math:`W_s`, bias :math:`b_s`, the highest resolution first), each scored
+  against the targets downsampled to its resolution by nearest neighbour:
+
+  .. math::
+    L = \sum_s w_s \, \mathrm{head\_loss}(F_s, W_s, b_s, T_{\downarrow r_s}),
+    \qquad T_{\downarrow r}[i] = T[r\,i + \lfloor r / 2 \rfloor]
+
+  per spatial axis, with :math:`r_s` the targets' size over :math:`F_s`'
+  (an integer per axis): the pixel at the centre of each :math:`r`-block,
+  half-pixel centres as ``jax.image.resize(..., "nearest")`` and torch's
+  ``interpolate(mode="nearest-exact")``, which nnU-Net v2's
+  ``DownsampleSegForDSTransform`` (batchgeneratorsv2) uses. ``where`` is
+  downsampled the same way. By default :math:`w_s \propto 2^{-s}`,
+  normalised to sum to 1 (nnU-Net also sets the lowest scale's weight to
+  0: pass ``weights`` for that). No scale's logits are ever built.
+
+  Args:
+    heads: one ``(features, kernel, bias)`` per scale, as `head_loss` takes
+      them: `[B, *S_s, D_s]`, `[D_s, C]`, `[C]`.
+    targets: integer ids `[B, *S]` or float targets `[B, *S, C]` at the
+      full resolution; each :math:`S_s` must divide :math:`S` axis by axis.
+    weights: one static number >= 0 per head, used as given; None:
+      :math:`2^{-s} / \sum_k 2^{-k}`. A head of weight 0 is skipped.
+    chunk_size: as in `head_loss`, for every head.
+    **loss_options: any option of `head_loss` but ``upsample`` (``where``
+      at the full resolution).
+
+  Returns:
+    The weighted sum of the heads' losses.
+
+  Raises:
+    ValueError: no head, a head that is not three arrays, a scale that does
+      not divide the targets', bad ``weights``, or ``upsample``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import deep_supervision_loss, head_loss
+    >>> ids = jnp.arange(2 * 8 * 8).reshape(2, 8, 8) % 3
+    >>> full = (jnp.ones((2, 8, 8, 4)), jnp.eye(4, 3), jnp.zeros(3))
+    >>> half = (jnp.ones((2, 4, 4, 5)), jnp.eye(5, 3), jnp.zeros(3))
+    >>> loss = deep_supervision_loss([full, half], ids, ce_weight=1.0)
+    >>> want = (2 * head_loss(*full, ids, ce_weight=1.0)
+    ...         + head_loss(*half, ids[:, 1::2, 1::2], ce_weight=1.0)) / 3
+    >>> bool(jnp.allclose(loss, want))
+    True
+  """
+  heads = list(heads)
+  if not heads or any(len(h) != 3 for h in heads):
+    raise ValueError(
+      "`heads` must be a non-empty sequence of (features, kernel, bias),"
+      f" got {len(heads)} heads of lengths {[len(h) for h in heads]}."
+    )
+  if "upsample" in loss_options:
+    raise ValueError(
+      "deep_supervision_loss downsamples the targets to each head's"
+      " resolution: `upsample` is not an option."
+    )
+  if weights is None:
+    weights = 0.5 ** np.arange(len(heads))
+    weights = weights / weights.sum()
+  weights = np.asarray(weights, np.float64)
+  if weights.shape != (len(heads),) or not np.all(
+    np.isfinite(weights) & (weights >= 0)
+  ):
+    raise ValueError(
+      f"`weights` must be {len(heads)} finite numbers >= 0, one per head,"
+      f" got {weights.tolist()}."
+    )
+  targets = jnp.asarray(targets)
+  where = loss_options.pop("where", None)
+  total = 0.0
+  for s, ((features, kernel, bias), weight) in enumerate(zip(heads, weights)):
+    if weight == 0:
+      continue
+    spatial = np.shape(features)[1:-1]
+    factors = _downsample_factors(np.shape(targets), spatial, s)
+    loss = head_loss(
+      features,
+      kernel,
+      bias,
+      _downsample(targets, factors),
+      chunk_size=chunk_size,
+      where=None if where is None else _downsample(where, factors),
+      **loss_options,
+    )
+    total = total + float(weight) * loss
+  return total
+
+
+def _downsample_factors(target_shape, spatial, s: int) -> tuple[int, ...]:
+  full = tuple(target_shape[1 : 1 + len(spatial)])
+  if len(full) != len(spatial) or any(
+    n < 1 or t % n for t, n in zip(full, spatial)
+  ):
+    raise ValueError(
+      f"The spatial shape {tuple(spatial)} of `heads[{s}]`'s features must"
+      " divide that of `targets`, axis by axis (nearest downsampling by an"
+      f" integer factor), got `targets` of shape {tuple(target_shape)}."
+    )
+  return tuple(t // n for t, n in zip(full, spatial))
+
+
+def _downsample(x, factors):
+  """The centre pixel of each block (half-pixel centres), per spatial axis."""
+  return x[(slice(None),) + tuple(slice(r // 2, None, r) for r in factors)]
 
 
 def _upsample_factors(upsample, spatial) -> tuple[int, ...]:

@@ -45,6 +45,7 @@ class ApiTest(parameterized.TestCase):
         "check_labels",
         "cldice_loss",
         "confusion_stats",
+        "deep_supervision_loss",
         "dice_loss",
         "distance_transform",
         "focal_cross_entropy",
@@ -104,6 +105,7 @@ class ApiTest(parameterized.TestCase):
     first = {
       pel_jax.accumulated_value_and_grad: "stats_fn",
       pel_jax.check_labels: "targets",
+      pel_jax.deep_supervision_loss: "heads",
       pel_jax.distance_transform: "mask",
       pel_jax.global_sum: "x",
       pel_jax.head_loss: "features",

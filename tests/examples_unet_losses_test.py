@@ -7,6 +7,7 @@ import pytest
 
 from examples.unet import configs
 from examples.unet import losses
+from examples.unet import models
 import pel_jax
 
 
@@ -58,3 +59,50 @@ def test_stats_loss_is_make_loss(batch_dice):
   np.testing.assert_allclose(
     sl.loss(jax.tree.map(combine, *parts)), want, rtol=1e-6
   )
+
+
+@pytest.mark.parametrize(
+  "spec,batch_dice",
+  [("pel+2*tversky+ce", True), ("jaccard+0.5*ce", False), ("ce", True)],
+)
+def test_fused_head_loss_is_make_loss(spec, batch_dice):
+  """`--fused-head`, whole and as two parts' statistics: the unfused loss of
+  the head's logits, value and gradients for features, kernel and bias."""
+  kw = dict(loss=spec, classes=3, batch_dice=batch_dice)
+  plain = losses.make_loss(configs.get_config(**kw))
+  fused_cfg = configs.get_config(**kw, fused_head=True)
+  fused, sl = losses.make_loss(fused_cfg), losses.make_stats_loss(fused_cfg)
+  assert sl.stack is not batch_dice
+  rng = np.random.default_rng(1)
+  head = models.HeadInputs(
+    jnp.asarray(rng.normal(size=(4, 5, 6, 2)), jnp.float32),
+    jnp.asarray(rng.normal(size=(2, 3)), jnp.float32),
+    jnp.asarray(rng.normal(size=3), jnp.float32),
+  )
+  labels = jnp.asarray(rng.integers(0, 3, (4, 5, 6)))
+  combine = (lambda *s: sum(s)) if batch_dice else (lambda *s: jnp.stack(s))
+
+  def in_parts(h):
+    parts = [
+      sl.stats(h._replace(features=h.features[i : i + 2]), labels[i : i + 2])
+      for i in (0, 2)
+    ]
+    return sl.loss(jax.tree.map(combine, *parts))
+
+  want, want_grad = jax.jit(
+    jax.value_and_grad(lambda h: plain(h.features @ h.kernel + h.bias, labels))
+  )(head)
+  for fn in (lambda h: fused(h, labels), in_parts):
+    got, got_grad = jax.jit(jax.value_and_grad(fn))(head)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for g, w in zip(got_grad, want_grad):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_head_refuses_terms_it_cannot_express(monkeypatch):
+  monkeypatch.setattr(losses, "LOSS_NAMES", (*losses.LOSS_NAMES, "focal"))
+  cfg = configs.get_config(loss="dice+focal", fused_head=True)
+  with pytest.raises(
+    ValueError, match=r"--fused-head: the --loss terms \['focal'\]"
+  ):
+    losses.make_loss(cfg)

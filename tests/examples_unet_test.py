@@ -177,14 +177,21 @@ def _steps(cfg, micro, sharded, count=3):
   stats_loss = losses.make_stats_loss(cfg)
   if sharded:
     parallel = steps.DataParallel(
-      losses.make_loss(cfg), cfg.classes, micro=micro, stats_loss=stats_loss
+      losses.make_loss(cfg),
+      cfg.classes,
+      micro=micro,
+      stats_loss=stats_loss,
+      fused_head=cfg.fused_head,
     )
     parallel.replicate(model, optimizer)
     step = parallel.step
   elif micro is None:
     step = nnx.jit(
       functools.partial(
-        steps.train_step, loss_fn=losses.make_loss(cfg), num_classes=cfg.classes
+        steps.train_step,
+        loss_fn=losses.make_loss(cfg),
+        num_classes=cfg.classes,
+        fused_head=cfg.fused_head,
       )
     )
   else:
@@ -194,6 +201,7 @@ def _steps(cfg, micro, sharded, count=3):
         stats_loss=stats_loss,
         num_classes=cfg.classes,
         micro=micro,
+        fused_head=cfg.fused_head,
       )
     )
   out = []
@@ -237,6 +245,17 @@ def test_accumulate_per_sample_region_loss():
     _steps(cfg, 2, sharded=True, count=2),
     _steps(cfg, None, sharded=False, count=2),
   )
+
+
+def test_fused_head_matches_the_plain_head():
+  """`--fused-head`: the losses, counts and params of the plain head's run,
+  one device, sharded and accumulated."""
+  cfg = tiny(batch_size=16, loss="dice+0.5*ce", classes=3)
+  reference = _steps(cfg, None, sharded=False)
+  assert not np.allclose(reference[0][0][0], reference[0][-1][0])  # it moves
+  fused = dataclasses.replace(cfg, fused_head=True)
+  for k, sharded in ((None, False), (1, True), (2, True)):
+    _assert_same_run(_steps(fused, k, sharded=sharded), reference)
 
 
 def test_accumulate_flag_runs_the_same_first_step(tmp_path, capsys):

@@ -241,5 +241,109 @@ class HeadLossTest(parameterized.TestCase):
         pel_jax.head_loss(*args, **kwargs)
 
 
+def _scales(full, factors, classes=3, seed=2):
+  """One (features, kernel, bias) per scale: `full` // each factor."""
+  rng = np.random.default_rng(seed)
+  return [
+    tuple(
+      jnp.asarray(x)
+      for x in (
+        rng.normal(size=(2, *np.floor_divide(full, r), _D + s)),
+        rng.normal(size=(_D + s, classes)),
+        rng.normal(size=classes),
+      )
+    )
+    for s, r in enumerate(factors)
+  ]
+
+
+class DeepSupervisionTest(parameterized.TestCase):
+  # (name, full spatial, per-scale factors, targets, options): the weights
+  # are nnU-Net's 2^-s normalised (4/7, 2/7, 1/7) or given.
+  @parameterized.named_parameters(
+    (
+      "ids_where_2d",
+      (8, 12),
+      (1, 2, 4),
+      "ids",
+      dict(batch=True, ce_weight=1.0, where=_mask((8, 12))),
+      None,
+      (4 / 7, 2 / 7, 1 / 7),
+    ),
+    (
+      "soft_anisotropic_3d",
+      (4, 6, 3),
+      ((1, 1, 1), (2, 2, 1), (4, 3, 3)),
+      "soft",
+      dict(exponent=2.0, soft_labels=True),
+      (0.5, 0.0, 0.25),
+      (0.5, 0.0, 0.25),
+    ),
+  )
+  def test_equals_unfused_heads_float64(
+    self, full, factors, targets, options, weights, want_weights
+  ):
+    """Against the unfused per-scale `pel_loss` sum, the labels downsampled
+    by `jax.image.resize(..., "nearest")`, values and gradients."""
+    with jax.enable_x64(True):
+      heads = _scales(full, factors)
+      *_, t = _case(full, targets, classes=3, seed=3)
+
+      def resize(x, spatial):
+        # Float through the resize: integer ids round-trip exactly.
+        shape = x.shape[:1] + spatial + x.shape[1 + len(spatial) :]
+        return jax.image.resize(x.astype(jnp.float64), shape, "nearest")
+
+      def plain(heads):
+        total = 0.0
+        for (f, w, b), weight in zip(heads, want_weights):
+          spatial = f.shape[1:-1]
+          o = dict(options)
+          if "where" in o:
+            o["where"] = resize(o["where"], spatial) > 0.5
+          ts = resize(t, spatial).astype(t.dtype)
+          total += weight * pel_jax.pel_loss(
+            f @ w + b, ts, from_logits=True, **o
+          )
+        return total
+
+      def fused(heads):
+        return pel_jax.deep_supervision_loss(
+          heads, t, weights=weights, chunk_size=5, **options
+        )
+
+      (value, grads), (want, want_grads) = jax.jit(
+        lambda h: tuple(jax.value_and_grad(fn)(h) for fn in (fused, plain))
+      )(heads)
+      np.testing.assert_allclose(value, want, rtol=1e-10)
+      jax.tree.map(
+        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12),
+        grads,
+        want_grads,
+      )
+
+  def test_bad_inputs_name_the_argument(self):
+    heads = _scales((4, 4), (1, 2))
+    t = jnp.zeros((2, 4, 4), jnp.int32)
+    bad = (
+      (([], t), {}, "`heads`"),
+      (([heads[0][:2]], t), {}, "`heads`"),
+      (
+        ([heads[0], (jnp.zeros((2, 3, 2, 4)), *heads[1][1:])], t),
+        {},
+        "heads.1",
+      ),
+      ((heads, t), dict(weights=(1.0,)), "`weights`"),
+      ((heads, t), dict(weights=(1.0, -1.0)), "`weights`"),
+      ((heads, t), dict(upsample=2), "`upsample`"),
+    )
+    for args, kwargs, name in bad:
+      with (
+        self.subTest(name=name, kwargs=kwargs),
+        self.assertRaisesRegex(ValueError, name),
+      ):
+        pel_jax.deep_supervision_loss(*args, **kwargs)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -18,6 +18,8 @@ import optax
 
 import pel_jax
 
+from . import models
+
 
 def check(batch_size: int, micro: int, devices: int) -> None:
   """Refuses a K that does not split every device's rows into equal parts."""
@@ -51,6 +53,7 @@ def train_step(
   micro: int,
   devices: int = 1,
   sharding=None,
+  fused_head: bool = False,
 ):
   """`steps.train_step` over K = `micro` micro-batches, in one's memory.
 
@@ -58,7 +61,8 @@ def train_step(
   `stats_loss` (a `losses.StatsLoss`) over the micro-batches, so the loss
   and gradient are those of the whole batch, not a mean of micro-batch
   losses. `sharding` (the batch's, over `devices`) keeps each micro-batch
-  spread over every device.
+  spread over every device. `fused_head`: `stats_loss` takes the model's
+  `HeadInputs` (`--fused-head`).
   """
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   parts = {k: micro_batches(v, micro, devices) for k, v in batch.items()}
@@ -74,12 +78,14 @@ def train_step(
   # float32 counts are exact below 2**24 pixels per step).
   def stats(wrt, mb):
     params, probe = wrt
-    logits = nnx.merge(graphdef, params, rest)(mb["image"])
-    pred = jnp.argmax(logits, -1)
+    out = models.outputs(
+      nnx.merge(graphdef, params, rest), mb["image"], fused_head
+    )
+    pred = models.predicted_labels(out)
     counts = jnp.bincount(
       (mb["mask"] * num_classes + pred).ravel(), length=num_classes**2
     ).astype(jnp.float32)
-    return stats_loss.stats(logits, mb["mask"]), jnp.vdot(probe, counts)
+    return stats_loss.stats(out, mb["mask"]), jnp.vdot(probe, counts)
 
   def loss(s):
     region, probe_term = s

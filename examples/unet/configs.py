@@ -46,6 +46,10 @@ class Config:
     "decoder upsampling: resize (nearest x2 + 3x3 conv) | transpose (stride-2 transposed conv, before 0.3.0: striped masks)",
   )
   bf16: bool = _opt(False, "mixed precision: bf16 compute, f32 params and loss")
+  fused_head: bool = _opt(
+    False,
+    "training loss by pel_jax.head_loss: the last 1x1 conv fused into the loss, the [B, H, W, classes] logits never built (same params and loss as without)",
+  )
   # optimisation
   steps: int = _opt(300, "training steps")
   batch_size: int = _opt(8, "global batch size (divisible by the device count)")

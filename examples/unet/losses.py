@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import pel_jax
@@ -90,7 +91,14 @@ def make_loss(cfg) -> Callable[[jax.Array, jax.Array], jax.Array]:
 
   Under `jit` with the batch sharded over a mesh, every term is the global
   batch value: the compiler makes the sums global, no `axis_name` needed.
+  With `cfg.fused_head`, `loss(head_inputs, labels)` (`models.HeadInputs`):
+  the same loss by `pel_jax.head_loss`, without the logits.
   """
+  if cfg.fused_head:
+    calls = head_calls(cfg)
+    return lambda head, labels: sum(
+      w * pel_jax.head_loss(*head, labels, **o) for w, o in calls
+    )
   terms = [
     (w, None if name == "ce" else region_loss_fn(name, cfg))
     for w, name in parse_loss(cfg.loss)
@@ -134,6 +142,34 @@ def region_options(name: str, cfg) -> dict:
   return dict(exponent=1.0, scale=1.0, fp_weight=fp, fn_weight=fn)
 
 
+def head_calls(cfg) -> list[tuple[float, dict]]:
+  """`make_loss(cfg)` as weighted `pel_jax.head_loss` calls, one per region term.
+
+  The CE rides on the first call (`ce_weight`, the same pixel mean as
+  optax's); CE alone is a Dice call whose classes all weigh 0. Every
+  `--loss` term can be written so; a term that could not would be refused
+  here, naming `--fused-head`.
+  """
+  terms = parse_loss(cfg.loss)
+  unsupported = sorted({n for _, n in terms} - {*REGION_LOSSES, "ce"})
+  if unsupported:
+    raise ValueError(
+      f"--fused-head: the --loss terms {unsupported} are not functions of"
+      " the region sums that pel_jax.head_loss computes; drop --fused-head"
+    )
+  region = [(w, region_options(n, cfg)) for w, n in terms if n != "ce"]
+  if not region:
+    zeros = np.zeros(cfg.classes, np.float32)
+    region = [(1.0, dict(region_options("dice", cfg), class_weights=zeros))]
+  calls = [
+    (w, dict(o, from_logits=True, batch=cfg.batch_dice)) for w, o in region
+  ]
+  ce = sum(w for w, n in terms if n == "ce")
+  if ce:
+    calls[0][1]["ce_weight"] = ce / calls[0][0]
+  return calls
+
+
 class StatsLoss(NamedTuple):
   """`make_loss` split into additive statistics and the loss of their sum.
 
@@ -149,7 +185,13 @@ class StatsLoss(NamedTuple):
 
 
 def make_stats_loss(cfg) -> StatsLoss:
-  """`make_loss(cfg)` as a `StatsLoss`: CE as a sum and a pixel count."""
+  """`make_loss(cfg)` as a `StatsLoss`: CE as a sum and a pixel count.
+
+  With `cfg.fused_head`, `stats(head_inputs, labels)`: `pel_jax.head_stats`
+  of each of `head_calls(cfg)`.
+  """
+  if cfg.fused_head:
+    return _head_stats_loss(cfg)
   terms = [
     (
       w,
@@ -181,10 +223,31 @@ def make_stats_loss(cfg) -> StatsLoss:
       if o is None:
         value = s[0].sum() / s[1].sum()  # stacked [K] or summed: the same
       else:
-        if stack:  # [K, B/K, C] -> [B, C]: samples concatenated
-          s = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), s)
-        value = pel_jax.loss_from_stats(s, **o)
+        value = pel_jax.loss_from_stats(_stacked(s, stack), **o)
       total = total + w * value
     return total
+
+  return StatsLoss(stats, loss, stack)
+
+
+def _stacked(stats, stack: bool):
+  """`[K, B/K, ...]` per-sample statistics of K micro-batches -> `[B, ...]`."""
+  if not stack:
+    return stats
+  return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), stats)
+
+
+def _head_stats_loss(cfg) -> StatsLoss:
+  calls = head_calls(cfg)
+  stack = not cfg.batch_dice
+
+  def stats(head, labels: jax.Array) -> list:
+    return [pel_jax.head_stats(*head, labels, **o) for _, o in calls]
+
+  def loss(stats: list) -> jax.Array:
+    return sum(
+      w * pel_jax.loss_from_stats(_stacked(s, stack), **o)
+      for (w, o), s in zip(calls, stats)
+    )
 
   return StatsLoss(stats, loss, stack)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from flax import nnx
 import jax
@@ -77,6 +78,36 @@ def _upsample(kind: str, cin: int, cout: int, dtype, rngs: nnx.Rngs):
   raise ValueError(f"upsample must be one of {UPSAMPLES}, got {kind!r}")
 
 
+class HeadInputs(NamedTuple):
+  """What the last 1×1 conv reads, and its parameters (`--fused-head`).
+
+  `pel_jax.head_loss(*head_inputs, labels, ...)` is the loss of
+  `features @ kernel + bias`, the logits `UNet.__call__` returns, without
+  building them.
+  """
+
+  features: jax.Array  # [B, H, W, D], the last decoder stage
+  kernel: jax.Array  # [D, C], the 1x1 conv's kernel without its 1x1 window
+  bias: jax.Array  # [C]
+
+  def labels(self) -> jax.Array:
+    """`argmax` of the logits, one sample's logits at a time."""
+    return jax.lax.map(
+      lambda f: jnp.argmax(jnp.dot(f, self.kernel) + self.bias, -1),
+      self.features,
+    )
+
+
+def outputs(model, image: jax.Array, fused_head: bool):
+  """What the loss reads: logits, or `HeadInputs` with `--fused-head`."""
+  return model.head_inputs(image) if fused_head else model(image)
+
+
+def predicted_labels(out) -> jax.Array:
+  """The argmax class of logits or of `HeadInputs`."""
+  return out.labels() if isinstance(out, HeadInputs) else jnp.argmax(out, -1)
+
+
 class UNet(nnx.Module):
   """UNet with `depth` poolings; level i has `width * 2**i` channels.
 
@@ -119,7 +150,8 @@ class UNet(nnx.Module):
     self.head = nnx.Conv(width, num_classes, (1, 1), dtype=dtype, rngs=rngs)
     self.in_channels, self.depth = in_channels, depth
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def decode(self, x: jax.Array) -> jax.Array:
+    """The last decoder stage, `[B, H, W, width]`: the 1×1 head's input."""
     skips = []
     for block in self.down:
       x = block(x)
@@ -128,7 +160,23 @@ class UNet(nnx.Module):
     x = self.bottom(x)
     for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
       x = block(jnp.concatenate([up(x), skip.astype(x.dtype)], axis=-1))
-    return self.head(x).astype(jnp.float32)
+    return x
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.head(self.decode(x)).astype(jnp.float32)
+
+  def head_inputs(self, x: jax.Array) -> HeadInputs:
+    """`decode(x)` and the head's parameters, in the head's compute dtype.
+
+    The same parameters as `__call__`'s head, so checkpoints of fused and
+    plain runs are interchangeable.
+    """
+    features = self.decode(x)
+    kernel, bias = (
+      jnp.asarray(p[...], features.dtype)
+      for p in (self.head.kernel, self.head.bias)
+    )
+    return HeadInputs(features, kernel.reshape(kernel.shape[-2:]), bias)
 
 
 # Config fields that fix the architecture; saved with every checkpoint so a

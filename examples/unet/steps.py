@@ -22,6 +22,7 @@ import optax
 from . import accumulate
 from . import configs
 from . import losses
+from . import models
 
 AXIS = "data"
 
@@ -39,15 +40,21 @@ def make_optimizer(cfg: configs.Config, model: nnx.Module) -> nnx.Optimizer:
   return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-def train_step(model, optimizer, batch, loss_fn, num_classes: int):
-  """One optimizer step in place; returns (loss, confusion matrix, |grad|)."""
+def train_step(
+  model, optimizer, batch, loss_fn, num_classes: int, fused_head: bool = False
+):
+  """One optimizer step in place; returns (loss, confusion matrix, |grad|).
+
+  `fused_head`: `loss_fn` takes the model's `HeadInputs` instead of its
+  logits (`losses.make_loss` of a `--fused-head` config).
+  """
 
   def objective(model):
-    logits = model(batch["image"])
-    return loss_fn(logits, batch["mask"]), logits
+    out = models.outputs(model, batch["image"], fused_head)
+    return loss_fn(out, batch["mask"]), out
 
-  (loss, logits), grads = nnx.value_and_grad(objective, has_aux=True)(model)
-  pred = jnp.argmax(logits, -1)
+  (loss, out), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+  pred = models.predicted_labels(out)
   cm = jnp.bincount(
     (batch["mask"] * num_classes + pred).ravel(), length=num_classes**2
   ).reshape(num_classes, num_classes)
@@ -65,14 +72,21 @@ class DataParallel:
     *,
     micro: int = 1,
     stats_loss: losses.StatsLoss | None = None,
+    fused_head: bool = False,
   ):
-    """`micro` > 1 (`--accumulate`): `accumulate.train_step` on `stats_loss`."""
+    """`micro` > 1 (`--accumulate`): `accumulate.train_step` on `stats_loss`.
+
+    `fused_head`: the losses take `HeadInputs` (`--fused-head`).
+    """
     self.mesh = Mesh(np.array(jax.devices()), (AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
     if micro == 1:
       step = functools.partial(
-        train_step, loss_fn=loss_fn, num_classes=num_classes
+        train_step,
+        loss_fn=loss_fn,
+        num_classes=num_classes,
+        fused_head=fused_head,
       )
     else:
       step = functools.partial(
@@ -82,6 +96,7 @@ class DataParallel:
         micro=micro,
         devices=self.mesh.size,
         sharding=self.batch_sharding,
+        fused_head=fused_head,
       )
     self._step = nnx.jit(step, donate_argnames=("model", "optimizer"))
 

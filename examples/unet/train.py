@@ -131,6 +131,7 @@ def _run(
     cfg.classes,
     micro=cfg.accumulate,
     stats_loss=losses.make_stats_loss(cfg),
+    fused_head=cfg.fused_head,
   )
   parallel.replicate(model, optimizer)
   nproc, pid = jax.process_count(), jax.process_index()
