@@ -7,6 +7,7 @@ from pel_jax._accumulate import accumulated_value_and_grad
 from pel_jax._boundary import boundary_loss
 from pel_jax._cldice import cldice_loss
 from pel_jax._cldice import soft_dice_cldice_loss
+from pel_jax._cross_entropy import cross_entropy
 from pel_jax._diagnostics import check_labels
 from pel_jax._diagnostics import weight_map
 from pel_jax._distance import distance_transform
@@ -48,6 +49,7 @@ __all__ = (
   "check_labels",
   "cldice_loss",
   "confusion_stats",
+  "cross_entropy",
   "dice_loss",
   "distance_transform",
   "focal_cross_entropy",

@@ -45,6 +45,7 @@ class ApiTest(parameterized.TestCase):
         "check_labels",
         "cldice_loss",
         "confusion_stats",
+        "cross_entropy",
         "dice_loss",
         "distance_transform",
         "focal_cross_entropy",

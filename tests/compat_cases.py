@@ -60,6 +60,8 @@ def _needs(opts):
     "average",
     "ce_weight",
     "ce_label_smoothing",
+    "ce_class_weights",
+    "ce_pos_weight",
   }
   return frozenset(k for k in opts if k in family)
 
@@ -536,13 +538,26 @@ def monai_dice_ce_loss(kw, y, num_classes):
   (softmax=False, MONAI's default: the Dice sees the raw input; or sigmoid
   with C > 1: a sigmoid Dice beside a softmax CE) the Dice is pel_jax's
   and the CE optax's.
+
+  MONAI's ``weight`` (all C classes) is the CE's class weights
+  (``ce_class_weights``, torch's Σ w_y·CE / Σ w_y for ids) for C > 1, its
+  BCE ``pos_weight`` (``ce_pos_weight``) for C = 1, and the Dice's class
+  weights (``weight[1:]`` without background; none for C = 1, where MONAI's
+  Dice ignores it). With one-hot float targets torch's weighted CE takes
+  its probability-target path, which divides by the pixel count:
+  ``cross_entropy(..., reduction="sum")`` over the pixel count.
   """
   import optax  # pylint: disable=g-import-not-at-top
 
   y = np.asarray(y, np.float64)
+  weight = kw.get("weight")
+  kw = {k: v for k, v in kw.items() if k != "weight"}
+  if weight is not None and num_classes > 1:
+    kw["weight"] = weight[1:] if not kw.get("include_background", 1) else weight
   opts = monai_options("DiceLoss", kw, num_classes)
   lam_dice, lam_ce = kw.get("lambda_dice", 1.0), kw.get("lambda_ce", 1.0)
   smoothing = kw.get("label_smoothing", 0.0) if num_classes > 1 else 0.0
+  ids = None
   if y.shape[1] == 1 and num_classes > 1:
     ids = y[:, 0].astype(np.int32)
     dice_targets = ids if kw.get("to_onehot_y") else _chlast(y)
@@ -552,6 +567,12 @@ def monai_dice_ce_loss(kw, y, num_classes):
   fused = opts.get("activation") == (
     "sigmoid" if num_classes == 1 else "softmax"
   )
+  ce_opts = {}
+  if weight is not None:
+    name = "ce_pos_weight" if num_classes == 1 else "ce_class_weights"
+    ce_opts = {name: np.asarray(weight, np.float64)}
+  # The fused weighted CE normalises by Σ w_y, as torch does for ids only.
+  fused = fused and (weight is None or num_classes == 1 or ids is not None)
 
   def loss(x):
     if fused:
@@ -560,15 +581,27 @@ def monai_dice_ce_loss(kw, y, num_classes):
         dice_targets,
         ce_weight=lam_ce / lam_dice,
         ce_label_smoothing=smoothing,
+        **ce_opts,
         **opts,
       )
-    if num_classes == 1:
-      ce = optax.sigmoid_binary_cross_entropy(x, ce_targets)
+    if weight is not None:
+      ce = pel_jax.cross_entropy(
+        x,
+        ids if ids is not None else ce_targets,
+        class_weights=ce_opts.get("ce_class_weights"),
+        pos_weight=ce_opts.get("ce_pos_weight"),
+        label_smoothing=smoothing,
+        reduction="mean" if ids is not None else "sum",
+      )
+      if ids is None:
+        ce = ce / (np.size(ce_targets) // num_classes)
+    elif num_classes == 1:
+      ce = jnp.mean(optax.sigmoid_binary_cross_entropy(x, ce_targets))
     else:
       q = optax.smooth_labels(ce_targets, smoothing)
-      ce = optax.softmax_cross_entropy(x, q)
+      ce = jnp.mean(optax.softmax_cross_entropy(x, q))
     dice = pel_jax.pel_loss(x, dice_targets, **opts)
-    return lam_dice * dice + lam_ce * jnp.mean(ce)
+    return lam_dice * dice + lam_ce * ce
 
   return loss
 
@@ -608,14 +641,30 @@ _DICE_CE = [
     _Y3,
     0.4176,
   ),
+  # [5]: weight=(0, 1) without background: torch's class-weighted CE mean
+  # (Σ w_y·CE / Σ w_y) beside the Dice of the raw input.
+  (
+    dict(include_background=False, to_onehot_y=True, weight=(0.0, 1.0)),
+    [
+      [[100.0, 100.0, 0.0], [0.0, 0.0, 1.0]],
+      [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]],
+    ],
+    _Y3,
+    0.3133,
+  ),
+  # [6]: C = 1, sigmoid=True, weight=(0.5,): the BCE's pos_weight (MONAI's
+  # Dice ignores a weight for one class).
+  (
+    dict(weight=(0.5,), sigmoid=True),
+    [[[0.8, 0.6, 0.0]], [[0.0, 0.0, 0.9]]],
+    [[[0.0, 0.0, 1.0]], [[0.0, 1.0, 0.0]]],
+    1.445239,
+  ),
 ]
 
 
 def _dice_ce_cases():
   for i, (kw, x, y, expected) in enumerate(_DICE_CE):
-    kw = dict(kw)
-    if kw.get("weight") is not None and not kw.get("include_background", 1):
-      kw["weight"] = kw["weight"][1:]  # DiceCELoss gives Dice weight[1:].
     yield Case(
       f"monai_DiceCELoss_{i}",
       f"{MONAI}: tests/losses/test_dice_ce_loss.py TEST_CASES[{i}]",
@@ -623,37 +672,10 @@ def _dice_ce_cases():
       expected,
       1e-4,
       1e-4,
+      frozenset(
+        {"ce_class_weights"} if i >= 3 else ()
+      ),  # Weighted CE (all-ones weights in [3], [4]).
     )
-
-
-def _dice_ce_unsupported():
-  """DiceCELoss cases with CE options pel_jax does not offer (listed only)."""
-
-  def run():
-    raise NotImplementedError("no pel_jax equivalent")
-
-  path = f"{MONAI}: tests/losses/test_dice_ce_loss.py TEST_CASES"
-  # [5]: weight=(0, 1), include_background=False: torch's class-weighted CE
-  # mean (sum w_y l / sum w_y).
-  yield Case(
-    "monai_DiceCELoss_5",
-    path + "[5]",
-    run,
-    0.3133,
-    1e-4,
-    1e-4,
-    frozenset({"ce_class_weights"}),
-  )
-  # [6]: C = 1, sigmoid=True, weight=(0.5,): BCEWithLogits pos_weight.
-  yield Case(
-    "monai_DiceCELoss_6",
-    path + "[6]",
-    run,
-    1.445239,
-    1e-4,
-    1e-4,
-    frozenset({"bce_pos_weight"}),
-  )
 
 
 def _fused_ce_case():
@@ -1459,7 +1481,6 @@ def all_cases():
   return (
     list(_monai_cases())
     + list(_dice_ce_cases())
-    + list(_dice_ce_unsupported())
     + list(_fused_ce_case())
     + list(_smp_cases())
     + list(_kornia_cases())

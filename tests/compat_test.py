@@ -35,6 +35,7 @@ AVAILABLE = frozenset(
     "average",
     "ce_weight",
     "ce_label_smoothing",
+    "ce_class_weights",
   }
 )
 
