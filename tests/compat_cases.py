@@ -780,6 +780,68 @@ def _smp_score(kind, y_pred, y_true, dims=None):
   return lambda: np.ravel(1.0 - pel_jax.pel_loss(x, t, **opts))
 
 
+def smp_soft_ce(y_pred, y_true, *, smooth_factor=0.0, ignore_index=-100):
+  """pel_jax equivalent of smp `SoftCrossEntropyLoss(...)(y_pred, y_true)`.
+
+  `y_pred` `[N, C]` logits (channels last here), `y_true` `[N]` ids. smp's
+  mean divides by every pixel, the ignored ones too: the sum over the
+  count of all pixels.
+  """
+  x = np.asarray(y_pred, np.float64)[None]
+  t = np.asarray(y_true, np.int32)[None]
+  return lambda: np.ravel(
+    pel_jax.cross_entropy(
+      x,
+      t,
+      label_smoothing=smooth_factor,
+      ignore_index=ignore_index,
+      reduction="sum",
+    )
+    / t.size
+  )
+
+
+def smp_soft_bce(y_pred, y_true, *, smooth_factor=0.0, ignore_index=-100):
+  """pel_jax equivalent of smp `SoftBCEWithLogitsLoss(...)(y_pred, y_true)`.
+
+  smp smooths the targets to f and 1 - f (``label_smoothing=2 f``), and
+  its mean divides by every entry, the ignored ones too.
+  """
+  x = np.asarray(y_pred, np.float64)[None, :, None]
+  t = np.asarray(y_true)[None]
+  return lambda: np.ravel(
+    pel_jax.cross_entropy(
+      x,
+      (t == 1).astype(np.float64)[..., None],
+      label_smoothing=2 * smooth_factor,
+      where=t != ignore_index,
+      reduction="sum",
+    )
+    / t.size
+  )
+
+
+def _smp_soft_ce_cases():
+  path = f"{SMP}: tests/test_losses.py::"
+  nine = [[9 if i == j else -9 for j in range(4)] for i in range(4)]
+  yield Case(
+    "smp_soft_ce_loss",
+    path + "test_soft_ce_loss",
+    smp_soft_ce(nine, [0, 1, -100, 3], smooth_factor=0.1),
+    1.0125,
+    0.0,
+    1e-4,
+  )
+  yield Case(
+    "smp_soft_bce_loss",
+    path + "test_soft_bce_loss",
+    smp_soft_bce([-9, 9, 1, 9, -9], [0, 1, -100, 1, 0], smooth_factor=0.1),
+    0.7201,
+    0.0,
+    1e-4,
+  )
+
+
 def _smp_cases():
   path = f"{SMP}: tests/test_losses.py::"
   score_cases = [
@@ -1483,6 +1545,7 @@ def all_cases():
     + list(_dice_ce_cases())
     + list(_fused_ce_case())
     + list(_smp_cases())
+    + list(_smp_soft_ce_cases())
     + list(_kornia_cases())
     + list(_kornia_09_cases())
     + list(_keras_cases())
