@@ -110,10 +110,12 @@ def monai(loss, kw, x, y, mask=None, other_act=None):
   """Runs the pel_jax equivalent of MONAI `loss(**kw)(x, y[, mask])`.
 
   MONAI's `other_act` is applied here and its output passed as
-  probabilities. MaskedDiceLoss multiplies the *inputs* (logits) and targets
-  by the mask before the activation, so a masked logit becomes p = 0.5 after
-  a sigmoid and still counts; pel_jax's `where` drops pixels after the
-  activation instead, so MONAI's numbers need the same pre-multiplication.
+  probabilities. MaskedDiceLoss's published test values multiply the
+  *inputs* (logits) and targets by the mask before the activation, so a
+  masked logit becomes p = 0.5 after a sigmoid and still counts; pel_jax's
+  `where` drops pixels after the activation instead, so those numbers need
+  the same pre-multiplication. (MONAI 1.6.1 itself applies the activation
+  first: compat_test's `EmptyClassRulesTest`.)
   """
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   num_classes = x.shape[1]
@@ -707,10 +709,20 @@ def _fused_ce_case():
 # ----------------------------------------------------------------------------
 
 
-def smp(
+def smp(loss, mode, y_pred, y_true, **kw):
+  """Runs the pel_jax equivalent of smp `loss(mode, ...)(y_pred, y_true)`.
+
+  Returns `(run, needs)`; `smp_loss` is the mapping as a function of
+  `y_pred`.
+  """
+  fn, needs = smp_loss(loss, mode, y_true, **kw)
+  y_pred = np.asarray(y_pred, np.float64)
+  return (lambda: np.ravel(fn(y_pred))), needs
+
+
+def smp_loss(
   loss,
   mode,
-  y_pred,
   y_true,
   *,
   from_logits=True,
@@ -719,16 +731,18 @@ def smp(
   ignore_index=None,
   alpha=0.5,
   beta=0.5,
+  class_weights=None,
 ):
-  """pel_jax equivalent of smp `loss(mode, ...)(y_pred, y_true)`.
+  """pel_jax equivalent of smp `loss(mode, ...)(·, y_true)`, of `y_pred`.
 
   smp sums over the batch too (batch=True), smooths like pel_jax (no factor
   2), defaults to from_logits=True, zeroes the loss of classes with no
-  target pixel in the batch and divides by all classes: pel_jax's
-  absent_classes="exclude" is the same when C = 1 or no class is absent
-  (smp's multi-class mean then counts absent classes as 0 instead).
+  target pixel in the batch and divides by all classes (or by Σ w with
+  ``class_weights``: Σ w·L / Σ w): pel_jax's ``absent_classes="exclude"``
+  with ``reduction="none"`` returns those zeros, the mean over the C
+  entries is smp's, and ``class_weights=w·C/Σw`` turns that mean into
+  Σ w·L / Σ w. Returns `(fn, needs)`.
   """
-  y_pred = np.asarray(y_pred, np.float64)
   y_true = np.asarray(y_true)
   bs = y_true.shape[0]
   opts = dict(exponent=1.0, batch=True, smooth_nr=smooth, smooth_dr=smooth)
@@ -739,30 +753,40 @@ def smp(
   else:
     opts.update(fp_weight=alpha, fn_weight=beta)
   if mode == "multiclass":
-    x = np.moveaxis(y_pred.reshape(bs, y_pred.shape[1], -1), 1, -1)
     t = y_true.reshape(bs, -1).astype(np.int32)
     if ignore_index is not None:
       opts["ignore_index"] = ignore_index
-    present = [np.any(t == c) for c in range(x.shape[-1])]
+
+    def layout(y_pred):
+      return jnp.moveaxis(y_pred.reshape(bs, y_pred.shape[1], -1), 1, -1)
+
+    num = None
     activation = "softmax"
   else:
-    num = 1 if mode == "binary" else y_pred.shape[1]
-    x = np.moveaxis(y_pred.reshape(bs, num, -1), 1, -1)
+    num = 1 if mode == "binary" else y_true.shape[1]
     t = np.moveaxis(y_true.reshape(bs, num, -1), 1, -1).astype(np.float64)
     if ignore_index is not None:  # Per-pixel only: binary mode.
       keep = t[..., 0] != ignore_index
       opts["where"] = keep
       t = t * keep[..., None]
-    present = list(np.any(t > 0, axis=(0, 1)))
+
+    def layout(y_pred):
+      return jnp.moveaxis(y_pred.reshape(bs, num, -1), 1, -1)
+
     activation = "sigmoid"
   if from_logits:
     opts.update(from_logits=True, activation=activation)
-  if not all(present):
-    opts["absent_classes"] = "exclude"
+  opts.update(absent_classes="exclude", reduction="none")
   if log_loss:
     opts["log_loss"] = True
-  run = lambda: np.ravel(pel_jax.pel_loss(x, t, **opts))
-  return run, _needs(opts)
+  if class_weights is not None:
+    w = np.asarray(class_weights, np.float64)
+    opts["class_weights"] = w * w.size / w.sum()
+
+  def fn(y_pred):
+    return jnp.mean(pel_jax.pel_loss(layout(jnp.asarray(y_pred)), t, **opts))
+
+  return fn, _needs(opts)
 
 
 def _smp_score(kind, y_pred, y_true, dims=None):
