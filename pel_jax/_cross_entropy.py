@@ -267,26 +267,38 @@ def _weighted_terms(
   x = x.astype(_numerics.compute_dtype(x.dtype))
   num_classes = x.shape[-1]
   kept = None if where is None else where[..., None]
-  if jnp.issubdtype(targets.dtype, jnp.integer):
+  ids = jnp.issubdtype(targets.dtype, jnp.integer)
+  if ids:
     g = _is_label(targets, num_classes)
     if ignore_index is not None:
       labelled = (targets != ignore_index)[..., None]
       kept = labelled if kept is None else kept & labelled
   else:
-    g = targets
-  g = g.astype(x.dtype)
+    g = targets.astype(x.dtype)
   if kept is not None:
     x = jnp.where(kept, x, 0)
   w = None if class_weights is None else jnp.asarray(class_weights, x.dtype)
   if activation == "softmax":
-    q = g * (1 - eps) + eps / num_classes if eps else g
-    r = q if w is None else q * w
-    terms = -jnp.sum(r * jax.nn.log_softmax(x, axis=-1), -1, keepdims=True)
-    if w is None:
-      weight = jnp.ones_like(terms)
+    # -log p_c = lse - x_c: sums of x against the weights, never log p.
+    lse = jax.nn.logsumexp(x, axis=-1, keepdims=True)
+    wc = jnp.ones((num_classes,), x.dtype) if w is None else w
+    if ids:  # Selections of the labelled class (0 for ids of no class).
+      w_y = jnp.sum(jnp.where(g, wc, 0), -1, keepdims=True)
+      x_y = jnp.sum(jnp.where(g, x, 0), -1, keepdims=True)
+      terms = w_y * (lse - x_y)
+      if eps:
+        spread = lse * jnp.sum(wc) - jnp.sum(x * wc, -1, keepdims=True)
+        terms = terms * (1 - eps) + spread * (eps / num_classes)
     else:
-      weight = jnp.sum(g * w, -1, keepdims=True)
+      q = g * (1 - eps) + eps / num_classes if eps else g
+      r = q * wc
+      terms = lse * jnp.sum(r, -1, keepdims=True) - jnp.sum(
+        r * x, -1, keepdims=True
+      )
+      w_y = jnp.sum(g * wc, -1, keepdims=True)
+    weight = jnp.ones_like(terms) if w is None else w_y
   else:
+    g = g.astype(x.dtype)
     q = g * (1 - eps) + eps / 2 if eps else g
     a = 1 if pos_weight is None else jnp.asarray(pos_weight, x.dtype)
     # -log sigmoid(z) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z).
