@@ -24,6 +24,7 @@ from pel_jax._loss import region_stats
 from pel_jax._lovasz import lovasz_hinge_loss
 from pel_jax._lovasz import lovasz_softmax_loss
 from pel_jax._mcc import mcc_loss
+from pel_jax._mcc import mcc_loss_from_stats
 from pel_jax._metrics import ConfusionStats
 from pel_jax._metrics import SegmentationMetrics
 from pel_jax._metrics import confusion_stats
@@ -64,6 +65,7 @@ __all__ = (
   "lovasz_hinge_loss",
   "lovasz_softmax_loss",
   "mcc_loss",
+  "mcc_loss_from_stats",
   "pel_loss",
   "region_stats",
   "segmentation_metrics",

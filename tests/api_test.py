@@ -60,6 +60,7 @@ class ApiTest(parameterized.TestCase):
         "lovasz_hinge_loss",
         "lovasz_softmax_loss",
         "mcc_loss",
+        "mcc_loss_from_stats",
         "pel_loss",
         "region_stats",
         "segmentation_metrics",
@@ -110,6 +111,7 @@ class ApiTest(parameterized.TestCase):
       pel_jax.head_loss: "features",
       pel_jax.head_stats: "features",
       pel_jax.loss_from_stats: "stats",
+      pel_jax.mcc_loss_from_stats: "stats",
       pel_jax.segmentation_metrics: "stats",
       pel_jax.signed_distance: "mask",
     }
