@@ -9,6 +9,8 @@ plain autodiff, and `weighted_sums` adds its sums to the region sums when
 from __future__ import annotations
 
 from collections.abc import Hashable
+import math
+from typing import NamedTuple
 
 import jax
 from jax import lax
@@ -197,7 +199,7 @@ def cross_entropy(
   label_smoothing = _checks.check_number("label_smoothing", label_smoothing)
   check_ce_weights(predictions, activation, class_weights, pos_weight)
   _check_smoothing("label_smoothing", label_smoothing)
-  terms, weight = _weighted_terms(
+  terms, norm = _weighted_terms(
     jnp.asarray(predictions),
     jnp.asarray(targets),
     None if where is None else jnp.asarray(where),
@@ -209,7 +211,8 @@ def cross_entropy(
   )
   if reduction == "none":
     return terms[..., 0] if activation == "softmax" else terms
-  total, norm = jnp.sum(terms), jnp.sum(weight)
+  everything = tuple(range(terms.ndim))
+  total, norm = jnp.sum(terms), norm.sum(terms, everything)
   if axis_name is not None:
     total = _global_sum.global_sum(total, axis_name)
     norm = lax.psum(norm, axis_name)
@@ -296,7 +299,7 @@ def _weighted_terms(
         r * x, -1, keepdims=True
       )
       w_y = jnp.sum(g * wc, -1, keepdims=True)
-    weight = jnp.ones_like(terms) if w is None else w_y
+    weight = None if w is None else w_y
   else:
     g = g.astype(x.dtype)
     q = g * (1 - eps) + eps / 2 if eps else g
@@ -305,11 +308,33 @@ def _weighted_terms(
     terms = a * q * jax.nn.softplus(-x) + (1 - q) * jax.nn.softplus(x)
     if w is not None:
       terms = terms * w
-    weight = jnp.ones_like(terms)
+    weight = None
   if kept is not None:
     terms = jnp.where(kept, terms, 0)
-    weight = jnp.where(kept, weight, 0)
-  return terms, weight
+    if weight is not None:
+      weight = jnp.where(kept, weight, 0)
+  return terms, _Normaliser(weight, kept)
+
+
+class _Normaliser(NamedTuple):
+  """The weights `cross_entropy`'s mean divides by: `weight` `[B, *S, 1]`,
+  or None for 1 per term, counted from the kept pixels `kept` (None: all)."""
+
+  weight: jax.Array | None
+  kept: jax.Array | None
+
+  def sum(self, terms, axes):
+    """The sum of the weights of `terms` (`[B, *S, K]`) over `axes`, which
+    include the last (K entries per pixel)."""
+    if self.weight is not None:
+      return jnp.sum(self.weight, axes)
+    if self.kept is None:
+      size = math.prod(terms.shape[a] for a in axes)
+      shape = tuple(n for a, n in enumerate(terms.shape) if a not in axes)
+      return jnp.full(shape, size, terms.dtype)
+    # Counted in integers: exact past float32's 2^24.
+    kept = jnp.sum(self.kept.astype(jnp.int32), axes)
+    return (kept * terms.shape[-1]).astype(terms.dtype)
 
 
 def weighted_sums(cfg: StatsConfig, predictions, targets, mask, o):
@@ -320,7 +345,7 @@ def weighted_sums(cfg: StatsConfig, predictions, targets, mask, o):
   under ``cfg.axis_name`` then, like the region sums). Plain autodiff: one
   more pass over the logits, taken only when weights are given.
   """
-  terms, weight = _weighted_terms(
+  terms, norm = _weighted_terms(
     predictions,
     targets,
     mask,
@@ -331,7 +356,7 @@ def weighted_sums(cfg: StatsConfig, predictions, targets, mask, o):
     o["ce_pos_weight"],
   )
   axes = tuple(range(0 if cfg.batch else 1, terms.ndim))
-  ce, count = jnp.sum(terms, axes), jnp.sum(weight, axes)
+  ce, count = jnp.sum(terms, axes), norm.sum(terms, axes)
   if cfg.batch:
     ce, count = ce[None], count[None]
     if cfg.axis_name is not None:
