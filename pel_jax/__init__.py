@@ -14,7 +14,10 @@ from pel_jax._distance import distance_transform
 from pel_jax._distance import signed_distance
 from pel_jax._focal import focal_cross_entropy
 from pel_jax._global_sum import global_sum
+from pel_jax._gwdl import WassersteinStats
 from pel_jax._gwdl import generalized_wasserstein_dice_loss
+from pel_jax._gwdl import generalized_wasserstein_dice_loss_from_stats
+from pel_jax._gwdl import wasserstein_stats
 from pel_jax._hausdorff import hausdorff_dt_loss
 from pel_jax._head import head_loss
 from pel_jax._head import head_stats
@@ -44,6 +47,7 @@ __all__ = (
   "ConfusionStats",
   "RegionStats",
   "SegmentationMetrics",
+  "WassersteinStats",
   "accumulated_value_and_grad",
   "average_surface_distance",
   "boundary_loss",
@@ -55,6 +59,7 @@ __all__ = (
   "distance_transform",
   "focal_cross_entropy",
   "generalized_wasserstein_dice_loss",
+  "generalized_wasserstein_dice_loss_from_stats",
   "global_sum",
   "hausdorff_distance",
   "hausdorff_dt_loss",
@@ -74,5 +79,6 @@ __all__ = (
   "surface_dice",
   "tversky_loss",
   "unified_focal_loss",
+  "wasserstein_stats",
   "weight_map",
 )

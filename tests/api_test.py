@@ -19,6 +19,7 @@ _TYPES = {
   "ConfusionStats": "confusion_stats",
   "RegionStats": "region_stats",
   "SegmentationMetrics": "segmentation_metrics",
+  "WassersteinStats": "wasserstein_stats",
 }
 _PUBLIC = tuple(
   (name, getattr(pel_jax, name))
@@ -39,6 +40,7 @@ class ApiTest(parameterized.TestCase):
         "ConfusionStats",
         "RegionStats",
         "SegmentationMetrics",
+        "WassersteinStats",
         "accumulated_value_and_grad",
         "average_surface_distance",
         "boundary_loss",
@@ -50,6 +52,7 @@ class ApiTest(parameterized.TestCase):
         "distance_transform",
         "focal_cross_entropy",
         "generalized_wasserstein_dice_loss",
+        "generalized_wasserstein_dice_loss_from_stats",
         "global_sum",
         "hausdorff_distance",
         "hausdorff_dt_loss",
@@ -69,6 +72,7 @@ class ApiTest(parameterized.TestCase):
         "surface_dice",
         "tversky_loss",
         "unified_focal_loss",
+        "wasserstein_stats",
         "weight_map",
       },
     )
@@ -112,6 +116,7 @@ class ApiTest(parameterized.TestCase):
       pel_jax.head_stats: "features",
       pel_jax.loss_from_stats: "stats",
       pel_jax.mcc_loss_from_stats: "stats",
+      pel_jax.generalized_wasserstein_dice_loss_from_stats: "stats",
       pel_jax.segmentation_metrics: "stats",
       pel_jax.signed_distance: "mask",
     }
