@@ -1,4 +1,4 @@
-"""MCC, Wasserstein Dice, unified focal and focal CE losses against Dice.
+"""MCC, Wasserstein Dice, unified focal, focal CE and weighted CE against Dice.
 
 Run from the repository root:
 
@@ -31,6 +31,7 @@ def _losses(shape):
   logits = jnp.asarray(rng.normal(size=shape), jnp.float32)
   ids = jnp.asarray(rng.integers(0, classes, shape[:-1]), jnp.int32)
   dist = 1 - np.eye(classes, dtype=np.float32)
+  weights = np.linspace(0.5, 2.0, classes, dtype=np.float32)
   losses = {
     "dice_loss": lambda x: pel_jax.dice_loss(x, ids, from_logits=True),
     "mcc_loss": lambda x: pel_jax.mcc_loss(x, ids, from_logits=True),
@@ -44,6 +45,13 @@ def _losses(shape):
     ),
     "focal_cross_entropy": lambda x: pel_jax.focal_cross_entropy(
       x, ids, from_logits=True
+    ),
+    # The fused CE term against the weighted one (a pass of its own).
+    "dice_loss + CE": lambda x: pel_jax.dice_loss(
+      x, ids, from_logits=True, ce_weight=1.0
+    ),
+    "dice_loss + CE, ce_class_weights": lambda x: pel_jax.dice_loss(
+      x, ids, from_logits=True, ce_weight=1.0, ce_class_weights=weights
     ),
   }
   return {k: jax.jit(jax.value_and_grad(f)) for k, f in losses.items()}, logits
@@ -59,12 +67,13 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument("--tiny", action="store_true", help="[2, 16, 16, C]")
+  parser.add_argument("--classes", type=int, nargs="+", default=[2, 21])
   args = parser.parse_args(argv)
   spatial = (2, 16, 16) if args.tiny else (8, 128, 128)
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}")
   print("| shape | loss | median ms | vs dice_loss |")
   print("|---|---|---:|---:|")
-  for classes in (2, 21):
+  for classes in args.classes:
     shape = (*spatial, classes)
     losses, x = _losses(shape)
     for fn in losses.values():

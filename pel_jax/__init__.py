@@ -7,13 +7,17 @@ from pel_jax._accumulate import accumulated_value_and_grad
 from pel_jax._boundary import boundary_loss
 from pel_jax._cldice import cldice_loss
 from pel_jax._cldice import soft_dice_cldice_loss
+from pel_jax._cross_entropy import cross_entropy
 from pel_jax._diagnostics import check_labels
 from pel_jax._diagnostics import weight_map
 from pel_jax._distance import distance_transform
 from pel_jax._distance import signed_distance
 from pel_jax._focal import focal_cross_entropy
 from pel_jax._global_sum import global_sum
+from pel_jax._gwdl import WassersteinStats
 from pel_jax._gwdl import generalized_wasserstein_dice_loss
+from pel_jax._gwdl import generalized_wasserstein_dice_loss_from_stats
+from pel_jax._gwdl import wasserstein_stats
 from pel_jax._hausdorff import hausdorff_dt_loss
 from pel_jax._head import deep_supervision_loss
 from pel_jax._head import head_loss
@@ -24,6 +28,7 @@ from pel_jax._loss import region_stats
 from pel_jax._lovasz import lovasz_hinge_loss
 from pel_jax._lovasz import lovasz_softmax_loss
 from pel_jax._mcc import mcc_loss
+from pel_jax._mcc import mcc_loss_from_stats
 from pel_jax._metrics import ConfusionStats
 from pel_jax._metrics import SegmentationMetrics
 from pel_jax._metrics import confusion_stats
@@ -43,17 +48,20 @@ __all__ = (
   "ConfusionStats",
   "RegionStats",
   "SegmentationMetrics",
+  "WassersteinStats",
   "accumulated_value_and_grad",
   "average_surface_distance",
   "boundary_loss",
   "check_labels",
   "cldice_loss",
   "confusion_stats",
+  "cross_entropy",
   "deep_supervision_loss",
   "dice_loss",
   "distance_transform",
   "focal_cross_entropy",
   "generalized_wasserstein_dice_loss",
+  "generalized_wasserstein_dice_loss_from_stats",
   "global_sum",
   "hausdorff_distance",
   "hausdorff_dt_loss",
@@ -64,6 +72,7 @@ __all__ = (
   "lovasz_hinge_loss",
   "lovasz_softmax_loss",
   "mcc_loss",
+  "mcc_loss_from_stats",
   "pel_loss",
   "region_stats",
   "segmentation_metrics",
@@ -72,5 +81,6 @@ __all__ = (
   "surface_dice",
   "tversky_loss",
   "unified_focal_loss",
+  "wasserstein_stats",
   "weight_map",
 )

@@ -94,7 +94,10 @@ def check_targets(predictions, targets, ignore_index) -> None:
         hint += (
           f" Integer ({dtype}) targets of the predictions' shape look like"
           " one-hot labels stored as integers: pass them as float, or pass"
-          " the ids `[batch, *spatial]`."
+          " the ids `[batch, *spatial]`. If both are one binary map per"
+          " sample without a class axis (optax's binary Dice layout), add"
+          " it to the predictions: `predictions[..., None]` (ids stay"
+          " `[batch, *spatial]`; 1 is the foreground)."
         )
       elif t_shape == p_shape[:1] + p_shape[2:] and not hint:
         hint = (
@@ -187,7 +190,10 @@ def check_plausible_layout(p_shape, *, float_targets: bool) -> None:
     " If they really are a batch of one-dimensional signals [batch, length,"
     " C], pass them as [batch, length, 1, C] (`x[:, :, None]` on predictions"
     " and targets, `where` too): the value is the same and this check does"
-    " not apply to rank 4."
+    " not apply to rank 4. If they are a batch of binary maps [batch, H, W]"
+    " without the class axis (optax's binary Dice layout), add it:"
+    " `predictions[..., None]` (float targets too; integer ids stay"
+    " [batch, H, W])."
   )
   if len(p_shape) == 3 and _image_like(p_shape[0], p_shape[1]):
     raise ValueError(

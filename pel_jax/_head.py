@@ -397,6 +397,14 @@ def _loss_options(options: dict[str, Any]) -> dict[str, Any]:
       "A 1×1 head computes logits: `from_logits` must be True or left out,"
       f" got {options['from_logits']!r}."
     )
+  for name in ("ce_class_weights", "ce_pos_weight"):
+    if options.get(name) is not None:
+      # Its CE is a plain pass over the logits, which the head never builds.
+      raise ValueError(
+        f"`{name}` (the weighted cross-entropy) is not fused into the 1×1"
+        " head: add `pel_jax.cross_entropy` of the logits, or use the plain"
+        " head with `pel_loss`."
+      )
   return {**_options(options, "head_loss"), "from_logits": True}
 
 

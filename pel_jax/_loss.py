@@ -16,6 +16,8 @@ from pel_jax import _core
 from pel_jax import _global_sum
 from pel_jax import _numerics
 from pel_jax import _ratio
+from pel_jax._cross_entropy import check_ce_weights
+from pel_jax._cross_entropy import weighted_sums
 
 ArrayLike = jax.typing.ArrayLike
 
@@ -48,6 +50,8 @@ def pel_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  ce_class_weights: ArrayLike | None = None,
+  ce_pos_weight: ArrayLike | None = None,
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -178,6 +182,18 @@ def pel_loss(
       \frac{\varepsilon}{C}(-\sum_c \log p_c)`; its logit gradient
       :math:`p \sum_c q_c - q`. Only the CE term is smoothed, never the
       overlap ratio. Needs ``ce_weight > 0``.
+    ce_class_weights: `[C]` class weights of the cross-entropy, torch's
+      ``CrossEntropyLoss(weight=w)`` (and MONAI ``DiceCELoss``'s ``weight``):
+      softmax, :math:`\sum w_y \ell / \sum w_y` over the kept pixels
+      (with smoothing, :math:`\ell = -\sum_c w_c q_c \log p_c`); sigmoid,
+      each entry times :math:`w_c`, divided by the entry count. See
+      `pel_jax.cross_entropy`. Computed in a pass of its own (not fused),
+      and still exact under `region_stats` accumulation: the weighted sum
+      and its normaliser are the ``ce`` and ``count`` sums. Needs
+      ``ce_weight > 0``.
+    ce_pos_weight: sigmoid only: torch's ``BCEWithLogitsLoss(pos_weight=a)``,
+      a scalar or `[C]` (MONAI ``DiceCELoss``'s ``weight`` for one channel),
+      computed as ``ce_class_weights``. Needs ``ce_weight > 0``.
 
   Returns:
     A scalar for "mean" and "sum"; for "none", `[B, C']` per sample and class,
@@ -266,6 +282,16 @@ def _configs(predictions, targets, o: dict[str, Any]):
   _checks.check_cross_entropy(
     ce_weight, activation, o["reduction"], label_smoothing
   )
+  weighted_ce = _weighted_ce(o)
+  if weighted_ce:
+    if not ce_weight:
+      raise ValueError(
+        "`ce_class_weights`/`ce_pos_weight` weight the cross-entropy term,"
+        f" but `ce_weight={ce_weight}` adds none: pass `ce_weight > 0`."
+      )
+    check_ce_weights(
+      predictions, activation, o["ce_class_weights"], o["ce_pos_weight"]
+    )
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
   _checks.check_soft_labels(soft_labels, squared)
@@ -281,8 +307,9 @@ def _configs(predictions, targets, o: dict[str, Any]):
     axis_name=o["axis_name"],
     squared=squared,
     soft_labels=soft_labels,
-    cross_entropy=ce_weight > 0,
-    label_smoothing=label_smoothing,
+    # The weighted CE is summed beside the fused sums (`_region_sums`).
+    cross_entropy=ce_weight > 0 and not weighted_ce,
+    label_smoothing=0.0 if weighted_ce else label_smoothing,
   )
   ratio_cfg = _ratio.RatioConfig(
     scale=scale,
@@ -304,10 +331,22 @@ def _configs(predictions, targets, o: dict[str, Any]):
 
 def _stats_inputs(predictions, targets, where, o):
   """Checked arrays and configs of a call that reads pixels."""
-  predictions, targets, where, class_weights = _as_array_likes(
-    predictions, targets, where, o["class_weights"]
+  predictions, targets, where, class_weights, ce_class, ce_pos = (
+    _as_array_likes(
+      predictions,
+      targets,
+      where,
+      o["class_weights"],
+      o["ce_class_weights"],
+      o["ce_pos_weight"],
+    )
   )
-  o = {**o, "class_weights": class_weights}
+  o = {
+    **o,
+    "class_weights": class_weights,
+    "ce_class_weights": ce_class,
+    "ce_pos_weight": ce_pos,
+  }
   _checks.check_predictions(predictions)
   _checks.check_targets(predictions, targets, o["ignore_index"])
   _checks.check_mask(predictions, where)
@@ -328,15 +367,28 @@ def _stats_inputs(predictions, targets, where, o):
   if targets.dtype == jnp.bool_:
     targets = targets.astype(predictions.dtype)
   mask = None if where is None else jnp.asarray(where)
-  return predictions, targets, mask, stats_cfg, ratio_cfg, class_weights
+  return predictions, targets, mask, stats_cfg, ratio_cfg, o
+
+
+def _weighted_ce(o) -> bool:
+  return o["ce_class_weights"] is not None or o["ce_pos_weight"] is not None
+
+
+def _region_sums(stats_cfg, predictions, targets, mask, o):
+  """The fused region sums, plus the weighted CE's sums where it is asked."""
+  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  if _weighted_ce(o):
+    ce, count = weighted_sums(stats_cfg, predictions, targets, mask, o)
+    stats = stats._replace(ce=ce, count=count)
+  return stats
 
 
 def _pel_loss(predictions, targets, **o):
-  predictions, targets, mask, stats_cfg, ratio_cfg, class_weights = (
-    _stats_inputs(predictions, targets, o["where"], o)
+  predictions, targets, mask, stats_cfg, ratio_cfg, o = _stats_inputs(
+    predictions, targets, o["where"], o
   )
-  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
-  return _loss_of_sums(stats, ratio_cfg, class_weights, o)
+  stats = _region_sums(stats_cfg, predictions, targets, mask, o)
+  return _loss_of_sums(stats, ratio_cfg, o["class_weights"], o)
 
 
 def _loss_of_sums(stats, ratio_cfg, class_weights, o):
@@ -445,10 +497,10 @@ def region_stats(
     True
   """
   o = _options(options, "region_stats")
-  predictions, targets, mask, stats_cfg, _, _ = _stats_inputs(
+  predictions, targets, mask, stats_cfg, _, o = _stats_inputs(
     predictions, targets, o["where"], o
   )
-  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  stats = _region_sums(stats_cfg, predictions, targets, mask, o)
   if stats_cfg.batch:
     stats = jax.tree.map(lambda s: s[0], stats)
   return stats
@@ -523,8 +575,15 @@ def loss_from_stats(stats: _core.RegionStats, **options: Any) -> jax.Array:
       f"`stats` were computed with squared={stats.sum_p2 is not None}"
       f" but `loss_from_stats` got squared={o['squared']!r}."
     )
-  (class_weights,) = _as_array_likes(o["class_weights"])
-  o = {**o, "class_weights": class_weights}
+  class_weights, ce_class, ce_pos = _as_array_likes(
+    o["class_weights"], o["ce_class_weights"], o["ce_pos_weight"]
+  )
+  o = {
+    **o,
+    "class_weights": class_weights,
+    "ce_class_weights": ce_class,
+    "ce_pos_weight": ce_pos,
+  }
   # The sums stand in for predictions: they carry the class axis.
   fake = jax.ShapeDtypeStruct(
     (1, 1) + np.shape(stats.tp)[-1:], jnp.result_type(stats.tp)

@@ -105,6 +105,66 @@ def mcc_loss(
     where=where,
     axis_name=axis_name,
   )
+  return _loss_of_stats(stats, eps, include_background, reduction)
+
+
+def mcc_loss_from_stats(
+  stats: _metrics.ConfusionStats,
+  *,
+  eps: float = 1e-5,
+  include_background: bool = True,
+  reduction: str = "mean",
+) -> jax.Array:
+  r"""`mcc_loss` from soft confusion sums (possibly accumulated).
+
+  ``mcc_loss(x, t, **o) == mcc_loss_from_stats(confusion_stats(x, t,
+  hard=None, **o'), eps=..., include_background=..., reduction=...)`` with
+  ``o'`` the options that act on pixels (``from_logits``, ``activation``,
+  ``batch``, ``ignore_index``, ``where``, ``axis_name``). The sums add over
+  micro-batches, tiles and devices, so this gives the exact MCC loss (and,
+  through `confusion_stats`' autodiff, its gradient) of a batch too large
+  for one step: the ``loss_fn`` of `accumulated_value_and_grad`.
+
+  Args:
+    stats: a `ConfusionStats` of soft sums (``hard=None``), `[B, C]` or
+      `[C]`, or a leaf-wise sum of several.
+    eps: added to each of TP, FP, FN and TN, >= 0.
+    include_background: keep class 0 (False drops it; needs C >= 2).
+    reduction: "mean", "sum" or "none" (the stats' shape, less class 0
+      without background).
+
+  Returns:
+    The loss, in the stats' dtype.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from pel_jax import confusion_stats, mcc_loss, mcc_loss_from_stats
+    >>> p = jnp.array([[[0.9], [0.2], [0.7], [0.1]]] * 2)  # [B=2, 4, C=1]
+    >>> g = jnp.array([[1, 0, 0, 0], [1, 1, 0, 0]])
+    >>> halves = [confusion_stats(p[i:i + 1], g[i:i + 1], hard=None,
+    ...                           batch=True) for i in (0, 1)]
+    >>> total = jax.tree.map(jnp.add, *halves)
+    >>> bool(jnp.allclose(mcc_loss_from_stats(total), mcc_loss(p, g)))
+    True
+  """
+  if not isinstance(stats, _metrics.ConfusionStats):
+    raise TypeError(
+      "`stats` must be the ConfusionStats that `confusion_stats` returns,"
+      f" got {type(stats).__name__}."
+    )
+  eps = _checks.check_number("eps", eps)
+  include_background = _checks.check_flag(
+    "include_background", include_background
+  )
+  fake = jax.ShapeDtypeStruct(
+    (1, 1) + jnp.shape(stats.tp)[-1:], jnp.result_type(stats.tp)
+  )
+  _checks.check_options(fake, reduction, include_background)
+  return _loss_of_stats(stats, eps, include_background, reduction)
+
+
+def _loss_of_stats(stats, eps, include_background, reduction):
   if not include_background:
     stats = jax.tree.map(lambda s: s[..., 1:], stats)
   return _dense.reduce(1 - mcc(*stats, eps), reduction)

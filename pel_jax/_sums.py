@@ -75,6 +75,10 @@ class RegionStats(NamedTuple):
   * ``count``: `[G]`, the number of cross-entropy terms: kept pixels
     (softmax) or kept pixels times C (sigmoid). No gradient.
 
+  With ``ce_class_weights`` or ``ce_pos_weight``, ``ce`` is the weighted sum
+  of `pel_jax.cross_entropy` and ``count`` its normaliser (softmax:
+  :math:`\sum w_y` over the kept pixels).
+
   Every field is a sum over pixels, so the statistics of two batches (or
   tiles, or micro-batches) added leaf by leaf are those of their union.
   """

@@ -59,6 +59,8 @@ def dice_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  ce_class_weights: ArrayLike | None = None,
+  ce_pos_weight: ArrayLike | None = None,
 ) -> jax.Array:
   r"""Soft Dice loss (Milletari et al. 2016), one per class and sample.
 
@@ -109,6 +111,10 @@ def dice_loss(
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
       (1 - eps) g + eps / K (see `pel_loss`).
+    ce_class_weights: `[C]` class weights of the cross-entropy (torch's
+      ``weight``; see `pel_loss`).
+    ce_pos_weight: the sigmoid cross-entropy's ``pos_weight`` (see
+      `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -159,6 +165,8 @@ def jaccard_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  ce_class_weights: ArrayLike | None = None,
+  ce_pos_weight: ArrayLike | None = None,
 ) -> jax.Array:
   r"""Soft Jaccard (IoU) loss, one per class and sample.
 
@@ -209,6 +217,10 @@ def jaccard_loss(
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
       (1 - eps) g + eps / K (see `pel_loss`).
+    ce_class_weights: `[C]` class weights of the cross-entropy (torch's
+      ``weight``; see `pel_loss`).
+    ce_pos_weight: the sigmoid cross-entropy's ``pos_weight`` (see
+      `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -254,6 +266,8 @@ def tversky_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  ce_class_weights: ArrayLike | None = None,
+  ce_pos_weight: ArrayLike | None = None,
 ) -> jax.Array:
   r"""Tversky loss (Salehi et al. 2017), one per class and sample.
 
@@ -308,6 +322,10 @@ def tversky_loss(
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
       (1 - eps) g + eps / K (see `pel_loss`).
+    ce_class_weights: `[C]` class weights of the cross-entropy (torch's
+      ``weight``; see `pel_loss`).
+    ce_pos_weight: the sigmoid cross-entropy's ``pos_weight`` (see
+      `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with

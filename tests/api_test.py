@@ -19,6 +19,7 @@ _TYPES = {
   "ConfusionStats": "confusion_stats",
   "RegionStats": "region_stats",
   "SegmentationMetrics": "segmentation_metrics",
+  "WassersteinStats": "wasserstein_stats",
 }
 _PUBLIC = tuple(
   (name, getattr(pel_jax, name))
@@ -39,17 +40,20 @@ class ApiTest(parameterized.TestCase):
         "ConfusionStats",
         "RegionStats",
         "SegmentationMetrics",
+        "WassersteinStats",
         "accumulated_value_and_grad",
         "average_surface_distance",
         "boundary_loss",
         "check_labels",
         "cldice_loss",
         "confusion_stats",
+        "cross_entropy",
         "deep_supervision_loss",
         "dice_loss",
         "distance_transform",
         "focal_cross_entropy",
         "generalized_wasserstein_dice_loss",
+        "generalized_wasserstein_dice_loss_from_stats",
         "global_sum",
         "hausdorff_distance",
         "hausdorff_dt_loss",
@@ -60,6 +64,7 @@ class ApiTest(parameterized.TestCase):
         "lovasz_hinge_loss",
         "lovasz_softmax_loss",
         "mcc_loss",
+        "mcc_loss_from_stats",
         "pel_loss",
         "region_stats",
         "segmentation_metrics",
@@ -68,6 +73,7 @@ class ApiTest(parameterized.TestCase):
         "surface_dice",
         "tversky_loss",
         "unified_focal_loss",
+        "wasserstein_stats",
         "weight_map",
       },
     )
@@ -111,6 +117,8 @@ class ApiTest(parameterized.TestCase):
       pel_jax.head_loss: "features",
       pel_jax.head_stats: "features",
       pel_jax.loss_from_stats: "stats",
+      pel_jax.mcc_loss_from_stats: "stats",
+      pel_jax.generalized_wasserstein_dice_loss_from_stats: "stats",
       pel_jax.segmentation_metrics: "stats",
       pel_jax.signed_distance: "mask",
     }

@@ -60,6 +60,8 @@ def _needs(opts):
     "average",
     "ce_weight",
     "ce_label_smoothing",
+    "ce_class_weights",
+    "ce_pos_weight",
   }
   return frozenset(k for k in opts if k in family)
 
@@ -108,10 +110,12 @@ def monai(loss, kw, x, y, mask=None, other_act=None):
   """Runs the pel_jax equivalent of MONAI `loss(**kw)(x, y[, mask])`.
 
   MONAI's `other_act` is applied here and its output passed as
-  probabilities. MaskedDiceLoss multiplies the *inputs* (logits) and targets
-  by the mask before the activation, so a masked logit becomes p = 0.5 after
-  a sigmoid and still counts; pel_jax's `where` drops pixels after the
-  activation instead, so MONAI's numbers need the same pre-multiplication.
+  probabilities. MaskedDiceLoss's published test values multiply the
+  *inputs* (logits) and targets by the mask before the activation, so a
+  masked logit becomes p = 0.5 after a sigmoid and still counts; pel_jax's
+  `where` drops pixels after the activation instead, so those numbers need
+  the same pre-multiplication. (MONAI 1.6.1 itself applies the activation
+  first: compat_test's `EmptyClassRulesTest`.)
   """
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   num_classes = x.shape[1]
@@ -536,13 +540,26 @@ def monai_dice_ce_loss(kw, y, num_classes):
   (softmax=False, MONAI's default: the Dice sees the raw input; or sigmoid
   with C > 1: a sigmoid Dice beside a softmax CE) the Dice is pel_jax's
   and the CE optax's.
+
+  MONAI's ``weight`` (all C classes) is the CE's class weights
+  (``ce_class_weights``, torch's Σ w_y·CE / Σ w_y for ids) for C > 1, its
+  BCE ``pos_weight`` (``ce_pos_weight``) for C = 1, and the Dice's class
+  weights (``weight[1:]`` without background; none for C = 1, where MONAI's
+  Dice ignores it). With one-hot float targets torch's weighted CE takes
+  its probability-target path, which divides by the pixel count:
+  ``cross_entropy(..., reduction="sum")`` over the pixel count.
   """
   import optax  # pylint: disable=g-import-not-at-top
 
   y = np.asarray(y, np.float64)
+  weight = kw.get("weight")
+  kw = {k: v for k, v in kw.items() if k != "weight"}
+  if weight is not None and num_classes > 1:
+    kw["weight"] = weight[1:] if not kw.get("include_background", 1) else weight
   opts = monai_options("DiceLoss", kw, num_classes)
   lam_dice, lam_ce = kw.get("lambda_dice", 1.0), kw.get("lambda_ce", 1.0)
   smoothing = kw.get("label_smoothing", 0.0) if num_classes > 1 else 0.0
+  ids = None
   if y.shape[1] == 1 and num_classes > 1:
     ids = y[:, 0].astype(np.int32)
     dice_targets = ids if kw.get("to_onehot_y") else _chlast(y)
@@ -552,6 +569,12 @@ def monai_dice_ce_loss(kw, y, num_classes):
   fused = opts.get("activation") == (
     "sigmoid" if num_classes == 1 else "softmax"
   )
+  ce_opts = {}
+  if weight is not None:
+    name = "ce_pos_weight" if num_classes == 1 else "ce_class_weights"
+    ce_opts = {name: np.asarray(weight, np.float64)}
+  # The fused weighted CE normalises by Σ w_y, as torch does for ids only.
+  fused = fused and (weight is None or num_classes == 1 or ids is not None)
 
   def loss(x):
     if fused:
@@ -560,15 +583,27 @@ def monai_dice_ce_loss(kw, y, num_classes):
         dice_targets,
         ce_weight=lam_ce / lam_dice,
         ce_label_smoothing=smoothing,
+        **ce_opts,
         **opts,
       )
-    if num_classes == 1:
-      ce = optax.sigmoid_binary_cross_entropy(x, ce_targets)
+    if weight is not None:
+      ce = pel_jax.cross_entropy(
+        x,
+        ids if ids is not None else ce_targets,
+        class_weights=ce_opts.get("ce_class_weights"),
+        pos_weight=ce_opts.get("ce_pos_weight"),
+        label_smoothing=smoothing,
+        reduction="mean" if ids is not None else "sum",
+      )
+      if ids is None:
+        ce = ce / (np.size(ce_targets) // num_classes)
+    elif num_classes == 1:
+      ce = jnp.mean(optax.sigmoid_binary_cross_entropy(x, ce_targets))
     else:
       q = optax.smooth_labels(ce_targets, smoothing)
-      ce = optax.softmax_cross_entropy(x, q)
+      ce = jnp.mean(optax.softmax_cross_entropy(x, q))
     dice = pel_jax.pel_loss(x, dice_targets, **opts)
-    return lam_dice * dice + lam_ce * jnp.mean(ce)
+    return lam_dice * dice + lam_ce * ce
 
   return loss
 
@@ -608,14 +643,30 @@ _DICE_CE = [
     _Y3,
     0.4176,
   ),
+  # [5]: weight=(0, 1) without background: torch's class-weighted CE mean
+  # (Σ w_y·CE / Σ w_y) beside the Dice of the raw input.
+  (
+    dict(include_background=False, to_onehot_y=True, weight=(0.0, 1.0)),
+    [
+      [[100.0, 100.0, 0.0], [0.0, 0.0, 1.0]],
+      [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]],
+    ],
+    _Y3,
+    0.3133,
+  ),
+  # [6]: C = 1, sigmoid=True, weight=(0.5,): the BCE's pos_weight (MONAI's
+  # Dice ignores a weight for one class).
+  (
+    dict(weight=(0.5,), sigmoid=True),
+    [[[0.8, 0.6, 0.0]], [[0.0, 0.0, 0.9]]],
+    [[[0.0, 0.0, 1.0]], [[0.0, 1.0, 0.0]]],
+    1.445239,
+  ),
 ]
 
 
 def _dice_ce_cases():
   for i, (kw, x, y, expected) in enumerate(_DICE_CE):
-    kw = dict(kw)
-    if kw.get("weight") is not None and not kw.get("include_background", 1):
-      kw["weight"] = kw["weight"][1:]  # DiceCELoss gives Dice weight[1:].
     yield Case(
       f"monai_DiceCELoss_{i}",
       f"{MONAI}: tests/losses/test_dice_ce_loss.py TEST_CASES[{i}]",
@@ -623,37 +674,10 @@ def _dice_ce_cases():
       expected,
       1e-4,
       1e-4,
+      frozenset(
+        {"ce_class_weights"} if i >= 3 else ()
+      ),  # Weighted CE (all-ones weights in [3], [4]).
     )
-
-
-def _dice_ce_unsupported():
-  """DiceCELoss cases with CE options pel_jax does not offer (listed only)."""
-
-  def run():
-    raise NotImplementedError("no pel_jax equivalent")
-
-  path = f"{MONAI}: tests/losses/test_dice_ce_loss.py TEST_CASES"
-  # [5]: weight=(0, 1), include_background=False: torch's class-weighted CE
-  # mean (sum w_y l / sum w_y).
-  yield Case(
-    "monai_DiceCELoss_5",
-    path + "[5]",
-    run,
-    0.3133,
-    1e-4,
-    1e-4,
-    frozenset({"ce_class_weights"}),
-  )
-  # [6]: C = 1, sigmoid=True, weight=(0.5,): BCEWithLogits pos_weight.
-  yield Case(
-    "monai_DiceCELoss_6",
-    path + "[6]",
-    run,
-    1.445239,
-    1e-4,
-    1e-4,
-    frozenset({"bce_pos_weight"}),
-  )
 
 
 def _fused_ce_case():
@@ -685,10 +709,20 @@ def _fused_ce_case():
 # ----------------------------------------------------------------------------
 
 
-def smp(
+def smp(loss, mode, y_pred, y_true, **kw):
+  """Runs the pel_jax equivalent of smp `loss(mode, ...)(y_pred, y_true)`.
+
+  Returns `(run, needs)`; `smp_loss` is the mapping as a function of
+  `y_pred`.
+  """
+  fn, needs = smp_loss(loss, mode, y_true, **kw)
+  y_pred = np.asarray(y_pred, np.float64)
+  return (lambda: np.ravel(fn(y_pred))), needs
+
+
+def smp_loss(
   loss,
   mode,
-  y_pred,
   y_true,
   *,
   from_logits=True,
@@ -697,16 +731,18 @@ def smp(
   ignore_index=None,
   alpha=0.5,
   beta=0.5,
+  class_weights=None,
 ):
-  """pel_jax equivalent of smp `loss(mode, ...)(y_pred, y_true)`.
+  """pel_jax equivalent of smp `loss(mode, ...)(·, y_true)`, of `y_pred`.
 
   smp sums over the batch too (batch=True), smooths like pel_jax (no factor
   2), defaults to from_logits=True, zeroes the loss of classes with no
-  target pixel in the batch and divides by all classes: pel_jax's
-  absent_classes="exclude" is the same when C = 1 or no class is absent
-  (smp's multi-class mean then counts absent classes as 0 instead).
+  target pixel in the batch and divides by all classes (or by Σ w with
+  ``class_weights``: Σ w·L / Σ w): pel_jax's ``absent_classes="exclude"``
+  with ``reduction="none"`` returns those zeros, the mean over the C
+  entries is smp's, and ``class_weights=w·C/Σw`` turns that mean into
+  Σ w·L / Σ w. Returns `(fn, needs)`.
   """
-  y_pred = np.asarray(y_pred, np.float64)
   y_true = np.asarray(y_true)
   bs = y_true.shape[0]
   opts = dict(exponent=1.0, batch=True, smooth_nr=smooth, smooth_dr=smooth)
@@ -717,30 +753,40 @@ def smp(
   else:
     opts.update(fp_weight=alpha, fn_weight=beta)
   if mode == "multiclass":
-    x = np.moveaxis(y_pred.reshape(bs, y_pred.shape[1], -1), 1, -1)
     t = y_true.reshape(bs, -1).astype(np.int32)
     if ignore_index is not None:
       opts["ignore_index"] = ignore_index
-    present = [np.any(t == c) for c in range(x.shape[-1])]
+
+    def layout(y_pred):
+      return jnp.moveaxis(y_pred.reshape(bs, y_pred.shape[1], -1), 1, -1)
+
+    num = None
     activation = "softmax"
   else:
-    num = 1 if mode == "binary" else y_pred.shape[1]
-    x = np.moveaxis(y_pred.reshape(bs, num, -1), 1, -1)
+    num = 1 if mode == "binary" else y_true.shape[1]
     t = np.moveaxis(y_true.reshape(bs, num, -1), 1, -1).astype(np.float64)
     if ignore_index is not None:  # Per-pixel only: binary mode.
       keep = t[..., 0] != ignore_index
       opts["where"] = keep
       t = t * keep[..., None]
-    present = list(np.any(t > 0, axis=(0, 1)))
+
+    def layout(y_pred):
+      return jnp.moveaxis(y_pred.reshape(bs, num, -1), 1, -1)
+
     activation = "sigmoid"
   if from_logits:
     opts.update(from_logits=True, activation=activation)
-  if not all(present):
-    opts["absent_classes"] = "exclude"
+  opts.update(absent_classes="exclude", reduction="none")
   if log_loss:
     opts["log_loss"] = True
-  run = lambda: np.ravel(pel_jax.pel_loss(x, t, **opts))
-  return run, _needs(opts)
+  if class_weights is not None:
+    w = np.asarray(class_weights, np.float64)
+    opts["class_weights"] = w * w.size / w.sum()
+
+  def fn(y_pred):
+    return jnp.mean(pel_jax.pel_loss(layout(jnp.asarray(y_pred)), t, **opts))
+
+  return fn, _needs(opts)
 
 
 def _smp_score(kind, y_pred, y_true, dims=None):
@@ -756,6 +802,68 @@ def _smp_score(kind, y_pred, y_true, dims=None):
     exponent=1.0, fp_weight=w, fn_weight=w, smooth_nr=0.0, smooth_dr=0.0
   )
   return lambda: np.ravel(1.0 - pel_jax.pel_loss(x, t, **opts))
+
+
+def smp_soft_ce(y_pred, y_true, *, smooth_factor=0.0, ignore_index=-100):
+  """pel_jax equivalent of smp `SoftCrossEntropyLoss(...)(y_pred, y_true)`.
+
+  `y_pred` `[N, C]` logits (channels last here), `y_true` `[N]` ids. smp's
+  mean divides by every pixel, the ignored ones too: the sum over the
+  count of all pixels.
+  """
+  x = np.asarray(y_pred, np.float64)[None]
+  t = np.asarray(y_true, np.int32)[None]
+  return lambda: np.ravel(
+    pel_jax.cross_entropy(
+      x,
+      t,
+      label_smoothing=smooth_factor,
+      ignore_index=ignore_index,
+      reduction="sum",
+    )
+    / t.size
+  )
+
+
+def smp_soft_bce(y_pred, y_true, *, smooth_factor=0.0, ignore_index=-100):
+  """pel_jax equivalent of smp `SoftBCEWithLogitsLoss(...)(y_pred, y_true)`.
+
+  smp smooths the targets to f and 1 - f (``label_smoothing=2 f``), and
+  its mean divides by every entry, the ignored ones too.
+  """
+  x = np.asarray(y_pred, np.float64)[None, :, None]
+  t = np.asarray(y_true)[None]
+  return lambda: np.ravel(
+    pel_jax.cross_entropy(
+      x,
+      (t == 1).astype(np.float64)[..., None],
+      label_smoothing=2 * smooth_factor,
+      where=t != ignore_index,
+      reduction="sum",
+    )
+    / t.size
+  )
+
+
+def _smp_soft_ce_cases():
+  path = f"{SMP}: tests/test_losses.py::"
+  nine = [[9 if i == j else -9 for j in range(4)] for i in range(4)]
+  yield Case(
+    "smp_soft_ce_loss",
+    path + "test_soft_ce_loss",
+    smp_soft_ce(nine, [0, 1, -100, 3], smooth_factor=0.1),
+    1.0125,
+    0.0,
+    1e-4,
+  )
+  yield Case(
+    "smp_soft_bce_loss",
+    path + "test_soft_bce_loss",
+    smp_soft_bce([-9, 9, 1, 9, -9], [0, 1, -100, 1, 0], smooth_factor=0.1),
+    0.7201,
+    0.0,
+    1e-4,
+  )
 
 
 def _smp_cases():
@@ -1459,9 +1567,9 @@ def all_cases():
   return (
     list(_monai_cases())
     + list(_dice_ce_cases())
-    + list(_dice_ce_unsupported())
     + list(_fused_ce_case())
     + list(_smp_cases())
+    + list(_smp_soft_ce_cases())
     + list(_kornia_cases())
     + list(_kornia_09_cases())
     + list(_keras_cases())

@@ -16,6 +16,7 @@ import pathlib
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -35,6 +36,7 @@ AVAILABLE = frozenset(
     "average",
     "ce_weight",
     "ce_label_smoothing",
+    "ce_class_weights",
   }
 )
 
@@ -112,8 +114,9 @@ class ConventionsTest(absltest.TestCase):
     self.assertGreater(abs(ours - 0.307576), 1e-3)
 
   def test_masking_before_the_activation_differs(self):
-    # MONAI MaskedDiceLoss TEST_CASES[0] (0.5) masks logits before the
-    # sigmoid; pel_jax's `where` drops the pixels: 1 - 2/3 instead.
+    # MONAI MaskedDiceLoss TEST_CASES[0]'s published 0.5 masks logits
+    # before the sigmoid; pel_jax's `where` drops the pixels: 1 - 2/3
+    # instead (which MONAI 1.6.1, activating first, returns too).
     x = np.moveaxis(np.asarray(compat_cases._X1), 1, -1)
     y = np.moveaxis(np.asarray(compat_cases._Y1), 1, -1)
     where = np.array([[[False, False], [True, True]]])
@@ -283,6 +286,93 @@ class PeerRunTest(parameterized.TestCase):
     else:
       loss = _monai_fused_smoothed(case)
     self.assertGreater(max(self._miss(case, loss)), 1e-4)
+
+
+_EMPTY_CLASS_RUNS = json.loads(
+  (
+    pathlib.Path(__file__).parent / "peer_values" / "empty_class_values.json"
+  ).read_text()
+)
+
+
+def _empty_class_mapping(case):
+  """pel_jax's form of the peer's loss (README table), of its `[B, C, *S]` input."""
+  s, t = case["settings"], np.asarray(case["targets"])
+  if case["peer"] == "smp":
+    loss = "JaccardLoss" if "jaccard" in case["name"] else "DiceLoss"
+    mode = "multilabel" if "multilabel" in case["name"] else "multiclass"
+    fn, _ = compat_cases.smp_loss(loss, mode, t, **s)
+    return fn
+  mask = np.asarray(case["mask"])[:, 0] > 0
+  if not s.get("to_onehot_y"):  # Probabilities and targets times 0: `where`.
+    return lambda x: pel_jax.dice_loss(
+      jnp.moveaxis(x, 1, -1),
+      compat_cases._chlast(t),
+      from_logits=True,
+      activation="sigmoid",
+      where=mask,
+      smooth_nr=s["smooth_nr"] / 2,
+      smooth_dr=s["smooth_dr"] / 2,
+    )
+  # With to_onehot_y a masked pixel is background (id 0) with p = 0.
+  ids = np.where(mask, t[:, 0], 0).astype(np.int32)
+  return lambda x: pel_jax.dice_loss(
+    jax.nn.softmax(jnp.moveaxis(x, 1, -1), -1) * mask[..., None],
+    ids,
+    include_background=s["include_background"],
+    smooth_nr=0.5e-5,  # MONAI's default 1e-5, halved.
+    smooth_dr=0.5e-5,
+  )
+
+
+class EmptyClassRulesTest(parameterized.TestCase):
+  """smp 0.6.0's absent classes and MONAI 1.6.1's `MaskedDiceLoss`, run.
+
+  Values and input gradients from tests/peer_values/make_empty_class_values.py.
+  """
+
+  def test_versions_and_absent_classes(self):
+    self.assertEqual(
+      {
+        k: _EMPTY_CLASS_RUNS["versions"][k]
+        for k in ("monai", "segmentation_models_pytorch")
+      },
+      {"monai": "1.6.1", "segmentation_models_pytorch": "0.6.0"},
+    )
+    for case in _EMPTY_CLASS_RUNS["cases"]:
+      if case["peer"] == "smp":  # Each smp case has a class with no pixel.
+        t = np.asarray(case["targets"])
+        num = np.shape(case["inputs"])[1]
+        counts = (
+          np.bincount(t.ravel(), minlength=num)
+          if t.ndim == 3
+          else t.sum((0, 2, 3))
+        )
+        self.assertIn(0, counts, case["name"])
+
+  @parameterized.named_parameters(
+    (c["name"], c) for c in _EMPTY_CLASS_RUNS["cases"]
+  )
+  def test_value_and_gradient_match_the_peer(self, case):
+    x = np.asarray(case["inputs"])
+    with jax.enable_x64(True):
+      value, grad = jax.jit(jax.value_and_grad(_empty_class_mapping(case)))(x)
+    np.testing.assert_allclose(value, case["value"], rtol=1e-9)
+    np.testing.assert_allclose(grad, case["grad"], rtol=1e-7, atol=1e-12)
+
+  def test_normalised_class_weights(self):
+    # Σ w·L / Σ w is `class_weights=w·C/Σw` under the mean: float64 oracle
+    # from the per-class losses of reduction="none".
+    case = _EMPTY_CLASS_RUNS["cases"][0]
+    x = compat_cases._chlast(case["inputs"])
+    ids = np.asarray(case["targets"])
+    w = np.array([0.5, 2.0, 1.0, 4.0])
+    o = dict(from_logits=True)
+    with jax.enable_x64(True):
+      per = np.asarray(pel_jax.dice_loss(x, ids, reduction="none", **o))
+      got = pel_jax.dice_loss(x, ids, class_weights=w * 4 / w.sum(), **o)
+    want = np.mean(per @ w / w.sum())
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ SLOW = frozenset(
     "benchmarks_accumulate_example_smoke_test.py",
     "benchmarks_accumulate_smoke_test.py",
     "benchmarks_distance_smoke_test.py",
+    "benchmarks_losses_smoke_test.py",
     "benchmarks_lovasz_smoke_test.py",
     "benchmarks_smoke_test.py",
     "examples_unet_test.py",

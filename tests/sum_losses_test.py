@@ -402,5 +402,95 @@ class UsageTest(parameterized.TestCase):
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
 
 
+class MccFromStatsTest(absltest.TestCase):
+  """`mcc_loss_from_stats`: exact under accumulation (the whole batch's
+  `mcc_loss` value and gradient, by `accumulated_value_and_grad`)."""
+
+  def test_accumulated_equals_whole_batch(self):
+    rng = np.random.default_rng(11)
+    feats = rng.normal(0, 1, (4, 5, 2))  # [B, pixels, features]
+    ids = rng.integers(0, 3, (4, 5))
+    ids = np.where(rng.random(ids.shape) < 0.2, _IGNORE, ids)
+    o = dict(from_logits=True, ignore_index=_IGNORE)
+    kernel = rng.normal(0, 1, (2, 3))
+
+    def stats_fn(w, mb):
+      return pel_jax.confusion_stats(
+        mb["x"] @ w, mb["y"], hard=None, batch=True, **o
+      )
+
+    def loss_fn(stats):
+      return pel_jax.mcc_loss_from_stats(
+        stats, eps=0.1, include_background=False
+      )
+
+    mbs = {"x": feats.reshape(2, 2, 5, 2), "y": ids.reshape(2, 2, 5)}
+    with jax.enable_x64(True):
+      want, want_grad = jax.jit(
+        jax.value_and_grad(
+          lambda w: pel_jax.mcc_loss(
+            feats @ w, ids, eps=0.1, include_background=False, **o
+          )
+        )
+      )(kernel)
+      got, grad = jax.jit(
+        lambda w: pel_jax.accumulated_value_and_grad(stats_fn, loss_fn, w, mbs)
+      )(kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-14)
+
+  def test_bad_stats(self):
+    with self.assertRaisesRegex(TypeError, "ConfusionStats"):
+      pel_jax.mcc_loss_from_stats({"tp": np.ones(2)})
+    stats = pel_jax.ConfusionStats(*(np.ones(1) for _ in range(4)))
+    with self.assertRaisesRegex(ValueError, "include_background"):
+      pel_jax.mcc_loss_from_stats(stats, include_background=False)
+
+
+class WassersteinFromStatsTest(parameterized.TestCase):
+  """`wasserstein_stats` + `..._from_stats`: exact under accumulation."""
+
+  @parameterized.parameters("default", "GDL")
+  def test_accumulated_equals_whole_batch(self, mode):
+    rng = np.random.default_rng(12)
+    feats = rng.normal(0, 1, (4, 5, 2))  # [B, pixels, features]
+    ids = rng.integers(0, 3, (4, 5))
+    ids = np.where(rng.random(ids.shape) < 0.2, _IGNORE, ids)
+    o = dict(dist_matrix=_DIST, from_logits=True, ignore_index=_IGNORE)
+    kernel = rng.normal(0, 1, (2, 3))
+
+    def stats_fn(w, mb):
+      return pel_jax.wasserstein_stats(mb["x"] @ w, mb["y"], batch=True, **o)
+
+    def loss_fn(stats):
+      return pel_jax.generalized_wasserstein_dice_loss_from_stats(
+        stats, weighting_mode=mode
+      )
+
+    mbs = {"x": feats.reshape(2, 2, 5, 2), "y": ids.reshape(2, 2, 5)}
+    with jax.enable_x64(True):
+      want, want_grad = jax.jit(
+        jax.value_and_grad(
+          lambda w: pel_jax.generalized_wasserstein_dice_loss(
+            feats @ w, ids, weighting_mode=mode, batch=True, **o
+          )
+        )
+      )(kernel)
+      got, grad = jax.jit(
+        lambda w: pel_jax.accumulated_value_and_grad(stats_fn, loss_fn, w, mbs)
+      )(kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-14)
+
+  def test_bad_stats(self):
+    with self.assertRaisesRegex(TypeError, "WassersteinStats"):
+      pel_jax.generalized_wasserstein_dice_loss_from_stats((np.ones(3),) * 2)
+    stats = pel_jax.WassersteinStats(np.ones(3), np.ones(3))
+    with self.assertRaisesRegex(ValueError, "`weighting_mode`"):
+      pel_jax.generalized_wasserstein_dice_loss_from_stats(
+        stats, weighting_mode="gdl"
+      )
+
+
 if __name__ == "__main__":
   absltest.main()

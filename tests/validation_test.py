@@ -576,5 +576,38 @@ class BadInputTest(parameterized.TestCase):
     np.testing.assert_allclose(a, b, rtol=1e-7)
 
 
+class BinaryWithoutClassAxisTest(absltest.TestCase):
+  """optax's binary layout, `[B, H, W]` logits and targets: refused, not misread.
+
+  `[B, H, W]` is also legal channels-last input (W classes), so pel_jax
+  cannot take it as one binary channel; the errors name the fix, and the
+  fixed call is binary Dice (float64 oracle by hand).
+  """
+
+  def test_refused_with_the_fix_named(self):
+    x = np.zeros((8, 64, 64), np.float32)
+    for t in (
+      np.zeros((8, 64, 64), np.float32),
+      np.zeros((8, 64, 64), np.int32),
+    ):
+      with self.assertRaisesRegex(
+        ValueError, r"binary.*predictions\[\.\.\., None\]"
+      ):
+        pel_jax.dice_loss(x, t, from_logits=True)
+
+  def test_the_fix_is_binary_dice(self):
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, (2, 5, 6))
+    ids = rng.integers(0, 2, (2, 5, 6))
+    p = 1 / (1 + np.exp(-x))
+    tp, sp, sg = ((p * ids).sum((1, 2)), p.sum((1, 2)), ids.sum((1, 2)))
+    want = np.mean(1 - 2 * tp / (sp + sg))
+    with jax.enable_x64(True):
+      got = pel_jax.dice_loss(
+        x[..., None], ids, from_logits=True, smooth_nr=0, smooth_dr=0
+      )
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 if __name__ == "__main__":
   absltest.main()
