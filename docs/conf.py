@@ -1,4 +1,5 @@
-"""Sphinx configuration: the API reference, built from the docstrings.
+"""Sphinx configuration: the API reference, built from the docstrings, and
+the repository's Markdown pages (MyST).
 
 Build: `pip install -e ".[docs]"`, then
 `sphinx-build -W -b html docs docs/_build/html` (warnings are errors).
@@ -24,7 +25,21 @@ extensions = [
   "sphinx.ext.autodoc",
   "sphinx.ext.napoleon",
   "mathml",
+  "myst_parser",
+  "repo_pages",
 ]
+# The Markdown files: the guide, and the repository's own pages included by
+# stubs (docs/readme.md includes ../README.md) whose links repo_pages rewrites.
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+repo_pages = {
+  "README.md": "readme",
+  "examples/unet/README.md": "example",
+  "benchmarks/README.md": "benchmarks",
+  "experiments/README.md": "experiments",
+  "CHANGELOG.md": "changelog",
+}
+# Anchors for `guide.md#bad-input`-style links, as GitHub makes them.
+myst_heading_anchors = 3
 # Formulas as MathML (docs/_ext/mathml.py): drawn by the browser, offline.
 html_math_renderer = "mathml"
 
