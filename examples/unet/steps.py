@@ -42,9 +42,11 @@ def make_optimizer(cfg: configs.Config, model: nnx.Module) -> nnx.Optimizer:
 def train_step(model, optimizer, batch, loss_fn, num_classes: int):
   """One optimizer step in place; returns (loss, confusion matrix, |grad|)."""
 
+  step = optimizer.step[...]  # the boundary term's ramp (losses.make_loss)
+
   def objective(model):
     logits = model(batch["image"])
-    return loss_fn(logits, batch["mask"]), logits
+    return loss_fn(logits, batch["mask"], step), logits
 
   (loss, logits), grads = nnx.value_and_grad(objective, has_aux=True)(model)
   pred = jnp.argmax(logits, -1)
