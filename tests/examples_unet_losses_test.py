@@ -96,6 +96,12 @@ def test_boundary_weight_ramp(ramp, step, want):
   np.testing.assert_allclose(traced, want, 1e-6)
 
 
+def test_boundary_ramp_refuses_negative():
+  cfg = configs.get_config(boundary_ramp=-5)
+  with pytest.raises(ValueError, match="--boundary-ramp -5: a number of"):
+    losses.boundary_weight(cfg, 0)
+
+
 def test_boundary_term_is_kervadec_ramped():
   """'0.5*boundary' at step t: 0.5 r(t) times the reference boundary loss
   (`one_hot2dist` maps of classes 1..C-1, mean of p phi over pixels,

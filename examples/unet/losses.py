@@ -34,7 +34,7 @@ REGION_LOSSES: dict[str, Callable[..., jax.Array]] = {
   "pel": pel_jax.pel_loss,
 }
 # Terms that are a mean of per-pixel (CE) or per-sample-and-class
-# (boundary) values: `_mean_terms`.
+# (boundary) values: `_mean_term`.
 LOSS_NAMES = (*REGION_LOSSES, "ce", "boundary")
 
 
@@ -103,7 +103,11 @@ def boundary_weight(cfg, step) -> jax.Array:
   optimizer's count, on the device).
   """
   ramp = cfg.steps if cfg.boundary_ramp is None else cfg.boundary_ramp
-  if ramp <= 0:
+  if ramp < 0:
+    raise ValueError(
+      f"--boundary-ramp {ramp}: a number of steps >= 0 (0: no ramp)"
+    )
+  if ramp == 0:
     return jnp.float32(1.0)
   return jnp.clip(jnp.asarray(step, jnp.float32) / ramp, 0.01, 1.0)
 
