@@ -39,3 +39,47 @@ def test_summarize_keeps_its_numbers():
   assert s["val_iou"] == float(iou[1:].mean())
   assert s["val_dice"] == float(dice[1:].mean())
   assert s["val_iou_all"] == float(iou.mean())
+
+
+def test_surface_report_hand_case():
+  """HD95 and surface Dice at 0.5 px of two 6 x 6 images, 3 classes.
+
+  Image A, class 1: target rows 1-2, pred rows 1-3 of cols 1-2; every
+  pixel of both blocks is surface. Distances pred -> target: four 0, two 1
+  (row 3), so the 95th percentile (linear) is 1; target -> pred: all 0.
+  HD95 = 1; within 0.5 px: 4 + 4 of 6 + 4 surface pixels, 0.8. Class 2 is
+  one target pixel and no prediction: HD95 = the diagonal, hypot(5, 5),
+  surface Dice 0. Image B: class 1 predicted exactly (HD95 0, surface Dice
+  1); class 2 in neither map: left out of class 2's mean.
+  """
+  target_a = np.zeros((6, 6), np.int64)
+  target_a[1:3, 1:3], target_a[5, 5] = 1, 2
+  pred_a = np.zeros((6, 6), np.int64)
+  pred_a[1:4, 1:3] = 1
+  b = np.zeros((6, 6), np.int64)
+  b[2:5, 2:5] = 1
+  values = [
+    metrics.surface_values(pred_a, target_a, 3, 0.5),
+    metrics.surface_values(b, b, 3, 0.5),
+  ]
+  np.testing.assert_allclose(values[0][1:], [[1, 0.8], [np.hypot(5, 5), 0]])
+  np.testing.assert_allclose(values[1][1:], [[0, 1], [np.nan, np.nan]])
+  s = metrics.surface_summary(values)
+  c1, c2 = s["per_class"]["1"], s["per_class"]["2"]
+  np.testing.assert_allclose([c1["hd95"], c1["nsd"]], [0.5, 0.9])
+  np.testing.assert_allclose([c2["hd95"], c2["nsd"]], [np.hypot(5, 5), 0])
+  assert (c1["surface_images"], c2["surface_images"]) == (2, 1)
+  assert s["per_class"]["0"]["surface_images"] == 2
+  np.testing.assert_allclose(s["val_hd95"], (0.5 + np.hypot(5, 5)) / 2)
+  np.testing.assert_allclose(s["val_nsd"], 0.45)
+  # A class in no image at all: None, not NaN, in metrics.json.
+  empty = metrics.surface_summary([metrics.surface_values(b, b, 3, 2.0)])
+  assert empty["per_class"]["2"] == {
+    "hd95": None,
+    "nsd": None,
+    "surface_images": 0,
+  }
+  assert empty["val_hd95"] == 0 and empty["val_nsd"] == 1
+  assert (
+    "surface Dice 0 and HD95 = the image diagonal" in s["surface_definition"]
+  )

@@ -258,6 +258,15 @@ def test_fused_head_matches_the_plain_head():
     _assert_same_run(_steps(fused, k, sharded=sharded), reference)
 
 
+def test_accumulate_boundary_ramp():
+  """The boundary term as a sum and a count, ramped by the optimizer's step
+  in both steps (R = 2: factors 0.01, 0.5, 1 over the three steps)."""
+  cfg = tiny(batch_size=8, loss="dice+0.5*boundary", boundary_ramp=2)
+  _assert_same_run(
+    _steps(cfg, 2, sharded=False), _steps(cfg, None, sharded=False)
+  )
+
+
 def test_accumulate_flag_runs_the_same_first_step(tmp_path, capsys):
   """`main.py --accumulate 2`: the run loop logs the whole batch's loss/IoU."""
   args = dict(steps=1, batch_size=16, figures=0)

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 
 import pel_jax
+from tests.reference_distance import one_hot2dist
+from tests.reference_distance import softmax
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -82,4 +84,23 @@ def test_five_line_example_is_dice_plus_cross_entropy():
   dice = pel_jax.dice_loss(logits, ids, from_logits=True)
   np.testing.assert_allclose(
     ns["loss"], float(dice) + _ce64(logits, ids, ids != 255), rtol=1e-5
+  )
+
+
+def test_distance_snippet_adds_the_boundary_loss():
+  """The "Distances on the device" line, on the first example's arrays:
+  Dice plus alpha times Kervadec's boundary loss (float64 SciPy maps)."""
+  ns: dict = {}
+  exec(compile(_snippet("## A first example"), str(README), "exec"), ns)  # pylint: disable=exec-used
+  logits, ids = np.asarray(ns["logits"]), np.asarray(ns["ids"])
+  ns["alpha"] = 0.1
+  snippet = _snippet("## Distances on the device")
+  exec(compile(snippet, str(README), "exec"), ns)  # pylint: disable=exec-used
+  p = softmax(logits.astype(np.float64))
+  boundary = np.mean(
+    [(p[..., c] * one_hot2dist(ids == c)).mean((1, 2)) for c in range(3)]
+  )
+  dice = pel_jax.dice_loss(logits, ids, from_logits=True)
+  np.testing.assert_allclose(
+    ns["loss"], float(dice) + 0.1 * boundary, rtol=1e-5
   )

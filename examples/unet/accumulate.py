@@ -87,9 +87,11 @@ def train_step(
     ).astype(jnp.float32)
     return stats_loss.stats(out, mb["mask"]), jnp.vdot(probe, counts)
 
+  step = optimizer.step[...]  # the boundary term's ramp (losses.make_loss)
+
   def loss(s):
     region, probe_term = s
-    return stats_loss.loss(region) + probe_term.sum()
+    return stats_loss.loss(region, step) + probe_term.sum()
 
   probe = jnp.zeros(num_classes**2, jnp.float32)
   loss_value, (grads, counts) = pel_jax.accumulated_value_and_grad(

@@ -65,7 +65,11 @@ class Config:
   clip: float = _opt(1.0, "gradient clipping by global norm")
   loss: str = _opt(
     "pel+ce",
-    "sum of weighted terms among dice, jaccard, tversky, pel, ce, e.g. 'pel+ce', '0.5*dice+ce'",
+    "sum of weighted terms among dice, jaccard, tversky, pel, ce, boundary, e.g. 'pel+ce', '0.5*dice+ce', 'dice+boundary'",
+  )
+  boundary_ramp: int | None = _opt(
+    None,
+    "steps over which the boundary term's weight grows linearly from 0.01 to 1 times its --loss weight (Kervadec et al. 2019: 0.01, +0.01 per epoch); unset: the whole run (--steps); 0: no ramp",
   )
   exponent: float = _opt(3.0, "PEL exponent n")
   scale: float = _opt(10.0, "PEL scale")
@@ -96,6 +100,9 @@ class Config:
     None, "initialise the model from this checkpoint (phase-2 fine-tuning)"
   )
   figures: int = _opt(4, "validation examples to draw in figures/")
+  surface_tolerance: float = _opt(
+    2.0, "tolerance in pixels of the validation surface Dice"
+  )
 
 
 def get_config(**overrides) -> Config:

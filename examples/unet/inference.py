@@ -47,27 +47,41 @@ def predict_logits(
   return out
 
 
-def evaluate(model, ds: data.Dataset, put=np.asarray):
+def evaluate(model, ds: data.Dataset, put=np.asarray, tolerance: float = 2.0):
   """(summary dict, list of logits) over a dataset (`metrics.summarize`).
 
-  With instance masks (`ds.instances`), also the object metrics of the
-  predicted foreground (any class > 0): `val_object_f1`, `val_aji`, ...
+  Also HD95 and surface Dice at `tolerance` pixels (`metrics.surface_summary`:
+  `val_hd95`, `val_nsd`, per class). With instance masks (`ds.instances`),
+  also the object metrics of the predicted foreground (any class > 0):
+  `val_object_f1`, `val_aji`, ...
   """
   logits = predict_logits(model, ds.images, put)
   cm = np.zeros((ds.num_classes,) * 2, np.int64)
   bc = np.zeros((ds.num_classes, 4), np.int64)
+  surfaces = []
   objects = None
   for i, (lg, mask) in enumerate(zip(logits, ds.masks)):
     pred = lg.argmax(-1)
     cm += metrics.confusion_matrix(pred, mask, ds.num_classes)
     bc += metrics.boundary_counts(pred[None], mask[None], ds.num_classes)
+    surfaces.append(
+      metrics.surface_values(pred, mask, ds.num_classes, tolerance)
+    )
     if ds.instances is not None:
       objects = object_metrics.add(
         objects, object_metrics.image_counts(ds.instances[i], pred > 0)
       )
   summary = metrics.summarize(cm, bc)
+  _add_surface(summary, metrics.surface_summary(surfaces))
   if objects is not None:
     summary.update(
       {f"val_{k}": v for k, v in object_metrics.summarize(objects).items()}
     )
   return summary, logits
+
+
+def _add_surface(summary: dict, surface: dict) -> None:
+  """Merges `metrics.surface_summary` into `summary`, per class too."""
+  for c, m in surface.pop("per_class").items():
+    summary["per_class"][c].update(m)
+  summary.update(surface)

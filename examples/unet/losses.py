@@ -1,7 +1,9 @@
 """The training loss of the example: a weighted sum of pel_jax losses and CE.
 
 One home for the PEL authors' setting (`AUTHORS_PEL`) and the loss names
-(`REGION_LOSSES`), which the study (experiments/) imports too.
+(`REGION_LOSSES`), which the study (experiments/) imports too. The
+`boundary` term (`pel_jax.boundary_loss`) has a weight that ramps up with
+the optimizer step (`boundary_weight`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ REGION_LOSSES: dict[str, Callable[..., jax.Array]] = {
   "tversky": pel_jax.tversky_loss,
   "pel": pel_jax.pel_loss,
 }
-LOSS_NAMES = (*REGION_LOSSES, "ce")
+# Terms that are a mean of per-pixel (CE) or per-sample-and-class
+# (boundary) values: `_mean_term`.
+LOSS_NAMES = (*REGION_LOSSES, "ce", "boundary")
 
 
 def parse_loss(spec: str) -> tuple[tuple[float, str], ...]:
@@ -86,35 +90,80 @@ def region_loss_fn(name: str, cfg) -> Callable[..., jax.Array]:
   return REGION_LOSSES[name]
 
 
-def make_loss(cfg) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """`loss(logits, labels)` for the weighted sum in `cfg.loss`.
+def boundary_weight(cfg, step) -> jax.Array:
+  """The ramp factor of the `boundary` term at optimizer step `step`.
 
-  Under `jit` with the batch sharded over a mesh, every term is the global
-  batch value: the compiler makes the sums global, no `axis_name` needed.
-  With `cfg.fused_head`, `loss(head_inputs, labels)` (`models.HeadInputs`):
-  the same loss by `pel_jax.head_loss`, without the logits.
+  Linear from 0.01 to 1 over R = `cfg.boundary_ramp` steps (unset: the
+  whole run, `cfg.steps`), then 1; R = 0: always 1.
+
+      r(t) = clip(t / R, 0.01, 1)
+
+  Kervadec et al. (MIDL 2019) start the boundary weight at 0.01 and add
+  0.01 per epoch; the example counts steps, not epochs, so the run plays
+  the part of their first 100 epochs. `step` may be traced (the
+  optimizer's count, on the device).
+  """
+  ramp = cfg.steps if cfg.boundary_ramp is None else cfg.boundary_ramp
+  if ramp < 0:
+    raise ValueError(
+      f"--boundary-ramp {ramp}: a number of steps >= 0 (0: no ramp)"
+    )
+  if ramp == 0:
+    return jnp.float32(1.0)
+  return jnp.clip(jnp.asarray(step, jnp.float32) / ramp, 0.01, 1.0)
+
+
+def _ramp(name: str, cfg, step):
+  """The schedule factor of term `name` (1 for every term but boundary)."""
+  return boundary_weight(cfg, step) if name == "boundary" else 1.0
+
+
+def _mean_term(name: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """The values whose mean is term `name`: CE per pixel, boundary per
+  sample and foreground class (`pel_jax.boundary_loss`, which computes the
+  targets' signed distance maps inside the step, on the device; class 0 is
+  left out, as the reference code's `idc=[1]`)."""
+  if name == "ce":
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return pel_jax.boundary_loss(
+    logits,
+    labels,
+    from_logits=True,
+    include_background=False,
+    reduction="none",
+  )
+
+
+def make_loss(cfg) -> Callable[..., jax.Array]:
+  """`loss(logits, labels, step=0)` for the weighted sum in `cfg.loss`.
+
+  `step` (the optimizer's step count) sets the `boundary` term's ramp
+  (`boundary_weight`); the other terms ignore it. Under `jit` with the
+  batch sharded over a mesh, every term is the global batch value: the
+  compiler makes the sums global, no `axis_name` needed.
+  With `cfg.fused_head`, `loss(head_inputs, labels, step=0)`
+  (`models.HeadInputs`): the same loss by `pel_jax.head_loss`, without the
+  logits (`head_calls`, which refuses a `boundary` term).
   """
   if cfg.fused_head:
     calls = head_calls(cfg)
-    return lambda head, labels: sum(
+    return lambda head, labels, step=0: sum(
       w * pel_jax.head_loss(*head, labels, **o) for w, o in calls
     )
   terms = [
-    (w, None if name == "ce" else region_loss_fn(name, cfg))
+    (w, name, region_loss_fn(name, cfg) if name in REGION_LOSSES else None)
     for w, name in parse_loss(cfg.loss)
   ]
 
-  def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  def loss(logits: jax.Array, labels: jax.Array, step=0) -> jax.Array:
     logits = logits.astype(jnp.float32)
     total = 0.0
-    for w, fn in terms:
+    for w, name, fn in terms:
       if fn is None:
-        value = optax.softmax_cross_entropy_with_integer_labels(
-          logits, labels
-        ).mean()
+        value = _mean_term(name, logits, labels).mean()
       else:
         value = fn(logits, labels, from_logits=True, batch=cfg.batch_dice)
-      total = total + w * value
+      total = total + w * _ramp(name, cfg, step) * value
     return total
 
   return loss
@@ -173,7 +222,8 @@ def head_calls(cfg) -> list[tuple[float, dict]]:
 class StatsLoss(NamedTuple):
   """`make_loss` split into additive statistics and the loss of their sum.
 
-  `loss(stats(logits, labels))` is `make_loss(cfg)(logits, labels)`, and the
+  `loss(stats(logits, labels), step)` is `make_loss(cfg)(logits, labels,
+  step)`, and the
   statistics of micro-batches added leaf by leaf (or stacked along a new
   leading axis, when `stack`: per-sample region losses) give the loss of
   the whole batch: what `pel_jax.accumulated_value_and_grad` takes.
@@ -185,7 +235,7 @@ class StatsLoss(NamedTuple):
 
 
 def make_stats_loss(cfg) -> StatsLoss:
-  """`make_loss(cfg)` as a `StatsLoss`: CE as a sum and a pixel count.
+  """`make_loss(cfg)` as a `StatsLoss`: CE and boundary as a sum and a count.
 
   With `cfg.fused_head`, `stats(head_inputs, labels)`: `pel_jax.head_stats`
   of each of `head_calls(cfg)`.
@@ -197,7 +247,7 @@ def make_stats_loss(cfg) -> StatsLoss:
       w,
       name,
       None
-      if name == "ce"
+      if name not in REGION_LOSSES
       else dict(
         region_options(name, cfg), from_logits=True, batch=cfg.batch_dice
       ),
@@ -209,22 +259,22 @@ def make_stats_loss(cfg) -> StatsLoss:
   def stats(logits: jax.Array, labels: jax.Array) -> list:
     logits = logits.astype(jnp.float32)
     out = []
-    for _, _, o in terms:
-      if o is None:  # the pixel mean as a sum and a count: both add up
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        out.append((ce.sum(), jnp.asarray(ce.size, jnp.float32)))
+    for _, name, o in terms:
+      if o is None:  # a mean as a sum and a count: both add up
+        v = _mean_term(name, logits, labels)
+        out.append((v.sum(), jnp.asarray(v.size, jnp.float32)))
       else:
         out.append(pel_jax.region_stats(logits, labels, **o))
     return out
 
-  def loss(stats: list) -> jax.Array:
+  def loss(stats: list, step=0) -> jax.Array:
     total = 0.0
-    for (w, _, o), s in zip(terms, stats):
+    for (w, name, o), s in zip(terms, stats):
       if o is None:
         value = s[0].sum() / s[1].sum()  # stacked [K] or summed: the same
       else:
         value = pel_jax.loss_from_stats(_stacked(s, stack), **o)
-      total = total + w * value
+      total = total + w * _ramp(name, cfg, step) * value
     return total
 
   return StatsLoss(stats, loss, stack)
@@ -244,7 +294,8 @@ def _head_stats_loss(cfg) -> StatsLoss:
   def stats(head, labels: jax.Array) -> list:
     return [pel_jax.head_stats(*head, labels, **o) for _, o in calls]
 
-  def loss(stats: list) -> jax.Array:
+  def loss(stats: list, step=0) -> jax.Array:
+    del step  # No `boundary` term here (`head_calls`).
     return sum(
       w * pel_jax.loss_from_stats(_stacked(s, stack), **o)
       for (w, o), s in zip(calls, stats)

@@ -1,6 +1,9 @@
-"""Segmentation metrics: IoU and Dice of a confusion matrix (pel_jax), boundary F1."""
+"""Segmentation metrics: IoU and Dice of a confusion matrix (pel_jax), boundary
+F1, and the surface metrics HD95 and surface Dice (pel_jax, on the device)."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import numpy as np
@@ -101,6 +104,91 @@ def summarize(cm: np.ndarray, bcounts: np.ndarray) -> dict:
       for c in range(len(tp))
     },
   }
+
+
+# How `surface_values` and `surface_summary` treat a class missing from an
+# image's prediction or target; saved beside the numbers in metrics.json.
+SURFACE_DEFINITION = (
+  "HD95 (95th percentile Hausdorff distance, pixels) and surface Dice at"
+  " surface_tolerance pixels, per image and class (pel_jax, MONAI's"
+  " surfaces), then the mean over the images; val_hd95/val_nsd average the"
+  " foreground classes. A class in neither the prediction nor the target of"
+  " an image is left out of its mean; one in only one of them counts as"
+  " surface Dice 0 and HD95 = the image diagonal (MONAI: +inf)"
+)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "tolerance"))
+def _surface(pred, target, num_classes: int, tolerance: float):
+  kw = dict(num_classes=num_classes)
+  return (
+    pel_jax.hausdorff_distance(pred, target, percentile=95, **kw)[0],
+    pel_jax.surface_dice(pred, target, tolerance=tolerance, **kw)[0],
+  )
+
+
+def surface_values(
+  pred: np.ndarray, target: np.ndarray, num_classes: int, tolerance: float
+) -> np.ndarray:
+  """Per class `[HD95, surface Dice]` of one image's ids `[H, W]`: `[C, 2]`.
+
+  The empty-class policy of `SURFACE_DEFINITION`: NaN for a class in
+  neither map, HD95 = the diagonal sqrt((H-1)^2 + (W-1)^2) where MONAI's is
+  +inf (the class in only one map; the surface Dice is 0 there).
+  """
+  hd, nsd = _surface(
+    pred[None], target[None], num_classes=num_classes, tolerance=tolerance
+  )
+  diagonal = np.hypot(*(np.asarray(pred.shape) - 1))
+  hd = np.asarray(hd, np.float64)
+  return np.stack([np.where(np.isinf(hd), diagonal, hd), nsd], -1)
+
+
+def surface_summary(values: list[np.ndarray]) -> dict:
+  """The mean over images of `surface_values`, NaN entries left out.
+
+  Returns `val_hd95` and `val_nsd` (foreground classes averaged, None if
+  no image has one) and per class `hd95`, `nsd`, `surface_images` (the
+  images counted).
+  """
+  v = np.stack(values)  # [images, C, 2]
+  counted = ~np.isnan(v[..., 0])
+  with np.errstate(invalid="ignore"):
+    mean = np.nansum(v, 0) / counted.sum(0)[:, None]  # NaN: no image
+
+  def number(x):
+    return None if np.isnan(x) else float(x)
+
+  with np.errstate(invalid="ignore"):
+    fg = [
+      number(np.nanmean(mean[1:, k])) if counted[:, 1:].any() else None
+      for k in (0, 1)
+    ]
+  return {
+    "val_hd95": fg[0],
+    "val_nsd": fg[1],
+    "surface_definition": SURFACE_DEFINITION,
+    "per_class": {
+      str(c): {
+        "hd95": number(mean[c, 0]),
+        "nsd": number(mean[c, 1]),
+        "surface_images": int(counted[:, c].sum()),
+      }
+      for c in range(v.shape[1])
+    },
+  }
+
+
+def surface_line(summary: dict, tolerance: float) -> str:
+  """One line of the foreground HD95 and surface Dice."""
+
+  def show(x):
+    return "n/a" if x is None else f"{x:.4f}"
+
+  return (
+    f"surfaces: HD95 {show(summary['val_hd95'])} px  surface Dice"
+    f" ({tolerance:g} px) {show(summary['val_nsd'])}"
+  )
 
 
 def table(summary: dict) -> str:

@@ -105,7 +105,9 @@ def predict_folder(
     logits = inference.predict_logits(model, images)
   else:
     truth.images = images
-    summary, logits = inference.evaluate(model, truth)
+    summary, logits = inference.evaluate(
+      model, truth, tolerance=cfg.surface_tolerance
+    )
   out = pathlib.Path(output_dir)
   (out / "overlays").mkdir(parents=True, exist_ok=True)
   paths = []
@@ -118,6 +120,7 @@ def predict_folder(
   if truth is not None:
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(metrics.table(summary))
+    print(metrics.surface_line(summary, cfg.surface_tolerance))
     print(f"metrics of {len(names)} images -> {out / 'metrics.json'}")
   return paths
 

@@ -49,9 +49,11 @@ def train_step(
   logits (`losses.make_loss` of a `--fused-head` config).
   """
 
+  step = optimizer.step[...]  # the boundary term's ramp (losses.make_loss)
+
   def objective(model):
     out = models.outputs(model, batch["image"], fused_head)
-    return loss_fn(out, batch["mask"]), out
+    return loss_fn(out, batch["mask"], step), out
 
   (loss, out), grads = nnx.value_and_grad(objective, has_aux=True)(model)
   pred = models.predicted_labels(out)

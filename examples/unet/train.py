@@ -217,7 +217,9 @@ def _run(
           _progress(done, cfg.steps, loss, curve.rows[-1]["train_iou"], rate)
         window_cm, tick, ticks = 0, time.time(), 0
       if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-        summary, _ = inference.evaluate(model, val_ds, parallel.put)
+        summary, _ = inference.evaluate(
+          model, val_ds, parallel.put, cfg.surface_tolerance
+        )
         say(
           f"{_end_line()}  val iou {summary['val_iou']:.4f} dice"
           f" {summary['val_dice']:.4f}"
@@ -245,7 +247,9 @@ def _run(
   save(cfg.steps)
   ckpts.close()
   curve.close()
-  summary, logits = inference.evaluate(model, val_ds, parallel.put)
+  summary, logits = inference.evaluate(
+    model, val_ds, parallel.put, cfg.surface_tolerance
+  )
   result = {
     **summary,
     "val_iou_definition": (
@@ -266,6 +270,7 @@ def _run(
     figures.samples(workdir / "figures", val_ds, logits, cfg)
     figures.curve(workdir / "figures" / "train_curve.png", curve.rows)
   say(metrics.table(summary))
+  say(metrics.surface_line(summary, cfg.surface_tolerance))
   if "val_aji" in summary:
     say(
       f"objects: detection F1 (IoU >= 0.5) {summary['val_object_f1']:.4f}"
