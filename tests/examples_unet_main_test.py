@@ -145,7 +145,12 @@ class _Checkpoints:
 def test_resume_refuses_a_changed_schedule_without_force():
   saved = _Checkpoints(lr=1e-2, steps=6)
   said = []
-  for changed in (dict(lr=2e-2), dict(steps=9), dict(batch_size=16)):
+  for changed in (
+    dict(lr=2e-2),
+    dict(steps=9),
+    dict(batch_size=16),
+    dict(boundary_ramp=2),
+  ):
     with pytest.raises(ValueError, match=r"--resume: --.*->.*--force"):
       checkpoint.check_resumable(tiny(**changed), saved, 3, said.append)
   checkpoint.check_resumable(tiny(lr=2e-2, force=True), saved, 3, said.append)

@@ -163,9 +163,10 @@ class Checkpoints:
     self.manager.close()
 
 
-# The flags that fix a run's learning-rate schedule and batches: a resumed
-# run that changes them is another run (refused without --force).
-SCHEDULE = ("lr", "steps", "warmup", "batch_size", "seed")
+# The flags that fix a run's schedules (learning rate, the boundary term's
+# ramp) and batches: a resumed run that changes them is another run
+# (refused without --force).
+SCHEDULE = ("lr", "steps", "warmup", "batch_size", "seed", "boundary_ramp")
 
 
 def check_resumable(cfg, ckpts: Checkpoints, latest: int, say) -> None:
@@ -181,8 +182,8 @@ def check_resumable(cfg, ckpts: Checkpoints, latest: int, say) -> None:
   if changed and not cfg.force:
     raise ValueError(
       f"--resume: {', '.join(changed)} differ from the run in"
-      f" {ckpts.directory} (step {latest}); they set the learning-rate"
-      " schedule and the batches, so the result would match neither run."
+      f" {ckpts.directory} (step {latest}); they set the schedules"
+      " and the batches, so the result would match neither run."
       " Pass the run's values, or add --force to continue with the new ones"
     )
   if changed:
