@@ -14,6 +14,7 @@ import numpy as np
 from pel_jax import _checks
 from pel_jax import _core
 from pel_jax import _global_sum
+from pel_jax import _implementation
 from pel_jax import _numerics
 from pel_jax import _ratio
 
@@ -48,6 +49,7 @@ def pel_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -178,6 +180,11 @@ def pel_loss(
       \frac{\varepsilon}{C}(-\sum_c \log p_c)`; its logit gradient
       :math:`p \sum_c q_c - q`. Only the CE term is smoothed, never the
       overlap ratio. Needs ``ce_weight > 0``.
+    implementation: "xla" (XLA's fused sums, each platform's layout) or
+      "pallas" (the Pallas kernels: Mosaic on TPU, Triton on GPU, interpret
+      mode elsewhere, slow). Compiled for TPU and H100, never timed on one;
+      the Pallas kernels lack ``squared``, ``soft_labels`` (float targets),
+      ``ce_weight`` and ``axis_name``, which raise ValueError there.
 
   Returns:
     A scalar for "mean" and "sum"; for "none", `[B, C']` per sample and class,
@@ -266,6 +273,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
   _checks.check_cross_entropy(
     ce_weight, activation, o["reduction"], label_smoothing
   )
+  _implementation.check_implementation(o["implementation"])
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
   _checks.check_soft_labels(soft_labels, squared)
@@ -335,7 +343,9 @@ def _pel_loss(predictions, targets, **o):
   predictions, targets, mask, stats_cfg, ratio_cfg, class_weights = (
     _stats_inputs(predictions, targets, o["where"], o)
   )
-  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  stats = _implementation.region_sums(
+    o["implementation"], stats_cfg, predictions, targets, mask
+  )
   return _loss_of_sums(stats, ratio_cfg, class_weights, o)
 
 
@@ -448,7 +458,9 @@ def region_stats(
   predictions, targets, mask, stats_cfg, _, _ = _stats_inputs(
     predictions, targets, o["where"], o
   )
-  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  stats = _implementation.region_sums(
+    o["implementation"], stats_cfg, predictions, targets, mask
+  )
   if stats_cfg.batch:
     stats = jax.tree.map(lambda s: s[0], stats)
   return stats

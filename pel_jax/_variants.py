@@ -59,6 +59,7 @@ def dice_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""Soft Dice loss (Milletari et al. 2016), one per class and sample.
 
@@ -109,6 +110,7 @@ def dice_loss(
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
       (1 - eps) g + eps / K (see `pel_loss`).
+    implementation: "xla" or "pallas" kernels (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -159,6 +161,7 @@ def jaccard_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""Soft Jaccard (IoU) loss, one per class and sample.
 
@@ -209,6 +212,7 @@ def jaccard_loss(
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
       (1 - eps) g + eps / K (see `pel_loss`).
+    implementation: "xla" or "pallas" kernels (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -254,6 +258,7 @@ def tversky_loss(
   average: str = "macro",
   ce_weight: float = 0.0,
   ce_label_smoothing: float = 0.0,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""Tversky loss (Salehi et al. 2017), one per class and sample.
 
@@ -308,6 +313,7 @@ def tversky_loss(
     ce_weight: adds this weight times the cross-entropy, fused (logits).
     ce_label_smoothing: smooths the cross-entropy's targets to
       (1 - eps) g + eps / K (see `pel_loss`).
+    implementation: "xla" or "pallas" kernels (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
