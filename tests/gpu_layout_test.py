@@ -87,9 +87,10 @@ class GpuLayoutTest(parameterized.TestCase):
         atol=1e-9,
       )
 
-  def test_float32_and_bfloat16_logits_match_oracle(self):
+  @parameterized.parameters(2, 12)
+  def test_float32_and_bfloat16_logits_match_oracle(self, classes):
     rng = np.random.default_rng(6)
-    shape = (2, 6, 5, 12)
+    shape = (2, 6, 5, classes)
     x = reference.make_predictions(rng, shape, "softmax", np.float64) * 8
     t = rng.integers(0, shape[-1], shape[:-1]).astype(np.int32)
     kw = dict(exponent=3.0, from_logits=True, scale=0.5, fp_weight=0.5)
@@ -107,12 +108,15 @@ class GpuLayoutTest(parameterized.TestCase):
       expected = reference_family.family_numpy(rounded, t, **kw)
       np.testing.assert_allclose(float(value), expected, rtol=rtol)
 
-  @parameterized.product(target=("ids", "soft"), layout=(False, True))
-  def test_forward_over_reverse(self, target, layout):
+  @parameterized.product(
+    target=("ids", "soft"), layout=(False, True), classes=(2, 6)
+  )
+  def test_forward_over_reverse(self, target, layout, classes):
     # Every platform's branch is differentiated, so the CPU program's too
-    # takes the JVP of the layout's forward (its variadic log-sum-exp).
+    # takes the JVP of the layout's forward (its variadic log-sum-exp, or
+    # with two classes its log-sigmoids).
     rng = np.random.default_rng(7)
-    shape = (2, 3, 3, _gpu.MIN_CLASSES + 2)
+    shape = (2, 3, 3, classes)
     x = reference.make_predictions(rng, shape, "softmax", np.float64)
     if target == "ids":
       t = rng.integers(0, shape[-1], shape[:-1]).astype(np.int32)
