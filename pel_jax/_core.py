@@ -223,11 +223,14 @@ def _per_platform_sums(cfg: StatsConfig, predictions, targets, mask):
   """`(stats, lse)`: `_gpu.forward` lowered for CUDA, else `_local_sums`.
 
   Elsewhere `lse` is a zero placeholder of its shape, which only the CUDA
-  backward reads (lowered for one platform, XLA drops it).
+  backward reads (lowered for one platform, XLA drops it); None where the
+  CUDA layout keeps none (`_gpu.keeps_lse`).
   """
 
   def generic(predictions, targets):
     stats = _local_sums(cfg, predictions, targets, mask)
+    if not _gpu.keeps_lse(predictions.shape[-1]):
+      return stats, None
     lse_shape = predictions.shape[:-1] + (1,)
     return stats, jnp.zeros(lse_shape, compute_dtype(predictions.dtype))
 
@@ -399,7 +402,7 @@ def _region_sums_fwd(cfg: StatsConfig, predictions, targets, mask):
 
 def _region_sums_bwd(cfg: StatsConfig, residuals, cotangent):
   predictions, targets, mask, stats, lse = residuals
-  if lse is None:
+  if not _gpu.handles(cfg, predictions.shape[-1]):
     d_predictions, d_targets = stats_backward(
       cfg, predictions, targets, mask, stats, cotangent
     )
@@ -407,13 +410,10 @@ def _region_sums_bwd(cfg: StatsConfig, residuals, cotangent):
     d_predictions, d_targets = lax.platform_dependent(
       predictions,
       targets,
-      lse,
       **_gpu.per_platform(
-        lambda x, t, lse: _gpu.backward(cfg, x, t, mask, lse, cotangent)
+        lambda x, t: _gpu.backward(cfg, x, t, mask, lse, cotangent)
       ),
-      default=lambda x, t, lse: stats_backward(
-        cfg, x, t, mask, stats, cotangent
-      ),
+      default=lambda x, t: stats_backward(cfg, x, t, mask, stats, cotangent),
     )
   return d_predictions, d_targets, None
 

@@ -18,10 +18,16 @@ GPU does with the generic core, and what this layout does instead:
 * The backward is one row reduction (`sum_c v_c`) and one elementwise pass
   that writes the gradient: `dL/dx = v - p sum_c v`, with `v = dL/dl`.
 
-It serves the softmax with `C >= MIN_CLASSES` (not `soft_labels`): with
-two classes the per-pixel arrays (the `lse`, the integer ids) are as large
-as half the logits, and the compiled generic core moved fewer bytes with
-integer ids (H100 f32: 4.76 against 5.76 `a*a`).
+Two classes get their own form: the softmax of two logits is the sigmoid
+of their difference, `log p_c = log_sigmoid(x_c - x_other)`, so neither
+pass reduces over the classes and no `lse` is kept (per pixel, it would
+weigh half the logits). The forward computes each row's log-sigmoid from
+the difference broadcast to its row (a log-sigmoid shared by the rows
+would be written out, as `p` was), and the backward is elementwise:
+`dL/dx_c = p_other v_c - p_c v_other`.
+
+It serves the softmax with two classes or `C >= MIN_CLASSES` (not
+`soft_labels`): with three, the compiled generic core moved fewer bytes.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from __future__ import annotations
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 from pel_jax import _numerics
 from pel_jax import _sums
 
 # Where this layout is lowered; tests set ("cpu",) to run it here.
 PLATFORMS = ("cuda",)
-# With fewer classes the generic core moved fewer bytes on the H100.
+# With 3 classes the generic core moved fewer bytes on the H100.
 MIN_CLASSES = 4
 
 
@@ -44,7 +51,7 @@ def handles(cfg, classes: int) -> bool:
   return (
     cfg.activation == "softmax"
     and not cfg.soft_labels
-    and classes >= MIN_CLASSES
+    and (classes == 2 or classes >= MIN_CLASSES)
   )
 
 
@@ -85,6 +92,23 @@ def _log_sum_exp_jvp(primals, tangents):
   return lse, jnp.sum(jnp.exp(x - lse) * dx, axis=-1, keepdims=True)
 
 
+def keeps_lse(classes: int) -> bool:
+  """Whether `forward` returns a per-pixel `lse` (not with two classes)."""
+  return classes != 2
+
+
+def _two_class_log_p(x: jax.Array, rows: int) -> jax.Array:
+  """`log p`, `[B, *S, rows, 2]`, of two classes' logits `x`, `[B, *S, 2]`.
+
+  Each of the `rows` copies is its own log-sigmoid of `±(x_1 - x_0)`: the
+  signs are a constant of the rows' shape, so XLA cannot hoist the
+  log-sigmoid before the broadcast and share (and write out) it.
+  """
+  d = x[..., 1] - x[..., 0]
+  signs = np.tile(np.array([-1, 1], x.dtype), (rows, 1))
+  return jax.nn.log_sigmoid(d[..., None, None] * signs)
+
+
 def _targets(cfg, x, targets):
   """`(g, keep)`: targets as floats `[B, *S, C]` and the kept pixels or None."""
   keep = None
@@ -113,20 +137,27 @@ def _inputs(cfg, predictions, targets, mask):
 
 
 def forward(cfg, predictions, targets, mask):
-  """`(stats, lse)`: the local region sums (before the batch sum) and `lse`."""
+  """`(stats, lse)`: the local region sums (before the batch sum) and `lse`.
+
+  `lse` is None with two classes (see `keeps_lse`).
+  """
   x, g, w = _inputs(cfg, predictions, targets, mask)
-  lse = log_sum_exp(x)
-  log_p = x - lse
   powers = [1.0, cfg.exponent] + [2.0 if cfg.squared else 1.0]
+  if keeps_lse(x.shape[-1]):
+    lse = log_sum_exp(x)
+    log_p = (x - lse)[..., None, :]
+  else:
+    lse = None
+    log_p = _two_class_log_p(x, len(powers) + cfg.cross_entropy)
   coefficients = [g, g, jnp.ones_like(g)]
   linear = [g] + ([g * g] if cfg.squared else [])
   if cfg.cross_entropy:
     q = _sums._smoothed_targets(cfg, g)
-    linear.append(-q * log_p)
+    linear.append(-q * log_p[..., -1, :])
   a = jnp.asarray(powers, x.dtype)[:, None]
   rows = jnp.concatenate(
     [
-      jnp.exp(a * log_p[..., None, :]) * jnp.stack(coefficients, -2),
+      jnp.exp(a * log_p[..., : len(powers), :]) * jnp.stack(coefficients, -2),
       jnp.stack(linear, -2),
     ],
     axis=-2,
@@ -146,18 +177,9 @@ def forward(cfg, predictions, targets, mask):
   return stats, lse
 
 
-def backward(cfg, predictions, targets, mask, lse, cotangent):
-  """`(d_predictions, d_targets)`; `lse` is `forward`'s residual.
-
-  With `l = x - lse` and `v = dL/dl` per entry, `dL/dx = v - p sum_c v`.
-  """
-  x, g, w = _inputs(cfg, predictions, targets, mask)
-  log_p = x - lse
+def _log_p_pull(cfg, log_p, g, w, ct, ct_ce):
+  """`v = dL/dl` per entry of `log_p = l`, and `p^n`."""
   p = jnp.exp(log_p)
-  pixels = (cotangent.tp.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
-  ct = jax.tree.map(
-    lambda c: c.reshape(pixels), cotangent._replace(ce=None, count=None)
-  )
   n = cfg.exponent
   p_n = jnp.exp(n * log_p)
   if cfg.squared:
@@ -166,16 +188,45 @@ def backward(cfg, predictions, targets, mask, lse, cotangent):
     v = p * (ct.tp * g + ct.sum_p)
   v = v + n * ct.numer * g * p_n
   if cfg.cross_entropy:
-    ct_ce = cotangent.ce.reshape(pixels[:-1] + (1,))
-    q = _sums._smoothed_targets(cfg, g)
-    v = v - ct_ce * q
+    v = v - ct_ce * _sums._smoothed_targets(cfg, g)
   if w is not None:
     v = v * w
-  grad = v - p * jnp.sum(v, -1, keepdims=True)
+  return v, p_n
+
+
+def backward(cfg, predictions, targets, mask, lse, cotangent):
+  """`(d_predictions, d_targets)`; `lse` is `forward`'s residual.
+
+  With `l = x - lse` and `v = dL/dl` per entry, `dL/dx = v - p sum_c v`;
+  with two classes (`p_0 + p_1 = 1`) that is `p_other v_c - p_c v_other`.
+  """
+  x, g, w = _inputs(cfg, predictions, targets, mask)
+  pixels = (cotangent.tp.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+  ct = jax.tree.map(
+    lambda c: c.reshape(pixels), cotangent._replace(ce=None, count=None)
+  )
+  ct_ce = None
+  if cfg.cross_entropy:
+    ct_ce = cotangent.ce.reshape(pixels[:-1] + (1,))
+  if keeps_lse(x.shape[-1]):
+    log_p = x - lse
+    v, p_n = _log_p_pull(cfg, log_p, g, w, ct, ct_ce)
+    grad = v - jnp.exp(log_p) * jnp.sum(v, -1, keepdims=True)
+  else:
+    flip = lambda a: a[..., ::-1]
+    log_p = jax.nn.log_sigmoid(x - flip(x))
+    v, p_n = _log_p_pull(cfg, log_p, g, w, ct, ct_ce)
+    # The other class's terms from their own expressions: flipped, this
+    # class's would be read twice per entry, and XLA would write them out.
+    log_q = jax.nn.log_sigmoid(flip(x) - x)
+    v_other, _ = _log_p_pull(
+      cfg, log_q, flip(g), w, jax.tree.map(flip, ct), ct_ce
+    )
+    grad = jnp.exp(log_q) * v - jnp.exp(log_p) * v_other
   d_predictions = grad.astype(predictions.dtype)
   d_targets = None
   if not jnp.issubdtype(targets.dtype, jnp.integer):
-    d_g = ct.tp * p + ct.numer * p_n + ct.sum_g
+    d_g = ct.tp * jnp.exp(log_p) + ct.numer * p_n + ct.sum_g
     if cfg.squared:
       d_g = d_g + 2 * ct.sum_g2 * g
     if cfg.cross_entropy:

@@ -14,6 +14,7 @@ import numpy as np
 from pel_jax import _checks
 from pel_jax import _core
 from pel_jax import _global_sum
+from pel_jax import _implementation
 from pel_jax import _numerics
 from pel_jax import _ratio
 from pel_jax._cross_entropy import check_ce_weights
@@ -52,6 +53,7 @@ def pel_loss(
   ce_label_smoothing: float = 0.0,
   ce_class_weights: ArrayLike | None = None,
   ce_pos_weight: ArrayLike | None = None,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""PointWise Exponential Loss (PEL), a Dice-family loss with p^n on top.
 
@@ -194,6 +196,11 @@ def pel_loss(
     ce_pos_weight: sigmoid only: torch's ``BCEWithLogitsLoss(pos_weight=a)``,
       a scalar or `[C]` (MONAI ``DiceCELoss``'s ``weight`` for one channel),
       computed as ``ce_class_weights``. Needs ``ce_weight > 0``.
+    implementation: "xla" (XLA's fused sums, each platform's layout) or
+      "pallas" (the Pallas kernels: Mosaic on TPU, Triton on GPU, interpret
+      mode elsewhere, slow). Compiled for TPU and H100, never timed on one;
+      the Pallas kernels lack ``squared``, ``soft_labels`` (float targets),
+      ``ce_weight`` and ``axis_name``, which raise ValueError there.
 
   Returns:
     A scalar for "mean" and "sum"; for "none", `[B, C']` per sample and class,
@@ -292,6 +299,7 @@ def _configs(predictions, targets, o: dict[str, Any]):
     check_ce_weights(
       predictions, activation, o["ce_class_weights"], o["ce_pos_weight"]
     )
+  _implementation.check_implementation(o["implementation"])
   squared = _checks.check_flag("squared", o["squared"])
   soft_labels = _checks.check_flag("soft_labels", o["soft_labels"])
   _checks.check_soft_labels(soft_labels, squared)
@@ -376,7 +384,9 @@ def _weighted_ce(o) -> bool:
 
 def _region_sums(stats_cfg, predictions, targets, mask, o):
   """The fused region sums, plus the weighted CE's sums where it is asked."""
-  stats = _core.region_sums(stats_cfg, predictions, targets, mask)
+  stats = _implementation.region_sums(
+    o["implementation"], stats_cfg, predictions, targets, mask
+  )
   if _weighted_ce(o):
     ce, count = weighted_sums(stats_cfg, predictions, targets, mask, o)
     stats = stats._replace(ce=ce, count=count)

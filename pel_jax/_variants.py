@@ -61,6 +61,7 @@ def dice_loss(
   ce_label_smoothing: float = 0.0,
   ce_class_weights: ArrayLike | None = None,
   ce_pos_weight: ArrayLike | None = None,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""Soft Dice loss (Milletari et al. 2016), one per class and sample.
 
@@ -115,6 +116,7 @@ def dice_loss(
       ``weight``; see `pel_loss`).
     ce_pos_weight: the sigmoid cross-entropy's ``pos_weight`` (see
       `pel_loss`).
+    implementation: "xla" or "pallas" kernels (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -167,6 +169,7 @@ def jaccard_loss(
   ce_label_smoothing: float = 0.0,
   ce_class_weights: ArrayLike | None = None,
   ce_pos_weight: ArrayLike | None = None,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""Soft Jaccard (IoU) loss, one per class and sample.
 
@@ -221,6 +224,7 @@ def jaccard_loss(
       ``weight``; see `pel_loss`).
     ce_pos_weight: the sigmoid cross-entropy's ``pos_weight`` (see
       `pel_loss`).
+    implementation: "xla" or "pallas" kernels (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with
@@ -268,6 +272,7 @@ def tversky_loss(
   ce_label_smoothing: float = 0.0,
   ce_class_weights: ArrayLike | None = None,
   ce_pos_weight: ArrayLike | None = None,
+  implementation: str = "xla",
 ) -> jax.Array:
   r"""Tversky loss (Salehi et al. 2017), one per class and sample.
 
@@ -326,6 +331,7 @@ def tversky_loss(
       ``weight``; see `pel_loss`).
     ce_pos_weight: the sigmoid cross-entropy's ``pos_weight`` (see
       `pel_loss`).
+    implementation: "xla" or "pallas" kernels (see `pel_loss`).
 
   Returns:
     A scalar for "mean" and "sum"; `[B, C']` for "none" (`[C']` with

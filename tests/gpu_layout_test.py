@@ -46,10 +46,13 @@ def _central_differences(f, x, h=1e-6):
 
 
 class GpuLayoutTest(parameterized.TestCase):
-  @parameterized.product(options=_OPTIONS, target=("ids", "soft"))
-  def test_value_and_gradients_match_oracle(self, options, target):
+  @parameterized.product(
+    options=_OPTIONS, target=("ids", "soft"), classes=(2, _gpu.MIN_CLASSES)
+  )
+  def test_value_and_gradients_match_oracle(self, options, target, classes):
+    # Two classes take the log-sigmoid form (no log-sum-exp).
     rng = np.random.default_rng(5)
-    shape = (2, 2, 3, _gpu.MIN_CLASSES)
+    shape = (2, 2, 3, classes)
     x = reference.make_predictions(rng, shape, "softmax", np.float64)
     kw = dict(options[1], from_logits=True)
     if target == "ids":
@@ -84,9 +87,10 @@ class GpuLayoutTest(parameterized.TestCase):
         atol=1e-9,
       )
 
-  def test_float32_and_bfloat16_logits_match_oracle(self):
+  @parameterized.parameters(2, 12)
+  def test_float32_and_bfloat16_logits_match_oracle(self, classes):
     rng = np.random.default_rng(6)
-    shape = (2, 6, 5, 12)
+    shape = (2, 6, 5, classes)
     x = reference.make_predictions(rng, shape, "softmax", np.float64) * 8
     t = rng.integers(0, shape[-1], shape[:-1]).astype(np.int32)
     kw = dict(exponent=3.0, from_logits=True, scale=0.5, fp_weight=0.5)
@@ -104,12 +108,15 @@ class GpuLayoutTest(parameterized.TestCase):
       expected = reference_family.family_numpy(rounded, t, **kw)
       np.testing.assert_allclose(float(value), expected, rtol=rtol)
 
-  @parameterized.product(target=("ids", "soft"), layout=(False, True))
-  def test_forward_over_reverse(self, target, layout):
+  @parameterized.product(
+    target=("ids", "soft"), layout=(False, True), classes=(2, 6)
+  )
+  def test_forward_over_reverse(self, target, layout, classes):
     # Every platform's branch is differentiated, so the CPU program's too
-    # takes the JVP of the layout's forward (its variadic log-sum-exp).
+    # takes the JVP of the layout's forward (its variadic log-sum-exp, or
+    # with two classes its log-sigmoids).
     rng = np.random.default_rng(7)
-    shape = (2, 3, 3, _gpu.MIN_CLASSES + 2)
+    shape = (2, 3, 3, classes)
     x = reference.make_predictions(rng, shape, "softmax", np.float64)
     if target == "ids":
       t = rng.integers(0, shape[-1], shape[:-1]).astype(np.int32)
@@ -132,6 +139,20 @@ class GpuLayoutTest(parameterized.TestCase):
           )[1]
         )(x)
     np.testing.assert_allclose(hvp, expected, rtol=1e-6, atol=1e-10)
+
+  def test_two_classes_extreme_logits_stay_finite_and_exact(self):
+    # log_sigmoid of a difference of 2000: p = 0 exactly in float32, and
+    # the cross-entropy's log p stays finite.
+    x = np.array([[[[1000.0, -1000.0], [-3.0, 4.0]]]], np.float32)
+    t = np.array([[[1, 0]]], np.int32)
+    kw = dict(from_logits=True, exponent=2.0, ce_weight=0.5)
+    with _on_cpu():
+      value, grad = jax.jit(
+        jax.value_and_grad(lambda x: pel_jax.pel_loss(x, t, **kw))
+      )(x)
+    expected = reference_family.family_numpy(x.astype(np.float64), t, **kw)
+    np.testing.assert_allclose(float(value), expected, rtol=1e-5)
+    self.assertTrue(bool(jnp.all(jnp.isfinite(grad))))
 
   def test_log_sum_exp_is_exact_and_safe(self):
     x = np.array(
@@ -173,6 +194,7 @@ class GpuLayoutTest(parameterized.TestCase):
     self.assertFalse(_gpu.handles(cfg, classes))
     softmax = _core.StatsConfig(2.0, "softmax", False, None)
     self.assertTrue(_gpu.handles(softmax, _gpu.MIN_CLASSES))
+    self.assertTrue(_gpu.handles(softmax, 2))
 
 
 if __name__ == "__main__":
