@@ -22,9 +22,7 @@ from pel_jax._hausdorff import hausdorff_dt_loss
 from pel_jax._head import deep_supervision_loss
 from pel_jax._head import head_loss
 from pel_jax._head import head_stats
-from pel_jax._loss import loss_from_stats
 from pel_jax._loss import pel_loss
-from pel_jax._loss import region_stats
 from pel_jax._lovasz import lovasz_hinge_loss
 from pel_jax._lovasz import lovasz_softmax_loss
 from pel_jax._mcc import mcc_loss
@@ -33,6 +31,8 @@ from pel_jax._metrics import ConfusionStats
 from pel_jax._metrics import SegmentationMetrics
 from pel_jax._metrics import confusion_stats
 from pel_jax._metrics import segmentation_metrics
+from pel_jax._region_stats import loss_from_stats
+from pel_jax._region_stats import region_stats
 from pel_jax._sums import RegionStats
 from pel_jax._surface import average_surface_distance
 from pel_jax._surface import hausdorff_distance

@@ -23,8 +23,8 @@ from pel_jax import _checks
 from pel_jax import _core
 from pel_jax import _numerics
 from pel_jax._loss import _options
-from pel_jax._loss import loss_from_stats
-from pel_jax._loss import region_stats
+from pel_jax._region_stats import loss_from_stats
+from pel_jax._region_stats import region_stats
 
 ArrayLike = jax.typing.ArrayLike
 

@@ -23,6 +23,7 @@ import numpy as np
 from pel_jax import _checks
 from pel_jax import _loss
 from pel_jax import _numerics
+from pel_jax import _region_stats
 
 HARD_MODES = ("argmax", "threshold", None)
 AVERAGES = ("macro", "micro", "none")
@@ -164,7 +165,7 @@ def _confusion_stats(
     batch=batch, ignore_index=ignore_index, where=where, axis_name=axis_name
   )
   if hard is None:
-    stats = _loss.region_stats(
+    stats = _region_stats.region_stats(
       predictions,
       targets,
       from_logits=from_logits,
@@ -176,7 +177,7 @@ def _confusion_stats(
     # original predictions' dtype and any layout mistake.
     _checks.check_targets(predictions, targets, ignore_index)
     _checks.check_mask(predictions, where)
-    stats = _loss.region_stats(
+    stats = _region_stats.region_stats(
       _hard(jnp.asarray(predictions), activation, hard, threshold),
       targets,
       **region,
