@@ -43,6 +43,9 @@ def _losses(classes: int) -> dict:
     "optax softmax CE": lambda x, t: jnp.mean(
       optax.losses.softmax_cross_entropy_with_integer_labels(x, t)
     ),
+    "cross_entropy (class weights)": lambda x, t: pel_jax.cross_entropy(
+      x, t, class_weights=jnp.linspace(0.5, 1.5, classes)
+    ),
     "focal_cross_entropy": lambda x, t: pel_jax.focal_cross_entropy(
       x, t, from_logits=True
     ),
@@ -63,7 +66,7 @@ def _losses(classes: int) -> dict:
 
 
 def rows(
-  target_key: str, classes: int, spatial
+  target_key: str, classes: int, spatial, only=None
 ) -> list[tuple[str, float, float]]:
   """(name, bytes ÷ a*a, temporaries ÷ logits' bytes) of each program."""
   target = bench_compiled.TARGETS[target_key]
@@ -80,8 +83,12 @@ def rows(
   floor, _ = compiled(lambda a: a * a, x)
   out = []
   for name, loss in _losses(classes).items():
+    if only and name not in only:
+      continue
     nbytes, temp = compiled(jax.value_and_grad(loss), x, t)
     out.append((name, nbytes / floor, temp / logits_bytes))
+  if only:
+    return out
   nbytes, temp = compiled(pel_jax.signed_distance, mask)
   out.append(
     (
@@ -102,6 +109,9 @@ def main(argv=None) -> None:
   parser.add_argument(
     "--spatial", type=int, nargs="+", default=[16, 512, 512], help="B, *S"
   )
+  parser.add_argument(
+    "--only", nargs="+", help="these programs (their names in the table)"
+  )
   args = parser.parse_args(argv)
   target = bench_compiled.TARGETS[args.target]
   why = bench_compiled.missing(target.family)
@@ -114,7 +124,9 @@ def main(argv=None) -> None:
   print("|---|---|---:|---:|")
   for classes in args.classes:
     shape = [*args.spatial, classes]
-    for name, over_floor, temp in rows(args.target, classes, args.spatial):
+    for name, over_floor, temp in rows(
+      args.target, classes, args.spatial, args.only
+    ):
       print(f"| {shape} | {name} | {over_floor:.2f} | {temp:.2f} |")
 
 
