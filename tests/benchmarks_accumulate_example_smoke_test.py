@@ -1,23 +1,11 @@
 """Smoke test of benchmarks/bench_accumulate_example.py (tiny; not timing)."""
 
-import importlib.util
-import pathlib
-
 from examples.unet import configs
-
-_PATH = (
-  pathlib.Path(__file__).parent.parent
-  / "benchmarks"
-  / "bench_accumulate_example.py"
-)
+from tests.benchmarks_helpers import load_bench
 
 
 def test_rows_and_same_loss():
-  spec = importlib.util.spec_from_file_location(
-    "bench_accumulate_example", _PATH
-  )
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  bench = load_bench("bench_accumulate_example")
   cfg = configs.get_config(image_size=8, batch_size=4, width=2, depth=1)
   rows = bench.run(cfg, (2,), rounds=1)
   assert set(rows) == {"plain step (K=1)", "accumulate K=2"}

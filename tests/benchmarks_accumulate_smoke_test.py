@@ -1,17 +1,10 @@
 """Smoke test of benchmarks/bench_accumulate.py on tiny shapes (not timing)."""
 
-import importlib.util
-import pathlib
-
-_PATH = (
-  pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_accumulate.py"
-)
+from tests.benchmarks_helpers import load_bench
 
 
 def test_rows_and_exact_gradients():
-  spec = importlib.util.spec_from_file_location("bench_accumulate", _PATH)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  bench = load_bench("bench_accumulate")
   rows = bench.run((4, 4, 4, 3), 5, 3, (1, 2), rounds=1)
   assert set(rows) == {
     "plain value_and_grad",

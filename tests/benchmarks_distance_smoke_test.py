@@ -1,20 +1,12 @@
 """Smoke test of benchmarks/bench_distance.py on tiny shapes (not timing)."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 
-_PATH = (
-  pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_distance.py"
-)
+from tests.benchmarks_helpers import load_bench
 
 
 def _bench():
-  spec = importlib.util.spec_from_file_location("bench_distance", _PATH)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  return bench
+  return load_bench("bench_distance")
 
 
 def test_masks_have_background_and_foreground():

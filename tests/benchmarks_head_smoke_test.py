@@ -1,22 +1,13 @@
 """Smoke test of benchmarks/bench_head.py on tiny shapes (not a timing test)."""
 
-import importlib.util
-import pathlib
-
-_PATH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_head.py"
+from tests.benchmarks_helpers import load_bench
+from tests.benchmarks_helpers import table_rows
 
 
 def test_tiny_run_prints_every_row(capsys):
-  spec = importlib.util.spec_from_file_location("bench_head", _PATH)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  bench.main(["--tiny", "--rounds", "1"])
-  rows = [
-    line.split("|")[1:-1]
-    for line in capsys.readouterr().out.splitlines()
-    if line.startswith("| [")
-  ]
-  assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+  load_bench("bench_head").main(["--tiny", "--rounds", "1"])
+  rows = table_rows(capsys.readouterr().out)
+  assert [(r[0], r[1]) for r in rows] == [
     ("[1, 8x8x8]", "3"),
   ]
   for row in rows:

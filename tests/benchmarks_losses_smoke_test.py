@@ -1,6 +1,7 @@
 """Smoke test of benchmarks/bench_losses.py on tiny shapes (not a timing test)."""
 
-from tests.benchmarks_smoke_test import _bench
+from tests.benchmarks_helpers import load_bench
+from tests.benchmarks_helpers import table_rows
 
 _NAMES = [
   "dice_loss",
@@ -14,12 +15,8 @@ _NAMES = [
 
 
 def test_tiny_run_prints_every_row(capsys):
-  _bench("bench_losses").main(["--tiny", "--rounds", "1", "--classes", "3"])
-  rows = [
-    [cell.strip() for cell in line.split("|")[1:-1]]
-    for line in capsys.readouterr().out.splitlines()
-    if line.startswith("| [")
-  ]
+  load_bench("bench_losses").main(["--tiny", "--rounds", "1", "--classes", "3"])
+  rows = table_rows(capsys.readouterr().out)
   assert [(shape, name) for shape, name, _, _ in rows] == [
     ("[2, 16, 16, 3]", name) for name in _NAMES
   ]

@@ -1,20 +1,12 @@
 """Smoke test of benchmarks/bench_pods.py on the 8 simulated CPU devices."""
 
-import importlib.util
-import pathlib
-import sys
-
 import numpy as np
 
-_PATH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_pods.py"
+from tests.benchmarks_helpers import load_bench
 
 
 def _bench():
-  spec = importlib.util.spec_from_file_location("bench_pods", _PATH)
-  bench = importlib.util.module_from_spec(spec)
-  sys.modules["bench_pods"] = bench  # its dataclasses look it up
-  spec.loader.exec_module(bench)
-  return bench
+  return load_bench("bench_pods")
 
 
 def test_spatially_sharded_step_sorts_its_collectives(capsys):

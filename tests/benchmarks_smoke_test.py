@@ -1,7 +1,6 @@
 """Smoke test of benchmarks/bench_loss.py on tiny shapes (not a timing test)."""
 
 import hashlib
-import importlib.util
 import json
 import pathlib
 import sys
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests import reference
+from tests.benchmarks_helpers import load_bench
 
 _DIR = pathlib.Path(__file__).parent.parent / "benchmarks"
-_PATH = _DIR / "bench_loss.py"
 _ONE_CASE = [
   "--tiny",
   "--only",
@@ -26,11 +25,7 @@ _SMALLEST = ["--tiny", "--classes", "2", "--dims", "2", "--rounds", "1"]
 
 
 def _bench(name: str = "bench_loss"):
-  spec = importlib.util.spec_from_file_location(name, _DIR / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  sys.modules[name] = mod  # dataclasses need the module registered
-  spec.loader.exec_module(mod)
-  return mod
+  return load_bench(name)
 
 
 def _snapshot(folder: pathlib.Path) -> dict:

@@ -1,16 +1,11 @@
 """Smoke test of benchmarks/bench_surface.py on a tiny shape (not timing;
 without MONAI, whose column needs the peers' virtual environment)."""
 
-import importlib.util
-import pathlib
-
-_PATH = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_surface.py"
+from tests.benchmarks_helpers import load_bench
 
 
 def test_table_row_agrees_with_scipy(capsys):
-  spec = importlib.util.spec_from_file_location("bench_surface", _PATH)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  bench = load_bench("bench_surface")
   argv = ["--sizes", "2x24x20", "--pairs", "near", "--repeats", "1"]
   bench.main(argv + ["--peers-python", ""])
   lines = capsys.readouterr().out.splitlines()
