@@ -13,11 +13,10 @@ from absl.testing import parameterized
 import jax
 from jax import test_util as jtu
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import numpy as np
 
 import pel_jax
+from tests.sharding_helpers import shard_map_value_and_grad
 
 _PEERS = json.loads(
   (pathlib.Path(__file__).parent / "peer_values" / "ce_values.json").read_text()
@@ -271,16 +270,9 @@ class AccumulationTest(parameterized.TestCase):
         x, t, where=m, ignore_index=_IGNORE, class_weights=w, **a
       )
 
-    mesh = jax.make_mesh((n,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
     args = [jnp.asarray(logits, jnp.float32), ignored, mask]
-    sharded = [jax.device_put(a, NamedSharding(mesh, P("d"))) for a in args]
     want, want_grad = jax.jit(jax.value_and_grad(losses))(*args)
-    local = jax.value_and_grad(lambda x, t, m: losses(x, t, m, axis_name="d"))
-    got, grad = jax.jit(
-      jax.shard_map(
-        local, mesh=mesh, in_specs=(P("d"),) * 3, out_specs=(P(), P("d"))
-      )
-    )(*sharded)
+    got, grad = shard_map_value_and_grad(losses, *args)
     np.testing.assert_allclose(got, want, rtol=2e-6)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
 

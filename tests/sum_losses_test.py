@@ -15,12 +15,11 @@ from absl.testing import parameterized
 import jax
 from jax import test_util as jtu
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import numpy as np
 
 import pel_jax
 from tests import reference_losses as ref
+from tests.sharding_helpers import shard_map_value_and_grad
 
 _PEERS = json.loads(
   (
@@ -388,16 +387,9 @@ class UsageTest(parameterized.TestCase):
         * pel_jax.focal_cross_entropy(x, t, where=w, normalized=True, **o, **a)
       )
 
-    mesh = jax.make_mesh((n,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
     args = [jnp.asarray(logits, jnp.float32), ignored, mask]
-    sharded = [jax.device_put(a, NamedSharding(mesh, P("d"))) for a in args]
     want, want_grad = jax.jit(jax.value_and_grad(losses))(*args)
-    local = jax.value_and_grad(lambda x, t, w: losses(x, t, w, axis_name="d"))
-    got, grad = jax.jit(
-      jax.shard_map(
-        local, mesh=mesh, in_specs=(P("d"),) * 3, out_specs=(P(), P("d"))
-      )
-    )(*sharded)
+    got, grad = shard_map_value_and_grad(losses, *args)
     np.testing.assert_allclose(got, want, rtol=2e-6)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
 
