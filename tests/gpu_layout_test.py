@@ -36,15 +36,6 @@ def _on_cpu():
   return mock.patch.object(_gpu, "PLATFORMS", ("cpu",))
 
 
-def _central_differences(f, x, h=1e-6):
-  grad = np.zeros(x.shape)
-  for i in np.ndindex(x.shape):
-    step = np.zeros(x.shape)
-    step[i] = h
-    grad[i] = (f(x + step) - f(x - step)) / (2 * h)
-  return grad
-
-
 class GpuLayoutTest(parameterized.TestCase):
   @parameterized.product(
     options=_OPTIONS, target=("ids", "soft"), classes=(2, _gpu.MIN_CLASSES)
@@ -74,7 +65,7 @@ class GpuLayoutTest(parameterized.TestCase):
       grads = (grads,)
     np.testing.assert_allclose(
       grads[0],
-      _central_differences(lambda x: oracle(x, t), x),
+      reference.central_differences(lambda x: oracle(x, t), x),
       rtol=1e-6,
       atol=1e-9,
     )
@@ -82,7 +73,7 @@ class GpuLayoutTest(parameterized.TestCase):
     if target == "soft" and "generalized" not in kw:
       np.testing.assert_allclose(
         grads[1],
-        _central_differences(lambda t: oracle(x, t), t),
+        reference.central_differences(lambda t: oracle(x, t), t),
         rtol=1e-6,
         atol=1e-9,
       )

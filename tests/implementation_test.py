@@ -55,15 +55,6 @@ _CASES = (
 )
 
 
-def _central_differences(f, x, h=1e-6):
-  grad = np.zeros(x.shape)
-  for i in np.ndindex(x.shape):
-    step = np.zeros(x.shape)
-    step[i] = h
-    grad[i] = (f(x + step) - f(x - step)) / (2 * h)
-  return grad
-
-
 class PallasImplementationTest(parameterized.TestCase):
   @parameterized.named_parameters(*_CASES)
   def test_value_and_gradients_match_oracle(self, shape, pk, tk, options):
@@ -85,7 +76,7 @@ class PallasImplementationTest(parameterized.TestCase):
     grads = grads if soft else (grads,)
     np.testing.assert_allclose(
       grads[0],
-      _central_differences(lambda x: oracle(x, t), x),
+      reference.central_differences(lambda x: oracle(x, t), x),
       rtol=1e-6,
       atol=1e-9,
     )
@@ -93,7 +84,7 @@ class PallasImplementationTest(parameterized.TestCase):
     if soft and "generalized" not in kw:
       np.testing.assert_allclose(
         grads[1],
-        _central_differences(lambda t: oracle(x, t), t),
+        reference.central_differences(lambda t: oracle(x, t), t),
         rtol=1e-6,
         atol=1e-9,
       )
