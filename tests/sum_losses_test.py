@@ -394,42 +394,44 @@ class UsageTest(parameterized.TestCase):
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
 
 
+def _assert_accumulation_is_exact(seed, stats_of, loss_of_stats, whole):
+  """Two micro-batches of logits `features @ kernel`: the loss of their
+  added `stats_of(logits, ids)` by `accumulated_value_and_grad` equals
+  `whole(logits, ids)` on the whole batch, value and kernel gradient, in
+  float64 (ids with ignored pixels)."""
+  rng = np.random.default_rng(seed)
+  feats = rng.normal(0, 1, (4, 5, 2))  # [B, pixels, features]
+  ids = rng.integers(0, 3, (4, 5))
+  ids = np.where(rng.random(ids.shape) < 0.2, _IGNORE, ids)
+  kernel = rng.normal(0, 1, (2, 3))
+  mbs = {"x": feats.reshape(2, 2, 5, 2), "y": ids.reshape(2, 2, 5)}
+  stats_fn = lambda w, mb: stats_of(mb["x"] @ w, mb["y"])
+  with jax.enable_x64(True):
+    want, want_grad = jax.jit(
+      jax.value_and_grad(lambda w: whole(feats @ w, ids))
+    )(kernel)
+    got, grad = jax.jit(
+      lambda w: pel_jax.accumulated_value_and_grad(
+        stats_fn, loss_of_stats, w, mbs
+      )
+    )(kernel)
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-14)
+
+
 class MccFromStatsTest(absltest.TestCase):
   """`mcc_loss_from_stats`: exact under accumulation (the whole batch's
   `mcc_loss` value and gradient, by `accumulated_value_and_grad`)."""
 
   def test_accumulated_equals_whole_batch(self):
-    rng = np.random.default_rng(11)
-    feats = rng.normal(0, 1, (4, 5, 2))  # [B, pixels, features]
-    ids = rng.integers(0, 3, (4, 5))
-    ids = np.where(rng.random(ids.shape) < 0.2, _IGNORE, ids)
     o = dict(from_logits=True, ignore_index=_IGNORE)
-    kernel = rng.normal(0, 1, (2, 3))
-
-    def stats_fn(w, mb):
-      return pel_jax.confusion_stats(
-        mb["x"] @ w, mb["y"], hard=None, batch=True, **o
-      )
-
-    def loss_fn(stats):
-      return pel_jax.mcc_loss_from_stats(
-        stats, eps=0.1, include_background=False
-      )
-
-    mbs = {"x": feats.reshape(2, 2, 5, 2), "y": ids.reshape(2, 2, 5)}
-    with jax.enable_x64(True):
-      want, want_grad = jax.jit(
-        jax.value_and_grad(
-          lambda w: pel_jax.mcc_loss(
-            feats @ w, ids, eps=0.1, include_background=False, **o
-          )
-        )
-      )(kernel)
-      got, grad = jax.jit(
-        lambda w: pel_jax.accumulated_value_and_grad(stats_fn, loss_fn, w, mbs)
-      )(kernel)
-    np.testing.assert_allclose(got, want, rtol=1e-12)
-    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-14)
+    mcc = dict(eps=0.1, include_background=False)
+    _assert_accumulation_is_exact(
+      11,
+      lambda x, y: pel_jax.confusion_stats(x, y, hard=None, batch=True, **o),
+      lambda stats: pel_jax.mcc_loss_from_stats(stats, **mcc),
+      lambda x, y: pel_jax.mcc_loss(x, y, **mcc, **o),
+    )
 
   def test_bad_stats(self):
     with self.assertRaisesRegex(TypeError, "ConfusionStats"):
@@ -444,35 +446,17 @@ class WassersteinFromStatsTest(parameterized.TestCase):
 
   @parameterized.parameters("default", "GDL")
   def test_accumulated_equals_whole_batch(self, mode):
-    rng = np.random.default_rng(12)
-    feats = rng.normal(0, 1, (4, 5, 2))  # [B, pixels, features]
-    ids = rng.integers(0, 3, (4, 5))
-    ids = np.where(rng.random(ids.shape) < 0.2, _IGNORE, ids)
     o = dict(dist_matrix=_DIST, from_logits=True, ignore_index=_IGNORE)
-    kernel = rng.normal(0, 1, (2, 3))
-
-    def stats_fn(w, mb):
-      return pel_jax.wasserstein_stats(mb["x"] @ w, mb["y"], batch=True, **o)
-
-    def loss_fn(stats):
-      return pel_jax.generalized_wasserstein_dice_loss_from_stats(
+    _assert_accumulation_is_exact(
+      12,
+      lambda x, y: pel_jax.wasserstein_stats(x, y, batch=True, **o),
+      lambda stats: pel_jax.generalized_wasserstein_dice_loss_from_stats(
         stats, weighting_mode=mode
-      )
-
-    mbs = {"x": feats.reshape(2, 2, 5, 2), "y": ids.reshape(2, 2, 5)}
-    with jax.enable_x64(True):
-      want, want_grad = jax.jit(
-        jax.value_and_grad(
-          lambda w: pel_jax.generalized_wasserstein_dice_loss(
-            feats @ w, ids, weighting_mode=mode, batch=True, **o
-          )
-        )
-      )(kernel)
-      got, grad = jax.jit(
-        lambda w: pel_jax.accumulated_value_and_grad(stats_fn, loss_fn, w, mbs)
-      )(kernel)
-    np.testing.assert_allclose(got, want, rtol=1e-12)
-    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-14)
+      ),
+      lambda x, y: pel_jax.generalized_wasserstein_dice_loss(
+        x, y, weighting_mode=mode, batch=True, **o
+      ),
+    )
 
   def test_bad_stats(self):
     with self.assertRaisesRegex(TypeError, "WassersteinStats"):
