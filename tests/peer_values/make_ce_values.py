@@ -20,9 +20,9 @@ seeded NumPy generator, rounded to float32; every peer runs in float64.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
+import _peer_run  # beside this script
 import monai
 from monai.losses import DiceCELoss
 import numpy as np
@@ -33,22 +33,6 @@ import torch
 
 VERSIONS = {"monai": "1.6.1", "segmentation_models_pytorch": "0.6.0"}
 OUT = pathlib.Path(__file__).with_name("ce_values.json")
-
-
-def _case(name, peer, settings, fn, x, target):
-  x = np.asarray(x, np.float32).astype(np.float64)
-  xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-  value = fn(xt, torch.as_tensor(target))
-  value.backward()
-  return {
-    "name": name,
-    "peer": peer,
-    "settings": settings,
-    "inputs": x.tolist(),
-    "targets": np.asarray(target).tolist(),
-    "value": value.item(),
-    "grad": xt.grad.numpy().tolist(),
-  }
 
 
 def _cases():
@@ -75,7 +59,7 @@ def _cases():
         "weight": torch.tensor(weight, dtype=torch.float64),
       }
     )
-    cases.append(_case(name, "torch", kw, loss, logits, t))
+    cases.append(_peer_run.case(name, "torch", kw, loss, logits, t))
   # Sigmoid BCE, multi-label [B=2, C=3, 4, 5], pos_weight and weight per class.
   multi = (rng.random(logits.shape) < 0.4).astype(np.float64)
   pos = [0.5, 2.0, 1.0]
@@ -88,7 +72,7 @@ def _cases():
       for k, v in kw.items()
     }
     loss = torch.nn.BCEWithLogitsLoss(**tkw)
-    cases.append(_case(name, "torch", kw, loss, logits, multi))
+    cases.append(_peer_run.case(name, "torch", kw, loss, logits, multi))
   # MONAI DiceCELoss: softmax, ids [B, 1, 4, 5], weight and smoothing.
   kw = {
     "softmax": True,
@@ -102,7 +86,9 @@ def _cases():
     **{**kw, "weight": torch.tensor(weight, dtype=torch.float64)}
   )
   cases.append(
-    _case("monai_dice_ce_weight", "monai", kw, loss, logits, ids[:, None])
+    _peer_run.case(
+      "monai_dice_ce_weight", "monai", kw, loss, logits, ids[:, None]
+    )
   )
   # One channel, sigmoid: the weight is the BCE's pos_weight.
   kw = {"sigmoid": True, "weight": [2.5]}
@@ -111,17 +97,21 @@ def _cases():
   )
   binary = (ids == 1).astype(np.float64)[:, None]
   cases.append(
-    _case("monai_dice_ce_pos_weight", "monai", kw, loss, logits[:, :1], binary)
+    _peer_run.case(
+      "monai_dice_ce_pos_weight", "monai", kw, loss, logits[:, :1], binary
+    )
   )
   # smp's label-smoothed CE and BCE with ignore_index (-100, their default).
   smp_ids = np.where(ignored == 255, -100, ignored)
   kw = {"smooth_factor": 0.1, "ignore_index": -100}
   cases.append(
-    _case("smp_soft_ce", "smp", kw, SoftCrossEntropyLoss(**kw), logits, smp_ids)
+    _peer_run.case(
+      "smp_soft_ce", "smp", kw, SoftCrossEntropyLoss(**kw), logits, smp_ids
+    )
   )
   smp_binary = np.where(smp_ids == -100, -100, (smp_ids == 1).astype(int))
   cases.append(
-    _case(
+    _peer_run.case(
       "smp_soft_bce",
       "smp",
       kw,
@@ -134,21 +124,7 @@ def _cases():
 
 
 def main():
-  for module, want in (
-    (monai, VERSIONS["monai"]),
-    (smp, VERSIONS["segmentation_models_pytorch"]),
-  ):
-    if module.__version__ != want:
-      raise SystemExit(f"{module.__name__} {module.__version__} != {want}")
-  record = {
-    "versions": {
-      "torch": torch.__version__,
-      **{k: v for k, v in VERSIONS.items()},
-    },
-    "cases": _cases(),
-  }
-  OUT.write_text(json.dumps(record) + "\n")
-  print(f"wrote {len(record['cases'])} cases to {OUT}")
+  _peer_run.write(OUT, VERSIONS, (monai, smp), _cases())
 
 
 if __name__ == "__main__":

@@ -22,41 +22,18 @@ seeded NumPy generator, rounded to float32; every peer runs in float64.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
+import _peer_run  # beside this script
 import monai
 from monai.losses import MaskedDiceLoss
 import numpy as np
 import segmentation_models_pytorch as smp
 from segmentation_models_pytorch.losses import DiceLoss
 from segmentation_models_pytorch.losses import JaccardLoss
-import torch
 
 VERSIONS = {"monai": "1.6.1", "segmentation_models_pytorch": "0.6.0"}
 OUT = pathlib.Path(__file__).with_name("empty_class_values.json")
-
-
-def _case(name, peer, settings, fn, x, target, mask=None):
-  x = np.asarray(x, np.float32).astype(np.float64)
-  xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-  args = (xt, torch.as_tensor(target))
-  if mask is not None:
-    args += (torch.as_tensor(mask),)
-  value = fn(*args)
-  value.backward()
-  case = {
-    "name": name,
-    "peer": peer,
-    "settings": settings,
-    "inputs": x.tolist(),
-    "targets": np.asarray(target).tolist(),
-    "value": value.item(),
-    "grad": xt.grad.numpy().tolist(),
-  }
-  if mask is not None:
-    case["mask"] = np.asarray(mask).tolist()
-  return case
 
 
 def _cases():
@@ -76,13 +53,13 @@ def _cases():
     ("smp_jaccard_absent", JaccardLoss, {}),
   ):
     fn = loss("multiclass", **kw)
-    cases.append(_case(name, "smp", kw, fn, logits, ids))
+    cases.append(_peer_run.case(name, "smp", kw, fn, logits, ids))
   # smp multilabel: channel 1 empty.
   multi = (rng.random((2, 3, 4, 5)) < 0.4).astype(np.float64)
   multi[:, 1] = 0
   kw = {"class_weights": [1.0, 3.0, 0.5]}
   cases.append(
-    _case(
+    _peer_run.case(
       "smp_dice_multilabel_absent",
       "smp",
       kw,
@@ -96,7 +73,7 @@ def _cases():
   onehot = np.moveaxis(np.eye(3)[ids], -1, 1)
   kw = {"sigmoid": True, "smooth_nr": 1e-4, "smooth_dr": 1e-4}
   cases.append(
-    _case(
+    _peer_run.case(
       "monai_masked_sigmoid",
       "monai",
       kw,
@@ -112,7 +89,7 @@ def _cases():
   ):
     kw = {"softmax": True, "to_onehot_y": True, "include_background": bg}
     cases.append(
-      _case(
+      _peer_run.case(
         name,
         "monai",
         kw,
@@ -126,18 +103,7 @@ def _cases():
 
 
 def main():
-  for module, want in (
-    (monai, VERSIONS["monai"]),
-    (smp, VERSIONS["segmentation_models_pytorch"]),
-  ):
-    if module.__version__ != want:
-      raise SystemExit(f"{module.__name__} {module.__version__} != {want}")
-  record = {
-    "versions": {"torch": torch.__version__, **VERSIONS},
-    "cases": _cases(),
-  }
-  OUT.write_text(json.dumps(record) + "\n")
-  print(f"wrote {len(record['cases'])} cases to {OUT}")
+  _peer_run.write(OUT, VERSIONS, (monai, smp), _cases())
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ seeded NumPy generator, rounded to float32; every peer runs in float64.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
+import _peer_run  # beside this script
 import monai
 from monai.losses import AsymmetricUnifiedFocalLoss
 from monai.losses import GeneralizedWassersteinDiceLoss
@@ -42,28 +42,6 @@ DIST = [
 ]
 
 
-def _run(fn, x, target):
-  """`(value, d value / d x)` of `fn(x, target)` in float64."""
-  x = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-  value = fn(x, torch.as_tensor(target))
-  value.backward()
-  return value.item(), x.grad.numpy().tolist()
-
-
-def _case(name, peer, settings, fn, x, target):
-  x = np.asarray(x, np.float32).astype(np.float64)
-  value, grad = _run(fn, x, target)
-  return {
-    "name": name,
-    "peer": peer,
-    "settings": settings,
-    "inputs": x.tolist(),
-    "targets": np.asarray(target).tolist(),
-    "value": value,
-    "grad": grad,
-  }
-
-
 def _cases():
   rng = np.random.default_rng(22)
   cases = []
@@ -79,7 +57,7 @@ def _cases():
       )
       fn = (lambda f: lambda x, t: f(x, t).sum())(loss)
       cases.append(
-        _case(
+        _peer_run.case(
           f"gwdl_{mode}_{reduction}",
           "monai",
           {
@@ -109,7 +87,7 @@ def _cases():
     loss = AsymmetricUnifiedFocalLoss(weight=weight, gamma=gamma, delta=delta)
     settings = {"weight": weight, "gamma": gamma, "delta": delta}
     cases.append(
-      _case(
+      _peer_run.case(
         f"aufl_2ch_w{weight}_g{gamma}_d{delta}",
         "monai",
         settings,
@@ -120,7 +98,7 @@ def _cases():
     )
   loss = AsymmetricUnifiedFocalLoss()
   cases.append(
-    _case(
+    _peer_run.case(
       "aufl_1ch_default",
       "monai",
       {"weight": 0.5, "gamma": 0.5, "delta": 0.7},
@@ -134,7 +112,9 @@ def _cases():
   g = rng.integers(0, 2, (3, 1, 4, 5)).astype(np.float64)
   for eps in (1e-5, 0.1):
     cases.append(
-      _case(f"mcc_eps{eps}", "smp", {"eps": eps}, MCCLoss(eps=eps), p, g)
+      _peer_run.case(
+        f"mcc_eps{eps}", "smp", {"eps": eps}, MCCLoss(eps=eps), p, g
+      )
     )
   cases.extend(_focal_cases(rng))
   return cases
@@ -200,21 +180,15 @@ def _focal_cases(rng):
   ):
     loss = FocalLoss(mode, **options)
     cases.append(
-      _case(f"focal_{name}", "smp", {"mode": mode, **options}, loss, x, t)
+      _peer_run.case(
+        f"focal_{name}", "smp", {"mode": mode, **options}, loss, x, t
+      )
     )
   return cases
 
 
 def main():
-  found = {
-    "monai": monai.__version__,
-    "segmentation_models_pytorch": smp.__version__,
-  }
-  if found != VERSIONS:
-    raise SystemExit(f"needs {VERSIONS}, found {found}")
-  data = {"versions": {**found, "torch": torch.__version__}, "cases": _cases()}
-  OUT.write_text(json.dumps(data) + "\n")
-  print(f"wrote {len(data['cases'])} cases to {OUT}")
+  _peer_run.write(OUT, VERSIONS, (monai, smp), _cases())
 
 
 if __name__ == "__main__":
