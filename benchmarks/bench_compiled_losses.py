@@ -27,36 +27,24 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 # pylint: disable=wrong-import-position
 import bench_compiled  # noqa: E402  (sets the deviceless environment)
+import bench_losses  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import pel_jax  # noqa: E402
 
 
 def _losses(classes: int) -> dict:
-  """name -> loss(logits, ids) of the table (float32 logits, int ids)."""
-  dist = jnp.asarray(1 - np.eye(classes, dtype=np.float32))
+  """name -> loss(logits, ids): `bench_losses.py`'s, then those only
+  compiled here (float32 logits, int ids)."""
   return {
-    "dice_loss": lambda x, t: pel_jax.dice_loss(x, t, from_logits=True),
+    **bench_losses.loss_functions(classes),
     "optax softmax CE": lambda x, t: jnp.mean(
       optax.losses.softmax_cross_entropy_with_integer_labels(x, t)
     ),
     "cross_entropy (class weights)": lambda x, t: pel_jax.cross_entropy(
       x, t, class_weights=jnp.linspace(0.5, 1.5, classes)
-    ),
-    "focal_cross_entropy": lambda x, t: pel_jax.focal_cross_entropy(
-      x, t, from_logits=True
-    ),
-    "mcc_loss": lambda x, t: pel_jax.mcc_loss(x, t, from_logits=True),
-    "generalized_wasserstein_dice_loss": (
-      lambda x, t: pel_jax.generalized_wasserstein_dice_loss(
-        x, t, dist_matrix=dist, from_logits=True
-      )
-    ),
-    "unified_focal_loss": lambda x, t: pel_jax.unified_focal_loss(
-      x, t, from_logits=True
     ),
     "lovasz_softmax_loss": lambda x, t: pel_jax.lovasz_softmax_loss(
       x, t, from_logits=True

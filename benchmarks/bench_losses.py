@@ -14,6 +14,7 @@ size are timed round-robin in the same rounds, so the ratios to
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -24,37 +25,44 @@ import numpy as np
 import pel_jax
 
 
+def loss_functions(classes: int) -> dict:
+  """`name -> loss(logits, ids)` of the table (float32 logits, int ids)."""
+  dist = 1 - np.eye(classes, dtype=np.float32)
+  weights = np.linspace(0.5, 2.0, classes, dtype=np.float32)
+  return {
+    "dice_loss": lambda x, t: pel_jax.dice_loss(x, t, from_logits=True),
+    "mcc_loss": lambda x, t: pel_jax.mcc_loss(x, t, from_logits=True),
+    "generalized_wasserstein_dice_loss": (
+      lambda x, t: pel_jax.generalized_wasserstein_dice_loss(
+        x, t, dist_matrix=dist, from_logits=True
+      )
+    ),
+    "unified_focal_loss": lambda x, t: pel_jax.unified_focal_loss(
+      x, t, from_logits=True
+    ),
+    "focal_cross_entropy": lambda x, t: pel_jax.focal_cross_entropy(
+      x, t, from_logits=True
+    ),
+    # The fused CE term against the weighted one (a pass of its own).
+    "dice_loss + CE": lambda x, t: pel_jax.dice_loss(
+      x, t, from_logits=True, ce_weight=1.0
+    ),
+    "dice_loss + CE, ce_class_weights": lambda x, t: pel_jax.dice_loss(
+      x, t, from_logits=True, ce_weight=1.0, ce_class_weights=weights
+    ),
+  }
+
+
 def _losses(shape):
   """`name -> jitted value_and_grad` of one `[B, *S, C]` size, and logits."""
   rng = np.random.default_rng(0)
   classes = shape[-1]
   logits = jnp.asarray(rng.normal(size=shape), jnp.float32)
   ids = jnp.asarray(rng.integers(0, classes, shape[:-1]), jnp.int32)
-  dist = 1 - np.eye(classes, dtype=np.float32)
-  weights = np.linspace(0.5, 2.0, classes, dtype=np.float32)
-  losses = {
-    "dice_loss": lambda x: pel_jax.dice_loss(x, ids, from_logits=True),
-    "mcc_loss": lambda x: pel_jax.mcc_loss(x, ids, from_logits=True),
-    "generalized_wasserstein_dice_loss": (
-      lambda x: pel_jax.generalized_wasserstein_dice_loss(
-        x, ids, dist_matrix=dist, from_logits=True
-      )
-    ),
-    "unified_focal_loss": lambda x: pel_jax.unified_focal_loss(
-      x, ids, from_logits=True
-    ),
-    "focal_cross_entropy": lambda x: pel_jax.focal_cross_entropy(
-      x, ids, from_logits=True
-    ),
-    # The fused CE term against the weighted one (a pass of its own).
-    "dice_loss + CE": lambda x: pel_jax.dice_loss(
-      x, ids, from_logits=True, ce_weight=1.0
-    ),
-    "dice_loss + CE, ce_class_weights": lambda x: pel_jax.dice_loss(
-      x, ids, from_logits=True, ce_weight=1.0, ce_class_weights=weights
-    ),
-  }
-  return {k: jax.jit(jax.value_and_grad(f)) for k, f in losses.items()}, logits
+  return {
+    k: jax.jit(jax.value_and_grad(functools.partial(f, t=ids)))
+    for k, f in loss_functions(classes).items()
+  }, logits
 
 
 def _time(fn, x) -> float:
