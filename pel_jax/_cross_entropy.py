@@ -212,14 +212,9 @@ def cross_entropy(
   if reduction == "none":
     return terms[..., 0] if activation == "softmax" else terms
   everything = tuple(range(terms.ndim))
-  total, norm = jnp.sum(terms), norm.sum(terms, everything)
-  if axis_name is not None:
-    total = _global_sum.global_sum(total, axis_name)
-    norm = lax.psum(norm, axis_name)
-  if reduction == "sum":
-    return total
-  some = norm > 0
-  return jnp.where(some, total / jnp.where(some, norm, 1), 0)
+  return _global_sum.sum_or_mean(
+    jnp.sum(terms), norm.sum(terms, everything), reduction, axis_name
+  )
 
 
 def _check_smoothing(name: str, eps: float) -> None:

@@ -72,3 +72,16 @@ def _global_sum_bwd(axis_name, x, cotangent):
 
 
 _global_sum.defvjp(_global_sum_fwd, _global_sum_bwd)
+
+
+def sum_or_mean(total, count, reduction: str, axis_name) -> jax.Array:
+  """`total` ("sum") or `total / count` ("mean"), both first summed over
+  `axis_name` when given (`global_sum`'s gradient convention for `total`).
+  A zero count gives 0 with a zero gradient, not NaN."""
+  if axis_name is not None:
+    total = global_sum(total, axis_name)
+    count = lax.psum(count, axis_name)
+  if reduction == "sum":
+    return total
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, 1), 0)

@@ -432,15 +432,12 @@ def _cross_entropy(stats, reduction, batch, axis_name):
   Global over `axis_name` with `global_sum`'s gradient convention (batch
   sums are already global). No kept term: 0 with a zero gradient.
   """
-  total = jnp.sum(stats.ce)
-  count = jnp.sum(stats.count)
-  if axis_name is not None and not batch:
-    total = _global_sum.global_sum(total, axis_name)
-    count = lax.psum(count, axis_name)
-  if reduction == "sum":
-    return total
-  some = count > 0
-  return jnp.where(some, total / jnp.where(some, count, 1), 0)
+  return _global_sum.sum_or_mean(
+    jnp.sum(stats.ce),
+    jnp.sum(stats.count),
+    reduction,
+    None if batch else axis_name,
+  )
 
 
 def _reduce(
